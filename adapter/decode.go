@@ -1,0 +1,182 @@
+package adapter
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"unsafe"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/shira-ort/shira-ort/adapter/internal/shirafb"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// Decode verifies b as a .shira file and returns the adapter it holds.
+//
+// Indices and Values alias b when they are suitably aligned in memory (4
+// and 8 bytes; always true for buffers from Encode, Open or a fresh
+// allocation) and are copied otherwise, so b must not be modified while
+// the adapter is in use. Every structural or content problem is an error
+// wrapping [ErrInvalid] or [ErrUnsupported] that names the offending
+// field and tensor; Decode never panics on bad input.
+func Decode(b []byte) (*Adapter, error) {
+	a, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("adapter: decode: %w", err)
+	}
+	return a, nil
+}
+
+func decode(b []byte) (*Adapter, error) {
+	root, meta, tensors, err := verifyStructure(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	var r shirafb.Adapter
+	r.Init(b, flatbuffers.UOffsetT(root.pos))
+	switch ver := r.FormatVersion(); {
+	case ver == 0:
+		return nil, fmt.Errorf("%w: format_version missing", ErrInvalid)
+	case ver != FormatVersion:
+		return nil, fmt.Errorf("%w: format version %d (this reader knows %d)", ErrUnsupported, ver, FormatVersion)
+	}
+	a := &Adapter{
+		Name:             string(r.Name()),
+		DefaultAlpha:     r.DefaultAlpha(),
+		Semantics:        Semantics(r.Semantics()),
+		ModelFingerprint: string(r.ModelFingerprint()),
+	}
+	if !a.Semantics.valid() {
+		return nil, fmt.Errorf("%w: semantics %d", ErrUnsupported, uint8(r.Semantics()))
+	}
+	if len(meta) > 0 {
+		a.Metadata = make(map[string]string, len(meta))
+		for _, m := range meta {
+			var kv shirafb.KeyValue
+			kv.Init(b, flatbuffers.UOffsetT(m.pos))
+			k := string(kv.Key())
+			if _, dup := a.Metadata[k]; dup {
+				return nil, fmt.Errorf("%w: duplicate metadata key %q", ErrInvalid, k)
+			}
+			a.Metadata[k] = string(kv.Value())
+		}
+	}
+	v := &verifier{b: b}
+	a.Tensors = make([]Tensor, len(tensors))
+	for i, tt := range tensors {
+		if err := decodeTensor(v, tt, &a.Tensors[i]); err != nil {
+			return nil, fmt.Errorf("tensors[%d]: %w", i, err)
+		}
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func decodeTensor(v *verifier, tt fbTable, t *Tensor) error {
+	var ft shirafb.Tensor
+	ft.Init(v.b, flatbuffers.UOffsetT(tt.pos))
+	t.Name = string(ft.Name())
+	if enc := ft.IndexEncoding(); enc != shirafb.IndexEncodingFlatU32 {
+		return fmt.Errorf("%w: tensor %q: index encoding %d (this reader knows flat uint32 = 0)", ErrUnsupported, t.Name, enc)
+	}
+	t.DType = tensor.DType(ft.Dtype())
+	t.ValueDType = tensor.DType(ft.ValueDtype())
+	switch base := ft.BaseSha256Bytes(); len(base) {
+	case 0:
+	case 32:
+		copy(t.BaseSHA256[:], base)
+	default:
+		return fmt.Errorf("%w: tensor %q: base_sha256 has %d bytes (want 32 or none)", ErrInvalid, t.Name, len(base))
+	}
+	shape, _ := v.vector(tt, slotTensorShape, 8, "shape") // verified already
+	t.Shape = make([]int64, shape.n)
+	for j := range t.Shape {
+		t.Shape[j] = int64(binary.LittleEndian.Uint64(v.b[shape.start+8*j:]))
+	}
+	ix, _ := v.vector(tt, slotTensorIndices, 4, "indices")
+	if ix.n > 0 {
+		raw := v.b[ix.start : ix.start+4*ix.n]
+		if aligned(raw, 4) {
+			t.Indices = unsafe.Slice((*uint32)(unsafe.Pointer(&raw[0])), ix.n)
+		} else {
+			t.Indices = make([]uint32, ix.n)
+			for j := range t.Indices {
+				t.Indices[j] = binary.LittleEndian.Uint32(raw[4*j:])
+			}
+		}
+	}
+	vals, _ := v.vector(tt, slotTensorValues, 1, "values")
+	if vals.n > 0 {
+		raw := v.b[vals.start : vals.start+vals.n : vals.start+vals.n]
+		if aligned(raw, 8) {
+			t.Values = raw
+		} else {
+			t.Values = append(alignedBytes(len(raw))[:0], raw...)
+		}
+	}
+	return nil
+}
+
+// aligned reports whether b starts at a multiple of n in memory.
+func aligned(b []byte, n uintptr) bool {
+	return len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%n == 0
+}
+
+// alignedBytes returns a zeroed n-byte slice (capacity rounded up to 8)
+// starting 8-byte aligned.
+func alignedBytes(n int) []byte {
+	w := make([]int64, (n+7)/8)
+	return tensor.Bytes(w)[:n]
+}
+
+// Open memory-maps the .shira file at path read-only and decodes it
+// without copying (see [Decode]). The returned adapter aliases the
+// mapping: call [Adapter.Close] when done, and do not use the adapter or
+// any slice taken from it afterwards (the memory is gone; a patcher must
+// have reverted or dropped it first).
+func Open(path string) (*Adapter, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("adapter: open: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("adapter: open: %w", err)
+	}
+	if st.Size() < 8 || st.Size() > maxFileSize {
+		return nil, fmt.Errorf("adapter: open %s: %w: size %d bytes", path, ErrInvalid, st.Size())
+	}
+	b, unmap, err := mapFile(f, int(st.Size()))
+	if err != nil {
+		return nil, fmt.Errorf("adapter: open %s: %w", path, err)
+	}
+	a, err := decode(b)
+	if err != nil {
+		unmap()
+		return nil, fmt.Errorf("adapter: open %s: %w", path, err)
+	}
+	a.unmap = unmap
+	return a, nil
+}
+
+// Close releases the memory map of an adapter returned by [Open] and
+// clears its tensors' Indices and Values; it is a no-op for other
+// adapters. The adapter must not be used afterwards.
+func (a *Adapter) Close() error {
+	if a.unmap == nil {
+		return nil
+	}
+	for i := range a.Tensors {
+		a.Tensors[i].Indices, a.Tensors[i].Values = nil, nil
+	}
+	unmap := a.unmap
+	a.unmap = nil
+	if err := unmap(); err != nil {
+		return fmt.Errorf("adapter: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package adapter
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/shira-ort/shira-ort/adapter/internal/shirafb"
+)
+
+// fileIdentifier is the FlatBuffers file identifier of .shira files.
+const fileIdentifier = "SHRA"
+
+// maxFileSize is the largest file a FlatBuffer (32-bit offsets, Go builder
+// limit) can hold.
+const maxFileSize = 1<<31 - 1
+
+// Encode validates a and serialises it as a .shira FlatBuffer. Every
+// tensor's values start at an 8-byte aligned offset, and the returned slice
+// itself starts 8-byte aligned, so Decode of the result is zero-copy.
+func Encode(a *Adapter) (b []byte, err error) {
+	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("adapter: encode: %w", err)
+	}
+	est := estimateSize(a)
+	if est > maxFileSize {
+		return nil, fmt.Errorf("adapter: encode: %w: about %d bytes, more than a FlatBuffer can hold (2 GiB); split the adapter", ErrUnsupported, est)
+	}
+	defer func() { // the flatbuffers builder panics on misuse or overflow
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("adapter: encode: flatbuffers: %v", r)
+		}
+	}()
+	fb := flatbuffers.NewBuilder((est + 7) &^ 7)
+
+	tensors := make([]flatbuffers.UOffsetT, len(a.Tensors))
+	for i := range a.Tensors {
+		tensors[i] = encodeTensor(fb, &a.Tensors[i])
+	}
+	keys := make([]string, 0, len(a.Metadata))
+	for k := range a.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kvs := make([]flatbuffers.UOffsetT, len(keys))
+	for i, k := range keys {
+		ko, vo := fb.CreateString(k), fb.CreateString(a.Metadata[k])
+		shirafb.KeyValueStart(fb)
+		shirafb.KeyValueAddKey(fb, ko)
+		shirafb.KeyValueAddValue(fb, vo)
+		kvs[i] = shirafb.KeyValueEnd(fb)
+	}
+	tensorsVec := offsetVector(fb, tensors)
+	metaVec := offsetVector(fb, kvs)
+	name := fb.CreateString(a.Name)
+	fp := fb.CreateString(a.ModelFingerprint)
+
+	shirafb.AdapterStart(fb)
+	shirafb.AdapterAddFormatVersion(fb, FormatVersion)
+	shirafb.AdapterAddName(fb, name)
+	shirafb.AdapterAddDefaultAlpha(fb, a.DefaultAlpha)
+	shirafb.AdapterAddSemantics(fb, shirafb.Semantics(a.Semantics))
+	shirafb.AdapterAddModelFingerprint(fb, fp)
+	shirafb.AdapterAddMetadata(fb, metaVec)
+	shirafb.AdapterAddTensors(fb, tensorsVec)
+	root := shirafb.AdapterEnd(fb)
+	fb.FinishWithFileIdentifier(root, []byte(fileIdentifier))
+
+	out := fb.FinishedBytes()
+	if !aligned(out, 8) { // keep the promise that values are 8-byte aligned in memory too
+		c := alignedBytes(len(out))
+		copy(c, out)
+		out = c
+	}
+	return out, nil
+}
+
+func estimateSize(a *Adapter) int {
+	n := 256 + len(a.Name) + len(a.ModelFingerprint)
+	for k, v := range a.Metadata {
+		n += 32 + len(k) + len(v)
+	}
+	for i := range a.Tensors {
+		t := &a.Tensors[i]
+		n += 160 + len(t.Name) + 8*len(t.Shape) + 4*len(t.Indices) + len(t.Values)
+	}
+	return n
+}
+
+func offsetVector(fb *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	fb.StartVector(4, len(offs), 4)
+	for i := len(offs) - 1; i >= 0; i-- {
+		fb.PrependUOffsetT(offs[i])
+	}
+	return fb.EndVector(len(offs))
+}
+
+func encodeTensor(fb *flatbuffers.Builder, t *Tensor) flatbuffers.UOffsetT {
+	// Values first (the builder writes back to front): 8-byte aligned data.
+	fb.Prep(8, len(t.Values))
+	values := fb.CreateByteVector(t.Values)
+
+	fb.StartVector(4, len(t.Indices), 8)
+	for i := len(t.Indices) - 1; i >= 0; i-- {
+		fb.PlaceUint32(t.Indices[i])
+	}
+	indices := fb.EndVector(len(t.Indices))
+
+	var base flatbuffers.UOffsetT
+	if t.HasBase() {
+		base = fb.CreateByteVector(t.BaseSHA256[:])
+	}
+	fb.StartVector(8, len(t.Shape), 8)
+	for i := len(t.Shape) - 1; i >= 0; i-- {
+		fb.PlaceInt64(t.Shape[i])
+	}
+	shape := fb.EndVector(len(t.Shape))
+	name := fb.CreateString(t.Name)
+
+	shirafb.TensorStart(fb)
+	shirafb.TensorAddName(fb, name)
+	shirafb.TensorAddShape(fb, shape)
+	shirafb.TensorAddDtype(fb, int32(t.DType))
+	shirafb.TensorAddValueDtype(fb, int32(t.ValueDType))
+	if t.HasBase() {
+		shirafb.TensorAddBaseSha256(fb, base)
+	}
+	shirafb.TensorAddIndexEncoding(fb, shirafb.IndexEncodingFlatU32)
+	shirafb.TensorAddIndices(fb, indices)
+	shirafb.TensorAddValues(fb, values)
+	return shirafb.TensorEnd(fb)
+}
+
+// Write encodes a and writes it to path atomically: it writes a temporary
+// file in the same directory, fsyncs it, renames it over path and fsyncs
+// the directory. On error path is left untouched.
+func Write(path string, a *Adapter) error {
+	b, err := Encode(a)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("adapter: write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("adapter: write %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("adapter: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("adapter: write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil { // best effort: persist the rename
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
