@@ -1,0 +1,126 @@
+package patch
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// benchAdapter builds an adapter touching density of each weight, with a
+// random sorted mask.
+func benchAdapter(ws []Weight, vdt tensor.DType, sem adapter.Semantics, density float64, seed uint64) *adapter.Adapter {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	a := &adapter.Adapter{Semantics: sem, DefaultAlpha: 1}
+	for _, w := range ws {
+		n, _ := tensor.NumElements(w.Shape)
+		k := max(1, int(density*float64(n)))
+		seen := make(map[uint32]bool, k)
+		ix := make([]uint32, 0, k)
+		for len(ix) < k {
+			i := uint32(rng.IntN(n))
+			if !seen[i] {
+				seen[i] = true
+				ix = append(ix, i)
+			}
+		}
+		vals := make([]float32, k)
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64())
+		}
+		t, err := adapter.NewTensor(w.Name, w.DType, w.Shape, ix, vals, vdt)
+		if err != nil {
+			panic(err)
+		}
+		a.Tensors = append(a.Tensors, t)
+	}
+	return a
+}
+
+func benchWeights(dt tensor.DType, count int, shape []int64) []Weight {
+	rng := rand.New(rand.NewPCG(1, 1))
+	ws := make([]Weight, count)
+	for i := range ws {
+		n, _ := tensor.NumElements(shape)
+		ws[i] = Weight{Name: fmt.Sprint("w", i), DType: dt, Shape: shape, Data: randomData(dt, n, rng)}
+	}
+	return ws
+}
+
+// benchSwitch measures one apply + one revert of a per op. SetBytes counts
+// the adapter payload (index + value bytes) processed per op.
+func benchSwitch(b *testing.B, ws []Weight, a *adapter.Adapter, alpha float32) {
+	p, err := New(ws)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(a.NNZ() * (4 + a.Tensors[0].ValueDType.Size())))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Set(Config{a, alpha}); err != nil {
+			b.Fatal(err)
+		}
+		p.Revert()
+	}
+}
+
+func BenchmarkSwitch4096x4096(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		dt     tensor.DType
+		sem    adapter.Semantics
+		alpha  float32
+		vdtype tensor.DType
+	}{
+		{"fp32/overwrite", tensor.Float32, adapter.Overwrite, 1, tensor.Float32},
+		{"fp32/delta", tensor.Float32, adapter.Delta, 1, tensor.Float32},
+		{"fp32/overwrite-alpha0.5", tensor.Float32, adapter.Overwrite, 0.5, tensor.Float32},
+		{"fp16/overwrite", tensor.Float16, adapter.Overwrite, 1, tensor.Float16},
+		{"fp16/delta", tensor.Float16, adapter.Delta, 1, tensor.Float16},
+		{"bf16/delta", tensor.BFloat16, adapter.Delta, 1, tensor.BFloat16},
+		{"fp16/fp32-values-delta", tensor.Float16, adapter.Delta, 1, tensor.Float32},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ws := benchWeights(c.dt, 1, []int64{4096, 4096})
+			benchSwitch(b, ws, benchAdapter(ws, c.vdtype, c.sem, 0.01, 7), c.alpha)
+		})
+	}
+}
+
+// BenchmarkSwitchAB alternates between two adapters (Set A, Set B): the
+// live-session switch.
+func BenchmarkSwitchAB4096x4096fp32(b *testing.B) {
+	ws := benchWeights(tensor.Float32, 1, []int64{4096, 4096})
+	A := benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 1)
+	B := benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 2)
+	p, _ := New(ws)
+	b.SetBytes(int64(A.NNZ() * 8))
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Set(Config{A, 1})
+		p.Set(Config{B, 1})
+	}
+}
+
+func BenchmarkSwitchFused3x4096x4096fp32(b *testing.B) {
+	ws := benchWeights(tensor.Float32, 1, []int64{4096, 4096})
+	cfgs := []Config{{benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 1), 1},
+		{benchAdapter(ws, tensor.Float32, adapter.Delta, 0.01, 2), 0.5},
+		{benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 3), 1}}
+	p, _ := New(ws)
+	b.SetBytes(int64(3 * cfgs[0].Adapter.NNZ() * 8))
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Set(cfgs...)
+		p.Revert()
+	}
+}
+
+// BenchmarkSwitchManySmall: 512 tensors of 256x256 fp16 at 1 %, patched in
+// parallel.
+func BenchmarkSwitchManySmall512x256x256fp16(b *testing.B) {
+	ws := benchWeights(tensor.Float16, 512, []int64{256, 256})
+	benchSwitch(b, ws, benchAdapter(ws, tensor.Float16, adapter.Overwrite, 0.01, 3), 1)
+}

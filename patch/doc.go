@@ -1,0 +1,42 @@
+// Package patch applies, reverts, switches and fuses SHiRA adapters on a
+// set of weight buffers, in place, transactionally and in parallel.
+//
+// A [Patcher] is built over the weights ([New]) and then moved between
+// adapter configurations: [Patcher.Set] makes exactly the given list of
+// (adapter, alpha) configurations active, [Patcher.Apply] adds one,
+// [Patcher.Revert] goes back to the base weights. Every call validates the
+// whole new configuration (target names, dtypes, shapes, index order and
+// bounds, base and model fingerprints, alpha) before the first write; on
+// error nothing has changed.
+//
+// # Semantics
+//
+// For every touched flat index i of a weight, with base value b and the
+// active configurations (adapter_k, alpha_k) in the order given:
+//
+//   - a single Overwrite adapter with alpha = 1 touching i: w = v exactly
+//     (converted to the weight dtype if the value dtype differs);
+//   - otherwise, in float32: acc = b; for each configuration touching i:
+//     acc = acc + float32(alpha*d), with d = v - b for Overwrite and d = v
+//     for Delta; then w = round(acc) to the weight dtype (round to nearest
+//     even; bfloat16 via tensor.Float32ToBFloat16, float16 via x448/float16).
+//     The product is rounded explicitly so no FMA fusion changes bits
+//     between architectures.
+//
+// The original bytes at the union of touched indices are saved before the
+// first write and written back on revert, so reverting is bit-exact for
+// every dtype (NaN payloads and -0 included). Switching A→B reverts A and
+// applies B, except that weights whose ordered list of (tensor, alpha) is
+// unchanged are left alone; the result always equals a fresh Set(B) on the
+// base weights. Offline fusion ([FuseInto]) runs the same code, so a live
+// session and a fused model agree bit for bit.
+//
+// # Concurrency
+//
+// Tensors are patched in parallel, one goroutine per tensor, at most
+// WithWorkers (default GOMAXPROCS) at a time. A Patcher does no locking: its
+// methods must not be called concurrently, and the caller (the ort
+// package) must keep Runs that read the weights from overlapping a switch.
+// Adapters in an active configuration must stay alive (not Closed) and
+// unmodified until they are reverted or switched away.
+package patch

@@ -1,0 +1,13 @@
+package patch
+
+// FuseInto applies cfgs to weights in place for good (offline fusion, as
+// `shira-ort apply` does): the same validation and arithmetic as
+// New(weights, opts...) followed by Set(cfgs...); the Patcher (and with it
+// the saved originals) is dropped. On error nothing was written.
+func FuseInto(weights []Weight, cfgs []Config, opts ...Option) error {
+	p, err := New(weights, opts...)
+	if err != nil {
+		return err
+	}
+	return p.Set(cfgs...)
+}

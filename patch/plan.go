@@ -1,0 +1,118 @@
+package patch
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/shira-ort/shira-ort/adapter"
+)
+
+// plan validates cfgs and fills every weight's next entries. It writes no
+// weight data; on error the next entries are garbage (cur is untouched).
+func (p *Patcher) plan(cfgs []Config) error {
+	for i := range p.weights {
+		p.weights[i].next = p.weights[i].next[:0]
+	}
+	for k, c := range cfgs {
+		a := c.Adapter
+		if a == nil {
+			return fmt.Errorf("%w: config %d has no adapter", ErrConfig, k)
+		}
+		if f := float64(c.Alpha); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("%w: adapter %q: alpha %v is not finite", ErrConfig, a.Name, c.Alpha)
+		}
+		if a.Semantics != adapter.Overwrite && a.Semantics != adapter.Delta {
+			return fmt.Errorf("%w: adapter %q: unknown semantics %v", ErrConfig, a.Name, a.Semantics)
+		}
+		if fp := p.opts.modelFingerprint; fp != "" && a.ModelFingerprint != "" && !p.opts.noFingerprint && !strings.EqualFold(fp, a.ModelFingerprint) {
+			return fmt.Errorf("%w: adapter %q was made for model %s, this model is %s", ErrFingerprint, a.Name, a.ModelFingerprint, fp)
+		}
+		for ti := range a.Tensors {
+			t := &a.Tensors[ti]
+			if err := p.planTensor(a, t, c.Alpha); err != nil {
+				return fmt.Errorf("adapter %q tensor %q: %w", a.Name, t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Patcher) planTensor(a *adapter.Adapter, t *adapter.Tensor, alpha float32) error {
+	wi, ok := p.byName[t.Name]
+	if !ok {
+		return fmt.Errorf("%w: no weight named %q%s", ErrUnknownTarget, t.Name, p.candidates(t.Name))
+	}
+	ws := &p.weights[wi]
+	if t.DType != ws.DType {
+		return fmt.Errorf("%w: adapter made for dtype %v, weight is %v", ErrMismatch, t.DType, ws.DType)
+	}
+	if !slices.Equal(t.Shape, ws.Shape) {
+		return fmt.Errorf("%w: adapter made for shape %v, weight is %v", ErrMismatch, t.Shape, ws.Shape)
+	}
+	if !p.opts.noFingerprint && t.HasBase() && ws.BaseSHA256 != [32]byte{} && t.BaseSHA256 != ws.BaseSHA256 {
+		return fmt.Errorf("%w: adapter made for base sha256 %s, weight is %s", ErrFingerprint,
+			hex.EncodeToString(t.BaseSHA256[:]), hex.EncodeToString(ws.BaseSHA256[:]))
+	}
+	if n := len(ws.next); n > 0 && ws.next[n-1].owner == a && ws.next[n-1].t != t {
+		return fmt.Errorf("%w: adapter has two tensors for this weight", ErrConfig)
+	}
+	if err := t.Validate(); err != nil { // dtypes, sizes, alignment, sorted, in range
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	ws.next = append(ws.next, entry{t: t, alpha: alpha, sem: a.Semantics, owner: a})
+	return nil
+}
+
+// candidates lists up to three weight names close to name, for messages.
+func (p *Patcher) candidates(name string) string {
+	type cand struct {
+		name string
+		d    int
+	}
+	var cs []cand
+	limit := max(3, len(name)/3)
+	for _, w := range p.weights {
+		d := editDistance(name, w.Name)
+		if d <= limit || strings.Contains(w.Name, name) || strings.Contains(name, w.Name) {
+			cs = append(cs, cand{w.Name, d})
+		}
+	}
+	if len(cs) == 0 {
+		return fmt.Sprintf(" (%d weights, none similar)", len(p.weights))
+	}
+	slices.SortFunc(cs, func(a, b cand) int {
+		if a.d != b.d {
+			return a.d - b.d
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	names := make([]string, 0, 3)
+	for _, c := range cs[:min(3, len(cs))] {
+		names = append(names, fmt.Sprintf("%q", c.name))
+	}
+	return " (did you mean " + strings.Join(names, ", ") + "?)"
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
