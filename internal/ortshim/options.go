@@ -1,0 +1,75 @@
+package ortshim
+
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import "unsafe"
+
+// AddInitializer calls OrtApi::AddInitializer: the session created with
+// options (an OrtSessionOptions*) will read the initializer name from value
+// (an OrtValue* over caller-owned memory) instead of the model's data. value
+// and its memory must outlive every session created with options.
+func AddInitializer(options unsafe.Pointer, name string, value unsafe.Pointer) error {
+	if !initialized() {
+		return ErrNotInitialized
+	}
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	return statusErr("AddInitializer "+name, C.shim_add_initializer((*C.OrtSessionOptions)(options), cname, (*C.OrtValue)(value)))
+}
+
+// HasSessionConfigEntry reports whether options (an OrtSessionOptions*)
+// holds the session configuration key.
+func HasSessionConfigEntry(options unsafe.Pointer, key string) (bool, error) {
+	if !initialized() {
+		return false, ErrNotInitialized
+	}
+	ckey := C.CString(key)
+	defer C.free(unsafe.Pointer(ckey))
+	var out C.int
+	err := statusErr("HasSessionConfigEntry", C.shim_has_session_config_entry((*C.OrtSessionOptions)(options), ckey, &out))
+	return out != 0, err
+}
+
+// NewRunOptions creates an OrtRunOptions* holding the given run
+// configuration entries (OrtApi::AddRunConfigEntry). Release it with
+// ReleaseRunOptions.
+func NewRunOptions(config map[string]string) (unsafe.Pointer, error) {
+	if !initialized() {
+		return nil, ErrNotInitialized
+	}
+	var ro *C.OrtRunOptions
+	if err := statusErr("CreateRunOptions", C.shim_create_run_options(&ro)); err != nil {
+		return nil, err
+	}
+	for k, v := range config {
+		if err := AddRunConfigEntry(unsafe.Pointer(ro), k, v); err != nil {
+			C.shim_release_run_options(ro)
+			return nil, err
+		}
+	}
+	return unsafe.Pointer(ro), nil
+}
+
+// AddRunConfigEntry calls OrtApi::AddRunConfigEntry on runOptions (an
+// OrtRunOptions*).
+func AddRunConfigEntry(runOptions unsafe.Pointer, key, value string) error {
+	if !initialized() {
+		return ErrNotInitialized
+	}
+	ckey, cval := C.CString(key), C.CString(value)
+	defer C.free(unsafe.Pointer(ckey))
+	defer C.free(unsafe.Pointer(cval))
+	return statusErr("AddRunConfigEntry "+key, C.shim_add_run_config_entry((*C.OrtRunOptions)(runOptions), ckey, cval))
+}
+
+// ReleaseRunOptions releases run options made by NewRunOptions; nil is a
+// no-op.
+func ReleaseRunOptions(runOptions unsafe.Pointer) {
+	if runOptions != nil && initialized() {
+		C.shim_release_run_options((*C.OrtRunOptions)(runOptions))
+	}
+}

@@ -1,0 +1,229 @@
+// The C half of internal/ortshim: typed calls through the OrtApi function
+// table. The signatures below are written for shira-ort from the ORT C API
+// documentation; the slots come from api_index.h (generated, see gen/main.go).
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_index.h"
+#include "shim.h"
+
+typedef struct {
+  const void *(*GetApi)(uint32_t version);
+  const char *(*GetVersionString)(void);
+} shim_api_base;
+
+static void *const *api;         // the OrtApi table, viewed as slots
+static OrtMemoryInfo *cpu_info;  // for tensors over caller memory
+static OrtAllocator *default_alloc;
+static const char *version_string;
+
+// FN casts slot `name` of the OrtApi table to the function type `type`.
+#define FN(name, type) ((type)api[SHIM_IDX_##name])
+
+typedef OrtStatus *(*st_create_cpu_info)(int, int, OrtMemoryInfo **);
+typedef OrtStatus *(*st_get_alloc)(OrtAllocator **);
+typedef const char *(*st_error_message)(const OrtStatus *);
+typedef void (*st_release)(void *);
+typedef OrtStatus *(*st_alloc_free)(OrtAllocator *, void *);
+typedef OrtStatus *(*st_add_init)(OrtSessionOptions *, const char *, const OrtValue *);
+typedef OrtStatus *(*st_has_cfg)(const OrtSessionOptions *, const char *, int *);
+typedef OrtStatus *(*st_create_ro)(OrtRunOptions **);
+typedef OrtStatus *(*st_add_ro)(OrtRunOptions *, const char *, const char *);
+typedef OrtStatus *(*st_count)(const OrtSession *, size_t *);
+typedef OrtStatus *(*st_name)(const OrtSession *, size_t, OrtAllocator *, char **);
+typedef OrtStatus *(*st_type_info)(const OrtSession *, size_t, OrtTypeInfo **);
+typedef OrtStatus *(*st_onnx_type)(const OrtTypeInfo *, int *);
+typedef OrtStatus *(*st_cast_tensor)(const OrtTypeInfo *, const OrtTensorTypeAndShapeInfo **);
+typedef OrtStatus *(*st_elem_type)(const OrtTensorTypeAndShapeInfo *, int *);
+typedef OrtStatus *(*st_dims_count)(const OrtTensorTypeAndShapeInfo *, size_t *);
+typedef OrtStatus *(*st_dims)(const OrtTensorTypeAndShapeInfo *, int64_t *, size_t);
+typedef OrtStatus *(*st_sym_dims)(const OrtTensorTypeAndShapeInfo *, const char **, size_t);
+typedef OrtStatus *(*st_elem_count)(const OrtTensorTypeAndShapeInfo *, size_t *);
+typedef OrtStatus *(*st_type_shape)(const OrtValue *, OrtTensorTypeAndShapeInfo **);
+typedef OrtStatus *(*st_value_type)(const OrtValue *, int *);
+typedef OrtStatus *(*st_mutable_data)(OrtValue *, void **);
+typedef OrtStatus *(*st_create_tensor)(const OrtMemoryInfo *, void *, size_t, const int64_t *, size_t, int,
+                                       OrtValue **);
+typedef OrtStatus *(*st_run)(OrtSession *, const OrtRunOptions *, const char *const *, const OrtValue *const *, size_t,
+                             const char *const *, size_t, OrtValue **);
+
+static char *fmt_error(const char *prefix, OrtStatus *st) {
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s: %s", prefix, FN(GetErrorMessage, st_error_message)(st));
+  FN(ReleaseStatus, st_release)(st);
+  return strdup(buf);
+}
+
+char *shim_init(const char *path, uint32_t api_version) {
+  char buf[1024];
+  if (api != NULL) return NULL;
+  void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+  if (h == NULL) {
+    const char *e = dlerror();
+    snprintf(buf, sizeof buf, "library %s is not loaded by onnxruntime_go: %s", path, e ? e : "not loaded");
+    return strdup(buf);
+  }
+  // h stays open: the library must outlive every pointer taken from it.
+  const shim_api_base *(*get_base)(void) = (const shim_api_base *(*)(void))dlsym(h, "OrtGetApiBase");
+  if (get_base == NULL) {
+    snprintf(buf, sizeof buf, "OrtGetApiBase not found in %s", path);
+    return strdup(buf);
+  }
+  const shim_api_base *base = get_base();
+  const void *table = base->GetApi(api_version);
+  if (table == NULL) {
+    snprintf(buf, sizeof buf, "ONNX Runtime %s at %s does not provide C API version %u", base->GetVersionString(),
+             path, api_version);
+    return strdup(buf);
+  }
+  void *const *slots = (void *const *)table;
+  OrtMemoryInfo *info = NULL;
+  OrtStatus *st = ((st_create_cpu_info)slots[SHIM_IDX_CreateCpuMemoryInfo])(SHIM_OrtArenaAllocator,
+                                                                          SHIM_OrtMemTypeDefault, &info);
+  api = slots;
+  if (st != NULL) {
+    api = NULL;
+    return fmt_error("CreateCpuMemoryInfo", st);
+  }
+  OrtAllocator *alloc = NULL;
+  st = FN(GetAllocatorWithDefaultOptions, st_get_alloc)(&alloc);
+  if (st != NULL) {
+    char *e = fmt_error("GetAllocatorWithDefaultOptions", st);
+    FN(ReleaseMemoryInfo, st_release)(info);
+    api = NULL;
+    return e;
+  }
+  cpu_info = info;
+  default_alloc = alloc;
+  version_string = base->GetVersionString();
+  return NULL;
+}
+
+const char *shim_version(void) { return version_string; }
+
+const char *shim_status_message(OrtStatus *st) { return FN(GetErrorMessage, st_error_message)(st); }
+
+void shim_release_status(OrtStatus *st) { FN(ReleaseStatus, st_release)(st); }
+
+void shim_free_string(char *s) {
+  if (s == NULL) return;
+  OrtStatus *st = FN(AllocatorFree, st_alloc_free)(default_alloc, s);
+  if (st != NULL) FN(ReleaseStatus, st_release)(st);
+}
+
+OrtStatus *shim_add_initializer(OrtSessionOptions *o, const char *name, const OrtValue *v) {
+  return FN(AddInitializer, st_add_init)(o, name, v);
+}
+
+OrtStatus *shim_has_session_config_entry(const OrtSessionOptions *o, const char *key, int *out) {
+  return FN(HasSessionConfigEntry, st_has_cfg)(o, key, out);
+}
+
+OrtStatus *shim_create_run_options(OrtRunOptions **out) { return FN(CreateRunOptions, st_create_ro)(out); }
+
+void shim_release_run_options(OrtRunOptions *ro) { FN(ReleaseRunOptions, st_release)(ro); }
+
+OrtStatus *shim_add_run_config_entry(OrtRunOptions *ro, const char *key, const char *value) {
+  return FN(AddRunConfigEntry, st_add_ro)(ro, key, value);
+}
+
+OrtStatus *shim_session_count(const OrtSession *s, int kind, size_t *out) {
+  switch (kind) {
+    case SHIM_INPUT:
+      return FN(SessionGetInputCount, st_count)(s, out);
+    case SHIM_OUTPUT:
+      return FN(SessionGetOutputCount, st_count)(s, out);
+    default:
+      return FN(SessionGetOverridableInitializerCount, st_count)(s, out);
+  }
+}
+
+OrtStatus *shim_session_name(const OrtSession *s, int kind, size_t i, char **out) {
+  switch (kind) {
+    case SHIM_INPUT:
+      return FN(SessionGetInputName, st_name)(s, i, default_alloc, out);
+    case SHIM_OUTPUT:
+      return FN(SessionGetOutputName, st_name)(s, i, default_alloc, out);
+    default:
+      return FN(SessionGetOverridableInitializerName, st_name)(s, i, default_alloc, out);
+  }
+}
+
+OrtStatus *shim_session_type_info(const OrtSession *s, int kind, size_t i, OrtTypeInfo **out) {
+  switch (kind) {
+    case SHIM_INPUT:
+      return FN(SessionGetInputTypeInfo, st_type_info)(s, i, out);
+    case SHIM_OUTPUT:
+      return FN(SessionGetOutputTypeInfo, st_type_info)(s, i, out);
+    default:
+      return FN(SessionGetOverridableInitializerTypeInfo, st_type_info)(s, i, out);
+  }
+}
+
+void shim_release_type_info(OrtTypeInfo *ti) { FN(ReleaseTypeInfo, st_release)(ti); }
+
+// shape_of fills elem, rank, dims and (when syms != NULL) symbolic names.
+static OrtStatus *shape_of(const OrtTensorTypeAndShapeInfo *t, int32_t *elem, size_t *rank, int64_t *dims,
+                           const char **syms, size_t cap) {
+  int e = 0;
+  OrtStatus *st = FN(GetTensorElementType, st_elem_type)(t, &e);
+  if (st != NULL) return st;
+  *elem = (int32_t)e;
+  st = FN(GetDimensionsCount, st_dims_count)(t, rank);
+  if (st != NULL) return st;
+  if (*rank > cap || *rank == 0) return NULL;  // caller retries with a larger buffer
+  st = FN(GetDimensions, st_dims)(t, dims, *rank);
+  if (st != NULL || syms == NULL) return st;
+  return FN(GetSymbolicDimensions, st_sym_dims)(t, syms, *rank);
+}
+
+OrtStatus *shim_type_info_tensor(const OrtTypeInfo *ti, int *is_tensor, int32_t *elem, size_t *rank, int64_t *dims,
+                                 const char **syms, size_t cap) {
+  int kind = 0;
+  OrtStatus *st = FN(GetOnnxTypeFromTypeInfo, st_onnx_type)(ti, &kind);
+  if (st != NULL) return st;
+  *is_tensor = kind == SHIM_ONNX_TYPE_TENSOR;
+  *elem = 0;
+  *rank = 0;
+  if (!*is_tensor) return NULL;
+  const OrtTensorTypeAndShapeInfo *t = NULL;
+  st = FN(CastTypeInfoToTensorInfo, st_cast_tensor)(ti, &t);  // owned by ti
+  if (st != NULL || t == NULL) return st;
+  return shape_of(t, elem, rank, dims, syms, cap);
+}
+
+OrtStatus *shim_create_tensor(void *data, size_t len, const int64_t *shape, size_t rank, int32_t elem,
+                              OrtValue **out) {
+  return FN(CreateTensorWithDataAsOrtValue, st_create_tensor)(cpu_info, data, len, shape, rank, (int)elem, out);
+}
+
+void shim_release_value(OrtValue *v) {
+  if (v != NULL) FN(ReleaseValue, st_release)(v);
+}
+
+OrtStatus *shim_tensor_meta(OrtValue *v, int *is_tensor, int32_t *elem, size_t *rank, int64_t *dims, size_t cap,
+                            size_t *count, void **data) {
+  int kind = 0;
+  OrtStatus *st = FN(GetValueType, st_value_type)(v, &kind);
+  if (st != NULL) return st;
+  *is_tensor = kind == SHIM_ONNX_TYPE_TENSOR;
+  if (!*is_tensor) return NULL;
+  OrtTensorTypeAndShapeInfo *t = NULL;
+  st = FN(GetTensorTypeAndShape, st_type_shape)(v, &t);
+  if (st != NULL) return st;
+  st = shape_of(t, elem, rank, dims, NULL, cap);
+  if (st == NULL) st = FN(GetTensorShapeElementCount, st_elem_count)(t, count);
+  FN(ReleaseTensorTypeAndShapeInfo, st_release)(t);
+  if (st != NULL) return st;
+  *data = NULL;
+  if (*count == 0) return NULL;
+  return FN(GetTensorMutableData, st_mutable_data)(v, data);
+}
+
+OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *in_names, const OrtValue *const *ins,
+                    size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs) {
+  return FN(Run, st_run)(s, ro, in_names, ins, n_in, out_names, n_out, outs);
+}

@@ -1,0 +1,61 @@
+// Declarations written for shira-ort (not taken from the ORT header): opaque
+// ORT handle types and the shim's own C entry points. Every ORT function is
+// reached through the OrtApi table by the slot numbers in api_index.h.
+
+#ifndef SHIRA_ORTSHIM_H
+#define SHIRA_ORTSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct OrtStatus OrtStatus;
+typedef struct OrtSession OrtSession;
+typedef struct OrtSessionOptions OrtSessionOptions;
+typedef struct OrtRunOptions OrtRunOptions;
+typedef struct OrtValue OrtValue;
+typedef struct OrtTypeInfo OrtTypeInfo;
+typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
+typedef struct OrtMemoryInfo OrtMemoryInfo;
+typedef struct OrtAllocator OrtAllocator;
+
+// Which list of a session's values an index refers to.
+enum { SHIM_INPUT = 0, SHIM_OUTPUT = 1, SHIM_OVERRIDABLE = 2 };
+
+// shim_init finds the already loaded library at path (RTLD_NOLOAD), asks it
+// for API version api_version and creates the shim's CPU memory info.
+// Returns NULL or a static/strdup'ed message the caller frees with free().
+char *shim_init(const char *path, uint32_t api_version);
+const char *shim_version(void);
+
+const char *shim_status_message(OrtStatus *st);
+void shim_release_status(OrtStatus *st);
+void shim_free_string(char *s);
+
+OrtStatus *shim_add_initializer(OrtSessionOptions *o, const char *name, const OrtValue *v);
+OrtStatus *shim_has_session_config_entry(const OrtSessionOptions *o, const char *key, int *out);
+OrtStatus *shim_create_run_options(OrtRunOptions **out);
+void shim_release_run_options(OrtRunOptions *ro);
+OrtStatus *shim_add_run_config_entry(OrtRunOptions *ro, const char *key, const char *value);
+
+OrtStatus *shim_session_count(const OrtSession *s, int kind, size_t *out);
+OrtStatus *shim_session_name(const OrtSession *s, int kind, size_t i, char **out);
+OrtStatus *shim_session_type_info(const OrtSession *s, int kind, size_t i, OrtTypeInfo **out);
+void shim_release_type_info(OrtTypeInfo *ti);
+// shim_type_info_tensor reports whether ti is a tensor (*is_tensor), and if
+// so its element type and rank; dims and syms (both of length cap) receive
+// up to cap dimensions and symbolic names (owned by ti).
+OrtStatus *shim_type_info_tensor(const OrtTypeInfo *ti, int *is_tensor, int32_t *elem, size_t *rank,
+                                 int64_t *dims, const char **syms, size_t cap);
+
+OrtStatus *shim_create_tensor(void *data, size_t len, const int64_t *shape, size_t rank, int32_t elem,
+                              OrtValue **out);
+void shim_release_value(OrtValue *v);
+// shim_tensor_meta reports a tensor value's element type, rank, element
+// count and data pointer; dims (length cap) receives up to cap dimensions.
+OrtStatus *shim_tensor_meta(OrtValue *v, int *is_tensor, int32_t *elem, size_t *rank, int64_t *dims, size_t cap,
+                            size_t *count, void **data);
+
+OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *in_names, const OrtValue *const *ins,
+                    size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs);
+
+#endif
