@@ -1,0 +1,130 @@
+package ort
+
+import (
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"unsafe"
+
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// Run feeds inputs (by input name; every input of Inputs is required) and
+// returns every output by name, as Go-owned tensors. Input dtypes, ranks,
+// fixed dimensions and byte lengths are checked before ORT is called.
+// Input data is read in place, not copied; it must not change during Run.
+//
+// Run is safe for concurrent use. It holds the session's read lock, so an
+// adapter switch waits for it and it sees exactly one configuration.
+func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if err := s.checkInputs(inputs); err != nil {
+		return nil, err
+	}
+
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	n := s.inNames.Len()
+	values := make([]unsafe.Pointer, 0, n)
+	defer func() { // the weight values at the end belong to the session
+		for _, v := range values[:min(len(values), len(s.inputs))] {
+			ortshim.ReleaseValue(v)
+		}
+	}()
+	for _, info := range s.inputs {
+		t := inputs[info.Name]
+		if len(t.Data) > 0 {
+			pin.Pin(unsafe.SliceData(t.Data))
+		}
+		v, err := ortshim.NewTensorValue(t.Data, t.DType, t.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("ort: input %s: %w", info.Name, err)
+		}
+		values = append(values, v)
+	}
+	if s.binding == FeedEachRun {
+		for _, w := range s.weights {
+			values = append(values, ortshim.ValuePtr(w.value))
+		}
+	}
+	outs, err := ortshim.Run(s.raw, s.runOpts, s.inNames, values, s.outNames)
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	res := make(map[string]*tensor.Tensor, len(outs))
+	for i, t := range outs {
+		res[s.outNames.At(i)] = t
+	}
+	return res, nil
+}
+
+// checkInputs validates names, dtypes, ranks, fixed dimensions and data
+// lengths.
+func (s *Session) checkInputs(inputs map[string]*tensor.Tensor) error {
+	for name := range inputs {
+		if _, ok := s.inputIndex[name]; ok {
+			continue
+		}
+		if _, ok := s.byName[name]; ok {
+			return fmt.Errorf("ort: %q is an exposed weight, not an input: change it with Set/Apply", name)
+		}
+		return fmt.Errorf("ort: unknown input %q (inputs: %s)", name, s.inputList())
+	}
+	for _, info := range s.inputs {
+		t, ok := inputs[info.Name]
+		if !ok || t == nil {
+			return fmt.Errorf("ort: missing input %q (inputs: %s)", info.Name, s.inputList())
+		}
+		if t.DType != info.DType {
+			return fmt.Errorf("ort: input %s: got %v, model wants %v", info.Name, t.DType, info.DType)
+		}
+		if len(t.Shape) != len(info.Shape) {
+			return fmt.Errorf("ort: input %s: got rank %d %v, model wants rank %d %s", info.Name, len(t.Shape), t.Shape, len(info.Shape), shapeString(info))
+		}
+		for d, want := range info.Shape {
+			if want >= 0 && t.Shape[d] != want {
+				return fmt.Errorf("ort: input %s: got shape %v, model wants %s (dimension %d)", info.Name, t.Shape, shapeString(info), d)
+			}
+		}
+		n, err := tensor.NumElements(t.Shape)
+		if err != nil {
+			return fmt.Errorf("ort: input %s: %w", info.Name, err)
+		}
+		if n*t.DType.Size() != len(t.Data) {
+			return fmt.Errorf("ort: input %s: %v %v needs %d bytes, has %d", info.Name, t.DType, t.Shape, n*t.DType.Size(), len(t.Data))
+		}
+	}
+	return nil
+}
+
+func (s *Session) inputList() string {
+	names := make([]string, len(s.inputs))
+	for i, in := range s.inputs {
+		names[i] = in.Name
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// shapeString renders a declared shape with symbolic names, e.g.
+// [batch 8].
+func shapeString(info IOInfo) string {
+	parts := make([]string, len(info.Shape))
+	for i, d := range info.Shape {
+		switch {
+		case d >= 0:
+			parts[i] = fmt.Sprint(d)
+		case i < len(info.SymbolicDims) && info.SymbolicDims[i] != "":
+			parts[i] = info.SymbolicDims[i]
+		default:
+			parts[i] = "?"
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}

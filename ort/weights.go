@@ -1,0 +1,116 @@
+package ort
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+
+	onnxruntime "github.com/yalue/onnxruntime_go"
+	"golang.org/x/sys/unix"
+
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// WeightInfo describes one exposed weight of a Session.
+type WeightInfo struct {
+	Name   string
+	DType  tensor.DType
+	Shape  []int64
+	Offset int64    // byte offset in the weight file
+	Length int64    // bytes
+	SHA256 [32]byte // of the weight as exported (before any adapter)
+}
+
+// weight is an exposed weight: its bytes in the session's mapping and the
+// ORT tensor over them.
+type weight struct {
+	info  WeightInfo
+	data  []byte
+	value *onnxruntime.CustomDataTensor
+}
+
+// weightFile is a private, writable, copy-on-write mapping of the weight
+// file: writes land in anonymous pages of this process and never reach the
+// file.
+type weightFile struct {
+	mem []byte
+}
+
+func mapWeights(path string) (*weightFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	if st.Size() == 0 {
+		return &weightFile{}, nil
+	}
+	if int64(int(st.Size())) != st.Size() {
+		return nil, fmt.Errorf("ort: %s is too large to map", path)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, fmt.Errorf("ort: mapping %s: %w", path, err)
+	}
+	return &weightFile{mem: mem}, nil
+}
+
+func (w *weightFile) size() int64 { return int64(len(w.mem)) }
+
+func (w *weightFile) close() error {
+	if w == nil || w.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(w.mem)
+	w.mem = nil
+	if err != nil {
+		return fmt.Errorf("ort: unmapping weights: %w", err)
+	}
+	return nil
+}
+
+// loadWeights validates the manifest entries against the mapping and wraps
+// each weight in an ORT tensor over the mapped bytes (no copy).
+func loadWeights(m *manifest, wf *weightFile, verify bool) ([]*weight, error) {
+	ws := make([]*weight, 0, len(m.Tensors))
+	destroy := func() {
+		for _, w := range ws {
+			w.value.Destroy()
+		}
+	}
+	seen := map[string]bool{}
+	for i := range m.Tensors {
+		e := &m.Tensors[i]
+		sum, err := e.check(wf.size())
+		if err != nil {
+			destroy()
+			return nil, err
+		}
+		if seen[e.Name] {
+			destroy()
+			return nil, fmt.Errorf("ort: weight %s listed twice in the manifest", e.Name)
+		}
+		seen[e.Name] = true
+		data := wf.mem[e.Offset : e.Offset+e.Length : e.Offset+e.Length]
+		if verify && sha256.Sum256(data) != sum {
+			destroy()
+			return nil, fmt.Errorf("ort: weight %s: sha256 of the weight file bytes differs from the manifest", e.Name)
+		}
+		v, err := onnxruntime.NewCustomDataTensor(onnxruntime.NewShape(e.Shape...), data, onnxruntime.TensorElementDataType(e.DType))
+		if err != nil {
+			destroy()
+			return nil, fmt.Errorf("ort: wrapping weight %s: %w", e.Name, err)
+		}
+		ws = append(ws, &weight{
+			info: WeightInfo{Name: e.Name, DType: e.DType, Shape: append([]int64(nil), e.Shape...),
+				Offset: e.Offset, Length: e.Length, SHA256: sum},
+			data:  data,
+			value: v,
+		})
+	}
+	return ws, nil
+}
