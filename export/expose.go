@@ -1,0 +1,313 @@
+package export
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+)
+
+// ErrNoTargets reports that no weight qualified (or none matched Targets).
+var ErrNoTargets = errors.New("export: no patchable weights")
+
+// Options tune Expose.
+type Options struct {
+	// Targets, when set, keeps only weights whose exposed name, source name
+	// or a consuming node's name matches.
+	Targets *regexp.Regexp
+	// Alignment of tensors in the weight file; 0 means DefaultAlignment.
+	Alignment int64
+}
+
+// maxProto is the protobuf message size limit (2 GB - 1); a variable so
+// tests can exercise the external-data fallback of WriteStandalone.
+var maxProto int64 = math.MaxInt32
+
+// Expose exports the model at modelPath into outDir (created if missing):
+// model.onnx with the chosen weights as overridable initializers,
+// model.weights with their bytes (and every other external tensor), and
+// manifest.json. See the package documentation for the rules.
+func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
+	align := opts.Alignment
+	if align == 0 {
+		align = DefaultAlignment
+	}
+	if align < 0 {
+		return nil, fmt.Errorf("export: alignment %d must be positive", align)
+	}
+	raw, err := os.ReadFile(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	srcDir := filepath.Dir(modelPath)
+	model, err := onnxwire.ParseModel(raw, srcDir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	g, err := model.Graph()
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	ix, err := indexGraph(g)
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	all, err := ix.findCandidates()
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	var chosen []*candidate
+	for _, c := range all {
+		ix.planFold(c)
+		if c.matches(opts.Targets) {
+			chosen = append(chosen, c)
+		}
+	}
+	if len(chosen) == 0 {
+		return nil, noTargetsError(modelPath, all, opts.Targets)
+	}
+
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	absSrc, _ := filepath.Abs(modelPath)
+	sum := sha256.Sum256(raw)
+	man := &Manifest{Format: Format, Model: ModelFile, WeightsFile: WeightsFile, Alignment: align,
+		Source: SourceModel{Path: absSrc, SHA256: hex.EncodeToString(sum[:])}}
+
+	ir, err := model.IRVersion()
+	if err != nil {
+		return nil, fmt.Errorf("export: ir_version: %w", err)
+	}
+	if ir < 4 {
+		model.SetIRVersion(4)
+		man.IRVersionOriginal = ir
+		man.Notes = append(man.Notes, fmt.Sprintf("ir_version raised from %d to 4 so that initializers listed in graph.input are overridable", ir))
+		ir = 4
+	}
+	man.IRVersion = ir
+	opsets, err := model.Opsets()
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	for _, o := range opsets {
+		man.Opsets = append(man.Opsets, Opset(o))
+	}
+
+	wf, err := createPending(filepath.Join(outDir, WeightsFile))
+	if err != nil {
+		return nil, err
+	}
+	var mf, jf *pending
+	defer func() { wf.discard(); mf.discard(); jf.discard() }()
+	aw := newAlignedWriter(wf.f, align)
+
+	exposed := map[*onnxwire.Message]bool{}
+	for _, c := range chosen {
+		e, t, err := exposeOne(ix, c, aw, srcDir)
+		if err != nil {
+			return nil, err
+		}
+		exposed[t.Message] = true
+		man.Tensors = append(man.Tensors, *e)
+		if c.blocked != "" {
+			man.Notes = append(man.Notes, fmt.Sprintf("%s: Transpose not folded (%s); it runs on every Run", c.source, c.blocked))
+		}
+	}
+	// every other external tensor moves into the weight file
+	err = model.WalkTensors(func(t *onnxwire.Tensor) error {
+		if exposed[t.Message] || !t.IsExternal() {
+			return nil
+		}
+		r, size, closeFn, err := t.Open(srcDir)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		off, _, err := aw.put(r, size)
+		closeFn()
+		if err != nil {
+			return fmt.Errorf("export: tensor %q: %w", t.Name(), err)
+		}
+		t.SetExternal(onnxwire.ExternalData{Location: WeightsFile, Offset: off, Length: size})
+		man.External = append(man.External, ExternalEntry{Name: t.Name(), Offset: off, Length: size})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := aw.finish(); err != nil {
+		return nil, err
+	}
+	man.Fingerprint = Fingerprint(man.Tensors)
+
+	if size := int64(model.Size()); size > maxProto {
+		return nil, fmt.Errorf("export: exported model would be %d bytes, over the 2 GB protobuf limit", size)
+	}
+	if mf, err = createPending(filepath.Join(outDir, ModelFile)); err != nil {
+		return nil, err
+	}
+	if _, err := model.WriteTo(mf.f); err != nil {
+		return nil, fmt.Errorf("export: write model: %w", err)
+	}
+	js, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("export: manifest: %w", err)
+	}
+	if jf, err = createPending(filepath.Join(outDir, ManifestFile)); err != nil {
+		return nil, err
+	}
+	if _, err := jf.f.Write(append(js, '\n')); err != nil {
+		return nil, fmt.Errorf("export: manifest: %w", err)
+	}
+	for _, p := range []*pending{wf, mf, jf} {
+		if err := p.commit(); err != nil {
+			return nil, err
+		}
+	}
+	return man, nil
+}
+
+func noTargetsError(modelPath string, all []*candidate, re *regexp.Regexp) error {
+	if len(all) == 0 {
+		return fmt.Errorf("%w in %s: no rank>=2 float initializer or Constant feeds a MatMul, Gemm or Conv weight input", ErrNoTargets, modelPath)
+	}
+	names := make([]string, 0, len(all))
+	for _, c := range all {
+		if len(names) == 20 {
+			names = append(names, fmt.Sprintf("... (%d more)", len(all)-20))
+			break
+		}
+		names = append(names, c.name)
+	}
+	return fmt.Errorf("%w matched --targets %s; candidates: %s", ErrNoTargets, re, strings.Join(names, ", "))
+}
+
+// exposeOne writes c's bytes to the weight file and rewrites the graph so
+// that c is an overridable initializer. It returns the manifest entry and
+// the exposed TensorProto.
+func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (*TensorEntry, *onnxwire.Tensor, error) {
+	g := ix.g
+	shape := c.exposedShape()
+	e := &TensorEntry{Name: c.name, DType: c.dtype, Shape: shape,
+		Source: TensorSource{Name: c.source, Shape: c.dims, FromConstant: c.constNode != nil}}
+	var err error
+	if e.Consumers, err = c.consumers(); err != nil {
+		return nil, nil, err
+	}
+	// the bytes
+	var r io.Reader
+	var size int64
+	if c.fold {
+		data, err := c.tensor.Data(srcDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("export: %w", err)
+		}
+		if data, err = transposeBytes(data, c.dims, c.perm, c.dtype.Size()); err != nil {
+			return nil, nil, fmt.Errorf("export: %s: %w", c.source, err)
+		}
+		r, size = bytes.NewReader(data), int64(len(data))
+		e.Source.Perm = c.perm
+	} else {
+		var closeFn func() error
+		if r, size, closeFn, err = c.tensor.Open(srcDir); err != nil {
+			return nil, nil, fmt.Errorf("export: %w", err)
+		}
+		defer closeFn()
+	}
+	if e.Offset, e.SHA256, err = aw.put(r, size); err != nil {
+		return nil, nil, fmt.Errorf("export: tensor %q: %w", c.name, err)
+	}
+	e.Length = size
+	ext := onnxwire.ExternalData{Location: WeightsFile, Offset: e.Offset, Length: size}
+
+	// the graph
+	t := c.tensor
+	if c.fold {
+		t = onnxwire.NewTensor(c.name, c.dtype, shape, nil)
+	}
+	t.SetExternal(ext)
+	switch {
+	case c.constNode != nil:
+		g.RemoveNode(c.constNode)
+		t.SetName(c.name)
+		g.AddInitializer(t)
+	case c.fold:
+		g.ReplaceInitializer(c.tensor, t)
+	}
+	if c.fold {
+		if err := foldTransposes(ix, c); err != nil {
+			return nil, nil, err
+		}
+		for _, n := range c.paths[0].chain {
+			if n.OpType() == "Transpose" {
+				e.Source.FoldedNodes = append(e.Source.FoldedNodes, n.Name())
+			}
+		}
+	}
+	if !ix.inputs[c.name] {
+		g.AddInput(onnxwire.NewTensorValueInfo(c.name, c.dtype, shape, nil))
+		ix.inputs[c.name] = true
+	}
+	return e, t, nil
+}
+
+// foldTransposes removes the Transposes on c's paths and rewires their
+// readers; value_info of every value whose shape changed is dropped.
+func foldTransposes(ix *graphIndex, c *candidate) error {
+	g := ix.g
+	repl := map[string]string{c.source: c.name}
+	removed := map[*onnxwire.Node]bool{}
+	stale := map[string]bool{c.source: true}
+	// chains are source-first, so a Transpose's input is resolved before it
+	for _, p := range c.paths {
+		for _, n := range p.chain {
+			out := n.Outputs()[0]
+			stale[out] = true
+			if n.OpType() != "Transpose" {
+				continue
+			}
+			in := n.Inputs()[0]
+			if r, ok := repl[in]; ok {
+				in = r
+			}
+			repl[out] = in
+			removed[n] = true
+		}
+	}
+	for n := range removed {
+		g.RemoveNode(n)
+	}
+	fix := func(n *onnxwire.Node, k int) error {
+		in := n.Inputs()[k]
+		if r, ok := repl[in]; ok {
+			return n.SetInput(k, r)
+		}
+		return nil
+	}
+	for _, p := range c.paths {
+		for _, n := range p.chain {
+			if !removed[n] {
+				if err := fix(n, 0); err != nil {
+					return err
+				}
+			}
+		}
+		if err := fix(p.consumer, p.idx); err != nil {
+			return err
+		}
+	}
+	g.RemoveValueInfos(false, stale)
+	g.RemoveValueInfos(true, map[string]bool{c.source: true})
+	delete(ix.inputs, c.source)
+	return nil
+}

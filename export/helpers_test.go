@@ -1,0 +1,172 @@
+package export
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// pythonCheck runs onnx.checker.check_model on path (plus script, with the
+// model loaded as m, external data included) using Debian's python3-onnx;
+// it skips the python part when that is not installed.
+func pythonCheck(t *testing.T, path, script string) string {
+	t.Helper()
+	const py = "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
+		t.Log("python3 with onnx not available; skipping the independent check")
+		return ""
+	}
+	src := "import onnx, sys\nonnx.checker.check_model(sys.argv[1])\nm = onnx.load(sys.argv[1])\nfrom onnx import numpy_helper\n" + script
+	out, err := exec.Command(py, "-c", src, path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python onnx check of %s: %v\n%s", path, err, out)
+	}
+	return string(out)
+}
+
+func f32(v ...float32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
+}
+
+// seq returns n float32 values start, start+1, ... as bytes.
+func seq(n int, start float32) []byte {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = start + float32(i)
+	}
+	return f32(v...)
+}
+
+func shaHex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func writeModel(t *testing.T, b *onnxwire.Builder, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "src.onnx")
+	if err := b.WriteFile(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// loadExported parses DIR/model.onnx and returns its graph pieces.
+type exported struct {
+	model *onnxwire.Model
+	graph *onnxwire.Graph
+	inits map[string]*onnxwire.Tensor
+	ins   map[string]*onnxwire.ValueInfo
+	nodes []*onnxwire.Node
+}
+
+func loadExported(t *testing.T, path string) *exported {
+	t.Helper()
+	m, err := onnxwire.ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &exported{model: m, graph: g, inits: map[string]*onnxwire.Tensor{}, ins: map[string]*onnxwire.ValueInfo{}}
+	inits, _ := g.Initializers()
+	for _, it := range inits {
+		x.inits[it.Name()] = it
+	}
+	ins, _ := g.Inputs()
+	for _, v := range ins {
+		x.ins[v.Name()] = v
+	}
+	x.nodes, _ = g.Nodes()
+	return x
+}
+
+// checkExport verifies the generic invariants of an exported directory:
+// alignment, sha256 of the weight-file bytes, fingerprint, every exposed
+// tensor an external initializer that is also a graph input of the right
+// type and shape.
+func checkExport(t *testing.T, dir string, man *Manifest) *exported {
+	t.Helper()
+	loaded, err := LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.Fingerprint != man.Fingerprint || len(loaded.Tensors) != len(man.Tensors) {
+		t.Fatal("manifest on disk differs from the returned one")
+	}
+	wb, err := os.ReadFile(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wb)%DefaultAlignment != 0 {
+		t.Errorf("weight file size %d not a multiple of the alignment", len(wb))
+	}
+	x := loadExported(t, filepath.Join(dir, ModelFile))
+	for _, e := range man.Tensors {
+		if e.Offset%DefaultAlignment != 0 {
+			t.Errorf("%s: offset %d not aligned", e.Name, e.Offset)
+		}
+		if got := shaHex(wb[e.Offset : e.Offset+e.Length]); got != e.SHA256 {
+			t.Errorf("%s: sha256 mismatch", e.Name)
+		}
+		it := x.inits[e.Name]
+		if it == nil {
+			t.Fatalf("%s: not an initializer", e.Name)
+		}
+		ext, ok, err := it.External()
+		if err != nil || !ok || ext.Location != WeightsFile || ext.Offset != e.Offset || ext.Length != e.Length {
+			t.Errorf("%s: external data %+v %v %v", e.Name, ext, ok, err)
+		}
+		v := x.ins[e.Name]
+		if v == nil {
+			t.Fatalf("%s: not a graph input", e.Name)
+		}
+		dt, dims, _, ok, err := v.TensorType()
+		if err != nil || !ok || dt != e.DType || !equal(dims, e.Shape) {
+			t.Errorf("%s: graph input type %v %v, want %v %v", e.Name, dt, dims, e.DType, e.Shape)
+		}
+		got, err := it.Data(dir)
+		if err != nil || !bytes.Equal(got, wb[e.Offset:e.Offset+e.Length]) {
+			t.Errorf("%s: Data via model %v", e.Name, err)
+		}
+	}
+	if ir, _ := x.model.IRVersion(); ir < 4 {
+		t.Errorf("ir_version %d", ir)
+	}
+	return x
+}
+
+func equal[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func entryBytes(t *testing.T, dir string, e *TensorEntry) []byte {
+	t.Helper()
+	wb, err := os.ReadFile(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wb[e.Offset : e.Offset+e.Length]
+}
+
+var _ = tensor.Float32

@@ -1,0 +1,181 @@
+package export
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+)
+
+// WriteStandalone writes to outPath a self-contained ONNX model built from
+// the exported directory dir (manifest m, loaded from dir when nil). Every
+// exposed weight becomes a plain constant initializer (removed from
+// graph.input), holding weights[name] when present (this is how
+// offline-fused adapters are baked in; the length must match) and the
+// bytes in the weight file otherwise; every other external tensor is
+// inlined too.
+//
+// When the inlined model would exceed the 2 GB protobuf limit, the tensor
+// bytes go to one external file OUT.data beside the model instead (same
+// page alignment as the manifest), referenced by its base name. Files are
+// written under temporary names and renamed into place.
+func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath string) error {
+	if m == nil {
+		var err error
+		if m, err = LoadManifest(dir); err != nil {
+			return err
+		}
+	}
+	for name, b := range weights {
+		e := m.Entry(name)
+		if e == nil {
+			return fmt.Errorf("export: standalone: weight %q is not an exposed tensor of %s", name, dir)
+		}
+		if int64(len(b)) != e.Length {
+			return fmt.Errorf("export: standalone: weight %q has %d bytes, want %d (%v %v)", name, len(b), e.Length, e.DType, e.Shape)
+		}
+	}
+	model, err := onnxwire.ReadModel(filepath.Join(dir, m.Model))
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	g, err := model.Graph()
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	wf, err := os.Open(filepath.Join(dir, m.WeightsFile))
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	defer wf.Close()
+
+	// collect the tensors to inline: exposed initializers, then externals
+	type item struct {
+		t     *onnxwire.Tensor
+		entry *TensorEntry
+		size  int64
+	}
+	var items []item
+	seen := map[*onnxwire.Message]bool{}
+	exposedNames := map[string]bool{}
+	inits, err := g.Initializers()
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	for _, t := range inits {
+		if e := m.Entry(t.Name()); e != nil && !exposedNames[e.Name] {
+			items = append(items, item{t, e, e.Length})
+			seen[t.Message] = true
+			exposedNames[e.Name] = true
+		}
+	}
+	for _, e := range m.Tensors {
+		if !exposedNames[e.Name] {
+			return fmt.Errorf("export: standalone: %w: exposed tensor %q is not an initializer of %s", ErrManifest, e.Name, m.Model)
+		}
+	}
+	err = model.WalkTensors(func(t *onnxwire.Tensor) error {
+		if seen[t.Message] || !t.IsExternal() {
+			return nil
+		}
+		n, err := t.NumBytes()
+		if err != nil {
+			return err
+		}
+		items = append(items, item{t: t, size: n})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	g.RemoveValueInfos(true, exposedNames)
+
+	projected := int64(model.Size())
+	for _, it := range items {
+		projected += it.size + 16 // payload + tag/length overhead
+	}
+	bytesOf := func(it item) ([]byte, error) {
+		if it.entry == nil {
+			return it.t.Data(dir)
+		}
+		if b, ok := weights[it.entry.Name]; ok {
+			return b, nil
+		}
+		return readEntry(wf, it.entry)
+	}
+
+	var df, mf *pending
+	defer func() { df.discard(); mf.discard() }()
+	if projected <= maxProto {
+		for _, it := range items {
+			b, err := bytesOf(it)
+			if err != nil {
+				return fmt.Errorf("export: standalone: %w", err)
+			}
+			it.t.SetRawData(b)
+		}
+	} else {
+		dataName := filepath.Base(outPath) + ".data"
+		if df, err = createPending(filepath.Join(filepath.Dir(outPath), dataName)); err != nil {
+			return err
+		}
+		align := m.Alignment
+		if align <= 0 {
+			align = DefaultAlignment
+		}
+		aw := newAlignedWriter(df.f, align)
+		for _, it := range items {
+			// streamed tensor by tensor: nothing but weights[...] is held in memory
+			off, err := putStandalone(aw, dir, wf, it.t, it.entry, it.size, weights)
+			if err != nil {
+				return fmt.Errorf("export: standalone: %w", err)
+			}
+			it.t.SetExternal(onnxwire.ExternalData{Location: dataName, Offset: off, Length: it.size})
+		}
+		if err := aw.finish(); err != nil {
+			return err
+		}
+	}
+	if mf, err = createPending(outPath); err != nil {
+		return err
+	}
+	if _, err := model.WriteTo(mf.f); err != nil {
+		return fmt.Errorf("export: standalone: write model: %w", err)
+	}
+	if df != nil {
+		if err := df.commit(); err != nil {
+			return err
+		}
+	}
+	return mf.commit()
+}
+
+// putStandalone streams one tensor into the standalone data file: a given
+// weight from memory, an exposed weight from the weight file (checking its
+// sha256), any other external tensor from its own file.
+func putStandalone(aw *alignedWriter, dir string, wf *os.File, t *onnxwire.Tensor, e *TensorEntry, size int64, weights map[string][]byte) (int64, error) {
+	if e == nil {
+		r, n, closeFn, err := t.Open(dir)
+		if err != nil {
+			return 0, err
+		}
+		defer closeFn()
+		off, _, err := aw.put(r, n)
+		return off, err
+	}
+	if b, ok := weights[e.Name]; ok {
+		off, _, err := aw.put(bytes.NewReader(b), size)
+		return off, err
+	}
+	off, sum, err := aw.put(io.NewSectionReader(wf, e.Offset, e.Length), e.Length)
+	if err != nil {
+		return 0, err
+	}
+	if sum != e.SHA256 {
+		return 0, fmt.Errorf("%w: weight %q: sha256 mismatch in %s (file changed since export?)", ErrManifest, e.Name, wf.Name())
+	}
+	return off, nil
+}

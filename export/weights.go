@@ -1,0 +1,52 @@
+package export
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// ReadWeights reads every exposed weight of the exported directory dir
+// into memory, checking each against its manifest sha256. m may be nil, in
+// which case the manifest is loaded from dir.
+func ReadWeights(dir string, m *Manifest) (map[string][]byte, error) {
+	if m == nil {
+		var err error
+		if m, err = LoadManifest(dir); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, m.WeightsFile))
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	defer f.Close()
+	out := make(map[string][]byte, len(m.Tensors))
+	for i := range m.Tensors {
+		e := &m.Tensors[i]
+		b, err := readEntry(f, e)
+		if err != nil {
+			return nil, err
+		}
+		out[e.Name] = b
+	}
+	return out, nil
+}
+
+// readEntry reads and verifies one exposed tensor from the weight file.
+func readEntry(f *os.File, e *TensorEntry) ([]byte, error) {
+	b := make([]byte, e.Length)
+	if _, err := f.ReadAt(b, e.Offset); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("export: weight %q at %d+%d: %w", e.Name, e.Offset, e.Length, err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.SHA256 {
+		return nil, fmt.Errorf("%w: weight %q: sha256 mismatch in %s (file changed since export?)", ErrManifest, e.Name, f.Name())
+	}
+	return b, nil
+}
