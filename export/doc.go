@@ -18,11 +18,11 @@
 // MatMul (either input), Gemm (A or B) or Conv (W) directly or through a
 // chain of Cast / Transpose nodes is exposed. Options.Targets narrows this
 // to weights whose exposed name, source name or a consuming node's name
-// matches. Only nodes of the main graph are considered as consumers: a
-// weight used by a node inside a subgraph (If/Loop/Scan bodies) is not
-// selected because of that use, and such a use counts as "used elsewhere"
-// (it blocks Transpose folding and the removal of anything it reads).
-// Subgraphs are otherwise kept byte for byte, except that tensors stored
+// matches. Nodes inside subgraphs (If/Loop/Scan bodies, at any depth) that
+// read a main-graph weight directly (no Cast/Transpose chain) are consumers
+// too, recorded with the subgraph that holds them; such a use counts as
+// "used elsewhere" (it blocks Transpose folding and the removal of anything
+// it reads). Subgraphs are otherwise kept byte for byte, except that tensors stored
 // externally inside them are moved to model.weights like every other
 // external tensor.
 //

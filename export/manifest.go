@@ -100,6 +100,9 @@ type Consumer struct {
 	// Via lists the nodes between the weight and the consumer that stay in
 	// the graph (Cast, or Transposes that could not be folded).
 	Via []NodeRef `json:"via,omitempty"`
+	// Subgraph names the node and attribute holding the consumer when it
+	// sits in a control-flow subgraph ("If_0.then_branch"); "" in the main graph.
+	Subgraph string `json:"subgraph,omitempty"`
 }
 
 // NodeRef names a node.

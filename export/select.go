@@ -22,6 +22,7 @@ type path struct {
 	idx      int
 	chain    []*onnxwire.Node
 	perm     []int64 // composed permutation of the chain's Transposes; nil if none
+	subgraph string  // owner of the subgraph holding consumer ("" for the main graph)
 }
 
 // candidate is a patchable weight and every path to its consumers.
@@ -204,7 +205,7 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 			c.paths = append(c.paths, path{consumer: n, idx: k, chain: chain, perm: perm})
 		}
 	}
-	return order, nil
+	return ix.addSubgraphCandidates(bySource, order)
 }
 
 // chainPerm composes the permutations of the Transposes in chain.
@@ -345,7 +346,7 @@ func (c *candidate) matches(re *regexp.Regexp) bool {
 func (c *candidate) consumers() ([]Consumer, error) {
 	out := make([]Consumer, 0, len(c.paths))
 	for _, p := range c.paths {
-		cons := Consumer{Node: p.consumer.Name(), OpType: p.consumer.OpType(), InputIndex: p.idx}
+		cons := Consumer{Node: p.consumer.Name(), OpType: p.consumer.OpType(), InputIndex: p.idx, Subgraph: p.subgraph}
 		if outs := p.consumer.Outputs(); len(outs) > 0 {
 			cons.Output = outs[0]
 		}
