@@ -1,0 +1,137 @@
+// Package synth makes SHiRA adapters with random values over a chosen mask,
+// for tests, benchmarks and the demo: `shira-ort create`. Real adapters come
+// from training (PEFT) and are converted instead.
+package synth
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/mask"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// Mask names a way of choosing the touched entries of a weight.
+type Mask string
+
+// The masks from the SHiRA paper that synth can build without training data.
+const (
+	MaskRandom          Mask = "rand" // uniformly random entries
+	MaskWeightMagnitude Mask = "wm"   // the largest |w| entries
+)
+
+// Options describe a synthetic adapter.
+type Options struct {
+	Name      string
+	Mask      Mask
+	Density   float64           // fraction of each weight's entries touched, (0, 1]
+	Scale     float64           // standard deviation of the random deltas
+	Seed      uint64            // the same seed gives the same adapter
+	Semantics adapter.Semantics // Delta stores δ; Overwrite stores base+δ
+	Targets   *regexp.Regexp    // nil: every exposed weight
+	Alpha     float32           // default alpha stored in the file (0 means 1)
+	Metadata  map[string]string // copied into the adapter
+}
+
+// New builds an adapter for the exposed weights of an exported model.
+// weights holds each exposed weight's bytes by name (export.ReadWeights).
+func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Adapter, error) {
+	if !(o.Density > 0 && o.Density <= 1) {
+		return nil, fmt.Errorf("synth: density %g is not in (0, 1]", o.Density)
+	}
+	if o.Mask != MaskRandom && o.Mask != MaskWeightMagnitude {
+		return nil, fmt.Errorf("synth: unknown mask %q (want rand or wm)", o.Mask)
+	}
+	alpha := o.Alpha
+	if alpha == 0 {
+		alpha = 1
+	}
+	a := &adapter.Adapter{Name: o.Name, DefaultAlpha: alpha, Semantics: o.Semantics,
+		ModelFingerprint: m.Fingerprint, Metadata: map[string]string{
+			"created_by": "shira-ort create", "mask": string(o.Mask),
+			"density": fmt.Sprint(o.Density), "scale": fmt.Sprint(o.Scale), "seed": fmt.Sprint(o.Seed)}}
+	for k, v := range o.Metadata {
+		a.Metadata[k] = v
+	}
+	rng := rand.New(rand.NewPCG(o.Seed, 0x5ee1ad))
+	for _, e := range m.Tensors {
+		if o.Targets != nil && !o.Targets.MatchString(e.Name) && !o.Targets.MatchString(e.Source.Name) {
+			continue
+		}
+		data, ok := weights[e.Name]
+		if !ok {
+			return nil, fmt.Errorf("synth: no data for exposed weight %q", e.Name)
+		}
+		base, err := tensor.New(e.DType, e.Shape, data)
+		if err != nil {
+			return nil, fmt.Errorf("synth: weight %q: %w", e.Name, err)
+		}
+		t, err := newTensor(base, e, o, rng)
+		if err != nil {
+			return nil, err
+		}
+		a.Tensors = append(a.Tensors, t)
+	}
+	if len(a.Tensors) == 0 {
+		return nil, fmt.Errorf("synth: no exposed weight matches the targets")
+	}
+	return a, a.Validate()
+}
+
+func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.Rand) (adapter.Tensor, error) {
+	numel := base.NumElements()
+	k := mask.Count(numel, o.Density)
+	var idx []uint32
+	var err error
+	switch o.Mask {
+	case MaskRandom:
+		idx, err = mask.Random(numel, k, rng)
+	case MaskWeightMagnitude:
+		idx, err = mask.WeightMagnitude(base, k)
+	}
+	if err != nil {
+		return adapter.Tensor{}, fmt.Errorf("synth: weight %q: %w", e.Name, err)
+	}
+	baseF32, err := base.AsFloat32()
+	if err != nil {
+		return adapter.Tensor{}, err
+	}
+	vals := make([]float32, len(idx))
+	for i, j := range idx {
+		v := float32(rng.NormFloat64() * o.Scale)
+		if o.Semantics == adapter.Overwrite {
+			v = baseF32[j] + v
+		}
+		vals[i] = v
+	}
+	t := adapter.Tensor{Name: e.Name, DType: e.DType, ValueDType: e.DType,
+		Shape: append([]int64(nil), e.Shape...), Indices: idx, Values: encode(vals, e.DType)}
+	if h, err := hex.DecodeString(e.SHA256); err == nil && len(h) == 32 {
+		copy(t.BaseSHA256[:], h)
+	}
+	return t, nil
+}
+
+// encode rounds float32 values to dtype (round to nearest even) as raw bytes.
+func encode(v []float32, dtype tensor.DType) []byte {
+	switch dtype {
+	case tensor.Float16:
+		out := make([]uint16, len(v))
+		for i, f := range v {
+			out[i] = tensor.Float32ToFloat16(f)
+		}
+		return tensor.Bytes(out)
+	case tensor.BFloat16:
+		out := make([]uint16, len(v))
+		for i, f := range v {
+			out[i] = tensor.Float32ToBFloat16(f)
+		}
+		return tensor.Bytes(out)
+	default:
+		return tensor.Bytes(v)
+	}
+}

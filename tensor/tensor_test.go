@@ -1,0 +1,80 @@
+package tensor
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+)
+
+func TestBFloat16RoundsToNearestEven(t *testing.T) {
+	for _, c := range []struct {
+		in   uint32
+		want uint16
+	}{
+		{0x3f800000, 0x3f80}, // 1.0 exact
+		{0x3f808000, 0x3f80}, // halfway, even stays
+		{0x3f818000, 0x3f82}, // halfway, odd rounds up
+		{0x3f80c000, 0x3f81}, // above halfway
+		{0x7f7fffff, 0x7f80}, // max float rounds to +inf
+		{0x80000000, 0x8000}, // -0
+	} {
+		if got := Float32ToBFloat16(math.Float32frombits(c.in)); got != c.want {
+			t.Errorf("Float32ToBFloat16(%#x) = %#x, want %#x", c.in, got, c.want)
+		}
+	}
+	if h := Float32ToBFloat16(float32(math.NaN())); h&0x7f80 != 0x7f80 || h&0x7f == 0 {
+		t.Errorf("NaN became %#x", h)
+	}
+	for h := 0; h < 1<<16; h++ {
+		f := BFloat16ToFloat32(uint16(h))
+		if f == f && Float32ToBFloat16(f) != uint16(h) {
+			t.Fatalf("bf16 %#x does not round-trip", h)
+		}
+	}
+}
+
+func TestNumElements(t *testing.T) {
+	if n, err := NumElements([]int64{2, 3, 4}); n != 24 || err != nil {
+		t.Errorf("got %d, %v", n, err)
+	}
+	if n, err := NumElements(nil); n != 1 || err != nil {
+		t.Errorf("scalar: got %d, %v", n, err)
+	}
+	for _, bad := range [][]int64{{-1, 2}, {1 << 40, 1 << 40}} {
+		if _, err := NumElements(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestNewChecksLength(t *testing.T) {
+	if _, err := New(Float32, []int64{2, 2}, make([]byte, 15)); err == nil {
+		t.Error("short data accepted")
+	}
+	if _, err := New(String, []int64{1}, nil); err == nil {
+		t.Error("string tensor accepted")
+	}
+}
+
+func TestDTypeText(t *testing.T) {
+	b, err := json.Marshal(struct{ D DType }{Float16})
+	if err != nil || string(b) != `{"D":"float16"}` {
+		t.Fatalf("%s %v", b, err)
+	}
+	var v struct{ D DType }
+	if err := json.Unmarshal([]byte(`{"D":"bf16"}`), &v); err != nil || v.D != BFloat16 {
+		t.Fatalf("%v %v", v.D, err)
+	}
+	if _, err := ParseDType("complex64"); err == nil {
+		t.Error("unknown dtype accepted")
+	}
+}
+
+func TestAsFloat32(t *testing.T) {
+	h := []uint16{Float32ToFloat16(1.5), Float32ToFloat16(-2)}
+	x, _ := New(Float16, []int64{2}, Bytes(h))
+	f, err := x.AsFloat32()
+	if err != nil || f[0] != 1.5 || f[1] != -2 {
+		t.Fatalf("%v %v", f, err)
+	}
+}
