@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/patch"
+)
+
+// adapterSpec is one --adapter FILE[:ALPHA] flag.
+type adapterSpec struct {
+	Path  string
+	Alpha float32 // NaN: the adapter's default alpha
+}
+
+func parseAdapterSpec(s string) (adapterSpec, error) {
+	spec := adapterSpec{Path: s, Alpha: float32(math.NaN())}
+	if i := strings.LastIndexByte(s, ':'); i > 0 {
+		if a, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
+			if math.IsNaN(a) || math.IsInf(a, 0) {
+				return spec, fmt.Errorf("--adapter %q: alpha must be finite", s)
+			}
+			spec.Path, spec.Alpha = s[:i], float32(a)
+		}
+	}
+	if spec.Path == "" {
+		return spec, fmt.Errorf("--adapter %q: empty path", s)
+	}
+	return spec, nil
+}
+
+// openAdapters opens every --adapter flag and returns the patch
+// configuration plus a function closing the files.
+func openAdapters(flags []string) ([]patch.Config, func(), error) {
+	var cfgs []patch.Config
+	var opened []*adapter.Adapter
+	closeAll := func() {
+		for _, a := range opened {
+			a.Close()
+		}
+	}
+	for _, f := range flags {
+		spec, err := parseAdapterSpec(f)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		a, err := adapter.Open(spec.Path)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		opened = append(opened, a)
+		alpha := spec.Alpha
+		if math.IsNaN(float64(alpha)) {
+			alpha = a.DefaultAlpha
+		}
+		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: alpha})
+	}
+	return cfgs, closeAll, nil
+}

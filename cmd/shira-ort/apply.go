@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/patch"
+)
+
+func newApplyCmd() *cobra.Command {
+	var (
+		model, out string
+		adapters   []string
+	)
+	cmd := &cobra.Command{
+		Use:   "apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx",
+		Short: "Fuse adapters offline into a self-contained ONNX model that plain ONNX Runtime loads",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" || out == "" || len(adapters) == 0 {
+				return fmt.Errorf("--model DIR, at least one --adapter and -o FUSED.onnx are required")
+			}
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				return err
+			}
+			cfgs, closeAdapters, err := openAdapters(adapters)
+			if err != nil {
+				return err
+			}
+			defer closeAdapters()
+			weights, err := export.ReadWeights(model, m)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if err := fuse(m, weights, cfgs); err != nil {
+				return err
+			}
+			fused := time.Since(start)
+			if err := export.WriteStandalone(model, m, weights, out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fused %d adapter(s) in %v, wrote %s\n", len(cfgs), fused.Round(time.Microsecond), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&model, "model", "", "exported model directory")
+	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
+	return cmd
+}
+
+// fuse applies cfgs to the in-memory weights with the same code a live
+// session uses, so the fused model matches the live session bit for bit.
+func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config) error {
+	ws := make([]patch.Weight, 0, len(m.Tensors))
+	for _, e := range m.Tensors {
+		w, err := patchWeight(e, weights[e.Name])
+		if err != nil {
+			return err
+		}
+		ws = append(ws, w)
+	}
+	p, err := patch.New(ws)
+	if err != nil {
+		return err
+	}
+	return p.Set(cfgs...)
+}
+
+func patchWeight(e export.TensorEntry, data []byte) (patch.Weight, error) {
+	w := patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: data}
+	if err := decodeSHA(e.SHA256, &w.BaseSHA256); err != nil {
+		return w, fmt.Errorf("manifest entry %q: %w", e.Name, err)
+	}
+	return w, nil
+}

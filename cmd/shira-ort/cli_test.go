@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/internal/npyfile"
+	"github.com/shira-ort/shira-ort/models"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+func requireORT(t *testing.T) {
+	t.Helper()
+	if err := ort.Init(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("ONNX Runtime is required under CI: %v", err)
+		}
+		t.Skipf("ONNX Runtime not available: %v", err)
+	}
+}
+
+// shira runs the CLI in-process and returns its standard output.
+func shira(t *testing.T, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("shira-ort %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+// TestExportCreateRunEqualsApplyRun is the issue's acceptance path through
+// the CLI: export → create → run with the adapter gives bit for bit the
+// outputs of apply → run on the fused model, and run without the adapter
+// gives the original model's outputs.
+func TestExportCreateRunEqualsApplyRun(t *testing.T) {
+	requireORT(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "tiny.onnx")
+	if err := os.WriteFile(src, models.Tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "exported")
+	shira(t, "export", src, "-o", dir)
+	if out := shira(t, "inspect", dir); !strings.Contains(out, "fc1.weight") {
+		t.Fatalf("inspect dir:\n%s", out)
+	}
+	a := filepath.Join(tmp, "a.shira")
+	b := filepath.Join(tmp, "b.shira")
+	shira(t, "create", "--model", dir, "--mask", "rand", "--density", "0.02", "--scale", "0.3", "--seed", "4", "-o", a)
+	shira(t, "create", "--model", dir, "--mask", "wm", "--density", "0.02", "--scale", "0.3", "--seed", "5", "--semantics", "overwrite", "-o", b)
+	if out := shira(t, "inspect", "--json", a); !strings.Contains(out, `"semantics": "delta"`) {
+		t.Fatalf("inspect adapter:\n%s", out)
+	}
+
+	x, _ := tensor.FromFloat32([]int64{3, 16}, func() []float32 {
+		v := make([]float32, 48)
+		for i := range v {
+			v[i] = float32(i%7)*0.3 - 1
+		}
+		return v
+	}())
+	xPath := filepath.Join(tmp, "x.npy")
+	if err := npyfile.WriteFile(xPath, x); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) []byte {
+		out := filepath.Join(tmp, name)
+		shira(t, append([]string{"run", "--input", "x=" + xPath, "--output-dir", out}, args...)...)
+		y, err := npyfile.ReadFile(filepath.Join(out, "y.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return y.Data
+	}
+	fused := filepath.Join(tmp, "fused.onnx")
+	shira(t, "apply", "--model", dir, "--adapter", a+":0.8", "--adapter", b+":0.5", "-o", fused)
+
+	live := run("live", "--model", dir, "--adapter", a+":0.8", "--adapter", b+":0.5")
+	offline := run("offline", "--model", fused)
+	base := run("base", "--model", dir)
+	original := run("original", "--model", src)
+	if !bytes.Equal(live, offline) {
+		t.Error("run with adapters != run on the apply-fused model")
+	}
+	if bytes.Equal(live, base) {
+		t.Error("adapters did not change the output")
+	}
+	if !bytes.Equal(base, original) {
+		t.Error("exported model without adapters != original model")
+	}
+}
+
+func TestAdapterSpec(t *testing.T) {
+	for in, want := range map[string]adapterSpec{
+		"a.shira":         {Path: "a.shira"},
+		"a.shira:0.5":     {Path: "a.shira", Alpha: 0.5},
+		"dir:x/a.shira:2": {Path: "dir:x/a.shira", Alpha: 2},
+	} {
+		got, err := parseAdapterSpec(in)
+		if err != nil || got.Path != want.Path || (want.Alpha != 0 && got.Alpha != want.Alpha) {
+			t.Errorf("parseAdapterSpec(%q) = %+v, %v", in, got, err)
+		}
+	}
+	if _, err := parseAdapterSpec("a.shira:NaN"); err == nil {
+		t.Error("NaN alpha accepted")
+	}
+}
+
+func TestDemo(t *testing.T) {
+	requireORT(t)
+	var out bytes.Buffer
+	if err := runDemo(&out, t.TempDir()); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "bit for bit") {
+		t.Fatalf("demo output:\n%s", out.String())
+	}
+}

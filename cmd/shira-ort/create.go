@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/synth"
+)
+
+func newCreateCmd() *cobra.Command {
+	var (
+		model, maskName, out, targets, name, semantics string
+		density, scale                                 float64
+		seed                                           uint64
+		alpha                                          float32
+	)
+	cmd := &cobra.Command{
+		Use:   "create --model DIR --mask rand|wm --density 0.01 --scale S --seed N -o A.shira",
+		Short: "Create an adapter with random values over a random or weight-magnitude mask",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" || out == "" {
+				return fmt.Errorf("--model DIR and -o A.shira are required")
+			}
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				return err
+			}
+			weights, err := export.ReadWeights(model, m)
+			if err != nil {
+				return err
+			}
+			sem, err := adapter.ParseSemantics(semantics)
+			if err != nil {
+				return err
+			}
+			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, Scale: scale,
+				Seed: seed, Semantics: sem, Alpha: alpha}
+			if o.Name == "" {
+				o.Name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
+			}
+			if targets != "" {
+				if o.Targets, err = regexp.Compile(targets); err != nil {
+					return fmt.Errorf("--targets: %w", err)
+				}
+			}
+			a, err := synth.New(m, weights, o)
+			if err != nil {
+				return err
+			}
+			if err := adapter.Write(out, a); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %d values (%s mask, density %g)\n",
+				out, len(a.Tensors), a.NNZ(), maskName, density)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "", "exported model directory")
+	f.StringVar(&maskName, "mask", "rand", "mask: rand (random entries) or wm (largest weight magnitude)")
+	f.Float64Var(&density, "density", 0.01, "fraction of each weight's entries the adapter touches")
+	f.Float64Var(&scale, "scale", 0.05, "standard deviation of the random deltas")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	f.StringVar(&semantics, "semantics", "delta", "delta (W += alpha*v, like PEFT) or overwrite (W = v, like the paper)")
+	f.StringVar(&targets, "targets", "", "regular expression selecting exposed weights (default: all)")
+	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
+	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter")
+	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	return cmd
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+func newInspectCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect PATH",
+		Short: "Summarize an exported model directory or a .shira adapter file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := os.Stat(args[0])
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if st.IsDir() {
+				m, err := export.LoadManifest(args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(w, m)
+				}
+				return printManifest(w, args[0], m)
+			}
+			a, err := adapter.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			s := summarizeAdapter(a)
+			if asJSON {
+				return writeJSON(w, s)
+			}
+			return printAdapter(w, args[0], s)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for machines")
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printManifest(w io.Writer, dir string, m *export.Manifest) error {
+	var total int64
+	for _, t := range m.Tensors {
+		total += t.Length
+	}
+	fmt.Fprintf(w, "exported model %s\n  graph %s, weights %s\n  fingerprint %s\n  %d exposed weights, %.2f MB\n\n",
+		dir, m.Model, m.WeightsFile, m.Fingerprint, len(m.Tensors), float64(total)/1e6)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDTYPE\tSHAPE\tCONSUMER\tSOURCE")
+	for _, t := range m.Tensors {
+		consumer := ""
+		if len(t.Consumers) > 0 {
+			consumer = fmt.Sprintf("%s (%s)", t.Consumers[0].Node, t.Consumers[0].OpType)
+			if len(t.Consumers) > 1 {
+				consumer += fmt.Sprintf(" +%d", len(t.Consumers)-1)
+			}
+		}
+		src := t.Source.Name
+		if len(t.Source.Perm) > 0 {
+			src += fmt.Sprintf(" transposed %v", t.Source.Perm)
+		}
+		if t.Source.FromConstant {
+			src += " (Constant node)"
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\n", t.Name, t.DType, t.Shape, consumer, src)
+	}
+	return tw.Flush()
+}
+
+// adapterSummary is what `inspect` reports about an adapter.
+type adapterSummary struct {
+	Name             string            `json:"name"`
+	Semantics        string            `json:"semantics"`
+	DefaultAlpha     float32           `json:"default_alpha"`
+	ModelFingerprint string            `json:"model_fingerprint"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+	NNZ              int               `json:"nnz"`
+	Tensors          []tensorSummary   `json:"tensors"`
+}
+
+type tensorSummary struct {
+	Name       string       `json:"name"`
+	DType      tensor.DType `json:"dtype"`
+	ValueDType tensor.DType `json:"value_dtype"`
+	Shape      []int64      `json:"shape"`
+	NNZ        int          `json:"nnz"`
+	Density    float64      `json:"density"`
+	BaseSHA256 string       `json:"base_sha256,omitempty"`
+}
+
+func summarizeAdapter(a *adapter.Adapter) adapterSummary {
+	s := adapterSummary{Name: a.Name, Semantics: a.Semantics.String(), DefaultAlpha: a.DefaultAlpha,
+		ModelFingerprint: a.ModelFingerprint, Metadata: a.Metadata}
+	for i := range a.Tensors {
+		t := &a.Tensors[i]
+		n, _ := tensor.NumElements(t.Shape)
+		ts := tensorSummary{Name: t.Name, DType: t.DType, ValueDType: t.ValueDType, Shape: t.Shape,
+			NNZ: len(t.Indices), Density: float64(len(t.Indices)) / float64(max(n, 1))}
+		if t.BaseSHA256 != ([32]byte{}) {
+			ts.BaseSHA256 = hex.EncodeToString(t.BaseSHA256[:])
+		}
+		s.NNZ += ts.NNZ
+		s.Tensors = append(s.Tensors, ts)
+	}
+	sort.Slice(s.Tensors, func(i, j int) bool { return s.Tensors[i].Name < s.Tensors[j].Name })
+	return s
+}
+
+func printAdapter(w io.Writer, path string, s adapterSummary) error {
+	fmt.Fprintf(w, "adapter %s (%s)\n  semantics %s, default alpha %g\n  model fingerprint %s\n  %d tensors, %d values\n",
+		path, s.Name, s.Semantics, s.DefaultAlpha, s.ModelFingerprint, len(s.Tensors), s.NNZ)
+	keys := make([]string, 0, len(s.Metadata))
+	for k := range s.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s: %s\n", k, s.Metadata[k])
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tDTYPE\tVALUES\tSHAPE\tNNZ\tDENSITY")
+	for _, t := range s.Tensors {
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%v\t%d\t%.2f%%\n", t.Name, t.DType, t.ValueDType, t.Shape, t.NNZ, 100*t.Density)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,38 @@
+// Command shira-ort exports ONNX models with patchable weights, creates and
+// inspects SHiRA adapters, fuses them offline, and runs models with adapters
+// switched in and out of a live ONNX Runtime session.
+//
+//	shira-ort export MODEL.onnx -o DIR [--targets REGEX]
+//	shira-ort inspect PATH [--json]
+//	shira-ort create --model DIR --mask rand|wm --density 0.01 --scale S --seed N -o A.shira
+//	shira-ort apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx
+//	shira-ort run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT
+//	shira-ort demo
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "shira-ort:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "shira-ort",
+		Short: "Sparse High Rank Adapters (SHiRA) for ONNX Runtime",
+		Long: `shira-ort switches Sparse High Rank Adapters in and out of a live ONNX Runtime
+session by writing their sparse values straight into the weights ORT reads.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd())
+	return root
+}

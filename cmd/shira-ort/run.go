@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/internal/npyfile"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+func newRunCmd() *cobra.Command {
+	var (
+		model, outDir    string
+		adapters, inputs []string
+		threads          int
+	)
+	cmd := &cobra.Command{
+		Use:   "run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT",
+		Short: "Run an exported model with adapters patched into the live session; outputs as .npy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" || outDir == "" {
+				return fmt.Errorf("--model DIR and --output-dir OUT are required")
+			}
+			feeds := map[string]*tensor.Tensor{}
+			for _, in := range inputs {
+				name, file, ok := strings.Cut(in, "=")
+				if !ok || name == "" || file == "" {
+					return fmt.Errorf("--input %q: want NAME=FILE.npy", in)
+				}
+				t, err := npyfile.ReadFile(file)
+				if err != nil {
+					return fmt.Errorf("--input %s: %w", name, err)
+				}
+				feeds[name] = t
+			}
+			cfgs, closeAdapters, err := openAdapters(adapters)
+			if err != nil {
+				return err
+			}
+			defer closeAdapters()
+			if err := ort.Init(); err != nil {
+				return err
+			}
+			sess, err := openForRun(model, &ort.Options{IntraOpThreads: threads}, len(cfgs) > 0)
+			if err != nil {
+				return err
+			}
+			defer sess.Close()
+			w := cmd.OutOrStdout()
+			if len(cfgs) > 0 {
+				start := time.Now()
+				if err := sess.Set(cfgs...); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
+			}
+			outs, err := sess.Run(feeds)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(outDir, 0o755); err != nil {
+				return err
+			}
+			names := make([]string, 0, len(outs))
+			for n := range outs {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, n := range names {
+				p := filepath.Join(outDir, safeFileName(n)+".npy")
+				if err := npyfile.WriteFile(p, outs[n]); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%s %v %v -> %s\n", n, outs[n].DType, outs[n].Shape, p)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "", "exported model directory (or a plain .onnx file, without --adapter)")
+	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable; several are fused)")
+	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
+	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
+	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
+	return cmd
+}
+
+// openForRun opens an exported model directory, or a plain .onnx file (a
+// fused model from `apply`, or any model) when no adapter is asked for.
+func openForRun(model string, opts *ort.Options, adapters bool) (*ort.Session, error) {
+	st, err := os.Stat(model)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return ort.Open(model, opts)
+	}
+	if adapters {
+		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
+	}
+	return ort.OpenModel(model, opts)
+}
+
+// safeFileName keeps output names like "onnx::Gemm_12" usable as file names.
+func safeFileName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == ':' || r == '\\' || r == 0 {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func decodeSHA(s string, out *[32]byte) error {
+	if s == "" {
+		return nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("bad sha256 %q", s)
+	}
+	copy(out[:], b)
+	return nil
+}
