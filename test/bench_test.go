@@ -1,0 +1,40 @@
+package test
+
+import (
+	"testing"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/synth"
+)
+
+// BenchmarkDemoModelSwitch measures one adapter switch (revert the active
+// adapter, apply the other) on the live session of the demo model, the
+// same adapters `shira-ort demo` uses (2 % of every weight).
+//
+//	go test -run '^$' -bench DemoModelSwitch ./test/
+func BenchmarkDemoModelSwitch(b *testing.B) {
+	requireORT(b)
+	dir, m, w := exportModel(b, repoPath("models", "tiny", "model.onnx"), export.Options{})
+	sess, err := ort.Open(dir, &ort.Options{IntraOpThreads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	cfgs := [2]patch.Config{
+		{Adapter: makeAdapter(b, m, w, synth.Options{Mask: synth.MaskRandom, Density: 0.02, Scale: 0.8, Seed: 11, Semantics: adapter.Delta}), Alpha: 1},
+		{Adapter: makeAdapter(b, m, w, synth.Options{Mask: synth.MaskWeightMagnitude, Density: 0.02, Scale: 0.8, Seed: 12, Semantics: adapter.Delta}), Alpha: 1},
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := sess.Set(cfgs[i%2]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := sess.Revert(); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,164 @@
+// Package test holds the end-to-end tests: export → create → live patch must
+// equal apply → run bit for bit, and revert must equal the base bit for bit.
+package test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/synth"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// requireORT loads ONNX Runtime. Under CI=true a missing library fails the
+// test; elsewhere it skips with the command that fixes it.
+func requireORT(tb testing.TB) {
+	tb.Helper()
+	if err := ort.Init(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("ONNX Runtime is required under CI: %v", err)
+		}
+		tb.Skipf("ONNX Runtime not available: %v", err)
+	}
+}
+
+// repoPath returns a path relative to the repository root.
+func repoPath(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(file), ".."}, parts...)...)
+}
+
+// thirdPartyModel returns a model fetched by scripts/fetch-models.sh. Under
+// CI=true a missing model fails the test.
+func thirdPartyModel(tb testing.TB, name string) string {
+	tb.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(cache, "shira-ort", "models", name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
+		}
+		tb.Skipf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
+	}
+	return p
+}
+
+// exportModel exposes a model into a fresh temporary directory.
+func exportModel(tb testing.TB, src string, opts export.Options) (string, *export.Manifest, map[string][]byte) {
+	tb.Helper()
+	dir := filepath.Join(tb.TempDir(), "exported")
+	m, err := export.Expose(src, dir, opts)
+	if err != nil {
+		tb.Fatalf("export %s: %v", src, err)
+	}
+	w, err := export.ReadWeights(dir, m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir, m, w
+}
+
+// makeAdapter creates a synthetic adapter, writes it to disk and opens it
+// back through the mmapped reader, as a user would.
+func makeAdapter(tb testing.TB, m *export.Manifest, weights map[string][]byte, o synth.Options) *adapter.Adapter {
+	tb.Helper()
+	a, err := synth.New(m, weights, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), fmt.Sprintf("%s-%d.shira", o.Mask, o.Seed))
+	if err := adapter.Write(path, a); err != nil {
+		tb.Fatal(err)
+	}
+	opened, err := adapter.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { opened.Close() })
+	return opened
+}
+
+// fusedModel applies cfgs offline to a copy of the weights (what
+// `shira-ort apply` does), writes a standalone model and returns its path
+// and the fused weights.
+func fusedModel(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config) (string, map[string][]byte) {
+	tb.Helper()
+	weights, err := export.ReadWeights(dir, m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ws []patch.Weight
+	for _, e := range m.Tensors {
+		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: weights[e.Name]})
+	}
+	p, err := patch.New(ws)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.Set(cfgs...); err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(tb.TempDir(), "fused.onnx")
+	if err := export.WriteStandalone(dir, m, weights, out); err != nil {
+		tb.Fatal(err)
+	}
+	return out, weights
+}
+
+// randomInputs makes deterministic inputs for every model input, with
+// dynamic dimensions set to dyn; overrides replace individual inputs.
+func randomInputs(tb testing.TB, infos []ort.IOInfo, dyn int64, seed uint64, overrides map[string]*tensor.Tensor) map[string]*tensor.Tensor {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	feeds := map[string]*tensor.Tensor{}
+	for _, in := range infos {
+		if t, ok := overrides[in.Name]; ok {
+			feeds[in.Name] = t
+			continue
+		}
+		shape := make([]int64, len(in.Shape))
+		for i, d := range in.Shape {
+			if d < 0 {
+				d = dyn
+			}
+			shape[i] = d
+		}
+		n, err := tensor.NumElements(shape)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		vals := make([]float32, n)
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64())
+		}
+		var t *tensor.Tensor
+		switch in.DType {
+		case tensor.Float32:
+			t, err = tensor.FromFloat32(shape, vals)
+		case tensor.Float16:
+			h := make([]uint16, n)
+			for i, v := range vals {
+				h[i] = tensor.Float32ToFloat16(v)
+			}
+			t, err = tensor.New(tensor.Float16, shape, tensor.Bytes(h))
+		default:
+			tb.Fatalf("input %q: no generator for %v; pass an override", in.Name, in.DType)
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		feeds[in.Name] = t
+	}
+	return feeds
+}
