@@ -491,3 +491,40 @@ func TestConstantTransposeFoldAndUnknownFields(t *testing.T) {
 		t.Error("unknown field of the exposed tensor lost")
 	}
 }
+
+// TestSubgraphConsumers: weights read by MatMul/Conv inside If branches
+// (silero-vad's layout) are exposed, with the subgraph recorded, and a
+// subgraph-local value of the same shape is not mistaken for one.
+func TestSubgraphConsumers(t *testing.T) {
+	branch := func(name string) *onnxwire.Builder {
+		sub := onnxwire.NewBuilder()
+		sub.GraphName = name
+		sub.AddInitializer(onnxwire.NewTensor("Local", tensor.Float32, []int64{2, 2}, seq(4, 9)))
+		sub.AddNode(name+"_mm", "MatMul", []string{"x", "W"}, []string{name + "_h"})
+		sub.AddNode(name+"_mm2", "MatMul", []string{name + "_h", "Local"}, []string{name + "_out"})
+		sub.AddOutput(name+"_out", tensor.Float32, []int64{1, 2})
+		return sub
+	}
+	b := onnxwire.NewBuilder()
+	b.AddInput("x", tensor.Float32, []int64{1, 2})
+	b.AddInput("cond", tensor.Bool, nil)
+	b.AddInitializer(onnxwire.NewTensor("W", tensor.Float32, []int64{2, 2}, seq(4, 0)))
+	b.AddNode("if", "If", []string{"cond"}, []string{"y"},
+		onnxwire.GraphAttr("then_branch", branch("then").Graph()), onnxwire.GraphAttr("else_branch", branch("else").Graph()))
+	b.AddOutput("y", tensor.Float32, []int64{1, 2})
+	src := writeModel(t, b, t.TempDir())
+	out := t.TempDir()
+	man, err := Expose(src, out, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExport(t, out, man)
+	if len(man.Tensors) != 1 || man.Tensors[0].Name != "W" {
+		t.Fatalf("exposed %+v, want only W", man.Tensors)
+	}
+	cons := man.Tensors[0].Consumers
+	if len(cons) != 2 || cons[0].Subgraph != "if.then_branch" || cons[1].Subgraph != "if.else_branch" || cons[0].Node != "then_mm" {
+		t.Errorf("consumers %+v", cons)
+	}
+	pythonCheck(t, filepath.Join(out, ModelFile), "")
+}

@@ -182,30 +182,47 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 				chain = append([]*onnxwire.Node{p}, chain...)
 				cur = p.Inputs()[0]
 			}
-			if t == nil {
-				continue
-			}
-			dims, err := t.Dims()
+			dims, ok, err := patchableDims(t)
 			if err != nil {
 				return nil, err
 			}
-			if len(dims) < 2 || !t.DType().IsFloat() {
+			if !ok {
 				continue
 			}
 			perm, err := chainPerm(chain, len(dims))
 			if err != nil {
 				return nil, err
 			}
-			c := bySource[cur]
-			if c == nil {
-				c = &candidate{source: cur, tensor: t, constNode: cn, dtype: t.DType(), dims: dims, name: cur}
-				bySource[cur] = c
-				order = append(order, c)
-			}
-			c.paths = append(c.paths, path{consumer: n, idx: k, chain: chain, perm: perm})
+			order = addPath(bySource, order, cur, t, cn, dims, path{consumer: n, idx: k, chain: chain, perm: perm})
 		}
 	}
 	return ix.addSubgraphCandidates(bySource, order)
+}
+
+// patchableDims returns t's dims and whether t can be a target: a tensor
+// of rank >= 2 and a float type. A nil t is not a target.
+func patchableDims(t *onnxwire.Tensor) ([]int64, bool, error) {
+	if t == nil {
+		return nil, false, nil
+	}
+	dims, err := t.Dims()
+	if err != nil {
+		return nil, false, err
+	}
+	return dims, len(dims) >= 2 && t.DType().IsFloat(), nil
+}
+
+// addPath records p as a path of the candidate for source, creating the
+// candidate on first sight; it returns the updated candidate order.
+func addPath(bySource map[string]*candidate, order []*candidate, source string, t *onnxwire.Tensor, cn *onnxwire.Node, dims []int64, p path) []*candidate {
+	c := bySource[source]
+	if c == nil {
+		c = &candidate{source: source, tensor: t, constNode: cn, dtype: t.DType(), dims: dims, name: source}
+		bySource[source] = c
+		order = append(order, c)
+	}
+	c.paths = append(c.paths, p)
+	return order
 }
 
 // chainPerm composes the permutations of the Transposes in chain.

@@ -106,23 +106,13 @@ func (ix *graphIndex) addSubgraphCandidates(bySource map[string]*candidate, orde
 			if err != nil {
 				return nil, err
 			}
-			if t == nil {
-				continue
-			}
-			dims, err := t.Dims()
+			dims, ok, err := patchableDims(t)
 			if err != nil {
 				return nil, err
 			}
-			if len(dims) < 2 || !t.DType().IsFloat() {
-				continue
+			if ok {
+				order = addPath(bySource, order, ins[k], t, cn, dims, path{consumer: u.node, idx: k, subgraph: u.owner})
 			}
-			c := bySource[ins[k]]
-			if c == nil {
-				c = &candidate{source: ins[k], tensor: t, constNode: cn, dtype: t.DType(), dims: dims, name: ins[k]}
-				bySource[ins[k]] = c
-				order = append(order, c)
-			}
-			c.paths = append(c.paths, path{consumer: u.node, idx: k, subgraph: u.owner})
 		}
 	}
 	return order, nil
