@@ -1,0 +1,173 @@
+package peft_test
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nlpodyssey/safetensors"
+
+	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/peft"
+)
+
+type view struct {
+	dt    safetensors.DType
+	shape []uint64
+	data  []byte
+}
+
+func (v view) DType() safetensors.DType { return v.dt }
+func (v view) Shape() []uint64          { return v.shape }
+func (v view) Data() []byte             { return v.data }
+func (v view) DataLen() uint64          { return uint64(len(v.data)) }
+
+// mutated writes a copy of models/peft/shira_a after edit changes its
+// tensors (key -> view).
+func mutated(t *testing.T, config string, edit func(map[string]view)) string {
+	t.Helper()
+	b, err := os.ReadFile(peftfix.Path("shira_a", peft.WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := safetensors.Deserialize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]view{}
+	for _, tv := range st.Tensors() {
+		m[tv.Name] = view{tv.TensorView.DType(), tv.TensorView.Shape(), append([]byte(nil), tv.TensorView.Data()...)}
+	}
+	edit(m)
+	out, err := safetensors.Serialize(m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, peft.WeightsFile), out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if config == "" {
+		cb, err := os.ReadFile(peftfix.Path("shira_a", peft.ConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		config = string(cb)
+	}
+	if err := os.WriteFile(filepath.Join(dir, peft.ConfigFile), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+const q = "base_model.model.model.layers.0.self_attn.q_proj."
+
+func TestBadCheckpoints(t *testing.T) {
+	_, m, _ := peftfix.Export(t, "base")
+	cases := []struct {
+		name, config, want string
+		edit               func(map[string]view)
+	}{
+		{"missing key", "", "missing key " + q + "shira_indices", func(v map[string]view) { delete(v, q+"shira_indices") }},
+		{"shape mismatch", "", "want [2, 31]", func(v map[string]view) {
+			w := v[q+"shira_weight"]
+			v[q+"shira_weight"] = view{w.dt, []uint64{31}, w.data[:31*4]}
+		}},
+		{"index out of range", "", "out of range", func(v map[string]view) {
+			ix := v[q+"shira_indices"]
+			binary.LittleEndian.PutUint32(ix.data[4*3:], 16) // row 16 of a 16-row weight
+		}},
+		{"NaN value", "", "is NaN", func(v map[string]view) {
+			binary.LittleEndian.PutUint32(v[q+"shira_weight"].data[4*5:], math.Float32bits(float32(math.NaN())))
+		}},
+		{"negative index", "", "negative", func(v map[string]view) {
+			binary.LittleEndian.PutUint32(v[q+"shira_indices"].data[0:], math.MaxUint32)
+		}},
+		{"fractional float index", "", "not an exact whole number", func(v map[string]view) {
+			ix := v[q+"shira_indices"]
+			f := make([]byte, len(ix.data))
+			for i := 0; i < len(ix.data)/4; i++ {
+				binary.LittleEndian.PutUint32(f[4*i:], math.Float32bits(float32(binary.LittleEndian.Uint32(ix.data[4*i:]))+0.5))
+			}
+			v[q+"shira_indices"] = view{safetensors.F32, ix.shape, f}
+		}},
+		{"unknown module", "", "closest candidates: model.layers.0.self_attn.q_proj", func(v map[string]view) {
+			for _, s := range []string{"shira_weight", "shira_indices"} {
+				v["base_model.model.model.layers.0.self_attn.qproj."+s] = v[q+s]
+				delete(v, q+s)
+			}
+		}},
+		{"nnz not r*(in+out)", `{"peft_type": "SHIRA", "r": 2}`, "r*(in+out) = 52", func(map[string]view) {}},
+		{"wrong peft type", `{"peft_type": "LORA", "r": 1}`, "want SHIRA", func(map[string]view) {}},
+		{"duplicate index", "", "duplicate index", func(v map[string]view) {
+			ix := v[q+"shira_indices"].data
+			nnz := len(ix) / 8
+			copy(ix[4:8], ix[0:4])                // row of entry 1 = row of entry 0
+			copy(ix[4*nnz+4:4*nnz+8], ix[4*nnz:]) // column too
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := mutated(t, c.config, c.edit)
+			ck, err := peft.Open(dir)
+			if err == nil {
+				_, _, err = peft.ConvertShira(ck, m, peft.ConvertOptions{})
+			}
+			if err == nil {
+				t.Fatal("bad checkpoint accepted")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not mention %q", err, c.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// With fan_in_fan_out the indices address the module's stored [in, out]
+// weight: swapping the two index rows and setting the flag gives the same
+// adapter.
+func TestFanInFanOut(t *testing.T) {
+	_, m, _ := peftfix.Export(t, "base")
+	ref, err := peft.Open(peftfix.Path("shira_a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := peft.ConvertShira(ref, m, peft.ConvertOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := os.ReadFile(peftfix.Path("shira_a", peft.ConfigFile))
+	cfgS := strings.Replace(string(cfg), `"fan_in_fan_out": false`, `"fan_in_fan_out": true`, 1)
+	dir := mutated(t, cfgS, func(v map[string]view) {
+		for k, x := range v {
+			if strings.HasSuffix(k, "shira_indices") {
+				n := len(x.data) / 2
+				sw := append(append([]byte(nil), x.data[n:]...), x.data[:n]...)
+				v[k] = view{x.dt, x.shape, sw}
+			}
+		}
+	})
+	ck, err := peft.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := peft.ConvertShira(ck, m, peft.ConvertOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.Tensors {
+		w, g := &want.Tensors[i], got.Tensor(want.Tensors[i].Name)
+		if g == nil || len(g.Indices) != len(w.Indices) || string(g.Values) != string(w.Values) {
+			t.Fatalf("%s differs with fan_in_fan_out", w.Name)
+		}
+		for j := range w.Indices {
+			if w.Indices[j] != g.Indices[j] {
+				t.Fatalf("%s index %d: %d vs %d", w.Name, j, g.Indices[j], w.Indices[j])
+			}
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package peft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/nlpodyssey/safetensors"
+
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// keyPrefix is the prefix PeftModel puts before every module path.
+const keyPrefix = "base_model.model."
+
+// Checkpoint is a PEFT adapter directory loaded in memory.
+type Checkpoint struct {
+	// Dir is the adapter directory.
+	Dir string
+	// Config is its adapter_config.json.
+	Config *Config
+
+	st safetensors.SafeTensors
+}
+
+// Open reads DIR/adapter_config.json and DIR/adapter_model.safetensors.
+// The safetensors header is validated (offsets, sizes, dtypes) by the
+// nlpodyssey/safetensors reader; tensor contents are checked by Shira and
+// Lora.
+func Open(dir string) (*Checkpoint, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, WeightsFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	st, err := safetensors.Deserialize(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCheckpoint, p, err)
+	}
+	return &Checkpoint{Dir: dir, Config: cfg, st: st}, nil
+}
+
+// Keys returns the tensor names in the safetensors file, sorted.
+func (c *Checkpoint) Keys() []string {
+	k := c.st.Names()
+	sort.Strings(k)
+	return k
+}
+
+// modules returns the module paths (prefix and suffix removed) of the keys
+// ending in one of suffixes, sorted, plus the keys that end in none.
+func (c *Checkpoint) modules(suffixes ...string) (mods []string, other []string) {
+	seen := map[string]bool{}
+	for _, k := range c.Keys() {
+		matched := false
+		for _, s := range suffixes {
+			if strings.HasSuffix(k, "."+s) {
+				m := strings.TrimPrefix(strings.TrimSuffix(k, "."+s), keyPrefix)
+				if !seen[m] {
+					seen[m] = true
+					mods = append(mods, m)
+				}
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			other = append(other, k)
+		}
+	}
+	sort.Strings(mods)
+	return mods, other
+}
+
+// key returns the full checkpoint key of module's tensor suffix: the
+// prefixed form when present, else the bare one.
+func (c *Checkpoint) key(module, suffix string) (string, safetensors.TensorView, bool) {
+	for _, k := range []string{keyPrefix + module + "." + suffix, module + "." + suffix} {
+		if v, ok := c.st.Tensor(k); ok {
+			return k, v, true
+		}
+	}
+	return keyPrefix + module + "." + suffix, safetensors.TensorView{}, false
+}
+
+// floats decodes a float tensor (F32, F16, BF16, F64) into float32,
+// rejecting NaN and infinities.
+func floats(key string, v safetensors.TensorView) ([]float32, error) {
+	d := v.Data()
+	var out []float32
+	switch v.DType() {
+	case safetensors.F32:
+		out = make([]float32, len(d)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))
+		}
+	case safetensors.F16, safetensors.BF16:
+		out = make([]float32, len(d)/2)
+		for i := range out {
+			h := binary.LittleEndian.Uint16(d[2*i:])
+			if v.DType() == safetensors.F16 {
+				out[i] = tensor.Float16ToFloat32(h)
+			} else {
+				out[i] = tensor.BFloat16ToFloat32(h)
+			}
+		}
+	case safetensors.F64:
+		out = make([]float32, len(d)/8)
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(d[8*i:])))
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s: dtype %v, want a float type", ErrCheckpoint, key, v.DType())
+	}
+	for i, f := range out {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return nil, fmt.Errorf("%w: %s: value %d is %v", ErrCheckpoint, key, i, f)
+		}
+	}
+	return out, nil
+}
+
+// ints decodes an index tensor: I32, I64, or whole-number F32 (PEFT on
+// Windows), rejecting negative values.
+func ints(key string, v safetensors.TensorView) ([]int64, error) {
+	d := v.Data()
+	var out []int64
+	switch v.DType() {
+	case safetensors.I32:
+		out = make([]int64, len(d)/4)
+		for i := range out {
+			out[i] = int64(int32(binary.LittleEndian.Uint32(d[4*i:])))
+		}
+	case safetensors.I64:
+		out = make([]int64, len(d)/8)
+		for i := range out {
+			out[i] = int64(binary.LittleEndian.Uint64(d[8*i:]))
+		}
+	case safetensors.F32:
+		out = make([]int64, len(d)/4)
+		for i := range out {
+			f := math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))
+			if f != float32(math.Trunc(float64(f))) || f > 1<<24 {
+				return nil, fmt.Errorf("%w: %s: float32 index %d is %v, not an exact whole number", ErrCheckpoint, key, i, f)
+			}
+			out[i] = int64(f)
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s: dtype %v, want I32 (or F32, as PEFT writes on Windows)", ErrCheckpoint, key, v.DType())
+	}
+	for i, x := range out {
+		if x < 0 {
+			return nil, fmt.Errorf("%w: %s: index %d is negative (%d)", ErrCheckpoint, key, i, x)
+		}
+	}
+	return out, nil
+}
+
+// ShiraModule is one adapted module of a SHiRA checkpoint.
+type ShiraModule struct {
+	// Module is the module path, e.g. "model.layers.0.self_attn.q_proj".
+	Module string
+	// Dim0 and Dim1 index the module's stored weight: (output row, input
+	// column) of [out, in], or (input, output) of [in, out] with
+	// fan_in_fan_out. They are in the checkpoint's order.
+	Dim0, Dim1 []int64
+	// Values are the deltas, aligned with the indices.
+	Values []float32
+}
+
+// NNZ returns the number of entries.
+func (m *ShiraModule) NNZ() int { return len(m.Values) }
+
+// Shira returns the modules of a SHiRA checkpoint, sorted by path. Every
+// module must have both shira_weight [nnz] and shira_indices [2, nnz],
+// finite values and non-negative whole-number indices; bounds are checked
+// against the target weight by Convert.
+func (c *Checkpoint) Shira() ([]ShiraModule, error) {
+	if c.Config.PeftType != "SHIRA" {
+		return nil, fmt.Errorf("%w: %s: peft_type %q, want SHIRA", ErrCheckpoint, c.Dir, c.Config.PeftType)
+	}
+	mods, _ := c.modules("shira_weight", "shira_indices")
+	if len(mods) == 0 {
+		return nil, fmt.Errorf("%w: %s: no *.shira_weight / *.shira_indices tensors (keys: %s)", ErrCheckpoint, c.Dir, sample(c.Keys()))
+	}
+	out := make([]ShiraModule, 0, len(mods))
+	for _, m := range mods {
+		wk, wv, ok := c.key(m, "shira_weight")
+		if !ok {
+			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, wk)
+		}
+		ik, iv, ok := c.key(m, "shira_indices")
+		if !ok {
+			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, ik)
+		}
+		if s := wv.Shape(); len(s) != 1 {
+			return nil, fmt.Errorf("%w: %s: shape %v, want [nnz]", ErrCheckpoint, wk, s)
+		}
+		nnz := wv.Shape()[0]
+		if s := iv.Shape(); len(s) != 2 || s[0] != 2 || s[1] != nnz {
+			return nil, fmt.Errorf("%w: %s: shape %v, want [2, %d] (nnz of %s)", ErrCheckpoint, ik, s, nnz, wk)
+		}
+		vals, err := floats(wk, wv)
+		if err != nil {
+			return nil, err
+		}
+		ix, err := ints(ik, iv)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ShiraModule{Module: m, Dim0: ix[:nnz], Dim1: ix[nnz:], Values: vals})
+	}
+	return out, nil
+}
+
+// LoraModule is one adapted module of a LoRA checkpoint.
+type LoraModule struct {
+	// Module is the module path.
+	Module string
+	// R, In and Out are the rank and the module's feature counts.
+	R, In, Out int
+	// A is lora_A.weight, row-major [R, In]; B is lora_B.weight [Out, R].
+	A, B []float32
+	// Scale is lora_alpha/r (lora_alpha/sqrt(r) with use_rslora).
+	Scale float32
+}
+
+// Lora returns the modules of a LoRA checkpoint, sorted by path. DoRA
+// magnitudes, LoRA biases and embedding/conv LoRA are refused.
+func (c *Checkpoint) Lora() ([]LoraModule, error) {
+	if c.Config.PeftType != "LORA" {
+		return nil, fmt.Errorf("%w: %s: peft_type %q, want LORA", ErrCheckpoint, c.Dir, c.Config.PeftType)
+	}
+	mods, other := c.modules("lora_A.weight", "lora_B.weight")
+	for _, k := range other {
+		return nil, fmt.Errorf("%w: %s: unsupported tensor %s (only nn.Linear LoRA without DoRA or lora_bias is supported)", ErrCheckpoint, c.Dir, k)
+	}
+	if len(mods) == 0 {
+		return nil, fmt.Errorf("%w: %s: no *.lora_A.weight / *.lora_B.weight tensors", ErrCheckpoint, c.Dir)
+	}
+	out := make([]LoraModule, 0, len(mods))
+	for _, m := range mods {
+		ak, av, ok := c.key(m, "lora_A.weight")
+		if !ok {
+			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, ak)
+		}
+		bk, bv, ok := c.key(m, "lora_B.weight")
+		if !ok {
+			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, bk)
+		}
+		as, bs := av.Shape(), bv.Shape()
+		if len(as) != 2 || len(bs) != 2 || as[0] != bs[1] || as[0] == 0 {
+			return nil, fmt.Errorf("%w: module %s: lora_A %v and lora_B %v do not form [out, r]·[r, in]", ErrCheckpoint, m, as, bs)
+		}
+		r := int(as[0])
+		rank := c.Config.R
+		if v, ok := patternFor(c.Config.RankPattern, m); ok {
+			rank = v
+		}
+		if rank != 0 && rank != r {
+			return nil, fmt.Errorf("%w: module %s: lora_A has rank %d but the config says r=%d", ErrCheckpoint, m, r, rank)
+		}
+		a, err := floats(ak, av)
+		if err != nil {
+			return nil, err
+		}
+		b, err := floats(bk, bv)
+		if err != nil {
+			return nil, err
+		}
+		alpha := c.Config.LoraAlpha
+		if v, ok := patternFor(c.Config.AlphaPattern, m); ok {
+			alpha = v
+		}
+		if alpha == 0 {
+			alpha = float64(r) // PEFT's default lora_alpha is 8 with r 8; a missing alpha means scale 1
+		}
+		scale := alpha / float64(r)
+		if c.Config.UseRSLoRA {
+			scale = alpha / math.Sqrt(float64(r))
+		}
+		out = append(out, LoraModule{Module: m, R: r, In: int(as[1]), Out: int(bs[0]), A: a, B: b, Scale: float32(scale)})
+	}
+	return out, nil
+}
+
+func sample(keys []string) string {
+	if len(keys) > 5 {
+		return strings.Join(keys[:5], ", ") + fmt.Sprintf(", ... (%d keys)", len(keys))
+	}
+	return strings.Join(keys, ", ")
+}

@@ -1,0 +1,36 @@
+// Package peft reads Hugging Face PEFT adapter checkpoints (SHiRA and LoRA:
+// adapter_model.safetensors + adapter_config.json) and maps their modules to
+// the weights exposed by export.Expose.
+//
+// # Checkpoints
+//
+// A SHiRA checkpoint (peft_type "SHIRA") holds, per adapted nn.Linear,
+//
+//	base_model.model.<module>.shira_weight   F32 [nnz]      deltas: W += values*scale
+//	base_model.model.<module>.shira_indices  I32 [2, nnz]   row 0 = output row, row 1 = input
+//	                                                        column of the [out, in] weight
+//
+// (indices stored as F32, as PEFT does on Windows, are accepted when every
+// value is a whole number). A LoRA checkpoint (peft_type "LORA") holds
+// lora_A.weight [r, in] and lora_B.weight [out, r] per module, and the scale
+// is lora_alpha/r (lora_alpha/sqrt(r) with use_rslora), with rank_pattern
+// and alpha_pattern overrides.
+//
+// With fan_in_fan_out (GPT-2 style Conv1D modules, whose weight is stored
+// [in, out]) the SHiRA indices address that stored [in, out] weight and
+// lora_B·lora_A is transposed, as in PEFT's LoRA merge.
+//
+// # Mapping modules to exposed tensors
+//
+// torch.onnx.export turns nn.Linear into MatMul over a transposed [in, out]
+// initializer with a generated name (onnx::MatMul_123), or into Gemm with
+// transB=1 over the original [out, in] weight (lm_head.weight). The module
+// path survives in the consuming node's name
+// (/model/layers.0/self_attn/q_proj/MatMul). A Mapper derives, for every
+// exposed weight, candidate module paths from its consumers' node names and
+// from its own and its source's names (a trailing ".weight" removed), and
+// resolves a checkpoint module by exact match, then by a unique match where
+// one path is a dot-boundary suffix of the other (a model exported from an
+// inner module). The consumer also fixes the layout: MatMul's B and Gemm's B
+// without transB read [in, out]; Gemm with transB=1 reads [out, in].
+package peft
