@@ -1,0 +1,117 @@
+package lora
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// Engine computes LoRA products with ONNX Runtime. It is safe for
+// concurrent use; Close releases its sessions.
+type Engine struct {
+	mu       sync.Mutex
+	sessions [2]*ort.Session // indexed by peft.Layout
+}
+
+// NewEngine builds the product graphs and opens them in CPU sessions with
+// opts (nil: ORT defaults). ort.Init must succeed.
+func NewEngine(opts *ort.Options) (*Engine, error) {
+	tmp, err := os.MkdirTemp("", "shira-ort-lora-*")
+	if err != nil {
+		return nil, fmt.Errorf("lora: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	e := &Engine{}
+	for _, layout := range []peft.Layout{peft.OutIn, peft.InOut} {
+		p := filepath.Join(tmp, fmt.Sprintf("product-%d.onnx", layout))
+		if err := productGraph(layout == peft.InOut).WriteFile(p); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("lora: %w", err)
+		}
+		s, err := ort.OpenModel(p, opts)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("lora: product session: %w", err)
+		}
+		e.sessions[layout] = s
+	}
+	return e, nil
+}
+
+// productGraph is D = (B·A)·s, or Transpose(B·A)·s, over float32 inputs
+// B [out, r], A [r, in], s [1].
+func productGraph(transpose bool) *onnxwire.Builder {
+	b := onnxwire.NewBuilder()
+	b.GraphName = "lora_product"
+	b.AddInput("B", tensor.Float32, []int64{-1, -1}, "out", "r")
+	b.AddInput("A", tensor.Float32, []int64{-1, -1}, "r", "in")
+	b.AddInput("s", tensor.Float32, []int64{1})
+	b.AddNode("matmul", "MatMul", []string{"B", "A"}, []string{"BA"})
+	prod := "BA"
+	if transpose {
+		b.AddNode("transpose", "Transpose", []string{"BA"}, []string{"BAt"}, onnxwire.IntsAttr("perm", 1, 0))
+		prod = "BAt"
+	}
+	b.AddNode("scale", "Mul", []string{prod, "s"}, []string{"D"})
+	if transpose {
+		b.AddOutput("D", tensor.Float32, []int64{-1, -1}, "in", "out")
+	} else {
+		b.AddOutput("D", tensor.Float32, []int64{-1, -1}, "out", "in")
+	}
+	return b
+}
+
+// Delta returns scale·B·A of module m as float32 in the given layout:
+// [out, in] for OutIn, [in, out] for InOut. (lora_B·lora_A is [out, in]
+// whatever fan_in_fan_out says; the exposed tensor's layout decides.)
+func (e *Engine) Delta(m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
+	if len(m.A) != m.R*m.In || len(m.B) != m.Out*m.R {
+		return nil, fmt.Errorf("lora: module %s: A has %d values, B %d, for r=%d in=%d out=%d", m.Module, len(m.A), len(m.B), m.R, m.In, m.Out)
+	}
+	e.mu.Lock()
+	s := e.sessions[layout]
+	e.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("lora: engine closed")
+	}
+	bt, err := tensor.FromFloat32([]int64{int64(m.Out), int64(m.R)}, m.B)
+	if err != nil {
+		return nil, err
+	}
+	at, err := tensor.FromFloat32([]int64{int64(m.R), int64(m.In)}, m.A)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := tensor.FromFloat32([]int64{1}, []float32{m.Scale})
+	out, err := s.Run(map[string]*tensor.Tensor{"B": bt, "A": at, "s": st})
+	if err != nil {
+		return nil, fmt.Errorf("lora: module %s: %w", m.Module, err)
+	}
+	d, err := out["D"].AsFloat32()
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close releases the sessions.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var first error
+	for i, s := range e.sessions {
+		if s != nil {
+			if err := s.Close(); err != nil && first == nil {
+				first = err
+			}
+			e.sessions[i] = nil
+		}
+	}
+	return first
+}

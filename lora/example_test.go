@@ -1,0 +1,51 @@
+package lora_test
+
+import (
+	"fmt"
+	"log"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/lora"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/peft"
+)
+
+// Fuse a PEFT LoRA into the exposed weights; ORT computes scale·B·A.
+func ExampleFuse() {
+	m, err := export.LoadManifest("exported-model")
+	if err != nil {
+		log.Fatal(err)
+	}
+	weights, err := export.ReadWeights("exported-model", m)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ck, err := peft.Open("peft-lora-adapter")
+	if err != nil {
+		log.Fatal(err)
+	}
+	mods, err := ck.Lora()
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := lora.Resolve(mods, m)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ort.Init(); err != nil {
+		log.Fatal(err)
+	}
+	e, err := lora.NewEngine(&ort.Options{IntraOpThreads: 2})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer e.Close()
+	st, err := lora.Fuse(e, weights, res)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("fused", st.Tensors, "tensors in", st.Product+st.Add)
+	if err := export.WriteStandalone("exported-model", m, weights, "fused.onnx"); err != nil {
+		log.Fatal(err)
+	}
+}

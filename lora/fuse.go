@@ -1,0 +1,130 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// Resolved is a LoRA module with the exposed tensor it adapts.
+type Resolved struct {
+	Module peft.LoraModule
+	Target peft.Target
+}
+
+// Resolve maps every module to its exposed tensor, checking that the
+// tensor's features match lora_A/lora_B and that no two modules share one.
+func Resolve(mods []peft.LoraModule, m *export.Manifest) ([]Resolved, error) {
+	mp := peft.NewMapper(m)
+	used := map[string]string{}
+	out := make([]Resolved, 0, len(mods))
+	for _, mod := range mods {
+		t, err := mp.Resolve(mod.Module)
+		if err != nil {
+			return nil, err
+		}
+		if t.In != mod.In || t.Out != mod.Out {
+			return nil, fmt.Errorf("%w: module %s: lora_B·lora_A is [%d, %d] but %s is %v (out=%d, in=%d as read by its consumer)",
+				peft.ErrCheckpoint, mod.Module, mod.Out, mod.In, t.Entry.Name, t.Entry.Shape, t.Out, t.In)
+		}
+		if prev, dup := used[t.Entry.Name]; dup {
+			return nil, fmt.Errorf("%w: modules %s and %s both map to %s", peft.ErrCheckpoint, prev, mod.Module, t.Entry.Name)
+		}
+		used[t.Entry.Name] = mod.Module
+		out = append(out, Resolved{Module: mod, Target: t})
+	}
+	return out, nil
+}
+
+// FuseStats reports a fusion.
+type FuseStats struct {
+	Tensors  int
+	Elements int64
+	// Product is the time spent in ORT computing scale·B·A, Add the time
+	// spent adding it into the weights.
+	Product, Add time.Duration
+}
+
+// Fuse adds scale·B·A of every resolved module into weights (exposed
+// tensor name -> bytes, as export.ReadWeights returns), in place. fp16 and
+// bf16 weights are updated in float32 and rounded to nearest even.
+func Fuse(e *Engine, weights map[string][]byte, mods []Resolved) (FuseStats, error) {
+	var st FuseStats
+	for i := range mods {
+		r := &mods[i]
+		w, ok := weights[r.Target.Entry.Name]
+		if !ok {
+			return st, fmt.Errorf("lora: no data for exposed weight %q", r.Target.Entry.Name)
+		}
+		t0 := time.Now()
+		d, err := e.Delta(&r.Module, r.Target.Layout)
+		if err != nil {
+			return st, err
+		}
+		t1 := time.Now()
+		if err := addInto(w, r.Target.Entry.DType, d); err != nil {
+			return st, fmt.Errorf("lora: %s: %w", r.Target.Entry.Name, err)
+		}
+		st.Product += t1.Sub(t0)
+		st.Add += time.Since(t1)
+		st.Tensors++
+		st.Elements += int64(len(d))
+	}
+	return st, nil
+}
+
+func addInto(w []byte, dt tensor.DType, d []float32) error {
+	if len(w) != len(d)*dt.Size() {
+		return fmt.Errorf("%d bytes of %v for %d elements", len(w), dt, len(d))
+	}
+	switch dt {
+	case tensor.Float32:
+		f := tensor.Float32s(w)
+		for i, v := range d {
+			f[i] += v
+		}
+	case tensor.Float16:
+		h := tensor.Uint16s(w)
+		for i, v := range d {
+			h[i] = tensor.Float32ToFloat16(tensor.Float16ToFloat32(h[i]) + v)
+		}
+	case tensor.BFloat16:
+		h := tensor.Uint16s(w)
+		for i, v := range d {
+			h[i] = tensor.Float32ToBFloat16(tensor.BFloat16ToFloat32(h[i]) + v)
+		}
+	default:
+		return fmt.Errorf("dtype %v is not a float type", dt)
+	}
+	return nil
+}
+
+// TopKReport describes the SHiRA approximation of one LoRA module.
+type TopKReport struct {
+	Module string `json:"module"`
+	Tensor string `json:"tensor"`
+	NNZ    int    `json:"nnz"`
+	// RelError is ‖ΔW − top-k(ΔW)‖_F / ‖ΔW‖_F; Energy is the kept fraction
+	// of ‖ΔW‖_F² (RelError² + Energy = 1).
+	RelError float64 `json:"rel_error"`
+	Energy   float64 `json:"energy"`
+}
+
+// sortReports orders reports by module.
+func sortReports(r []TopKReport) {
+	sort.Slice(r, func(i, j int) bool { return r[i].Module < r[j].Module })
+}
+
+// relError returns sqrt(1 - kept/total) and kept/total, guarding total 0.
+func relError(kept, total float64) (float64, float64) {
+	if total == 0 {
+		return 0, 1
+	}
+	e := kept / total
+	return math.Sqrt(max(0, 1-e)), e
+}

@@ -1,0 +1,99 @@
+package lora
+
+import (
+	"encoding/hex"
+	"fmt"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/mask"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// ShiraOptions tune ToShira.
+type ShiraOptions struct {
+	// Name of the adapter.
+	Name string
+	// Density is the fraction of each tensor's entries kept, (0, 1].
+	Density float64
+	// ValueDType of the stored deltas; Undefined means the weight dtype.
+	ValueDType tensor.DType
+	// Fingerprint is the model fingerprint stored in the adapter.
+	Fingerprint string
+}
+
+// ToShira builds a delta-semantics SHiRA adapter holding, per resolved
+// module, the mask.Count(numel, Density) entries of scale·B·A with the
+// largest magnitude, and reports the relative error each leaves.
+func ToShira(e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []TopKReport, error) {
+	if !(o.Density > 0 && o.Density <= 1) {
+		return nil, nil, fmt.Errorf("lora: density %g is not in (0, 1]", o.Density)
+	}
+	a := &adapter.Adapter{Name: o.Name, DefaultAlpha: 1, Semantics: adapter.Delta, ModelFingerprint: o.Fingerprint,
+		Metadata: map[string]string{"created_by": "shira-ort convert --lora", "density": fmt.Sprint(o.Density)}}
+	var reps []TopKReport
+	for i := range mods {
+		r := &mods[i]
+		d, err := e.Delta(&r.Module, r.Target.Layout)
+		if err != nil {
+			return nil, nil, err
+		}
+		at, rep, err := topK(d, r.Target.Entry, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		rep.Module = r.Module.Module
+		a.Tensors = append(a.Tensors, at)
+		reps = append(reps, rep)
+	}
+	if err := a.Sort(); err != nil {
+		return nil, nil, err
+	}
+	sortReports(reps)
+	return a, reps, a.Validate()
+}
+
+// TopKTensor keeps the k = mask.Count(len(d), density) largest-magnitude
+// entries of the dense delta d (float32, the layout of entry) as a delta
+// tensor for entry, and returns the kept energy fraction.
+func TopKTensor(d []float32, entry *export.TensorEntry, density float64, valueDType tensor.DType) (adapter.Tensor, float64, error) {
+	at, rep, err := topK(d, entry, ShiraOptions{Density: density, ValueDType: valueDType})
+	return at, rep.Energy, err
+}
+
+func topK(d []float32, entry *export.TensorEntry, o ShiraOptions) (adapter.Tensor, TopKReport, error) {
+	dt, err := tensor.FromFloat32(entry.Shape, d)
+	if err != nil {
+		return adapter.Tensor{}, TopKReport{}, fmt.Errorf("lora: %s: %w", entry.Name, err)
+	}
+	idx, err := mask.WeightMagnitude(dt, mask.Count(len(d), o.Density))
+	if err != nil {
+		return adapter.Tensor{}, TopKReport{}, fmt.Errorf("lora: %s: %w", entry.Name, err)
+	}
+	var total, kept float64
+	for _, v := range d {
+		total += float64(v) * float64(v)
+	}
+	vals := make([]float32, 0, len(idx))
+	keep := idx[:0]
+	for _, j := range idx {
+		if v := d[j]; v != 0 { // zeros add nothing
+			kept += float64(v) * float64(v)
+			vals = append(vals, v)
+			keep = append(keep, j)
+		}
+	}
+	vd := o.ValueDType
+	if vd == tensor.Undefined {
+		vd = entry.DType
+	}
+	at, err := adapter.NewTensor(entry.Name, entry.DType, entry.Shape, keep, vals, vd)
+	if err != nil {
+		return adapter.Tensor{}, TopKReport{}, err
+	}
+	if h, err := hex.DecodeString(entry.SHA256); err == nil && len(h) == 32 {
+		copy(at.BaseSHA256[:], h)
+	}
+	re, en := relError(kept, total)
+	return at, TopKReport{Tensor: entry.Name, NNZ: len(keep), RelError: re, Energy: en}, nil
+}
