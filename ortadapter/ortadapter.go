@@ -1,0 +1,120 @@
+// Package ortadapter writes ONNX Runtime adapter files (.onnx_adapter): a
+// FlatBuffer (file identifier "TORT", schema in schema/ort_adapter.fbs)
+// holding named dense tensors that ORT feeds, per Run, in place of the
+// model's overridable initializers of the same names (ORT's LoRA API:
+// CreateLoraAdapter + RunOptionsAddActiveLoraAdapter).
+//
+// shira-ort uses it to hand ORT the exposed weights of a model with
+// adapters applied, so a stock ORT application can switch fused weight
+// sets without shira-ort.
+package ortadapter
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// FormatVersion is the adapter format version ORT accepts.
+const FormatVersion = 1
+
+// FileIdentifier is the FlatBuffers file identifier of .onnx_adapter files.
+const FileIdentifier = "TORT"
+
+// Parameter is one named dense tensor.
+type Parameter struct {
+	Name  string
+	DType tensor.DType
+	Dims  []int64
+	// Data is the little-endian tensor bytes, len = product(Dims)*DType.Size().
+	Data []byte
+}
+
+// Adapter is the content of an .onnx_adapter file.
+type Adapter struct {
+	AdapterVersion, ModelVersion int32
+	Parameters                   []Parameter
+}
+
+// vtable slots (field ids) of the schema.
+const (
+	paramName, paramDims, paramDType, paramRaw        = 0, 1, 2, 3
+	adFormat, adAdapterVersion, adModelVersion, adPar = 0, 1, 2, 3
+)
+
+// Encode serialises a, checking every parameter's byte length.
+func Encode(a *Adapter) ([]byte, error) {
+	size := 256
+	for i, p := range a.Parameters {
+		n, err := tensor.NumElements(p.Dims)
+		if err != nil {
+			return nil, fmt.Errorf("ortadapter: parameter %q: %w", p.Name, err)
+		}
+		if p.Name == "" || p.DType.Size() == 0 || n*p.DType.Size() != len(p.Data) {
+			return nil, fmt.Errorf("ortadapter: parameter %d %q: %d bytes for %v %v", i, p.Name, len(p.Data), p.DType, p.Dims)
+		}
+		size += len(p.Data) + 64 + len(p.Name) + 8*len(p.Dims)
+	}
+	b := flatbuffers.NewBuilder(size)
+	offs := make([]flatbuffers.UOffsetT, len(a.Parameters))
+	for i := range a.Parameters {
+		p := &a.Parameters[i]
+		b.Prep(8, len(p.Data)) // force_align: 8 (the data starts 8-byte aligned)
+		raw := b.CreateByteVector(p.Data)
+		b.StartVector(8, len(p.Dims), 8)
+		for j := len(p.Dims) - 1; j >= 0; j-- {
+			b.PlaceInt64(p.Dims[j])
+		}
+		dims := b.EndVector(len(p.Dims))
+		name := b.CreateString(p.Name)
+		b.StartObject(4)
+		b.PrependUOffsetTSlot(paramName, name, 0)
+		b.PrependUOffsetTSlot(paramDims, dims, 0)
+		b.PrependInt32Slot(paramDType, int32(p.DType), 0)
+		b.PrependUOffsetTSlot(paramRaw, raw, 0)
+		offs[i] = b.EndObject()
+	}
+	b.StartVector(4, len(offs), 4)
+	for i := len(offs) - 1; i >= 0; i-- {
+		b.PrependUOffsetT(offs[i])
+	}
+	params := b.EndVector(len(offs))
+	b.StartObject(4)
+	b.PrependInt32Slot(adFormat, FormatVersion, -1) // always written
+	b.PrependInt32Slot(adAdapterVersion, a.AdapterVersion, -1)
+	b.PrependInt32Slot(adModelVersion, a.ModelVersion, -1)
+	b.PrependUOffsetTSlot(adPar, params, 0)
+	root := b.EndObject()
+	b.FinishWithFileIdentifier(root, []byte(FileIdentifier))
+	return b.FinishedBytes(), nil
+}
+
+// Write encodes a and writes it to path (via a temporary file and rename).
+func Write(path string, a *Adapter) error {
+	data, err := Encode(a)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("ortadapter: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ortadapter: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ortadapter: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("ortadapter: %w", err)
+	}
+	return nil
+}
