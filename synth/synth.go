@@ -22,13 +22,22 @@ type Mask string
 const (
 	MaskRandom          Mask = "rand" // uniformly random entries
 	MaskWeightMagnitude Mask = "wm"   // the largest |w| entries
+	// MaskStruct is SHiRA-Struct: every stride-th row and column of the
+	// [rows, cols] weight plus its diagonal, the stride chosen as the
+	// smallest whose mask has at most the budgeted entries; when even the
+	// sparsest (first row, first column, diagonal) exceeds the budget, that
+	// one is used.
+	MaskStruct Mask = "struct"
 )
 
 // Options describe a synthetic adapter.
 type Options struct {
-	Name      string
-	Mask      Mask
-	Density   float64           // fraction of each weight's entries touched, (0, 1]
+	Name    string
+	Mask    Mask
+	Density float64 // fraction of each weight's entries touched, (0, 1]
+	// R, when > 0, replaces Density with PEFT's budget: r*(rows+cols)
+	// entries per rank-2 weight (capped at the element count).
+	R         int
 	Scale     float64           // standard deviation of the random deltas
 	Seed      uint64            // the same seed gives the same adapter
 	Semantics adapter.Semantics // Delta stores δ; Overwrite stores base+δ
@@ -40,11 +49,14 @@ type Options struct {
 // New builds an adapter for the exposed weights of an exported model.
 // weights holds each exposed weight's bytes by name (export.ReadWeights).
 func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Adapter, error) {
-	if !(o.Density > 0 && o.Density <= 1) {
+	if o.R < 0 {
+		return nil, fmt.Errorf("synth: r %d is negative", o.R)
+	}
+	if o.R == 0 && !(o.Density > 0 && o.Density <= 1) {
 		return nil, fmt.Errorf("synth: density %g is not in (0, 1]", o.Density)
 	}
-	if o.Mask != MaskRandom && o.Mask != MaskWeightMagnitude {
-		return nil, fmt.Errorf("synth: unknown mask %q (want rand or wm)", o.Mask)
+	if o.Mask != MaskRandom && o.Mask != MaskWeightMagnitude && o.Mask != MaskStruct {
+		return nil, fmt.Errorf("synth: unknown mask %q (want rand, wm or struct)", o.Mask)
 	}
 	alpha := o.Alpha
 	if alpha == 0 {
@@ -53,7 +65,7 @@ func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Ada
 	a := &adapter.Adapter{Name: o.Name, DefaultAlpha: alpha, Semantics: o.Semantics,
 		ModelFingerprint: m.Fingerprint, Metadata: map[string]string{
 			"created_by": "shira-ort create", "mask": string(o.Mask),
-			"density": fmt.Sprint(o.Density), "scale": fmt.Sprint(o.Scale), "seed": fmt.Sprint(o.Seed)}}
+			"density": fmt.Sprint(o.Density), "r": fmt.Sprint(o.R), "scale": fmt.Sprint(o.Scale), "seed": fmt.Sprint(o.Seed)}}
 	for k, v := range o.Metadata {
 		a.Metadata[k] = v
 	}
@@ -84,14 +96,18 @@ func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Ada
 
 func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.Rand) (adapter.Tensor, error) {
 	numel := base.NumElements()
-	k := mask.Count(numel, o.Density)
+	k, err := budget(e.Shape, numel, o)
+	if err != nil {
+		return adapter.Tensor{}, fmt.Errorf("synth: weight %q: %w", e.Name, err)
+	}
 	var idx []uint32
-	var err error
 	switch o.Mask {
 	case MaskRandom:
 		idx, err = mask.Random(numel, k, rng)
 	case MaskWeightMagnitude:
 		idx, err = mask.WeightMagnitude(base, k)
+	case MaskStruct:
+		idx, err = structMask(e.Shape, k)
 	}
 	if err != nil {
 		return adapter.Tensor{}, fmt.Errorf("synth: weight %q: %w", e.Name, err)
@@ -134,4 +150,50 @@ func encode(v []float32, dtype tensor.DType) []byte {
 	default:
 		return tensor.Bytes(v)
 	}
+}
+
+// budget returns the number of entries to touch in a weight of shape.
+func budget(shape []int64, numel int, o Options) (int, error) {
+	if o.R == 0 {
+		return mask.Count(numel, o.Density), nil
+	}
+	if len(shape) != 2 {
+		return 0, fmt.Errorf("--r needs a rank-2 weight, got shape %v", shape)
+	}
+	return min(numel, o.R*int(shape[0]+shape[1])), nil
+}
+
+// structMask returns the SHiRA-Struct mask of a rank-2 shape with the
+// smallest stride whose size is at most k (stride = rows+cols at worst:
+// first row, first column and the diagonal).
+func structMask(shape []int64, k int) ([]uint32, error) {
+	if len(shape) != 2 {
+		return nil, fmt.Errorf("the struct mask needs a rank-2 weight, got shape %v", shape)
+	}
+	rows, cols := int(shape[0]), int(shape[1])
+	limit := max(rows, cols, 1)
+	// struct size falls as the stride grows: binary search the smallest fit.
+	lo, hi := 1, limit
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if structSize(rows, cols, mid) <= k {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return mask.Struct(rows, cols, lo)
+}
+
+// structSize counts the entries of mask.Struct(rows, cols, stride).
+func structSize(rows, cols, stride int) int {
+	fr := (rows + stride - 1) / stride // full rows
+	fc := (cols + stride - 1) / stride // full columns
+	n := fr*cols + fc*(rows-fr)
+	for i := 0; i < min(rows, cols); i++ { // diagonal entries not already in
+		if i%stride != 0 {
+			n++
+		}
+	}
+	return n
 }

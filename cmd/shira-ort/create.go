@@ -18,11 +18,12 @@ func newCreateCmd() *cobra.Command {
 		model, maskName, out, targets, name, semantics string
 		density, scale                                 float64
 		seed                                           uint64
+		r                                              int
 		alpha                                          float32
 	)
 	cmd := &cobra.Command{
-		Use:   "create --model DIR --mask rand|wm --density 0.01 --scale S --seed N -o A.shira",
-		Short: "Create an adapter with random values over a random or weight-magnitude mask",
+		Use:   "create --model DIR --mask rand|wm|struct (--density 0.01 | --r R) --scale S --seed N -o A.shira",
+		Short: "Create an adapter with random values over a random, weight-magnitude or structured mask",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if model == "" || out == "" {
@@ -40,7 +41,10 @@ func newCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, Scale: scale,
+			if cmd.Flags().Changed("r") && cmd.Flags().Changed("density") {
+				return fmt.Errorf("give --density or --r, not both")
+			}
+			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, R: r, Scale: scale,
 				Seed: seed, Semantics: sem, Alpha: alpha}
 			if o.Name == "" {
 				o.Name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
@@ -57,15 +61,24 @@ func newCreateCmd() *cobra.Command {
 			if err := adapter.Write(out, a); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %d values (%s mask, density %g)\n",
-				out, len(a.Tensors), a.NNZ(), maskName, density)
+			budget := fmt.Sprintf("density %g", density)
+			if r > 0 {
+				budget = fmt.Sprintf("r %d: r*(rows+cols) per weight", r)
+			}
+			var numel int
+			for i := range a.Tensors {
+				numel += a.Tensors[i].NumElements()
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %d values (%s mask, %s; overall density %.4f)\n",
+				out, len(a.Tensors), a.NNZ(), maskName, budget, float64(a.NNZ())/float64(max(numel, 1)))
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "exported model directory")
-	f.StringVar(&maskName, "mask", "rand", "mask: rand (random entries) or wm (largest weight magnitude)")
+	f.StringVar(&maskName, "mask", "rand", "mask: rand (random entries), wm (largest weight magnitude) or struct (every f-th row and column plus the diagonal)")
 	f.Float64Var(&density, "density", 0.01, "fraction of each weight's entries the adapter touches")
+	f.IntVar(&r, "r", 0, "PEFT-style budget instead of --density: r*(rows+cols) entries per weight")
 	f.Float64Var(&scale, "scale", 0.05, "standard deviation of the random deltas")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	f.StringVar(&semantics, "semantics", "delta", "delta (W += alpha*v, like PEFT) or overwrite (W = v, like the paper)")

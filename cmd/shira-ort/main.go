@@ -8,6 +8,11 @@
 //	shira-ort apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx
 //	shira-ort run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT
 //	shira-ort demo
+//	shira-ort convert --peft DIR | --lora DIR --density D --model DIR -o A.shira
+//	shira-ort fuse-lora --lora DIR --model DIR -o FUSED.onnx
+//	shira-ort extract --base A --tuned B --density D -o A.shira
+//	shira-ort overlap A.shira B.shira...
+//	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
 package main
 
 import (
@@ -33,6 +38,7 @@ session by writing their sparse values straight into the weights ORT reads.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd())
+	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
+		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd())
 	return root
 }

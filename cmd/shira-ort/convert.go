@@ -1,0 +1,202 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/lora"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// newConvertCmd is `shira-ort convert`: PEFT SHiRA checkpoints, or PEFT
+// LoRA checkpoints reduced to their top-k entries, to .shira adapters.
+func newConvertCmd() *cobra.Command {
+	var (
+		peftDir, loraDir, model, out, name, valueDType string
+		density                                        float64
+		alpha                                          float32
+		asJSON                                         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "convert (--peft DIR | --lora DIR --density D) --model EXPORTED_DIR -o A.shira",
+		Short: "Convert a PEFT SHiRA checkpoint (or a PEFT LoRA, keeping its top-k entries) to a .shira adapter",
+		Long: `convert maps each module of a Hugging Face PEFT checkpoint (adapter_model.safetensors +
+adapter_config.json) to the exposed ONNX tensor holding its weight (through the consuming
+node's name, e.g. /model/layers.0/self_attn/q_proj/MatMul), converts (row, column) indices
+to flat indices of that tensor (transposed MatMul weights, Gemm transB=1, fan_in_fan_out),
+and writes a delta-semantics .shira adapter. With --lora the dense scale*B*A of each
+module is computed by ONNX Runtime and its --density largest entries are kept; the
+relative error each tensor keeps is reported.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (peftDir == "") == (loraDir == "") || model == "" || out == "" {
+				return fmt.Errorf("exactly one of --peft DIR or --lora DIR, plus --model DIR and -o A.shira, are required")
+			}
+			if loraDir != "" && !cmd.Flags().Changed("density") {
+				return fmt.Errorf("--lora needs --density (fraction of each tensor's entries kept)")
+			}
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
+			}
+			vd := tensor.Undefined
+			if valueDType != "" {
+				if vd, err = tensor.ParseDType(valueDType); err != nil {
+					return fmt.Errorf("--value-dtype: %w", err)
+				}
+			}
+			w := cmd.OutOrStdout()
+			var a *adapter.Adapter
+			var report any
+			if peftDir != "" {
+				ck, err := peft.Open(peftDir)
+				if err != nil {
+					return err
+				}
+				var reps []peft.ModuleReport
+				if a, reps, err = peft.ConvertShira(ck, m, peft.ConvertOptions{Name: name, Alpha: alpha, ValueDType: vd}); err != nil {
+					return err
+				}
+				report = reps
+				if !asJSON {
+					tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "module\ttensor\tlayout\tnnz\tdensity")
+					for _, r := range reps {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.4f\n", r.Module, r.Tensor, r.Layout, r.NNZ, r.Density)
+					}
+					tw.Flush()
+				}
+			} else {
+				ck, err := peft.Open(loraDir)
+				if err != nil {
+					return err
+				}
+				mods, err := ck.Lora()
+				if err != nil {
+					return err
+				}
+				res, err := lora.Resolve(mods, m)
+				if err != nil {
+					return err
+				}
+				if err := ort.Init(); err != nil {
+					return err
+				}
+				e, err := lora.NewEngine(nil)
+				if err != nil {
+					return err
+				}
+				defer e.Close()
+				var reps []lora.TopKReport
+				if a, reps, err = lora.ToShira(e, res, lora.ShiraOptions{Name: name, Density: density, ValueDType: vd, Fingerprint: m.Fingerprint}); err != nil {
+					return err
+				}
+				a.DefaultAlpha = max(alpha, 0)
+				if alpha == 0 {
+					a.DefaultAlpha = 1
+				}
+				report = reps
+				if !asJSON {
+					tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "module\ttensor\tnnz\trel_error\tenergy")
+					for _, r := range reps {
+						fmt.Fprintf(tw, "%s\t%s\t%d\t%.4f\t%.4f\n", r.Module, r.Tensor, r.NNZ, r.RelError, r.Energy)
+					}
+					tw.Flush()
+				}
+			}
+			if err := adapter.Write(out, a); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(w, map[string]any{"output": out, "tensors": len(a.Tensors), "nnz": a.NNZ(), "modules": report})
+			}
+			fmt.Fprintf(w, "wrote %s: %d tensors, %d values\n", out, len(a.Tensors), a.NNZ())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&peftDir, "peft", "", "PEFT SHiRA adapter directory (adapter_model.safetensors + adapter_config.json)")
+	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory, converted to SHiRA by top-k of scale*B*A")
+	f.Float64Var(&density, "density", 0.01, "with --lora: fraction of each tensor's entries kept")
+	f.StringVar(&model, "model", "", "exported model directory (shira-ort export)")
+	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
+	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter (PEFT's runtime scaling)")
+	f.StringVar(&valueDType, "value-dtype", "", "dtype of the stored deltas (default: the weight's dtype, fp16/bf16 rounded to nearest even)")
+	f.BoolVar(&asJSON, "json", false, "print the per-module report as JSON")
+	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	return cmd
+}
+
+// newFuseLoraCmd is `shira-ort fuse-lora`: the LoRA baseline, W += scale*B*A
+// with the products computed by ONNX Runtime, written as a standalone model.
+func newFuseLoraCmd() *cobra.Command {
+	var loraDir, model, out string
+	cmd := &cobra.Command{
+		Use:   "fuse-lora --lora DIR --model EXPORTED_DIR -o FUSED.onnx",
+		Short: "Fuse a PEFT LoRA checkpoint into the exposed weights (W += scale*B*A) and write a standalone model",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if loraDir == "" || model == "" || out == "" {
+				return fmt.Errorf("--lora DIR, --model DIR and -o FUSED.onnx are required")
+			}
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				return err
+			}
+			ck, err := peft.Open(loraDir)
+			if err != nil {
+				return err
+			}
+			mods, err := ck.Lora()
+			if err != nil {
+				return err
+			}
+			res, err := lora.Resolve(mods, m)
+			if err != nil {
+				return err
+			}
+			weights, err := export.ReadWeights(model, m)
+			if err != nil {
+				return err
+			}
+			if err := ort.Init(); err != nil {
+				return err
+			}
+			e, err := lora.NewEngine(nil)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			start := time.Now()
+			st, err := lora.Fuse(e, weights, res)
+			if err != nil {
+				return err
+			}
+			total := time.Since(start)
+			if err := export.WriteStandalone(model, m, weights, out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fused %d LoRA modules (%d elements) in %v (ORT products %v, adds %v), wrote %s\n",
+				st.Tensors, st.Elements, total.Round(time.Microsecond), st.Product.Round(time.Microsecond), st.Add.Round(time.Microsecond), out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory")
+	f.StringVar(&model, "model", "", "exported model directory")
+	f.StringVarP(&out, "output", "o", "", "output ONNX file")
+	return cmd
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/ortadapter"
+)
+
+// newExportOrtAdapterCmd is `shira-ort export-ort-adapter`: the exposed
+// weights with adapters applied, as an ONNX Runtime .onnx_adapter file.
+func newExportOrtAdapterCmd() *cobra.Command {
+	var (
+		model, out string
+		adapters   []string
+		all        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "export-ort-adapter --model DIR --adapter A.shira[:ALPHA]... -o OUT.onnx_adapter",
+		Short: "Write the exposed weights with adapters applied as an ONNX Runtime .onnx_adapter file",
+		Long: `The file holds one dense parameter per exposed weight the adapters touch (--all: every
+exposed weight), named like the model's overridable initializer, so a plain ONNX Runtime
+application loads DIR/model.onnx, creates a LoraAdapter from the file and activates it in
+RunOptions to run with the adapted weights.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" || out == "" || len(adapters) == 0 {
+				return fmt.Errorf("--model DIR, at least one --adapter and -o OUT.onnx_adapter are required")
+			}
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				return err
+			}
+			cfgs, closeAdapters, err := openAdapters(adapters)
+			if err != nil {
+				return err
+			}
+			defer closeAdapters()
+			weights, err := export.ReadWeights(model, m)
+			if err != nil {
+				return err
+			}
+			if err := fuse(m, weights, cfgs); err != nil {
+				return err
+			}
+			touched := map[string]bool{}
+			for _, c := range cfgs {
+				for i := range c.Adapter.Tensors {
+					touched[c.Adapter.Tensors[i].Name] = true
+				}
+			}
+			var oa ortadapter.Adapter
+			var bytes int
+			for _, e := range m.Tensors {
+				if all || touched[e.Name] {
+					oa.Parameters = append(oa.Parameters, ortadapter.Parameter{Name: e.Name, DType: e.DType, Dims: e.Shape, Data: weights[e.Name]})
+					bytes += len(weights[e.Name])
+				}
+			}
+			if err := ortadapter.Write(out, &oa); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d parameters, %d bytes of weights\n", out, len(oa.Parameters), bytes)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "", "exported model directory")
+	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	f.BoolVar(&all, "all", false, "include every exposed weight, not only those the adapters touch")
+	f.StringVarP(&out, "output", "o", "", "output .onnx_adapter file")
+	return cmd
+}
