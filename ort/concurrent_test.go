@@ -14,7 +14,7 @@ import (
 func TestConcurrentRuns(t *testing.T) {
 	requireORT(t)
 	for _, b := range allBindings {
-		s := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b})
+		s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b})
 		const workers, iters = 8, 40
 		want := make([][]byte, workers)
 		for g := range want {
@@ -54,7 +54,7 @@ func TestConcurrentRuns(t *testing.T) {
 // output equals one of the two single-configuration outputs bit for bit.
 func TestConcurrentRunsAndSwitches(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("mlp"), nil)
+	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	in := mlpInput(t, 4, 9)
 	confA := map[string][]float32{}
 	confB := map[string][]float32{}

@@ -6,18 +6,39 @@
 // Open loads a directory written by export.Expose (model.onnx,
 // model.weights, manifest.json). The exposed weights live in a private
 // copy-on-write memory map of model.weights owned by the Session: untouched
-// pages cost no heap, and nothing is written back to the file. Each weight
-// is wrapped in an ORT tensor without copying and handed to ORT once, with
-// OrtApi::AddInitializer, before the session is created (or, with
-// FeedEachRun, appended to the inputs of every Run). Because every exposed
-// weight is also a graph input (an overridable initializer), ORT neither
-// constant-folds nor prepacks it, so the next Run reads what the patcher
-// wrote.
+// pages cost no heap, and nothing is written back to the file.
 //
-// Concurrency: Run may be called from many goroutines at once. Run holds a
-// read lock for its whole duration; Set, Apply and Revert hold the write
-// lock. A switch therefore never overlaps a Run, and every Run sees exactly
-// one adapter configuration: the one active when it started.
+// # Modes
+//
+// Options.Mode chooses how an adapter switch reaches ORT:
+//
+//   - ModeLive: each exposed weight is wrapped in an ORT tensor without
+//     copying and handed to ORT once, with OrtApi::AddInitializer (or, with
+//     FeedEachRun, appended to the inputs of every Run). Every exposed
+//     weight is also a graph input (an overridable initializer), so ORT
+//     neither constant-folds nor prepacks it, and the next Run reads what
+//     the patcher wrote. Those MatMul/Conv weights run unprepacked.
+//   - ModeBaked: the exposed weights' graph-input entries are removed from
+//     the graph (kept in memory once) and every external initializer is
+//     handed to ORT from the mapping with OrtApi::AddExternalInitializers,
+//     which ORT copies before graph optimization: folding, layout
+//     transforms and prepacking see the patched bytes, and the session runs
+//     like a plain one. A switch patches the mapping, builds a new session
+//     and swaps it in; then the mapping is reverted to the file's bytes and
+//     its private pages are dropped, so the weights are held once, by ORT.
+//   - ModeHybrid (DefaultMode): both. A switch is applied to the live
+//     session at once, and a baked session is rebuilt in the background;
+//     when ready it replaces the live one atomically (WaitBaked, Baked). A
+//     newer switch supersedes a rebuild in progress.
+//
+// # Concurrency
+//
+// Run may be called from many goroutines at once and always sees exactly
+// one adapter configuration. A Run on the live session holds a read lock
+// for its whole duration, and a switch patches the weights under the write
+// lock. A Run on a baked session holds a reference to that immutable
+// session; a switch swaps in another one, Runs in flight finish on the old
+// one, and the last of them releases it.
 //
 // Only the CPU execution provider reads host memory in place, so it is the
 // only one supported.

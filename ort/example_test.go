@@ -1,6 +1,7 @@
 package ort_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 
@@ -33,4 +34,33 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	fmt.Println("Y", out["Y"].DType, out["Y"].Shape)
+}
+
+// Choose how a switch reaches ORT. ModeHybrid (the default) applies the
+// adapter in place at once and rebuilds a prepacked session in the
+// background; WaitBaked waits for it. ModeBaked switches only once the
+// rebuilt session is ready; ModeLive never rebuilds.
+func ExampleMode() {
+	if err := ort.Init(); err != nil {
+		log.Fatal(err)
+	}
+	s, err := ort.Open("testdata/mlp", &ort.Options{IntraOpThreads: 1, Mode: ort.ModeHybrid})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+	fmt.Println("mode", s.Mode(), "baked", s.Baked())
+
+	if err := s.Revert(); err != nil { // a switch (to the base weights): live at once
+		log.Fatal(err)
+	}
+	fmt.Println("right after the switch, baked", s.Baked())
+	if err := s.WaitBaked(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("after the rebuild, baked", s.Baked())
+	// Output:
+	// mode hybrid baked true
+	// right after the switch, baked false
+	// after the rebuild, baked true
 }

@@ -92,7 +92,11 @@ type Options struct {
 	// (also "CPU", "CPUExecutionProvider") is supported: patched weights
 	// live in host memory, which only the CPU provider reads in place.
 	ExecutionProviders []string
-	// WeightBinding chooses how exposed weights reach ORT (Open only).
+	// Mode chooses live, baked or hybrid switching (Open only; OpenModel
+	// sessions have no exposed weights). The zero value is DefaultMode.
+	Mode Mode
+	// WeightBinding chooses how exposed weights reach the live session
+	// (Open with ModeLive or ModeHybrid).
 	WeightBinding WeightBinding
 	// SessionConfig holds extra session configuration entries
 	// (AddSessionConfigEntry), e.g. "session.disable_prepacking": "1".
@@ -124,6 +128,9 @@ func (o *Options) validate() error {
 	}
 	if _, err := o.OptimizationLevel.ort(); err != nil {
 		return err
+	}
+	if !o.Mode.valid() {
+		return fmt.Errorf("ort: unknown %v", o.Mode)
 	}
 	if o.WeightBinding != AddInitializer && o.WeightBinding != FeedEachRun {
 		return fmt.Errorf("ort: unknown %v", o.WeightBinding)

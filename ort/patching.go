@@ -34,45 +34,47 @@ func newPatcher(ws []*weight, fingerprint string) (patcher, error) {
 }
 
 // Set makes cfgs the active adapter configuration (in order), replacing the
-// current one: it validates cfgs, reverts what is active and applies cfgs.
-// It waits for running Runs and blocks new ones until it is done, so no Run
-// ever sees a half-switched state.
+// current one. The configuration is validated first; on error nothing
+// changed. What happens next depends on the mode:
+//
+//   - ModeLive: Set reverts what is active and applies cfgs in place,
+//     waiting for running Runs and blocking new ones until done; the next
+//     Run sees cfgs.
+//   - ModeBaked: Set patches the session's weights, builds a new baked ORT
+//     session from them and swaps it in; Runs continue on the old session
+//     meanwhile and see cfgs once Set returns.
+//   - ModeHybrid: Set applies cfgs live (as ModeLive) and returns; a baked
+//     session is rebuilt in the background and replaces the live one when
+//     ready (see WaitBaked). A newer switch supersedes a rebuild in
+//     progress.
+//
+// No Run ever sees a mixture of two configurations.
 func (s *Session) Set(cfgs ...patch.Config) error {
-	return s.exclusive(func(p patcher) error { return p.Set(cfgs...) })
+	return s.switchTo(func([]patch.Config) []patch.Config { return cfgs })
 }
 
-// Apply adds cfg on top of the active configuration, under the write lock
-// (see Set).
+// Apply adds cfg on top of the active configuration (see Set).
 func (s *Session) Apply(cfg patch.Config) error {
-	return s.exclusive(func(p patcher) error { return p.Apply(cfg) })
+	return s.switchTo(func(active []patch.Config) []patch.Config {
+		return append(append([]patch.Config(nil), active...), cfg)
+	})
 }
 
-// Revert restores the exported weights bit for bit, under the write lock
-// (see Set).
+// Revert restores the exported weights bit for bit (see Set).
 func (s *Session) Revert() error {
-	return s.exclusive(func(p patcher) error { return p.Revert() })
+	return s.switchTo(func([]patch.Config) []patch.Config { return nil })
 }
 
 // Active returns the active adapter configurations, in application order
 // (nil for a session without exposed weights).
 func (s *Session) Active() []patch.Config {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.switchMu.Lock()
+	defer s.switchMu.Unlock()
 	if s.closed || s.patcher == nil {
 		return nil
 	}
-	return s.patcher.Active()
-}
-
-// exclusive runs f on the patcher holding the write lock.
-func (s *Session) exclusive(f func(patcher) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
+	if s.mode == ModeLive {
+		return s.patcher.Active()
 	}
-	if s.patcher == nil {
-		return ErrNoWeights
-	}
-	return f(s.patcher)
+	return append([]patch.Config(nil), s.active...)
 }

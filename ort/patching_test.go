@@ -57,17 +57,17 @@ func snapshot(s *Session) map[string][]byte {
 func TestSetApplyRevert(t *testing.T) {
 	requireORT(t)
 	for _, b := range allBindings {
-		s := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b})
+		s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b})
 		base := snapshot(s)
 		in := mlpInput(t, 3, 4)
 		y0 := mustRun(t, s, in)["Y"].Data
 		A := overwriteAdapter(t, s, 3, 2, "W1", "W2")
 		B := overwriteAdapter(t, s, 5, -1, "W2")
 
-		refA := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b})
+		refA := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b})
 		manual(t, refA, A)
 		wantA := mustRun(t, refA, in)["Y"].Data
-		refB := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b})
+		refB := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b})
 		manual(t, refB, B)
 		wantB := mustRun(t, refB, in)["Y"].Data
 
@@ -113,7 +113,7 @@ func TestSetApplyRevert(t *testing.T) {
 // Run at the default optimization level.
 func TestSetFloat16Weight(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("half"), nil)
+	s := mustOpen(t, testdata("half"), &Options{Mode: ModeLive})
 	x := make([]uint16, 8)
 	for i := range x {
 		x[i] = tensor.Float32ToFloat16(1)
@@ -146,7 +146,7 @@ func TestSetFloat16Weight(t *testing.T) {
 
 func TestSetRefusedChangesNothing(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("mlp"), nil)
+	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	A := overwriteAdapter(t, s, 3, 2, "W1")
 	if err := s.Set(patch.Default(A)); err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func TestAdapterMethodsWithoutWeights(t *testing.T) {
 // switches A <-> B with Set; every output is exactly the A or the B output.
 func TestConcurrentRunsAndSet(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("mlp"), nil)
+	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	in := mlpInput(t, 2, 6)
 	A := patch.Default(overwriteAdapter(t, s, 2, 3, "W1", "W2"))
 	B := patch.Default(overwriteAdapter(t, s, 3, -2, "W1", "W2"))

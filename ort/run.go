@@ -16,12 +16,12 @@ import (
 // fixed dimensions and byte lengths are checked before ORT is called.
 // Input data is read in place, not copied; it must not change during Run.
 //
-// Run is safe for concurrent use. It holds the session's read lock, so an
-// adapter switch waits for it and it sees exactly one configuration.
+// Run is safe for concurrent use and sees exactly one adapter
+// configuration: on a live engine it holds the session's read lock, so a
+// switch waits for it; on a baked engine (immutable) it holds a reference,
+// so a switch swaps in a new engine and the Run finishes on the old one.
 func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	if s.cur.Load() == nil {
 		return nil, ErrClosed
 	}
 	if err := s.checkInputs(inputs); err != nil {
@@ -30,8 +30,7 @@ func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tens
 
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	n := s.inNames.Len()
-	values := make([]unsafe.Pointer, 0, n)
+	values := make([]unsafe.Pointer, 0, len(s.inputs)+len(s.weights))
 	defer func() { // the weight values at the end belong to the session
 		for _, v := range values[:min(len(values), len(s.inputs))] {
 			ortshim.ReleaseValue(v)
@@ -48,18 +47,19 @@ func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tens
 		}
 		values = append(values, v)
 	}
-	if s.binding == FeedEachRun {
-		for _, w := range s.weights {
-			values = append(values, ortshim.ValuePtr(w.value))
-		}
+	e, done, err := s.acquire()
+	if err != nil {
+		return nil, err
 	}
-	outs, err := ortshim.Run(s.raw, s.runOpts, s.inNames, values, s.outNames)
+	defer done()
+	values = append(values, e.feed...)
+	outs, err := ortshim.Run(e.raw, s.runOpts, e.inNames, values, e.outNames)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
 	res := make(map[string]*tensor.Tensor, len(outs))
 	for i, t := range outs {
-		res[s.outNames.At(i)] = t
+		res[e.outNames.At(i)] = t
 	}
 	return res, nil
 }

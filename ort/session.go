@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -23,42 +25,62 @@ type IOInfo struct {
 	SymbolicDims []string
 }
 
-// Session is a live ONNX Runtime session. For a session made by Open, it
-// also owns the exposed weights (a private mapping of model.weights) and
-// the patcher that switches adapters in them. All methods are safe for
-// concurrent use; see the package documentation for the locking guarantee.
+// Session is an ONNX Runtime session over a model. For a session made by
+// Open, it also owns the exposed weights (a private mapping of
+// model.weights) and the patcher that switches adapters in them; its Mode
+// decides whether ORT reads those weights in place (live), from prepacked
+// copies rebuilt at every switch (baked), or first one then the other
+// (hybrid). All methods are safe for concurrent use; see the package
+// documentation for the guarantees.
 type Session struct {
-	// mu: Run holds it shared, adapter switches and Close exclusively.
+	// mu: Runs on the live engine hold it shared; patching the mapping
+	// while a live engine may read it, and Close, hold it exclusively.
 	mu     sync.RWMutex
-	closed bool
+	closed bool // under mu (and switchMu)
 
-	ort     *onnxruntime.DynamicAdvancedSession
-	raw     unsafe.Pointer // OrtSession*
+	// switchMu serializes Set/Apply/Revert, rebuild commits and Close.
+	switchMu sync.Mutex
+
+	mode    Mode
+	opts    Options
 	runOpts unsafe.Pointer // OrtRunOptions* or nil
+
+	cur      atomic.Pointer[engine] // the engine new Runs use; nil once closed
+	liveEng  *engine                // live and hybrid
+	bakedSrc *bakedSource           // baked and hybrid
+	modelDir string
 
 	inputs, outputs []IOInfo
 	inputIndex      map[string]int
-	inNames         *ortshim.Names // inputs, then (FeedEachRun) weights
-	outNames        *ortshim.Names
 	binding         WeightBinding
 
-	file    *weightFile
-	weights []*weight
-	byName  map[string]*weight
-	patcher patcher
+	file            *weightFile
+	manifestWeights string
+	weights         []*weight
+	byName          map[string]*weight
+	patcher         patcher
+	fingerprint     string
+
+	// Baked and hybrid: the logical configuration (the patcher is reverted
+	// to the base weights between switches, see switch.go), the switch
+	// generation and the background rebuild (hybrid).
+	active  []patch.Config
+	patched bool // the mapping holds active (not the base weights)
+	gen     uint64
+	rebuild *rebuildState
 }
 
 // OpenModel creates a session over a plain ONNX model (a fused model, or
 // the original one as a baseline). It has no exposed weights, so the
-// adapter methods return an error.
+// adapter methods return an error and Options.Mode is ignored.
 func OpenModel(path string, opts *Options) (*Session, error) {
 	return open(path, nil, opts)
 }
 
 // Open creates a session over a directory written by export.Expose:
 // dir/model.onnx, the weight file named by dir/manifest.json and the
-// manifest itself. The exposed weights are mapped copy-on-write and handed
-// to ORT without copying; the session's patcher writes adapters into them.
+// manifest itself. The exposed weights are mapped copy-on-write; how ORT
+// reads them depends on Options.Mode (see Mode).
 func Open(dir string, opts *Options) (*Session, error) {
 	m, err := loadManifest(dir)
 	if err != nil {
@@ -82,7 +104,7 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 	if err := Init(); err != nil {
 		return nil, err
 	}
-	s := &Session{binding: opts.WeightBinding, byName: map[string]*weight{}}
+	s := &Session{binding: opts.WeightBinding, byName: map[string]*weight{}, opts: *opts, mode: ModeLive}
 	defer func() {
 		if err != nil {
 			s.release()
@@ -90,6 +112,10 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 	}()
 
 	if src != nil {
+		s.mode = opts.Mode.resolve()
+		s.modelDir = src.dir
+		s.manifestWeights = src.m.WeightsFile
+		s.fingerprint = src.m.Fingerprint
 		if s.file, err = mapWeights(filepath.Join(src.dir, src.m.WeightsFile)); err != nil {
 			return nil, err
 		}
@@ -101,24 +127,26 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		}
 	}
 
-	so, err := opts.sessionOptions(s.disabledOptimizers())
-	if err != nil {
-		return nil, err
-	}
-	defer so.Destroy()
-	if s.binding == AddInitializer {
-		for _, w := range s.weights {
-			if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
-				return nil, fmt.Errorf("ort: %w", err)
-			}
+	if s.mode != ModeBaked {
+		if s.liveEng, err = s.newLiveEngine(modelPath, opts); err != nil {
+			return nil, err
 		}
+		if err := s.describe(s.liveEng.raw, modelPath, true); err != nil {
+			return nil, err
+		}
+		s.liveEng.setNames(s)
+		s.cur.Store(s.liveEng)
 	}
-	if s.ort, err = onnxruntime.NewDynamicAdvancedSession(modelPath, nil, nil, so); err != nil {
-		return nil, fmt.Errorf("ort: creating session for %s: %w", modelPath, err)
-	}
-	s.raw = ortshim.SessionPtr(s.ort)
-	if err := s.describe(modelPath); err != nil {
-		return nil, err
+	if s.mode != ModeLive {
+		if s.bakedSrc, err = newBakedSource(modelPath, s); err != nil {
+			return nil, err
+		}
+		e, err := s.buildBaked0(modelPath)
+		if err != nil {
+			return nil, err
+		}
+		s.cur.Store(e)
+		s.file.dropPages()
 	}
 	if len(opts.RunConfig) > 0 {
 		if s.runOpts, err = ortshim.NewRunOptions(opts.RunConfig); err != nil {
@@ -131,6 +159,36 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		}
 	}
 	return s, nil
+}
+
+// buildBaked0 builds the first baked engine; in baked mode it also
+// describes the model from it.
+func (s *Session) buildBaked0(modelPath string) (*engine, error) {
+	if s.inputs == nil && s.outputs == nil {
+		so, err := s.opts.sessionOptions(nil)
+		if err != nil {
+			return nil, err
+		}
+		defer so.Destroy()
+		if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+		if err != nil {
+			return nil, fmt.Errorf("ort: creating baked session for %s: %w", modelPath, err)
+		}
+		e := newEngine(sess, false)
+		if err := s.describe(e.raw, modelPath, false); err != nil {
+			e.release()
+			return nil, err
+		}
+		e.setNames(s)
+		return e, nil
+	}
+	return s.buildBaked()
 }
 
 // fp16FuseOptimizer is ORT's transformer that replaces an fp16 initializer
@@ -153,25 +211,28 @@ func (s *Session) disabledOptimizers() []string {
 
 // describe reads the session's inputs, outputs and overridable
 // initializers and checks every exposed weight is one of the latter.
-func (s *Session) describe(modelPath string) error {
-	ins, err := ortshim.Describe(s.raw, ortshim.Inputs)
+func (s *Session) describe(raw unsafe.Pointer, modelPath string, overridable bool) error {
+	ins, err := ortshim.Describe(raw, ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	outs, err := ortshim.Describe(s.raw, ortshim.Outputs)
+	outs, err := ortshim.Describe(raw, ortshim.Outputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	over, err := ortshim.Describe(s.raw, ortshim.Overridables)
+	over, err := ortshim.Describe(raw, ortshim.Overridables)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	overridable := map[string]ortshim.IOInfo{}
+	overridables := map[string]ortshim.IOInfo{}
 	for _, o := range over {
-		overridable[o.Name] = o
+		overridables[o.Name] = o
 	}
 	for _, w := range s.weights {
-		o, ok := overridable[w.info.Name]
+		if !overridable {
+			break
+		}
+		o, ok := overridables[w.info.Name]
 		if !ok {
 			return fmt.Errorf("ort: exposed weight %s is not an overridable initializer (initializer and graph input) of %s; ORT could fold or prepack it, so patches would be lost", w.info.Name, modelPath)
 		}
@@ -180,30 +241,19 @@ func (s *Session) describe(modelPath string) error {
 		}
 	}
 	s.inputIndex = map[string]int{}
-	names := []string{}
 	for _, in := range ins {
 		if _, isWeight := s.byName[in.Name]; isWeight {
 			continue
 		}
 		s.inputIndex[in.Name] = len(s.inputs)
 		s.inputs = append(s.inputs, ioInfo(in))
-		names = append(names, in.Name)
 	}
-	if s.binding == FeedEachRun {
-		for _, w := range s.weights {
-			names = append(names, w.info.Name)
-		}
-	}
-	outNames := []string{}
 	for _, o := range outs {
 		s.outputs = append(s.outputs, ioInfo(o))
-		outNames = append(outNames, o.Name)
 	}
-	if len(outNames) == 0 {
+	if len(s.outputs) == 0 {
 		return fmt.Errorf("ort: %s has no outputs", modelPath)
 	}
-	s.inNames = ortshim.NewNames(names)
-	s.outNames = ortshim.NewNames(outNames)
 	return nil
 }
 
@@ -253,43 +303,59 @@ func (s *Session) Weights() []WeightInfo {
 	return out
 }
 
-// Weight returns the live bytes ORT reads for the exposed weight name, or
-// nil when there is none. The slice aliases the session's memory: treat it
-// as read-only (write through Set/Apply/Revert), do not read it while a
-// switch may run, and do not use it after Close.
+// Weight returns the bytes of the exposed weight name as the active
+// adapter configuration makes them, or nil when there is none. In ModeLive
+// the slice aliases the memory ORT reads: treat it as read-only (write
+// through Set/Apply/Revert), do not read it while a switch may run, and do
+// not use it after Close. In ModeBaked and ModeHybrid it is a fresh copy
+// (the session keeps the base weights between switches).
 func (s *Session) Weight(name string) []byte {
-	if w, ok := s.byName[name]; ok {
-		return w.data
-	}
-	return nil
-}
-
-// Close releases the ORT session, the weight tensors and the mapping. It
-// waits for running Runs and is idempotent.
-func (s *Session) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	w, ok := s.byName[name]
+	if !ok {
 		return nil
 	}
+	if s.mode == ModeLive {
+		return w.data
+	}
+	return s.weightCopy(w)
+}
+
+// Close releases the ORT sessions, the weight tensors and the mapping. It
+// waits for a background rebuild and for running Runs, and is idempotent.
+func (s *Session) Close() error {
+	s.switchMu.Lock()
+	if s.closed {
+		s.switchMu.Unlock()
+		return nil
+	}
+	s.gen++ // supersedes a rebuild in progress
+	rb := s.rebuild
+	s.mu.Lock()
 	s.closed = true
+	s.mu.Unlock()
+	s.switchMu.Unlock()
+	if rb != nil {
+		<-rb.done
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.release()
 }
 
-// release frees everything in dependency order: the session reads the
+// release frees everything in dependency order: the engines read the
 // weight tensors, which read the mapping.
 func (s *Session) release() error {
 	var errs []error
-	if s.ort != nil {
-		if err := s.ort.Destroy(); err != nil {
-			errs = append(errs, fmt.Errorf("ort: destroying session: %w", err))
-		}
-		s.ort, s.raw = nil, nil
+	if e := s.cur.Swap(nil); e != nil && e != s.liveEng {
+		e.retire()
+	}
+	if s.liveEng != nil {
+		s.liveEng.retire()
+		s.liveEng = nil
 	}
 	ortshim.ReleaseRunOptions(s.runOpts)
 	s.runOpts = nil
-	s.inNames.Free()
-	s.outNames.Free()
+	s.bakedSrc.free()
 	for _, w := range s.weights {
 		if w.value != nil {
 			w.value.Destroy()

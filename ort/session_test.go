@@ -20,7 +20,7 @@ func mlpInput(t testing.TB, batch int, seed int) map[string]*tensor.Tensor {
 
 func TestIOInfo(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("mlp"), nil)
+	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	in, out := s.Inputs(), s.Outputs()
 	if len(in) != 1 || in[0].Name != "X" || in[0].DType != tensor.Float32 || !sameShape(in[0].Shape, []int64{-1, 8}) || in[0].SymbolicDims[0] != "batch" {
 		t.Fatalf("inputs = %+v (the exposed weights must not be listed)", in)
@@ -45,7 +45,7 @@ func TestExportedMatchesPlain(t *testing.T) {
 	want := mustRun(t, plain, mlpInput(t, 3, 2))["Y"]
 	for _, b := range allBindings {
 		for _, l := range allLevels {
-			s := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b, OptimizationLevel: l})
+			s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b, OptimizationLevel: l})
 			got := mustRun(t, s, mlpInput(t, 3, 2))["Y"]
 			assertClose(t, b.String()+"/"+l.String(), tensor.Float32s(got.Data), tensor.Float32s(want.Data), 1e-5)
 		}
@@ -60,7 +60,7 @@ func TestWriteIsSeenByNextRun(t *testing.T) {
 	for _, b := range allBindings {
 		for _, l := range allLevels {
 			t.Run(b.String()+"/"+l.String(), func(t *testing.T) {
-				s := mustOpen(t, testdata("mlp"), &Options{WeightBinding: b, OptimizationLevel: l})
+				s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b, OptimizationLevel: l})
 				in := mlpInput(t, 4, 3)
 				base := mustRun(t, s, in)["Y"]
 				for _, name := range []string{"W1", "W2"} {
@@ -88,8 +88,8 @@ func TestWriteIsSeenByNextRun(t *testing.T) {
 // before and after a write.
 func TestBindingsAgree(t *testing.T) {
 	requireORT(t)
-	a := mustOpen(t, testdata("mlp"), &Options{WeightBinding: AddInitializer})
-	f := mustOpen(t, testdata("mlp"), &Options{WeightBinding: FeedEachRun})
+	a := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: AddInitializer})
+	f := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: FeedEachRun})
 	for round := range 2 {
 		for batch := 1; batch <= 5; batch += 2 {
 			in := mlpInput(t, batch, batch)
@@ -127,7 +127,7 @@ func TestMappingIsPrivate(t *testing.T) {
 func TestHalfAndBFloat16(t *testing.T) {
 	requireORT(t)
 	for _, b := range allBindings {
-		s := mustOpen(t, testdata("half"), &Options{WeightBinding: b})
+		s := mustOpen(t, testdata("half"), &Options{Mode: ModeLive, WeightBinding: b})
 		const n = 3
 		xv := ramp(n*8, 5)
 		x16 := make([]uint16, len(xv))
@@ -175,7 +175,7 @@ func TestHalfAndBFloat16(t *testing.T) {
 
 func TestInt64InputAndOutput(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("ids"), nil)
+	s := mustOpen(t, testdata("ids"), &Options{Mode: ModeLive})
 	ids := []int64{3, 0, 9, 3, 7}
 	in, _ := tensor.FromInt64([]int64{int64(len(ids))}, ids)
 	out := mustRun(t, s, map[string]*tensor.Tensor{"ids": in})
@@ -205,7 +205,7 @@ func TestInt64InputAndOutput(t *testing.T) {
 
 func TestRunValidation(t *testing.T) {
 	requireORT(t)
-	s := mustOpen(t, testdata("mlp"), nil)
+	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	good := mustF32(t, []int64{2, 8}, ramp(16, 0))
 	cases := []struct {
 		name string
@@ -270,9 +270,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 	for _, c := range []struct{ name, from, to, want string }{
 		{"out of file", `"offset": 4096`, `"offset": 8192`, "outside"},
-		{"length", `"length": 256`, `"length": 252`, "needs 256 bytes"},
+		{"length", `"length": 256`, `"length": 252`, "length 252 does not match"},
 		{"dtype", `"dtype": "float32"`, `"dtype": "complex"`, "unknown dtype"},
-		{"checksum", `"sha256": "7c`, `"sha256": "8c`, "sha256"},
+		{"checksum", `"sha256": "7c`, `"sha256": "8c`, "fingerprint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := edit(t, c.from, c.to); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -85,7 +85,7 @@ func loadWeights(m *manifest, wf *weightFile, verify bool) ([]*weight, error) {
 	seen := map[string]bool{}
 	for i := range m.Tensors {
 		e := &m.Tensors[i]
-		sum, err := e.check(wf.size())
+		sum, err := checkEntry(e, wf.size())
 		if err != nil {
 			destroy()
 			return nil, err

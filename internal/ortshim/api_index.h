@@ -12,6 +12,7 @@
 #define SHIM_IDX_GetAllocatorWithDefaultOptions 78
 #define SHIM_IDX_AllocatorFree 76
 #define SHIM_IDX_AddInitializer 150
+#define SHIM_IDX_AddExternalInitializers 210
 #define SHIM_IDX_HasSessionConfigEntry 237
 #define SHIM_IDX_CreateRunOptions 39
 #define SHIM_IDX_ReleaseRunOptions 97

@@ -6,7 +6,10 @@ package ortshim
 */
 import "C"
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // AddInitializer calls OrtApi::AddInitializer: the session created with
 // options (an OrtSessionOptions*) will read the initializer name from value
@@ -73,3 +76,30 @@ func ReleaseRunOptions(runOptions unsafe.Pointer) {
 		C.shim_release_run_options((*C.OrtRunOptions)(runOptions))
 	}
 }
+
+// AddExternalInitializers calls OrtApi::AddExternalInitializers: the session
+// created with options (an OrtSessionOptions*) replaces each initializer
+// names[i], which must have external data in the model, with a copy of
+// values[i] (an OrtValue*) made before any graph optimization, so constant
+// folding, layout transforms and prepacking all see these bytes. The values
+// may be released once the session exists.
+func AddExternalInitializers(options unsafe.Pointer, names []string, values []unsafe.Pointer) error {
+	if !initialized() {
+		return ErrNotInitialized
+	}
+	if len(names) != len(values) {
+		return fmt.Errorf("ortshim: AddExternalInitializers: %d names for %d values", len(names), len(values))
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	cn := NewNames(names)
+	defer cn.Free()
+	return statusErr("AddExternalInitializers", C.shim_add_external_initializers((*C.OrtSessionOptions)(options),
+		(**C.char)(unsafe.Pointer(cn.arr)), (**C.OrtValue)(unsafe.Pointer(&values[0])), C.size_t(len(values))))
+}
+
+// TrimHeap returns free heap memory to the operating system (glibc
+// malloc_trim), e.g. after a large ORT session was released; a no-op
+// elsewhere.
+func TrimHeap() { C.shim_trim_heap() }

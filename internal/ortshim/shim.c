@@ -29,6 +29,7 @@ typedef const char *(*st_error_message)(const OrtStatus *);
 typedef void (*st_release)(void *);
 typedef OrtStatus *(*st_alloc_free)(OrtAllocator *, void *);
 typedef OrtStatus *(*st_add_init)(OrtSessionOptions *, const char *, const OrtValue *);
+typedef OrtStatus *(*st_add_ext)(OrtSessionOptions *, const char *const *, const OrtValue *const *, size_t);
 typedef OrtStatus *(*st_has_cfg)(const OrtSessionOptions *, const char *, int *);
 typedef OrtStatus *(*st_create_ro)(OrtRunOptions **);
 typedef OrtStatus *(*st_add_ro)(OrtRunOptions *, const char *, const char *);
@@ -116,6 +117,11 @@ void shim_free_string(char *s) {
 
 OrtStatus *shim_add_initializer(OrtSessionOptions *o, const char *name, const OrtValue *v) {
   return FN(AddInitializer, st_add_init)(o, name, v);
+}
+
+OrtStatus *shim_add_external_initializers(OrtSessionOptions *o, const char *const *names, const OrtValue *const *vs,
+                                          size_t n) {
+  return FN(AddExternalInitializers, st_add_ext)(o, names, vs, n);
 }
 
 OrtStatus *shim_has_session_config_entry(const OrtSessionOptions *o, const char *key, int *out) {
@@ -227,3 +233,10 @@ OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *i
                     size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs) {
   return FN(Run, st_run)(s, ro, in_names, ins, n_in, out_names, n_out, outs);
 }
+
+#ifdef __GLIBC__
+#include <malloc.h>
+void shim_trim_heap(void) { malloc_trim(0); }
+#else
+void shim_trim_heap(void) {}
+#endif

@@ -32,6 +32,10 @@ void shim_release_status(OrtStatus *st);
 void shim_free_string(char *s);
 
 OrtStatus *shim_add_initializer(OrtSessionOptions *o, const char *name, const OrtValue *v);
+// shim_add_external_initializers replaces the n external-data initializers
+// names[i] of the model with copies of vs[i] before graph optimization.
+OrtStatus *shim_add_external_initializers(OrtSessionOptions *o, const char *const *names, const OrtValue *const *vs,
+                                          size_t n);
 OrtStatus *shim_has_session_config_entry(const OrtSessionOptions *o, const char *key, int *out);
 OrtStatus *shim_create_run_options(OrtRunOptions **out);
 void shim_release_run_options(OrtRunOptions *ro);
@@ -57,5 +61,8 @@ OrtStatus *shim_tensor_meta(OrtValue *v, int *is_tensor, int32_t *elem, size_t *
 
 OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *in_names, const OrtValue *const *ins,
                     size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs);
+
+// shim_trim_heap returns free heap pages to the OS (glibc malloc_trim).
+void shim_trim_heap(void);
 
 #endif

@@ -12,6 +12,12 @@ external in model.weights), model.weights (exposed weights at 4096-byte
 aligned offsets) and manifest.json. A *_plain.onnx beside it holds the same
 graph with every weight as an ordinary constant initializer.
 
+The committed mlp/ and half/ directories were then rewritten by export.Expose
+from mlp_plain.onnx and half_plain.onnx (same names and offsets), so their
+manifests are exactly what the product writes; ids/ keeps this script's
+layout (its embedding E is exposed by hand: export does not pick Gather
+weights) with the manifest fields export.LoadManifest requires.
+
 Models (deterministic, seeded):
   mlp    X f32[batch,8] -> MatMul W1[8,16] -> Relu -> MatMul W2[16,4] -> Add b -> Y f32[batch,4]
          exposed: W1, W2 (b stays a constant)

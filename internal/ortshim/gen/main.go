@@ -28,6 +28,7 @@ var functions = []string{
 	"GetAllocatorWithDefaultOptions",
 	"AllocatorFree",
 	"AddInitializer",
+	"AddExternalInitializers",
 	"HasSessionConfigEntry",
 	"CreateRunOptions",
 	"ReleaseRunOptions",

@@ -1,0 +1,175 @@
+package ort
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	onnxruntime "github.com/yalue/onnxruntime_go"
+	"golang.org/x/sys/unix"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+)
+
+// bakedSource is what a baked session is built from, kept in memory once:
+// the graph with the exposed weights' graph-input entries removed (so they
+// are plain constant initializers again) and an OrtValue over the weight
+// mapping for every initializer whose data is external. ORT copies those
+// values into the graph before optimization (AddExternalInitializers), so
+// neither the model protobuf nor the weight file is read again, and every
+// optimizer (constant folding, NCHWc, prepacking) sees the patched bytes.
+type bakedSource struct {
+	model  []byte
+	names  []string
+	values []unsafe.Pointer
+	owned  []unsafe.Pointer // values created here (not the weights' own)
+}
+
+// newBakedSource prepares the baked model from the exported model.onnx.
+func newBakedSource(modelPath string, s *Session) (_ *bakedSource, err error) {
+	raw, err := os.ReadFile(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	m, err := onnxwire.ParseModel(raw, filepath.Dir(modelPath))
+	if err != nil {
+		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
+	}
+	g, err := m.Graph()
+	if err != nil {
+		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
+	}
+	exposed := map[string]bool{}
+	for _, w := range s.weights {
+		exposed[w.info.Name] = true
+	}
+	if n := g.RemoveValueInfos(true, exposed); n != len(exposed) {
+		return nil, fmt.Errorf("ort: %s: %d of %d exposed weights are graph inputs; not an export.Expose directory", modelPath, n, len(exposed))
+	}
+	inits, err := g.Initializers()
+	if err != nil {
+		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
+	}
+	b := &bakedSource{}
+	defer func() {
+		if err != nil {
+			b.free()
+		}
+	}()
+	weightsName := ""
+	if s.file != nil && s.manifestWeights != "" {
+		weightsName = s.manifestWeights
+	}
+	for _, t := range inits {
+		if !t.IsExternal() {
+			continue
+		}
+		name := t.Name()
+		if w, ok := s.byName[name]; ok {
+			b.names = append(b.names, name)
+			b.values = append(b.values, ortshim.ValuePtr(w.value))
+			delete(exposed, name)
+			continue
+		}
+		ext, _, err := t.External()
+		if err != nil {
+			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
+		}
+		if filepath.Clean(ext.Location) != weightsName {
+			continue // ORT reads it from its file (relative to the model directory)
+		}
+		dims, err := t.Dims()
+		if err != nil {
+			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
+		}
+		size, err := t.NumBytes()
+		if err != nil {
+			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
+		}
+		if ext.Offset < 0 || ext.Offset > s.file.size() || size > s.file.size()-ext.Offset {
+			return nil, fmt.Errorf("ort: initializer %s lies outside %s", name, weightsName)
+		}
+		v, err := ortshim.NewTensorValue(s.file.mem[ext.Offset:ext.Offset+size:ext.Offset+size], t.DType(), dims)
+		if err != nil {
+			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
+		}
+		b.owned = append(b.owned, v)
+		b.names = append(b.names, name)
+		b.values = append(b.values, v)
+	}
+	if len(exposed) > 0 {
+		for n := range exposed {
+			return nil, fmt.Errorf("ort: exposed weight %s is not an external initializer of %s", n, modelPath)
+		}
+	}
+	b.model = m.Encode()
+	return b, nil
+}
+
+func (b *bakedSource) free() {
+	if b == nil {
+		return
+	}
+	for _, v := range b.owned {
+		ortshim.ReleaseValue(v)
+	}
+	b.owned, b.values, b.names, b.model = nil, nil, nil, nil
+}
+
+// build creates a baked engine from the current bytes of the mapping.
+func (s *Session) buildBaked() (*engine, error) {
+	so, err := s.opts.sessionOptions(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	if s.modelDir != "" {
+		// External tensors not in the weight file are resolved here.
+		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+	}
+	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: creating baked session: %w", err)
+	}
+	e := newEngine(sess, false)
+	if err := s.checkEngine(e); err != nil {
+		e.release()
+		return nil, err
+	}
+	e.setNames(s)
+	return e, nil
+}
+
+// checkEngine verifies that an engine's inputs and outputs are the
+// session's.
+func (s *Session) checkEngine(e *engine) error {
+	ins, err := ortshim.Describe(e.raw, ortshim.Inputs)
+	if err != nil {
+		return fmt.Errorf("ort: %w", err)
+	}
+	outs, err := ortshim.Describe(e.raw, ortshim.Outputs)
+	if err != nil {
+		return fmt.Errorf("ort: %w", err)
+	}
+	if len(ins) != len(s.inputs) || len(outs) != len(s.outputs) {
+		return fmt.Errorf("ort: baked session has %d inputs and %d outputs, the model %d and %d", len(ins), len(outs), len(s.inputs), len(s.outputs))
+	}
+	return nil
+}
+
+// dropPages discards the session's private copies of weight pages (after
+// the weights were reverted to the file's bytes): the mapping reads the
+// file again, and the pages no longer count in the process's memory.
+func (w *weightFile) dropPages() {
+	if w == nil || len(w.mem) == 0 {
+		return
+	}
+	_ = unix.Madvise(w.mem, unix.MADV_DONTNEED)
+}

@@ -1,0 +1,147 @@
+package ort
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	onnxruntime "github.com/yalue/onnxruntime_go"
+
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+)
+
+// engine is one ORT session serving a Session's Runs. A live engine reads
+// the exposed weights in place from the session's mapping (Runs on it hold
+// Session.mu shared); a baked engine owns prepacked copies and is
+// immutable, so Runs on it only hold a reference.
+type engine struct {
+	ort  *onnxruntime.DynamicAdvancedSession
+	raw  unsafe.Pointer // OrtSession*
+	live bool
+
+	inNames, outNames *ortshim.Names
+	feed              []unsafe.Pointer // weight values appended to every Run (FeedEachRun)
+
+	// refs counts the owner's reference plus Runs in flight; the engine is
+	// destroyed when it drops to zero, and done is closed then.
+	refs atomic.Int64
+	done chan struct{}
+}
+
+func newEngine(sess *onnxruntime.DynamicAdvancedSession, live bool) *engine {
+	e := &engine{ort: sess, raw: ortshim.SessionPtr(sess), live: live, done: make(chan struct{})}
+	e.refs.Store(1)
+	return e
+}
+
+// tryAcquire takes a reference unless the engine is already being
+// destroyed.
+func (e *engine) tryAcquire() bool {
+	for {
+		n := e.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if e.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one destroys the ORT session.
+func (e *engine) release() {
+	if e.refs.Add(-1) == 0 {
+		e.destroy()
+	}
+}
+
+func (e *engine) destroy() {
+	if e.ort != nil {
+		e.ort.Destroy()
+		e.ort, e.raw = nil, nil
+	}
+	e.inNames.Free()
+	e.outNames.Free()
+	close(e.done)
+	ortshim.TrimHeap()
+}
+
+// retire drops the owner's reference and waits until the Runs still on
+// the engine have finished and it is destroyed.
+func (e *engine) retire() {
+	if e == nil {
+		return
+	}
+	e.release()
+	<-e.done
+}
+
+// setNames builds the engine's C name arrays: the session's inputs (plus
+// the fed weights) and outputs.
+func (e *engine) setNames(s *Session) {
+	names := make([]string, 0, len(s.inputs)+len(e.feed))
+	for _, in := range s.inputs {
+		names = append(names, in.Name)
+	}
+	if len(e.feed) > 0 {
+		for _, w := range s.weights {
+			names = append(names, w.info.Name)
+		}
+	}
+	outs := make([]string, len(s.outputs))
+	for i, o := range s.outputs {
+		outs[i] = o.Name
+	}
+	e.inNames, e.outNames = ortshim.NewNames(names), ortshim.NewNames(outs)
+}
+
+// acquire returns the engine a new Run should use and the function that
+// ends the Run. Runs on the live engine hold s.mu shared, so a switch,
+// which patches the weights under the write lock, never overlaps them.
+func (s *Session) acquire() (*engine, func(), error) {
+	for {
+		e := s.cur.Load()
+		if e == nil {
+			return nil, nil, ErrClosed
+		}
+		if e.live {
+			s.mu.RLock()
+			if s.cur.Load() != e { // switched to another engine meanwhile
+				s.mu.RUnlock()
+				continue
+			}
+			return e, s.mu.RUnlock, nil
+		}
+		if e.tryAcquire() {
+			return e, e.release, nil
+		}
+	}
+}
+
+// newLiveEngine creates the session that reads the exposed weights in
+// place (overridable initializers, AddInitializer or fed each Run).
+func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error) {
+	so, err := opts.sessionOptions(s.disabledOptimizers())
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	if s.binding == AddInitializer {
+		for _, w := range s.weights {
+			if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
+				return nil, fmt.Errorf("ort: %w", err)
+			}
+		}
+	}
+	sess, err := onnxruntime.NewDynamicAdvancedSession(modelPath, nil, nil, so)
+	if err != nil {
+		return nil, fmt.Errorf("ort: creating session for %s: %w", modelPath, err)
+	}
+	e := newEngine(sess, len(s.weights) > 0)
+	if s.binding == FeedEachRun {
+		for _, w := range s.weights {
+			e.feed = append(e.feed, ortshim.ValuePtr(w.value))
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,75 @@
+package ort
+
+import (
+	"testing"
+	"unsafe"
+
+	onnxruntime "github.com/yalue/onnxruntime_go"
+
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// TestStaleFoldedWeightsAreDetected is the control for TestModesMatchFused:
+// a baked session that hands ORT the patched weights after optimization
+// (AddInitializer, as a naive rebuild would) computes the folded Transpose
+// and the NCHWc Conv from the file's stale weights, and the comparison with
+// the offline-fused model catches it.
+func TestStaleFoldedWeightsAreDetected(t *testing.T) {
+	requireORT(t)
+	dir, m := optModelDir(t)
+	in := optInputs(t, 2, 5)
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	s := mustOpen(t, dir, &Options{Mode: ModeBaked, IntraOpThreads: 1})
+	want := fusedOutputs(t, dir, m, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)
+
+	s.switchMu.Lock()
+	defer s.switchMu.Unlock()
+	if err := s.patcher.Set(A); err != nil {
+		t.Fatal(err)
+	}
+	defer s.patcher.Revert()
+	so, err := s.opts.sessionOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer so.Destroy()
+	so.AddSessionConfigEntry("session.disable_prepacking", "1")
+	so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", dir)
+	for _, w := range s.weights {
+		if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(sess, false)
+	e.setNames(s)
+	defer e.release()
+	var vals []unsafe.Pointer
+	for _, info := range s.inputs {
+		x := in[info.Name]
+		v, err := ortshim.NewTensorValue(x.Data, x.DType, x.Shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ortshim.ReleaseValue(v)
+		vals = append(vals, v)
+	}
+	outs, err := ortshim.Run(e.raw, nil, e.inNames, vals, e.outNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*tensor.Tensor{}
+	for i, o := range outs {
+		got[e.outNames.At(i)] = o
+	}
+	for name := range want {
+		if sameOutputs(map[string]*tensor.Tensor{name: got[name]}, map[string]*tensor.Tensor{name: want[name]}) {
+			t.Errorf("output %s of the stale session equals the fused model's: the fused comparison would not catch stale %s weights", name, name)
+		}
+	}
+}
