@@ -12,6 +12,7 @@
 //	shira-ort fuse-lora --lora DIR --model DIR -o FUSED.onnx
 //	shira-ort extract --base A --tuned B --density D -o A.shira
 //	shira-ort overlap A.shira B.shira...
+//	shira-ort bench [--models mlp,llm]
 //	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
 package main
 
@@ -39,6 +40,7 @@ session by writing their sparse values straight into the weights ORT reads.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
-		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd())
+		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
+		newBenchCmd())
 	return root
 }

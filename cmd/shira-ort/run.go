@@ -18,9 +18,9 @@ import (
 
 func newRunCmd() *cobra.Command {
 	var (
-		model, outDir    string
-		adapters, inputs []string
-		threads          int
+		model, outDir, mode string
+		adapters, inputs    []string
+		threads             int
 	)
 	cmd := &cobra.Command{
 		Use:   "run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT",
@@ -50,7 +50,11 @@ func newRunCmd() *cobra.Command {
 			if err := ort.Init(); err != nil {
 				return err
 			}
-			sess, err := openForRun(model, &ort.Options{IntraOpThreads: threads}, len(cfgs) > 0)
+			m, err := ort.ParseMode(mode)
+			if err != nil {
+				return fmt.Errorf("--mode: %w", err)
+			}
+			sess, err := openForRun(model, &ort.Options{IntraOpThreads: threads, Mode: m}, len(cfgs) > 0)
 			if err != nil {
 				return err
 			}
@@ -91,6 +95,7 @@ func newRunCmd() *cobra.Command {
 	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
+	f.StringVar(&mode, "mode", "", "session mode: live (patch in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background; the default)")
 	return cmd
 }
 
