@@ -75,7 +75,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 			if len(m.Tensors) < mc.minExpose {
 				t.Fatalf("exposed %d weights, want at least %d", len(m.Tensors), mc.minExpose)
 			}
-			sess, err := ort.Open(dir, nil)
+			sess, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +113,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 				// 2. Bitwise: the fused model, exported the same way (same
 				// kernels: exposed weights are not prepacked), equals the live session.
 				fdir, _, _ := exportModel(t, fusedPath, export.Options{})
-				fsess, err := ort.Open(fdir, nil)
+				fsess, err := ort.Open(fdir, &ort.Options{Mode: ort.ModeLive})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -39,7 +39,7 @@ func sameWeights(tb testing.TB, s *ort.Session, m *export.Manifest, want map[str
 func TestBadAdaptersChangeNothing(t *testing.T) {
 	requireORT(t)
 	dir, m, w := exportModel(t, repoPath("models", "tiny", "model.onnx"), export.Options{})
-	sess, err := ort.Open(dir, nil)
+	sess, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
 	if err != nil {
 		t.Fatal(err)
 	}
