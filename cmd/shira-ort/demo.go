@@ -89,7 +89,7 @@ func runDemo(w io.Writer, dir string) error {
 		return err
 	}
 	fmt.Fprintf(w, "ONNX Runtime %s, one live session for the whole demo\n\n", ort.Version())
-	sess, err := ort.Open(exported, &ort.Options{IntraOpThreads: 1})
+	sess, err := ort.Open(exported, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		return err
 	}
