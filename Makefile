@@ -1,15 +1,17 @@
 # shira-ort: the two commands a newcomer needs are `make demo` and `make test`.
 
 GO ?= go
+FUZZTIME ?= 5s
 
-.PHONY: setup demo test test-race bench fuzz lint generate
+.PHONY: setup demo test bench fuzz arm64-test generate charlm
 
 ## setup: fetch ONNX Runtime and the third-party test models into the user cache (idempotent)
 setup:
 	@bash scripts/setup-ort.sh
 	@bash scripts/fetch-models.sh
 
-## demo: set up, then switch adapters on the shipped tiny model and print outputs and timings
+## demo: set up, then switch SHiRA (and LoRA) adapters on the shipped text generator, printing samples and switch times
+##       (the original tiny-MLP demo: go run ./cmd/shira-ort demo --model tiny)
 demo: setup
 	$(GO) run ./cmd/shira-ort demo
 
@@ -18,11 +20,24 @@ test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race -run 'Concurrent|Race' ./ort/ ./test/
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 ## bench: the switch and Run benchmarks quoted in the README
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./patch/ ./test/
 
+## fuzz: every fuzz target for FUZZTIME each (make fuzz FUZZTIME=5m for a long run)
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
+
+## arm64-test: cross-build for linux/arm64 and run the core tests under qemu-user (not in CI: ~2-5 min)
+arm64-test:
+	bash scripts/arm64-test.sh
+
 ## generate: regenerate committed generated code (flatbuffers, ORT API indices)
 generate:
 	$(GO) generate ./...
+
+## charlm: retrain the shipped text generator and its adapters (models/charlm, docs/charlm.md); ~10-30 min on 2 cores
+charlm:
+	/usr/bin/python3 models/charlm/gen_charlm.py

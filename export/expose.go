@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
 )
 
@@ -37,6 +38,11 @@ var maxProto int64 = math.MaxInt32
 // model.onnx with the chosen weights as overridable initializers,
 // model.weights with their bytes (and every other external tensor), and
 // manifest.json. See the package documentation for the rules.
+//
+// Files are written under temporary names and renamed into place, the
+// manifest last (an old manifest is removed first): a process killed at
+// any point leaves either the old directory, a directory without a
+// manifest (which LoadManifest refuses), or the complete new export.
 func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 	align := opts.Alignment
 	if align == 0 {
@@ -168,6 +174,13 @@ func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 	}
 	if _, err := jf.f.Write(append(js, '\n')); err != nil {
 		return nil, fmt.Errorf("export: manifest: %w", err)
+	}
+	// The manifest marks the directory as complete: remove an old one
+	// before replacing the files, so a crash between the renames leaves a
+	// directory LoadManifest refuses, never new weights under an old
+	// manifest; the new manifest is renamed into place last.
+	if err := atomicfile.Remove(filepath.Join(outDir, ManifestFile)); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	for _, p := range []*pending{wf, mf, jf} {
 		if err := p.commit(); err != nil {

@@ -6,65 +6,38 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 )
 
-// pending is a file written under a temporary name, renamed on commit.
+// pending is a file written under a temporary name, renamed on commit
+// (see internal/atomicfile).
 type pending struct {
-	f     *os.File
-	final string
-	done  bool
+	f *atomicfile.File
 }
 
 func createPending(final string) (*pending, error) {
-	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
+	f, err := atomicfile.Create(final)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	return &pending{f: f, final: final}, nil
+	return &pending{f: f}, nil
 }
 
-// close syncs and closes the file (idempotent).
-func (p *pending) close() error {
-	if p.done {
-		return nil
-	}
-	p.done = true
-	if err := p.f.Sync(); err != nil {
-		p.f.Close()
-		return fmt.Errorf("export: %s: %w", p.final, err)
-	}
-	if err := p.f.Close(); err != nil {
-		return fmt.Errorf("export: %s: %w", p.final, err)
-	}
-	return nil
-}
-
-// commit renames the temporary file into place.
+// commit syncs the temporary file and renames it into place.
 func (p *pending) commit() error {
-	if err := p.close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(p.f.Name(), 0o644); err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	if err := os.Rename(p.f.Name(), p.final); err != nil {
+	if err := p.f.Commit(); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
 }
 
-// discard removes the temporary file (after a failure).
+// discard removes the temporary file (after a failure); it does nothing
+// after commit or on nil.
 func (p *pending) discard() {
-	if p == nil {
-		return
+	if p != nil {
+		p.f.Discard()
 	}
-	if !p.done {
-		p.done = true
-		p.f.Close()
-	}
-	os.Remove(p.f.Name())
 }
 
 // alignedWriter appends tensors to a weight file at aligned offsets.
@@ -75,7 +48,7 @@ type alignedWriter struct {
 	zero  []byte
 }
 
-func newAlignedWriter(f *os.File, align int64) *alignedWriter {
+func newAlignedWriter(f io.Writer, align int64) *alignedWriter {
 	return &alignedWriter{w: bufio.NewWriterSize(f, 4<<20), align: align}
 }
 

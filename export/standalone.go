@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
 )
 
@@ -21,7 +22,9 @@ import (
 // When the inlined model would exceed the 2 GB protobuf limit, the tensor
 // bytes go to one external file OUT.data beside the model instead (same
 // page alignment as the manifest), referenced by its base name. Files are
-// written under temporary names and renamed into place.
+// written under temporary names and renamed into place (the data file
+// first, after removing an old outPath, so an old model never reads a new
+// data file).
 func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath string) error {
 	if m == nil {
 		var err error
@@ -146,6 +149,11 @@ func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath
 		return fmt.Errorf("export: standalone: write model: %w", err)
 	}
 	if df != nil {
+		// an old model must never read the new data file: remove it first
+		// (a crash before the model's rename leaves no model, not a torn one)
+		if err := atomicfile.Remove(outPath); err != nil {
+			return fmt.Errorf("export: standalone: %w", err)
+		}
 		if err := df.commit(); err != nil {
 			return err
 		}

@@ -11,11 +11,10 @@ package ortadapter
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -93,27 +92,15 @@ func Encode(a *Adapter) ([]byte, error) {
 	return b.FinishedBytes(), nil
 }
 
-// Write encodes a and writes it to path (via a temporary file and rename).
+// Write encodes a and writes it to path atomically (a temporary file,
+// fsync and rename; see internal/atomicfile): a crash or a kill leaves the
+// old file or the new one, never a partial file.
 func Write(path string, a *Adapter) error {
 	data, err := Encode(a)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("ortadapter: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("ortadapter: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("ortadapter: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, data); err != nil {
 		return fmt.Errorf("ortadapter: %w", err)
 	}
 	return nil

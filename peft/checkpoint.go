@@ -257,8 +257,10 @@ func (c *Checkpoint) Lora() ([]LoraModule, error) {
 			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, bk)
 		}
 		as, bs := av.Shape(), bv.Shape()
-		if len(as) != 2 || len(bs) != 2 || as[0] != bs[1] || as[0] == 0 {
-			return nil, fmt.Errorf("%w: module %s: lora_A %v and lora_B %v do not form [out, r]·[r, in]", ErrCheckpoint, m, as, bs)
+		// no zero dimension: then every dimension is bounded by the data
+		// actually in the file (so int conversions below cannot overflow)
+		if len(as) != 2 || len(bs) != 2 || as[0] != bs[1] || as[0] == 0 || as[1] == 0 || bs[0] == 0 {
+			return nil, fmt.Errorf("%w: module %s: lora_A %v and lora_B %v do not form non-empty [out, r]·[r, in]", ErrCheckpoint, m, as, bs)
 		}
 		r := int(as[0])
 		rank := c.Config.R

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +15,7 @@ func newApplyCmd() *cobra.Command {
 	var (
 		model, out string
 		adapters   []string
+		force      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx",
@@ -37,7 +39,7 @@ func newApplyCmd() *cobra.Command {
 				return err
 			}
 			start := time.Now()
-			if err := fuse(m, weights, cfgs); err != nil {
+			if err := fuse(m, weights, cfgs, force); err != nil {
 				return err
 			}
 			fused := time.Since(start)
@@ -51,12 +53,18 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&model, "model", "", "exported model directory")
 	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
+	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	return cmd
 }
 
+// forceUsage documents --force for apply and run.
+const forceUsage = "apply adapters made for another base model (model fingerprint or base weight sha256 mismatch); names, dtypes, shapes and index bounds are still checked"
+
 // fuse applies cfgs to the in-memory weights with the same code a live
 // session uses, so the fused model matches the live session bit for bit.
-func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config) error {
+// Like a live session it refuses an adapter made for another model (its
+// model fingerprint or a weight's base sha256 differs) unless force is set.
+func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config, force bool) error {
 	ws := make([]patch.Weight, 0, len(m.Tensors))
 	for _, e := range m.Tensors {
 		w, err := patchWeight(e, weights[e.Name])
@@ -65,11 +73,21 @@ func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config) er
 		}
 		ws = append(ws, w)
 	}
-	p, err := patch.New(ws)
+	opts := []patch.Option{patch.WithModelFingerprint(m.Fingerprint)}
+	if force {
+		opts = append(opts, patch.WithoutFingerprintCheck())
+	}
+	p, err := patch.New(ws, opts...)
 	if err != nil {
 		return err
 	}
-	return p.Set(cfgs...)
+	if err := p.Set(cfgs...); err != nil {
+		if errors.Is(err, patch.ErrFingerprint) && !force {
+			return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
+		}
+		return err
+	}
+	return nil
 }
 
 func patchWeight(e export.TensorEntry, data []byte) (patch.Weight, error) {

@@ -117,7 +117,7 @@ relative error each tensor keeps is reported.`,
 					tw.Flush()
 				}
 			}
-			if err := adapter.Write(out, a); err != nil {
+			if err := writeAdapter(out, a); err != nil {
 				return err
 			}
 			if asJSON {

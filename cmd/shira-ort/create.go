@@ -58,7 +58,7 @@ func newCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := adapter.Write(out, a); err != nil {
+			if err := writeAdapter(out, a); err != nil {
 				return err
 			}
 			budget := fmt.Sprintf("density %g", density)

@@ -42,7 +42,7 @@ RunOptions to run with the adapted weights.`,
 			if err != nil {
 				return err
 			}
-			if err := fuse(m, weights, cfgs); err != nil {
+			if err := fuse(m, weights, cfgs, false); err != nil {
 				return err
 			}
 			touched := map[string]bool{}

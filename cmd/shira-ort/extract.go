@@ -73,7 +73,7 @@ or an ONNX file exported the same way, which is exposed into a temporary directo
 			if err != nil {
 				return err
 			}
-			if err := adapter.Write(out, a); err != nil {
+			if err := writeAdapter(out, a); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()

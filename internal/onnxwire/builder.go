@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/tensor"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -100,9 +100,10 @@ func (b *Builder) Model() *Model {
 // Bytes returns the encoded model.
 func (b *Builder) Bytes() []byte { return b.Model().Encode() }
 
-// WriteFile writes the encoded model to path.
+// WriteFile writes the encoded model to path (atomically: temporary file
+// and rename).
 func (b *Builder) WriteFile(path string) error {
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, b.Bytes()); err != nil {
 		return fmt.Errorf("onnxwire: %w", err)
 	}
 	return nil

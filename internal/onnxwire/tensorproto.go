@@ -237,6 +237,22 @@ func (t *Tensor) inlineData(nb int64) ([]byte, error) {
 		}
 		return b, nil
 	}
+	// Refuse a shape the data fields cannot possibly fill before
+	// allocating for it: every value takes at least one input byte and
+	// gives at most 8 output bytes.
+	var avail int64
+	for _, f := range t.fields {
+		switch f.Num {
+		case TensorFloatData, TensorInt32Data, TensorInt64Data, TensorDoubleData, TensorUint64Data:
+			avail += int64(len(f.val))
+		}
+	}
+	if avail == 0 && nb > 0 {
+		return nil, fmt.Errorf("onnxwire: tensor %q: %w, want %d bytes for %v %v", t.Name(), errNoData, nb, dt, mustDims(t))
+	}
+	if nb/8 > avail {
+		return nil, fmt.Errorf("onnxwire: tensor %q: %w: %d bytes of data fields cannot hold the %d bytes of %v %v", t.Name(), ErrMalformed, avail, nb, dt, mustDims(t))
+	}
 	out := make([]byte, 0, nb)
 	var err error
 	switch dt {

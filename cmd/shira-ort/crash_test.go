@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/atomicfile/atomicfiletest"
+	"github.com/shira-ort/shira-ort/internal/npyfile"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/models"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// shiraErr runs the CLI in-process and returns its output and error.
+func shiraErr(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := newRootCmd()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// otherTiny writes the demo model with one weight value changed: same
+// names and shapes, another fingerprint.
+func otherTiny(t *testing.T, path string) {
+	t.Helper()
+	m, err := onnxwire.ParseModel(append([]byte(nil), models.Tiny...), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inits, err := g.Initializers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range inits {
+		if d, _ := in.Dims(); len(d) == 2 {
+			b, err := in.Data("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append([]byte(nil), b...)
+			b[0] ^= 0x40
+			in.SetRawData(b)
+			break
+		}
+	}
+	if err := os.WriteFile(path, m.Encode(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWrongBaseAndForce: an adapter made for one model is refused on a
+// model with the same tensors but other weights, the message naming both
+// fingerprints; apply --force fuses it anyway; --force does not override
+// a shape or name mismatch; run --force says it is pending.
+func TestWrongBaseAndForce(t *testing.T) {
+	tmp := t.TempDir()
+	p := func(n string) string { return filepath.Join(tmp, n) }
+	if err := os.WriteFile(p("a.onnx"), models.Tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherTiny(t, p("b.onnx"))
+	shira(t, "export", p("a.onnx"), "-o", p("A"))
+	shira(t, "export", p("b.onnx"), "-o", p("B"))
+	ma, _ := export.LoadManifest(p("A"))
+	mb, _ := export.LoadManifest(p("B"))
+	if ma.Fingerprint == mb.Fingerprint {
+		t.Fatal("the two models have the same fingerprint")
+	}
+	shira(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
+
+	_, err := shiraErr("apply", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) ||
+		!strings.Contains(err.Error(), mb.Fingerprint) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("apply on the wrong base: %v; want ErrFingerprint naming %s and %s and --force", err, ma.Fingerprint, mb.Fingerprint)
+	}
+	if _, err := os.Stat(p("fused.onnx")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused apply wrote its output: %v", err)
+	}
+	shira(t, "apply", "--force", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	if _, err := onnxwire.ReadModel(p("fused.onnx")); err != nil {
+		t.Fatalf("apply --force output: %v", err)
+	}
+	// the right base still works without --force
+	shira(t, "apply", "--model", p("A"), "--adapter", p("a.shira"), "-o", p("fusedA.onnx"))
+
+	// --force is no licence for a shape or name mismatch
+	src := filepath.Join("..", "..", "models", "testdata", "fp16", "model.onnx")
+	shira(t, "export", src, "-o", p("F"))
+	if _, err := shiraErr("apply", "--force", "--model", p("F"), "--adapter", p("a.shira"), "-o", p("bad.onnx")); err == nil {
+		t.Fatal("apply --force accepted an adapter for other tensors")
+	}
+}
+
+// TestWrongBaseRun checks the live session's refusal through the CLI.
+func TestWrongBaseRun(t *testing.T) {
+	requireORT(t)
+	tmp := t.TempDir()
+	p := func(n string) string { return filepath.Join(tmp, n) }
+	if err := os.WriteFile(p("a.onnx"), models.Tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherTiny(t, p("b.onnx"))
+	shira(t, "export", p("a.onnx"), "-o", p("A"))
+	shira(t, "export", p("b.onnx"), "-o", p("B"))
+	ma, _ := export.LoadManifest(p("A"))
+	mb, _ := export.LoadManifest(p("B"))
+	shira(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
+	_, err := shiraErr("run", "--model", p("B"), "--adapter", p("a.shira"), "--output-dir", p("out"))
+	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) {
+		t.Fatalf("run on the wrong base: %v; want ErrFingerprint naming both fingerprints", err)
+	}
+	// --force applies it anyway: the shapes fit.
+	x, _ := tensor.FromFloat32([]int64{1, 16}, make([]float32, 16))
+	if err := npyfile.WriteFile(p("x.npy"), x); err != nil {
+		t.Fatal(err)
+	}
+	shira(t, "run", "--force", "--model", p("B"), "--adapter", p("a.shira"), "--input", "x="+p("x.npy"), "--output-dir", p("out"))
+	if _, err := os.Stat(p("out/y.npy")); err != nil {
+		t.Fatalf("run --force wrote no output: %v", err)
+	}
+}
+
+const crashEnv = "SHIRA_CRASH_CHILD"
+
+// crashSpec tells the child what to run and where to stop.
+type crashSpec struct {
+	Args  []string // CLI arguments
+	Stage string   // atomicfile.TestHook stage to stop at: "write" or "commit"
+	File  string   // base name of the destination to stop on
+}
+
+// TestCrashChild is the child process of TestKilledWritesLeaveNoTornFiles:
+// it runs the CLI and blocks forever at the chosen point of writing the
+// chosen file, printing atomicfiletest.Paused so the parent kills it.
+func TestCrashChild(t *testing.T) {
+	js := os.Getenv(crashEnv)
+	if js == "" {
+		t.Skip("child of TestKilledWritesLeaveNoTornFiles")
+	}
+	var spec crashSpec
+	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+		t.Fatal(err)
+	}
+	atomicfile.TestHook = func(stage, tmp string, written int64) {
+		if stage == spec.Stage && atomicfile.IsTemp(filepath.Base(tmp), spec.File) {
+			os.Stdout.WriteString(atomicfiletest.Paused + tmp + "\n")
+			select {}
+		}
+	}
+	out, err := shiraErr(spec.Args...)
+	t.Fatalf("the CLI finished without reaching %s of %s: %v\n%s", spec.Stage, spec.File, err, out)
+}
+
+// killDuring runs the CLI in a child process and SIGKILLs it at the given
+// point of writing file; it returns the killed writer's temporary file.
+func killDuring(t *testing.T, stage, file string, args ...string) string {
+	t.Helper()
+	js, _ := json.Marshal(crashSpec{Args: args, Stage: stage, File: file})
+	return atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestCrashChild$"), crashEnv+"="+string(js))
+}
+
+// noJunk fails when dir holds a temporary file of any of names.
+func noJunk(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		for _, n := range names {
+			if atomicfile.IsTemp(e.Name(), n) || (strings.Contains(e.Name(), n) && e.Name() != n) {
+				t.Errorf("%s: leftover %s", dir, e.Name())
+			}
+		}
+	}
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestKilledWritesLeaveNoTornFiles kills the CLI (SIGKILL, in a child
+// process) while it writes an exported model, a fused model and an
+// adapter over existing files. Each destination is afterwards the complete
+// old file (or, for an export directory, a directory without a manifest,
+// which nothing loads), never a partial or mixed one; the killed process
+// leaves only a hidden temporary file, which the next successful write
+// removes.
+func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
+	tmp := t.TempDir()
+	p := func(n string) string { return filepath.Join(tmp, n) }
+	if err := os.WriteFile(p("a.onnx"), models.Tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherTiny(t, p("b.onnx"))
+	dir := p("exported")
+	shira(t, "export", p("a.onnx"), "-o", dir)
+	old := map[string][]byte{}
+	for _, f := range []string{export.ModelFile, export.WeightsFile, export.ManifestFile} {
+		old[f] = readFile(t, filepath.Join(dir, f))
+	}
+	files := []string{export.ModelFile, export.WeightsFile, export.ManifestFile}
+
+	t.Run("export killed writing the weights", func(t *testing.T) {
+		tf := killDuring(t, "write", export.WeightsFile, "export", p("b.onnx"), "-o", dir)
+		if _, err := os.Stat(tf); err != nil {
+			t.Fatalf("expected the killed writer's temporary file: %v", err)
+		}
+		for _, f := range files {
+			if !bytes.Equal(readFile(t, filepath.Join(dir, f)), old[f]) {
+				t.Errorf("%s changed although the export was killed before any rename", f)
+			}
+		}
+		if _, err := export.ReadWeights(dir, nil); err != nil {
+			t.Fatalf("the old export no longer loads: %v", err)
+		}
+	})
+	t.Run("export killed before the manifest", func(t *testing.T) {
+		killDuring(t, "commit", export.ManifestFile, "export", p("b.onnx"), "-o", dir)
+		// weights and model are new, the manifest is gone: nothing loads a torn directory
+		if _, err := export.LoadManifest(dir); !errors.Is(err, export.ErrManifest) {
+			t.Fatalf("LoadManifest of a half-replaced export: %v, want ErrManifest", err)
+		}
+	})
+	shira(t, "export", p("b.onnx"), "-o", dir)
+	if _, err := export.ReadWeights(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	noJunk(t, dir, files...)
+
+	shira(t, "create", "--model", dir, "--density", "0.05", "--seed", "1", "-o", p("a.shira"))
+	shira(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	oldAdapter, oldFused := readFile(t, p("a.shira")), readFile(t, p("fused.onnx"))
+
+	t.Run("create killed", func(t *testing.T) {
+		killDuring(t, "commit", "a.shira", "create", "--model", dir, "--density", "0.05", "--seed", "2", "-o", p("a.shira"))
+		if !bytes.Equal(readFile(t, p("a.shira")), oldAdapter) {
+			t.Fatal("a.shira changed although create was killed before the rename")
+		}
+	})
+	t.Run("apply killed", func(t *testing.T) {
+		killDuring(t, "write", "fused.onnx", "apply", "--model", dir, "--adapter", p("a.shira"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+		if !bytes.Equal(readFile(t, p("fused.onnx")), oldFused) {
+			t.Fatal("fused.onnx changed although apply was killed mid-write")
+		}
+	})
+	// the next writes of the same files succeed and sweep the killed writers' temporaries
+	shira(t, "create", "--model", dir, "--density", "0.05", "--seed", "2", "-o", p("a.shira"))
+	shira(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	if bytes.Equal(readFile(t, p("a.shira")), oldAdapter) {
+		t.Fatal("create did not replace a.shira")
+	}
+	noJunk(t, tmp, "a.shira", "fused.onnx")
+}

@@ -1,0 +1,191 @@
+// Package atomicfile writes files so that the destination is, at every
+// instant, either absent, the complete old file or the complete new file —
+// also when the writing process is killed.
+//
+// Create opens a temporary file beside the destination, named
+// ".NAME.tmp-PID-RANDOM" (hidden, and never the destination's own name);
+// Commit flushes it to disk, renames it over the destination and syncs the
+// directory; Discard removes it. A process killed between Create and
+// Commit leaves only its hidden temporary file behind: the next Create for
+// the same destination removes temporary files whose writing process no
+// longer exists, so such junk does not accumulate.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Mode is the permission of committed files.
+const Mode = 0o644
+
+// noSync, set by DisableSync, skips fsync (for tests that write thousands
+// of files).
+var noSync bool
+
+// DisableSync turns off fsync of files and directories for the rest of the
+// process. Only tests use it: atomicity (old or new file, never a mix)
+// still holds, durability across a power loss does not.
+func DisableSync() { noSync = true }
+
+// TestHook, when set, is called with the temporary file's name and the
+// number of bytes written so far: after every Write (stage "write") and
+// at the start of Commit (stage "commit"). Tests use it to pause or kill a
+// writer at a chosen point; it must be nil in production.
+var TestHook func(stage, tmp string, written int64)
+
+// File is a temporary file that becomes the destination on Commit.
+type File struct {
+	f       *os.File
+	final   string
+	written int64
+	done    bool
+}
+
+// Create starts writing path. Stale temporary files of path left by
+// killed processes are removed first.
+func Create(path string) (*File, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	sweep(dir, base)
+	f, err := os.CreateTemp(dir, tempPrefix(base)+strconv.Itoa(os.Getpid())+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("atomicfile: %w", err)
+	}
+	return &File{f: f, final: path}, nil
+}
+
+func tempPrefix(base string) string { return "." + base + ".tmp-" }
+
+// IsTemp reports whether name (a base name) is a temporary file of
+// destination base.
+func IsTemp(name, base string) bool { return strings.HasPrefix(name, tempPrefix(base)) }
+
+// sweep removes dir/.BASE.tmp-PID-* files whose process PID is gone.
+// Errors are ignored: sweeping is housekeeping.
+func sweep(dir, base string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := tempPrefix(base)
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || e.IsDir() {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || processAlive(pid) {
+			continue
+		}
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+}
+
+// Name returns the temporary file's path.
+func (f *File) Name() string { return f.f.Name() }
+
+// Path returns the destination path.
+func (f *File) Path() string { return f.final }
+
+// OS returns the underlying temporary *os.File (for ReadAt, Seek, ...).
+func (f *File) OS() *os.File { return f.f }
+
+// Write writes to the temporary file.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.f.Write(p)
+	f.written += int64(n)
+	if TestHook != nil {
+		TestHook("write", f.f.Name(), f.written)
+	}
+	return n, err
+}
+
+// Commit syncs and closes the temporary file and renames it over the
+// destination. After Commit, Discard does nothing.
+func (f *File) Commit() error {
+	if f.done {
+		return fmt.Errorf("atomicfile: %s: already committed or discarded", f.final)
+	}
+	if TestHook != nil {
+		TestHook("commit", f.f.Name(), f.written)
+	}
+	f.done = true
+	fail := func(err error) error {
+		f.f.Close()
+		os.Remove(f.f.Name())
+		return fmt.Errorf("atomicfile: write %s: %w", f.final, err)
+	}
+	if err := f.f.Chmod(Mode); err != nil {
+		return fail(err)
+	}
+	if !noSync {
+		if err := f.f.Sync(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.f.Close(); err != nil {
+		os.Remove(f.f.Name())
+		return fmt.Errorf("atomicfile: write %s: %w", f.final, err)
+	}
+	if err := os.Rename(f.f.Name(), f.final); err != nil {
+		os.Remove(f.f.Name())
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	syncDir(filepath.Dir(f.final))
+	return nil
+}
+
+// Discard closes and removes the temporary file; it does nothing after
+// Commit and on a nil File, so it can be deferred unconditionally.
+func (f *File) Discard() {
+	if f == nil || f.done {
+		return
+	}
+	f.done = true
+	f.f.Close()
+	os.Remove(f.f.Name())
+}
+
+// syncDir persists a rename (best effort: not every platform can fsync a
+// directory).
+func syncDir(dir string) {
+	if noSync {
+		return
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// WriteFile writes data to path atomically.
+func WriteFile(path string, data []byte) error {
+	f, err := Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Discard()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	return f.Commit()
+}
+
+// Remove deletes path if it exists (a missing file is not an error). It is
+// used before committing a set of files whose last member marks the set as
+// complete (an exported directory's manifest).
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
