@@ -120,31 +120,38 @@ func (b *bakedSource) free() {
 
 // build creates a baked engine from the current bytes of the mapping.
 func (s *Session) buildBaked() (*engine, error) {
-	so, err := s.opts.sessionOptions(nil)
-	if err != nil {
-		return nil, err
-	}
-	defer so.Destroy()
-	if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
-	}
-	if s.modelDir != "" {
-		// External tensors not in the weight file are resolved here.
-		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
-			return nil, fmt.Errorf("ort: %w", err)
-		}
-	}
-	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+	sess, st, err := newORTSession(&s.opts, nil, s.bakedPrepare, s.bakedCreate)
 	if err != nil {
 		return nil, fmt.Errorf("ort: creating baked session: %w", err)
 	}
 	e := newEngine(sess, false)
+	e.providers = st
 	if err := s.checkEngine(e); err != nil {
 		e.release()
 		return nil, err
 	}
 	e.setNames(s)
 	return e, nil
+}
+
+// bakedPrepare hands ORT the mapped initializers (copied before graph
+// optimization) and the folder of other external data.
+func (s *Session) bakedPrepare(so *onnxruntime.SessionOptions) error {
+	if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
+		return fmt.Errorf("ort: %w", err)
+	}
+	if s.modelDir != "" {
+		// External tensors not in the weight file are resolved here.
+		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+			return fmt.Errorf("ort: %w", err)
+		}
+	}
+	return nil
+}
+
+// bakedCreate creates an ORT session from the in-memory baked model.
+func (s *Session) bakedCreate(so *onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error) {
+	return onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
 }
 
 // checkEngine verifies that an engine's inputs and outputs are the

@@ -40,6 +40,24 @@
 // session; a switch swaps in another one, Runs in flight finish on the old
 // one, and the last of them releases it.
 //
-// Only the CPU execution provider reads host memory in place, so it is the
-// only one supported.
+// # Execution providers
+//
+// Options.Providers (and ExecutionProviders) select execution providers in
+// priority order: cpu, xnnpack, qnn, nnapi (appended through the shim's
+// dlsym of OrtSessionOptionsAppendExecutionProvider_Nnapi) and coreml. A
+// provider the loaded build lacks fails Open with a
+// *ProviderUnavailableError, or falls back to CPU with
+// Options.ProviderFallback (Session.Providers reports it). Only the CPU
+// provider reads the patched host memory in place: accelerators compile
+// weights at session creation, so live sessions keep the exposed weights
+// as graph inputs (their consumers run on CPU or are fed to the device per
+// Run) and baked sessions re-create the accelerated session at each
+// switch. ProfilePartition reports which provider ran each node. See
+// docs/providers.md.
+//
+// # ORT adapters
+//
+// LoadLoraAdapter loads an .onnx_adapter file with ORT's LoRA API and
+// Session.RunWith runs with it active: its dense parameters replace the
+// exposed weights of the same names for that Run.
 package ort

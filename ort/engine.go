@@ -21,6 +21,7 @@ type engine struct {
 
 	inNames, outNames *ortshim.Names
 	feed              []unsafe.Pointer // weight values appended to every Run (FeedEachRun)
+	providers         []ProviderStatus // the requested execution providers, as appended
 
 	// refs counts the owner's reference plus Runs in flight; the engine is
 	// destroyed when it drops to zero, and done is closed then.
@@ -121,27 +122,93 @@ func (s *Session) acquire() (*engine, func(), error) {
 // newLiveEngine creates the session that reads the exposed weights in
 // place (overridable initializers, AddInitializer or fed each Run).
 func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error) {
-	so, err := opts.sessionOptions(s.disabledOptimizers())
-	if err != nil {
-		return nil, err
-	}
-	defer so.Destroy()
-	if s.binding == AddInitializer {
+	prepare := func(so *onnxruntime.SessionOptions) error {
+		if s.binding != AddInitializer {
+			return nil
+		}
 		for _, w := range s.weights {
 			if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
-				return nil, fmt.Errorf("ort: %w", err)
+				return fmt.Errorf("ort: %w", err)
 			}
 		}
+		return nil
 	}
-	sess, err := onnxruntime.NewDynamicAdvancedSession(modelPath, nil, nil, so)
+	create := func(so *onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error) {
+		return onnxruntime.NewDynamicAdvancedSession(modelPath, nil, nil, so)
+	}
+	sess, st, err := newORTSession(opts, s.disabledOptimizers(), prepare, create)
 	if err != nil {
 		return nil, fmt.Errorf("ort: creating session for %s: %w", modelPath, err)
 	}
 	e := newEngine(sess, len(s.weights) > 0)
+	e.providers = st
 	if s.binding == FeedEachRun {
 		for _, w := range s.weights {
 			e.feed = append(e.feed, ortshim.ValuePtr(w.value))
 		}
 	}
 	return e, nil
+}
+
+// newORTSession builds session options from opts (execution providers
+// included, disable added to the disabled transformers), lets prepare add
+// initializers, and creates the ORT session with create. With
+// ProviderFallback, a creation failure while a non-CPU provider is active
+// is retried with the CPU provider only, and the statuses say so.
+func newORTSession(opts *Options, disable []string, prepare func(*onnxruntime.SessionOptions) error,
+	create func(*onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error)) (*onnxruntime.DynamicAdvancedSession, []ProviderStatus, error) {
+	try := func(cpuOnly bool) (*onnxruntime.DynamicAdvancedSession, []ProviderStatus, error) {
+		so, st, err := opts.sessionOptions(disable, cpuOnly)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer so.Destroy()
+		if prepare != nil {
+			if err := prepare(so); err != nil {
+				return nil, nil, err
+			}
+		}
+		sess, err := create(so)
+		return sess, st, err
+	}
+	sess, st, err := try(false)
+	if err == nil || !opts.ProviderFallback || !anyAccelerator(st) {
+		return sess, st, err
+	}
+	sess2, st2, err2 := try(true)
+	if err2 != nil {
+		return nil, nil, err // the accelerated attempt's error is the informative one
+	}
+	for i := range st2 {
+		switch {
+		case st[i].Active && st[i].Provider.Name != ProviderCPU:
+			st2[i].Err = fmt.Errorf("creating the session with it failed, so it was created on CPU: %w", err)
+		case !st[i].Active:
+			st2[i].Err = st[i].Err
+		}
+	}
+	return sess2, st2, nil
+}
+
+// anyAccelerator reports whether a non-CPU provider is active.
+func anyAccelerator(st []ProviderStatus) bool {
+	for _, p := range st {
+		if p.Active && p.Provider.Name != ProviderCPU {
+			return true
+		}
+	}
+	return false
+}
+
+// Providers reports, for each requested execution provider in priority
+// order, whether the ORT session serving Runs has it or why it fell back
+// to CPU (Options.ProviderFallback). Empty when only the default CPU
+// provider was requested. In hybrid mode it describes the engine serving
+// Runs now (live or rebuilt).
+func (s *Session) Providers() []ProviderStatus {
+	e := s.cur.Load()
+	if e == nil {
+		return nil
+	}
+	return append([]ProviderStatus(nil), e.providers...)
 }

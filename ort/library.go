@@ -103,8 +103,13 @@ func Init() error {
 		}
 	}
 	initDone = true
+	loadedPath = path
 	return nil
 }
+
+// loadedPath is the library Init loaded ("" if the application
+// initialized onnxruntime_go itself without a path shira-ort knows).
+var loadedPath string
 
 // Version returns the version of the loaded ONNX Runtime library, or ""
 // before Init.

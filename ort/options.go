@@ -88,10 +88,23 @@ type Options struct {
 	IntraOpThreads, InterOpThreads int
 	// OptimizationLevel is the graph optimization level (default all).
 	OptimizationLevel OptimizationLevel
-	// ExecutionProviders lists providers in priority order. Only "cpu"
-	// (also "CPU", "CPUExecutionProvider") is supported: patched weights
-	// live in host memory, which only the CPU provider reads in place.
+	// ExecutionProviders lists execution providers by name, without
+	// options, in priority order: "cpu", "xnnpack", "qnn", "nnapi",
+	// "coreml" (any case; ORT's names such as "QNNExecutionProvider" are
+	// accepted too). ORT assigns each node to the first provider that
+	// takes it; CPU always comes last and takes the rest. See Providers
+	// for options, and docs/providers.md for what patching means per
+	// provider.
 	ExecutionProviders []string
+	// Providers lists execution providers with options, in priority
+	// order, after ExecutionProviders (see Provider and ParseProvider).
+	Providers []Provider
+	// ProviderFallback makes a provider that the loaded ORT build lacks,
+	// or that fails at session creation, fall back to CPU instead of
+	// failing Open; Session.Providers reports what happened. Without it,
+	// such a provider fails Open with a *ProviderUnavailableError (or the
+	// session-creation error).
+	ProviderFallback bool
 	// Mode chooses live, baked or hybrid switching (Open only; OpenModel
 	// sessions have no exposed weights). The zero value is DefaultMode.
 	Mode Mode
@@ -104,21 +117,16 @@ type Options struct {
 	// RunConfig holds run configuration entries (AddRunConfigEntry)
 	// applied to every Run.
 	RunConfig map[string]string
+	// profilePrefix enables ORT profiling into files with this prefix
+	// (ProfilePartition).
+	profilePrefix string
 	// VerifyWeights makes Open check the sha256 of every exposed weight
 	// against the manifest (reads all weight pages once).
 	VerifyWeights bool
-}
-
-// providers maps the accepted provider spellings to the function that
-// appends the provider to ORT session options. Add an entry to support
-// another provider.
-var providers = map[string]func(*onnxruntime.SessionOptions) error{
-	"cpu": func(*onnxruntime.SessionOptions) error { return nil }, // ORT's built-in fallback
-}
-
-func providerKey(name string) string {
-	k := strings.ToLower(strings.TrimSpace(name))
-	return strings.TrimSuffix(k, "executionprovider")
+	// SkipFingerprintCheck lets Set apply adapters made for another base
+	// (model or per-weight fingerprint mismatch) as long as names, dtypes
+	// and shapes fit: the CLI's --force.
+	SkipFingerprintCheck bool
 }
 
 // validate checks o without touching ORT.
@@ -135,11 +143,8 @@ func (o *Options) validate() error {
 	if o.WeightBinding != AddInitializer && o.WeightBinding != FeedEachRun {
 		return fmt.Errorf("ort: unknown %v", o.WeightBinding)
 	}
-	for _, p := range o.ExecutionProviders {
-		if _, ok := providers[providerKey(p)]; !ok {
-			return fmt.Errorf("ort: execution provider %q is not supported: shira-ort patches weights in host memory, which only the CPU execution provider reads in place, and this build (ONNX Runtime %s from onnxruntime-node, linux CPU) is used with the CPU provider only; use \"cpu\"",
-				p, libraryVersionForMessage())
-		}
+	if _, err := o.providerList(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -156,15 +161,17 @@ func libraryVersionForMessage() string {
 const disableOptimizersKey = "optimization.disable_specified_optimizers"
 
 // sessionOptions builds ORT session options from o, adding disable to the
-// disabled graph transformers; the caller destroys them.
-func (o *Options) sessionOptions(disable []string) (*onnxruntime.SessionOptions, error) {
+// disabled graph transformers and appending the execution providers (none
+// but CPU when cpuOnly); the caller destroys them. The statuses say which
+// providers were appended and why the others fell back.
+func (o *Options) sessionOptions(disable []string, cpuOnly bool) (*onnxruntime.SessionOptions, []ProviderStatus, error) {
 	so, err := onnxruntime.NewSessionOptions()
 	if err != nil {
-		return nil, fmt.Errorf("ort: session options: %w", err)
+		return nil, nil, fmt.Errorf("ort: session options: %w", err)
 	}
-	fail := func(what string, err error) (*onnxruntime.SessionOptions, error) {
+	fail := func(what string, err error) (*onnxruntime.SessionOptions, []ProviderStatus, error) {
 		so.Destroy()
-		return nil, fmt.Errorf("ort: %s: %w", what, err)
+		return nil, nil, fmt.Errorf("ort: %s: %w", what, err)
 	}
 	if o.IntraOpThreads > 0 {
 		if err := so.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
@@ -180,10 +187,15 @@ func (o *Options) sessionOptions(disable []string) (*onnxruntime.SessionOptions,
 	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return fail("optimization level", err)
 	}
-	for _, p := range o.ExecutionProviders {
-		if err := providers[providerKey(p)](so); err != nil {
-			return fail("execution provider "+p, err)
+	if o.profilePrefix != "" {
+		if err := so.EnableProfiling(o.profilePrefix); err != nil {
+			return fail("profiling", err)
 		}
+	}
+	statuses, err := o.appendProviders(so, cpuOnly)
+	if err != nil {
+		so.Destroy()
+		return nil, nil, err
 	}
 	cfg := map[string]string{}
 	for k, v := range o.SessionConfig {
@@ -201,5 +213,5 @@ func (o *Options) sessionOptions(disable []string) (*onnxruntime.SessionOptions,
 			return fail("session config "+k, err)
 		}
 	}
-	return so, nil
+	return so, statuses, nil
 }

@@ -11,7 +11,7 @@ type patcher = *patch.Patcher
 
 // newPatcher builds the patcher over the session's mapped weights; adapters
 // recording another model fingerprint than the manifest's are refused.
-func newPatcher(ws []*weight, fingerprint string) (patcher, error) {
+func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (patcher, error) {
 	pw := make([]patch.Weight, len(ws))
 	for i, w := range ws {
 		pw[i] = patch.Weight{
@@ -23,7 +23,10 @@ func newPatcher(ws []*weight, fingerprint string) (patcher, error) {
 		}
 	}
 	var opts []patch.Option
-	if fingerprint != "" {
+	switch {
+	case skipFingerprint:
+		opts = append(opts, patch.WithoutFingerprintCheck())
+	case fingerprint != "":
 		opts = append(opts, patch.WithModelFingerprint(fingerprint))
 	}
 	p, err := patch.New(pw, opts...)

@@ -21,6 +21,11 @@ import (
 // switch waits for it; on a baked engine (immutable) it holds a reference,
 // so a switch swaps in a new engine and the Run finishes on the old one.
 func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	return s.run(inputs, s.runOpts)
+}
+
+// run is Run with the given OrtRunOptions* (nil for none).
+func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) (map[string]*tensor.Tensor, error) {
 	if s.cur.Load() == nil {
 		return nil, ErrClosed
 	}
@@ -53,7 +58,7 @@ func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tens
 	}
 	defer done()
 	values = append(values, e.feed...)
-	outs, err := ortshim.Run(e.raw, s.runOpts, e.inNames, values, e.outNames)
+	outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
-
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -154,7 +152,7 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		}
 	}
 	if len(s.weights) > 0 {
-		if s.patcher, err = newPatcher(s.weights, src.m.Fingerprint); err != nil {
+		if s.patcher, err = newPatcher(s.weights, src.m.Fingerprint, opts.SkipFingerprintCheck); err != nil {
 			return nil, err
 		}
 	}
@@ -165,22 +163,12 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 // describes the model from it.
 func (s *Session) buildBaked0(modelPath string) (*engine, error) {
 	if s.inputs == nil && s.outputs == nil {
-		so, err := s.opts.sessionOptions(nil)
-		if err != nil {
-			return nil, err
-		}
-		defer so.Destroy()
-		if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
-			return nil, fmt.Errorf("ort: %w", err)
-		}
-		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
-			return nil, fmt.Errorf("ort: %w", err)
-		}
-		sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+		sess, st, err := newORTSession(&s.opts, nil, s.bakedPrepare, s.bakedCreate)
 		if err != nil {
 			return nil, fmt.Errorf("ort: creating baked session for %s: %w", modelPath, err)
 		}
 		e := newEngine(sess, false)
+		e.providers = st
 		if err := s.describe(e.raw, modelPath, false); err != nil {
 			e.release()
 			return nil, err

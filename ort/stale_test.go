@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"runtime"
 	"testing"
 	"unsafe"
 
@@ -15,7 +16,8 @@ import (
 // a baked session that hands ORT the patched weights after optimization
 // (AddInitializer, as a naive rebuild would) computes the folded Transpose
 // and the NCHWc Conv from the file's stale weights, and the comparison with
-// the offline-fused model catches it.
+// the offline-fused model catches it. (The NCHWc transform is x86-64 only:
+// on arm64 only the folded Transpose output is stale.)
 func TestStaleFoldedWeightsAreDetected(t *testing.T) {
 	requireORT(t)
 	dir, m := optModelDir(t)
@@ -30,7 +32,7 @@ func TestStaleFoldedWeightsAreDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.patcher.Revert()
-	so, err := s.opts.sessionOptions(nil)
+	so, _, err := s.opts.sessionOptions(nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +71,13 @@ func TestStaleFoldedWeightsAreDetected(t *testing.T) {
 	}
 	for name := range want {
 		if sameOutputs(map[string]*tensor.Tensor{name: got[name]}, map[string]*tensor.Tensor{name: want[name]}) {
+			if name == "Y" && runtime.GOARCH != "amd64" {
+				// ORT's NCHWc Conv layout (which copies Wc at optimization
+				// time) exists only in MLAS's x86-64 kernels; elsewhere the
+				// Conv reads the AddInitializer'd weights, so Y is not stale.
+				t.Logf("output Y is not stale on %s: no NCHWc Conv transform", runtime.GOARCH)
+				continue
+			}
 			t.Errorf("output %s of the stale session equals the fused model's: the fused comparison would not catch stale %s weights", name, name)
 		}
 	}

@@ -9,6 +9,11 @@
 # one file needed is extracted and moved into place atomically. Nothing is
 # downloaded when the library is already cached.
 #
+# Options:
+#   --arch x64|arm64  fetch the library for this CPU architecture instead of
+#                     the host's (e.g. --arch arm64 on an x86_64 machine for
+#                     scripts/arm64-test.sh); it is cached next to the host's.
+#
 # Environment:
 #   ORT_VERSION   onnxruntime-node version (default 1.24.1, the release whose
 #                 C API header onnxruntime_go v1.27.0 was built against)
@@ -26,10 +31,21 @@ case "$(uname -s)" in
   *) echo "setup-ort: only Linux is supported by this script (got $(uname -s))" >&2; exit 1 ;;
 esac
 
-case "$(uname -m)" in
-  x86_64 | amd64) arch=x64 ;;
+want_arch="$(uname -m)"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --arch) [[ $# -ge 2 ]] || { echo "setup-ort: --arch needs a value (x64 or arm64)" >&2; exit 2; }
+            want_arch="$2"; shift 2 ;;
+    --arch=*) want_arch="${1#--arch=}"; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "setup-ort: unknown argument $1 (usage: setup-ort.sh [--arch x64|arm64])" >&2; exit 2 ;;
+  esac
+done
+
+case "$want_arch" in
+  x86_64 | amd64 | x64) arch=x64 ;;
   aarch64 | arm64) arch=arm64 ;;
-  *) echo "setup-ort: unsupported CPU architecture $(uname -m) (need x86_64 or aarch64)" >&2; exit 1 ;;
+  *) echo "setup-ort: unsupported CPU architecture $want_arch (need x64/x86_64 or arm64/aarch64)" >&2; exit 1 ;;
 esac
 
 member="package/bin/napi-v6/linux/$arch/libonnxruntime.so.1"

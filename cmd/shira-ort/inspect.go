@@ -17,17 +17,29 @@ import (
 )
 
 func newInspectCmd() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON, providers bool
+		provs             providerFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "inspect PATH",
+		Use:   "inspect PATH [--providers [--provider P]... [--provider-fallback]]",
 		Short: "Summarize an exported model directory or a .shira adapter file",
-		Args:  cobra.ExactArgs(1),
+		Long: `inspect summarizes an exported model directory or a .shira adapter file.
+
+--providers (model directory or .onnx file) creates ONNX Runtime sessions with the
+--provider list, runs them once on zero inputs with profiling on, and reports which
+execution provider ran each node, and where the nodes reading each exposed weight run,
+for the live session (weights are graph inputs) and the baked one (weights are constants).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := os.Stat(args[0])
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if providers {
+				return inspectProviders(w, args[0], &provs, asJSON)
+			}
 			if st.IsDir() {
 				m, err := export.LoadManifest(args[0])
 				if err != nil {
@@ -51,6 +63,8 @@ func newInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for machines")
+	cmd.Flags().BoolVar(&providers, "providers", false, "report which execution provider runs each node (profiles a Run)")
+	provs.register(cmd.Flags())
 	return cmd
 }
 

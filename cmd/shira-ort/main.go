@@ -13,6 +13,7 @@
 //	shira-ort extract --base A --tuned B --density D -o A.shira
 //	shira-ort overlap A.shira B.shira...
 //	shira-ort bench [--models mlp,llm]
+//	shira-ort devicetest --make BUNDLE ... | --bundle BUNDLE [--provider P]
 //	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
 package main
 
@@ -41,6 +42,6 @@ session by writing their sparse values straight into the weights ORT reads.`,
 	}
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
-		newBenchCmd())
+		newBenchCmd(), newDeviceTestCmd())
 	return root
 }

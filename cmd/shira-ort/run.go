@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/npyfile"
 	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -21,6 +23,8 @@ func newRunCmd() *cobra.Command {
 		model, outDir, mode string
 		adapters, inputs    []string
 		threads             int
+		force               bool
+		provs               providerFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT",
@@ -54,15 +58,23 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--mode: %w", err)
 			}
-			sess, err := openForRun(model, &ort.Options{IntraOpThreads: threads, Mode: m}, len(cfgs) > 0)
+			opts := &ort.Options{IntraOpThreads: threads, Mode: m, SkipFingerprintCheck: force}
+			if err := provs.apply(opts); err != nil {
+				return err
+			}
+			sess, err := openForRun(model, opts, len(cfgs) > 0)
 			if err != nil {
 				return err
 			}
 			defer sess.Close()
 			w := cmd.OutOrStdout()
+			printProviders(w, sess.Providers())
 			if len(cfgs) > 0 {
 				start := time.Now()
 				if err := sess.Set(cfgs...); err != nil {
+					if errors.Is(err, patch.ErrFingerprint) {
+						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
+					}
 					return err
 				}
 				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
@@ -95,7 +107,9 @@ func newRunCmd() *cobra.Command {
 	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
+	f.BoolVar(&force, "force", false, forceUsage)
 	f.StringVar(&mode, "mode", "", "session mode: live (patch in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background; the default)")
+	provs.register(f)
 	return cmd
 }
 

@@ -43,6 +43,13 @@
 #define SHIM_IDX_ReleaseMemoryInfo 94
 #define SHIM_IDX_CreateTensorWithDataAsOrtValue 49
 #define SHIM_IDX_Run 9
+#define SHIM_IDX_CreateLoraAdapter 280
+#define SHIM_IDX_CreateLoraAdapterFromArray 281
+#define SHIM_IDX_ReleaseLoraAdapter 282
+#define SHIM_IDX_RunOptionsAddActiveLoraAdapter 283
+#define SHIM_IDX_GetAvailableProviders 125
+#define SHIM_IDX_ReleaseAvailableProviders 126
+#define SHIM_IDX_SessionEndProfiling 110
 #define SHIM_ORT_API_VERSION 24
 #define SHIM_OrtArenaAllocator 1
 #define SHIM_OrtMemTypeDefault 0

@@ -1,7 +1,11 @@
 // Package ortshim reaches the few ONNX Runtime C API functions that
 // github.com/yalue/onnxruntime_go does not wrap: AddInitializer, the
-// overridable-initializer queries, AddRunConfigEntry, and a Run whose
-// ORT-allocated outputs of any element type are copied into Go-owned
+// overridable-initializer queries, AddRunConfigEntry, AddExternalInitializers,
+// the LoRA adapter API (CreateLoraAdapter[FromArray], ReleaseLoraAdapter,
+// RunOptionsAddActiveLoraAdapter), GetAvailableProviders, SessionEndProfiling,
+// the NNAPI provider (the exported OrtSessionOptionsAppendExecutionProvider_Nnapi,
+// found with dlsym at run time, since only Android builds have it), and a Run
+// whose ORT-allocated outputs of any element type are copied into Go-owned
 // tensor.Tensor values.
 //
 // The shim uses the same OrtApi table as onnxruntime_go: Init dlopens the

@@ -19,6 +19,7 @@ static void *const *api;         // the OrtApi table, viewed as slots
 static OrtMemoryInfo *cpu_info;  // for tensors over caller memory
 static OrtAllocator *default_alloc;
 static const char *version_string;
+static void *lib_handle;  // the dlopen handle of the library (kept open)
 
 // FN casts slot `name` of the OrtApi table to the function type `type`.
 #define FN(name, type) ((type)api[SHIM_IDX_##name])
@@ -99,6 +100,7 @@ char *shim_init(const char *path, uint32_t api_version) {
   }
   cpu_info = info;
   default_alloc = alloc;
+  lib_handle = h;
   version_string = base->GetVersionString();
   return NULL;
 }
@@ -232,6 +234,50 @@ OrtStatus *shim_tensor_meta(OrtValue *v, int *is_tensor, int32_t *elem, size_t *
 OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *in_names, const OrtValue *const *ins,
                     size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs) {
   return FN(Run, st_run)(s, ro, in_names, ins, n_in, out_names, n_out, outs);
+}
+
+typedef OrtStatus *(*st_create_lora)(const char *, OrtAllocator *, OrtLoraAdapter **);
+typedef OrtStatus *(*st_create_lora_arr)(const void *, size_t, OrtAllocator *, OrtLoraAdapter **);
+typedef OrtStatus *(*st_add_lora)(OrtRunOptions *, const OrtLoraAdapter *);
+typedef OrtStatus *(*st_avail)(char ***, int *);
+typedef OrtStatus *(*st_release_avail)(char **, int);
+typedef OrtStatus *(*st_end_prof)(OrtSession *, OrtAllocator *, char **);
+typedef OrtStatus *(*st_nnapi)(OrtSessionOptions *, uint32_t);
+
+OrtStatus *shim_create_lora_adapter(const char *path, OrtLoraAdapter **out) {
+  return FN(CreateLoraAdapter, st_create_lora)(path, NULL, out);
+}
+
+OrtStatus *shim_create_lora_adapter_from_array(const void *bytes, size_t n, OrtLoraAdapter **out) {
+  return FN(CreateLoraAdapterFromArray, st_create_lora_arr)(bytes, n, NULL, out);
+}
+
+void shim_release_lora_adapter(OrtLoraAdapter *a) {
+  if (a != NULL) FN(ReleaseLoraAdapter, st_release)(a);
+}
+
+OrtStatus *shim_run_options_add_active_lora_adapter(OrtRunOptions *ro, const OrtLoraAdapter *a) {
+  return FN(RunOptionsAddActiveLoraAdapter, st_add_lora)(ro, a);
+}
+
+OrtStatus *shim_available_providers(char ***out, int *n) { return FN(GetAvailableProviders, st_avail)(out, n); }
+
+void shim_release_available_providers(char **list, int n) {
+  OrtStatus *st = FN(ReleaseAvailableProviders, st_release_avail)(list, n);
+  if (st != NULL) FN(ReleaseStatus, st_release)(st);
+}
+
+OrtStatus *shim_end_profiling(OrtSession *s, char **out) {
+  return FN(SessionEndProfiling, st_end_prof)(s, default_alloc, out);
+}
+
+int shim_has_symbol(const char *name) { return lib_handle != NULL && dlsym(lib_handle, name) != NULL; }
+
+OrtStatus *shim_append_nnapi(OrtSessionOptions *o, uint32_t flags, int *found) {
+  st_nnapi f = lib_handle == NULL ? NULL : (st_nnapi)dlsym(lib_handle, "OrtSessionOptionsAppendExecutionProvider_Nnapi");
+  *found = f != NULL;
+  if (f == NULL) return NULL;
+  return f(o, flags);
 }
 
 #ifdef __GLIBC__

@@ -17,6 +17,7 @@ typedef struct OrtTypeInfo OrtTypeInfo;
 typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
 typedef struct OrtMemoryInfo OrtMemoryInfo;
 typedef struct OrtAllocator OrtAllocator;
+typedef struct OrtLoraAdapter OrtLoraAdapter;
 
 // Which list of a session's values an index refers to.
 enum { SHIM_INPUT = 0, SHIM_OUTPUT = 1, SHIM_OVERRIDABLE = 2 };
@@ -61,6 +62,31 @@ OrtStatus *shim_tensor_meta(OrtValue *v, int *is_tensor, int32_t *elem, size_t *
 
 OrtStatus *shim_run(OrtSession *s, const OrtRunOptions *ro, const char *const *in_names, const OrtValue *const *ins,
                     size_t n_in, const char *const *out_names, size_t n_out, OrtValue **outs);
+
+// LoRA adapters (.onnx_adapter files). The allocator is NULL: parameters
+// stay in host memory (memory-mapped for a file, copied for an array).
+OrtStatus *shim_create_lora_adapter(const char *path, OrtLoraAdapter **out);
+OrtStatus *shim_create_lora_adapter_from_array(const void *bytes, size_t n, OrtLoraAdapter **out);
+void shim_release_lora_adapter(OrtLoraAdapter *a);
+OrtStatus *shim_run_options_add_active_lora_adapter(OrtRunOptions *ro, const OrtLoraAdapter *a);
+
+// shim_available_providers lists the execution providers compiled into the
+// library; release the list with shim_release_available_providers.
+OrtStatus *shim_available_providers(char ***out, int *n);
+void shim_release_available_providers(char **list, int n);
+
+// shim_end_profiling ends profiling on s and returns the profile file name
+// (free it with shim_free_string).
+OrtStatus *shim_end_profiling(OrtSession *s, char **out);
+
+// shim_has_symbol reports whether the library exports the C symbol name.
+int shim_has_symbol(const char *name);
+
+// shim_append_nnapi calls the library's exported
+// OrtSessionOptionsAppendExecutionProvider_Nnapi(o, flags), looked up at run
+// time (only Android builds export it). *found is 0 when the symbol is
+// missing; then nothing is called and NULL is returned.
+OrtStatus *shim_append_nnapi(OrtSessionOptions *o, uint32_t flags, int *found);
 
 // shim_trim_heap returns free heap pages to the OS (glibc malloc_trim).
 void shim_trim_heap(void);

@@ -59,6 +59,13 @@ var functions = []string{
 	"ReleaseMemoryInfo",
 	"CreateTensorWithDataAsOrtValue",
 	"Run",
+	"CreateLoraAdapter",
+	"CreateLoraAdapterFromArray",
+	"ReleaseLoraAdapter",
+	"RunOptionsAddActiveLoraAdapter",
+	"GetAvailableProviders",
+	"ReleaseAvailableProviders",
+	"SessionEndProfiling",
 }
 
 // enums are C constants whose values the shim needs.
