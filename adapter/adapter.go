@@ -11,7 +11,8 @@ import (
 )
 
 // FormatVersion is the .shira format version this package writes and the
-// only one it reads.
+// only one it reads. New index encodings (GapU16) did not change it: a
+// reader refuses index encodings it does not know.
 const FormatVersion = 1
 
 // ErrInvalid is wrapped by every error about a malformed file or an

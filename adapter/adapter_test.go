@@ -70,8 +70,14 @@ func equalAdapters(t *testing.T, got, want *Adapter) {
 }
 
 func TestRoundTrip(t *testing.T) {
+	for _, enc := range []IndexEncoding{FlatU32, GapU16} {
+		t.Run(enc.String(), func(t *testing.T) { testRoundTrip(t, enc) })
+	}
+}
+
+func testRoundTrip(t *testing.T, enc IndexEncoding) {
 	a := sample(t)
-	b, err := Encode(a)
+	b, err := EncodeWith(a, EncodeOptions{Index: enc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,11 +89,11 @@ func TestRoundTrip(t *testing.T) {
 	if got.NNZ() != 6 || got.Tensor("w2").NNZ() != 2 || !got.Tensor("w2").HasBase() || got.Tensor("w1").HasBase() {
 		t.Fatalf("NNZ/HasBase wrong")
 	}
-	// zero copy: indices and values alias b
+	// zero copy: values (and flat indices) alias b
 	for _, tt := range got.Tensors {
 		ip := &tt.Indices[0]
 		vp := &tt.Values[0]
-		if !inside(b, ptrOf(ip)) || !inside(b, ptrOf(vp)) {
+		if (enc == FlatU32 && !inside(b, ptrOf(ip))) || !inside(b, ptrOf(vp)) {
 			t.Errorf("%s: decode copied", tt.Name)
 		}
 		if !aligned(tt.Values, 8) {
@@ -102,7 +108,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	equalAdapters(t, got2, a)
 	// deterministic encoding
-	b2, _ := Encode(a)
+	b2, _ := EncodeWith(a, EncodeOptions{Index: enc})
 	if !bytes.Equal(b, b2) {
 		t.Fatal("encoding not deterministic")
 	}
@@ -322,6 +328,14 @@ func FuzzDecode(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b)
+	flat, err := EncodeWith(sample(f), EncodeOptions{Index: FlatU32})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(flat)
+	for _, s := range gapSeeds(f) {
+		f.Add(s)
+	}
 	f.Add(buildRaw(1, 0, nil, 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := Decode(data)

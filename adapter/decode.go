@@ -79,8 +79,9 @@ func decodeTensor(v *verifier, tt fbTable, t *Tensor) error {
 	var ft shirafb.Tensor
 	ft.Init(v.b, flatbuffers.UOffsetT(tt.pos))
 	t.Name = string(ft.Name())
-	if enc := ft.IndexEncoding(); enc != shirafb.IndexEncodingFlatU32 {
-		return fmt.Errorf("%w: tensor %q: index encoding %d (this reader knows flat uint32 = 0)", ErrUnsupported, t.Name, enc)
+	enc := ft.IndexEncoding()
+	if enc != shirafb.IndexEncodingFlatU32 && enc != shirafb.IndexEncodingGapU16 {
+		return fmt.Errorf("%w: tensor %q: index encoding %d (this reader knows flat uint32 = 0 and uint16 gaps = 1)", ErrUnsupported, t.Name, enc)
 	}
 	t.DType = tensor.DType(ft.Dtype())
 	t.ValueDType = tensor.DType(ft.ValueDtype())
@@ -97,6 +98,14 @@ func decodeTensor(v *verifier, tt fbTable, t *Tensor) error {
 		t.Shape[j] = int64(binary.LittleEndian.Uint64(v.b[shape.start+8*j:]))
 	}
 	ix, _ := v.vector(tt, slotTensorIndices, 4, "indices")
+	gaps, _ := v.vector(tt, slotTensorIndexGaps, 2, "index_gaps")
+	if enc == shirafb.IndexEncodingGapU16 {
+		if ix.n > 0 {
+			return fmt.Errorf("%w: tensor %q: uint16-gap encoding with %d flat indices", ErrInvalid, t.Name, ix.n)
+		}
+	} else if gaps.n > 0 {
+		return fmt.Errorf("%w: tensor %q: flat encoding with %d index gaps", ErrInvalid, t.Name, gaps.n)
+	}
 	if ix.n > 0 {
 		raw := v.b[ix.start : ix.start+4*ix.n]
 		if aligned(raw, 4) {
@@ -115,6 +124,20 @@ func decodeTensor(v *verifier, tt fbTable, t *Tensor) error {
 			t.Values = raw
 		} else {
 			t.Values = append(alignedBytes(len(raw))[:0], raw...)
+		}
+	}
+	if enc == shirafb.IndexEncodingGapU16 {
+		es := t.ValueDType.Size()
+		if !t.ValueDType.IsFloat() || len(t.Values)%es != 0 {
+			return fmt.Errorf("%w: tensor %q: value dtype %v with %d value bytes", ErrInvalid, t.Name, t.ValueDType, len(t.Values))
+		}
+		numel, err := tensor.NumElements(t.Shape)
+		if err != nil {
+			return fmt.Errorf("%w: tensor %q: %w", ErrInvalid, t.Name, err)
+		}
+		raw := v.b[gaps.start : gaps.start+2*gaps.n]
+		if t.Indices, err = decodeGaps(raw, len(t.Values)/es, numel); err != nil {
+			return fmt.Errorf("%w: tensor %q: index_gaps: %w", ErrInvalid, t.Name, err)
 		}
 	}
 	return nil

@@ -18,10 +18,26 @@ const fileIdentifier = "SHRA"
 // limit) can hold.
 const maxFileSize = 1<<31 - 1
 
-// Encode validates a and serialises it as a .shira FlatBuffer. Every
-// tensor's values start at an 8-byte aligned offset, and the returned slice
-// itself starts 8-byte aligned, so Decode of the result is zero-copy.
-func Encode(a *Adapter) (b []byte, err error) {
+// EncodeOptions configures EncodeWith and WriteWith.
+type EncodeOptions struct {
+	// Index is the index encoding of every tensor.
+	Index IndexEncoding
+}
+
+// Encode validates a and serialises it as a .shira FlatBuffer with the
+// DefaultIndexEncoding (see [EncodeWith]).
+func Encode(a *Adapter) ([]byte, error) {
+	return EncodeWith(a, EncodeOptions{Index: DefaultIndexEncoding})
+}
+
+// EncodeWith validates a and serialises it as a .shira FlatBuffer with the
+// given options. Every tensor's values start at an 8-byte aligned offset,
+// and the returned slice itself starts 8-byte aligned, so Decode of the
+// result does not copy values (nor FlatU32 indices).
+func EncodeWith(a *Adapter, o EncodeOptions) (b []byte, err error) {
+	if o.Index != FlatU32 && o.Index != GapU16 {
+		return nil, fmt.Errorf("adapter: encode: %w: %v", ErrUnsupported, o.Index)
+	}
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("adapter: encode: %w", err)
 	}
@@ -38,7 +54,7 @@ func Encode(a *Adapter) (b []byte, err error) {
 
 	tensors := make([]flatbuffers.UOffsetT, len(a.Tensors))
 	for i := range a.Tensors {
-		tensors[i] = encodeTensor(fb, &a.Tensors[i])
+		tensors[i] = encodeTensor(fb, &a.Tensors[i], o.Index)
 	}
 	keys := make([]string, 0, len(a.Metadata))
 	for k := range a.Metadata {
@@ -98,16 +114,26 @@ func offsetVector(fb *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuff
 	return fb.EndVector(len(offs))
 }
 
-func encodeTensor(fb *flatbuffers.Builder, t *Tensor) flatbuffers.UOffsetT {
+func encodeTensor(fb *flatbuffers.Builder, t *Tensor, enc IndexEncoding) flatbuffers.UOffsetT {
 	// Values first (the builder writes back to front): 8-byte aligned data.
 	fb.Prep(8, len(t.Values))
 	values := fb.CreateByteVector(t.Values)
 
-	fb.StartVector(4, len(t.Indices), 8)
-	for i := len(t.Indices) - 1; i >= 0; i-- {
-		fb.PlaceUint32(t.Indices[i])
+	var indices, gaps flatbuffers.UOffsetT
+	if enc == GapU16 {
+		g := encodeGaps(make([]uint16, 0, gapCount(t.Indices)), t.Indices)
+		fb.StartVector(2, len(g), 8)
+		for i := len(g) - 1; i >= 0; i-- {
+			fb.PlaceUint16(g[i])
+		}
+		gaps = fb.EndVector(len(g))
+	} else {
+		fb.StartVector(4, len(t.Indices), 8)
+		for i := len(t.Indices) - 1; i >= 0; i-- {
+			fb.PlaceUint32(t.Indices[i])
+		}
+		indices = fb.EndVector(len(t.Indices))
 	}
-	indices := fb.EndVector(len(t.Indices))
 
 	var base flatbuffers.UOffsetT
 	if t.HasBase() {
@@ -128,17 +154,28 @@ func encodeTensor(fb *flatbuffers.Builder, t *Tensor) flatbuffers.UOffsetT {
 	if t.HasBase() {
 		shirafb.TensorAddBaseSha256(fb, base)
 	}
-	shirafb.TensorAddIndexEncoding(fb, shirafb.IndexEncodingFlatU32)
-	shirafb.TensorAddIndices(fb, indices)
+	if enc == GapU16 {
+		shirafb.TensorAddIndexEncoding(fb, shirafb.IndexEncodingGapU16)
+		shirafb.TensorAddIndexGaps(fb, gaps)
+	} else {
+		shirafb.TensorAddIndexEncoding(fb, shirafb.IndexEncodingFlatU32)
+		shirafb.TensorAddIndices(fb, indices)
+	}
 	shirafb.TensorAddValues(fb, values)
 	return shirafb.TensorEnd(fb)
 }
 
-// Write encodes a and writes it to path atomically: it writes a temporary
-// file in the same directory, fsyncs it, renames it over path and fsyncs
-// the directory. On error path is left untouched.
+// Write encodes a with the DefaultIndexEncoding and writes it to path
+// atomically (see [WriteWith]).
 func Write(path string, a *Adapter) error {
-	b, err := Encode(a)
+	return WriteWith(path, a, EncodeOptions{Index: DefaultIndexEncoding})
+}
+
+// WriteWith encodes a with o and writes it to path atomically: it writes a
+// temporary file in the same directory, fsyncs it, renames it over path
+// and fsyncs the directory. On error path is left untouched.
+func WriteWith(path string, a *Adapter, o EncodeOptions) error {
+	b, err := EncodeWith(a, o)
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ const (
 	slotTensorIndexEncoding = 14
 	slotTensorIndices       = 16
 	slotTensorValues        = 18
+	slotTensorIndexGaps     = 20
 )
 
 type verifier struct{ b []byte }
@@ -225,6 +226,7 @@ func verifyStructure(b []byte) (root fbTable, meta, tensors []fbTable, err error
 			{slotTensorBaseSHA256, 1, ".base_sha256"},
 			{slotTensorIndices, 4, ".indices"},
 			{slotTensorValues, 1, ".values"},
+			{slotTensorIndexGaps, 2, ".index_gaps"},
 		} {
 			if _, err = v.vector(t, f.slot, f.size, what+f.what); err != nil {
 				return

@@ -8,14 +8,17 @@ type IndexEncoding int8
 
 const (
 	IndexEncodingFlatU32 IndexEncoding = 0
+	IndexEncodingGapU16  IndexEncoding = 1
 )
 
 var EnumNamesIndexEncoding = map[IndexEncoding]string{
 	IndexEncodingFlatU32: "FlatU32",
+	IndexEncodingGapU16:  "GapU16",
 }
 
 var EnumValuesIndexEncoding = map[string]IndexEncoding{
 	"FlatU32": IndexEncodingFlatU32,
+	"GapU16":  IndexEncodingGapU16,
 }
 
 func (v IndexEncoding) String() string {
