@@ -58,6 +58,7 @@ func benchSwitch(b *testing.B, ws []Weight, a *adapter.Adapter, alpha float32) {
 	}
 	b.SetBytes(int64(a.NNZ() * (4 + a.Tensors[0].ValueDType.Size())))
 	b.ReportAllocs()
+	defer cpuTimer(b)()
 	for b.Loop() {
 		if err := p.Set(Config{a, alpha}); err != nil {
 			b.Fatal(err)
@@ -98,6 +99,7 @@ func BenchmarkSwitchAB4096x4096fp32(b *testing.B) {
 	p, _ := New(ws)
 	b.SetBytes(int64(A.NNZ() * 8))
 	b.ReportAllocs()
+	defer cpuTimer(b)()
 	for b.Loop() {
 		p.Set(Config{A, 1})
 		p.Set(Config{B, 1})
@@ -112,6 +114,7 @@ func BenchmarkSwitchFused3x4096x4096fp32(b *testing.B) {
 	p, _ := New(ws)
 	b.SetBytes(int64(3 * cfgs[0].Adapter.NNZ() * 8))
 	b.ReportAllocs()
+	defer cpuTimer(b)()
 	for b.Loop() {
 		p.Set(cfgs...)
 		p.Revert()

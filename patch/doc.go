@@ -19,7 +19,8 @@
 //   - otherwise, in float32: acc = b; for each configuration touching i:
 //     acc = acc + float32(alpha*d), with d = v - b for Overwrite and d = v
 //     for Delta; then w = round(acc) to the weight dtype (round to nearest
-//     even; bfloat16 via tensor.Float32ToBFloat16, float16 via x448/float16).
+//     even; bfloat16 as tensor.Float32ToBFloat16, float16 bit-identical to
+//     tensor.Float32ToFloat16 (x448/float16) through inlined conversions).
 //     The product is rounded explicitly so no FMA fusion changes bits
 //     between architectures.
 //
@@ -33,10 +34,14 @@
 //
 // # Concurrency
 //
-// Tensors are patched in parallel, one goroutine per tensor, at most
-// WithWorkers (default GOMAXPROCS) at a time. A Patcher does no locking: its
-// methods must not be called concurrently, and the caller (the ort
-// package) must keep Runs that read the weights from overlapping a switch.
+// A switch reverts every changed weight, then applies the new
+// configuration, each phase spread over at most WithWorkers (default
+// GOMAXPROCS) goroutines; big single-adapter tensors are split into
+// chunks so several workers share one tensor. Saved originals and scratch
+// buffers are reused: a switch allocates no buffers. A Patcher does no
+// locking: its methods must not be called concurrently, and the caller
+// (the ort package) must keep Runs that read the weights from overlapping
+// a switch.
 // Adapters in an active configuration must stay alive (not Closed) and
 // unmodified until they are reverted or switched away.
 package patch

@@ -1,67 +1,71 @@
 package patch
 
 import (
+	"math"
+	"math/bits"
+
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// The kernels work in passes that keep random accesses to the (large,
-// uncached) weight in tight loops: gather the originals at the touched
-// indices into ws.saved*, compute from the saved copy sequentially, then
-// scatter the results. Loops that load a weight element and then branch
-// (fp16 conversion, merging) would otherwise stall on one cache miss at a
-// time.
+// The kernels keep random accesses to the (large, uncached) weight in
+// tight, branch-free loops so the CPU keeps many cache misses in flight:
+//
+//   - the verbatim scatter (one overwrite adapter at alpha 1, same dtype)
+//     and the fp32 arithmetic path save the original and write the new
+//     value in one loop, touching each cache line of the weight once;
+//   - every other single-adapter path works in blocks of blockLen entries:
+//     gather the originals (tight loop, misses overlap), convert and
+//     combine in float32 over the block (sequential, in L1), then scatter
+//     the rounded results while the lines are still in L2;
+//   - several adapters on one weight are merged through a bitmap of the
+//     union (see applyMerged).
+//
+// fp16 is widened through a 64 Ki-entry table and narrowed by an inlined
+// converter (convert.go), both bit-identical to package tensor's.
 
-// revert writes the saved originals back and forgets them.
-func (ws *wstate) revert() {
+// blockLen is the number of entries processed per block (its lines,
+// 64 KiB at one line per entry, stay in L2 between the passes).
+const blockLen = 1024
+
+// chunkEntries is the size of the pieces a big single-adapter tensor is
+// split into so that several workers share it. A variable for tests.
+var chunkEntries = 1 << 15
+
+// scratch is one worker's reusable buffers.
+type scratch struct {
+	base, vals, acc [blockLen]float32
+	hits            [blockLen]uint8 // contributors per union position (saturating at 2)
+	bitmap          []uint64        // union bitmap over a weight's flat indices
+	rank            []uint32        // set bits before each bitmap word
+	cursor          []int           // per adapter tensor: next entry to merge
+}
+
+// revertRange writes the saved originals back at touched[lo:hi].
+func (ws *wstate) revertRange(lo, hi int) {
+	ix := ws.touched[lo:hi]
 	if ws.DType.Size() == 4 {
-		wb := tensor.Uint32s(ws.Data)
-		saved := ws.saved32[:len(ws.touched)]
-		for j, i := range ws.touched {
+		wb, saved := tensor.Uint32s(ws.Data), ws.saved32[lo:hi]
+		saved = saved[:len(ix)]
+		for j, i := range ix {
 			wb[i] = saved[j]
 		}
-	} else {
-		wb := tensor.Uint16s(ws.Data)
-		saved := ws.saved16[:len(ws.touched)]
-		for j, i := range ws.touched {
-			wb[i] = saved[j]
-		}
-	}
-	ws.touched = ws.touched[:0]
-}
-
-// apply writes ws.cur into the weight, which must hold its base values
-// (nothing touched), saving the originals at the touched indices first.
-func (ws *wstate) apply() {
-	switch len(ws.cur) {
-	case 0:
 		return
-	case 1:
-		ws.touched = append(ws.touched[:0], ws.cur[0].t.Indices...)
-		ws.saveTouched()
-		ws.applySingle(ws.cur[0])
-	default:
-		ws.union()
-		ws.saveTouched()
-		ws.applyMerged()
+	}
+	wb, saved := tensor.Uint16s(ws.Data), ws.saved16[lo:hi]
+	saved = saved[:len(ix)]
+	for j, i := range ix {
+		wb[i] = saved[j]
 	}
 }
 
-// saveTouched copies the current bits at ws.touched into the saved buffer.
-func (ws *wstate) saveTouched() {
-	n := len(ws.touched)
+// prepare sizes touched and the saved buffer for n entries.
+func (ws *wstate) prepare(n int) {
+	ws.touched = resize(ws.touched, n)
 	if ws.DType.Size() == 4 {
 		ws.saved32 = resize(ws.saved32, n)
-		wb, saved := tensor.Uint32s(ws.Data), ws.saved32
-		for j, i := range ws.touched {
-			saved[j] = wb[i]
-		}
 	} else {
 		ws.saved16 = resize(ws.saved16, n)
-		wb, saved := tensor.Uint16s(ws.Data), ws.saved16
-		for j, i := range ws.touched {
-			saved[j] = wb[i]
-		}
 	}
 }
 
@@ -75,222 +79,254 @@ func resize[T any](s []T, n int) []T {
 // exact reports whether e writes its values verbatim (the paper's scatter).
 func (e entry) exact() bool { return e.sem == adapter.Overwrite && e.alpha == 1 }
 
-// applySingle handles one adapter tensor on a weight; ws.touched equals
-// its indices and ws.saved* holds the base values there.
-func (ws *wstate) applySingle(e entry) {
-	ix, vdt := e.t.Indices, e.t.ValueDType
-	if e.exact() {
-		ws.writeExact(e, nil)
-		return
-	}
-	a := e.alpha
+// applySingle applies entries [lo, hi) of the only adapter tensor on the
+// weight (which holds base values there): it records the indices in
+// touched and the originals in the saved buffer (both sized by prepare)
+// and writes the new values.
+func (ws *wstate) applySingle(e entry, lo, hi int, s *scratch) {
+	ix, vdt := e.t.Indices[lo:hi], e.t.ValueDType
+	t := ws.touched[lo:hi]
+	t = t[:len(ix)]
 	switch {
-	case ws.DType == tensor.Float32 && vdt == tensor.Float32: // fp32 fast paths
-		w, v := tensor.Float32s(ws.Data), tensor.Float32s(e.t.Values)[:len(ix)]
-		base := tensor.Float32s(tensor.Bytes(ws.saved32))[:len(ix)]
+	case e.exact() && vdt == ws.DType && vdt.Size() == 4:
+		wb, vb, saved := tensor.Uint32s(ws.Data), tensor.Uint32s(e.t.Values)[lo:hi], ws.saved32[lo:hi]
+		vb, saved = vb[:len(ix)], saved[:len(ix)]
+		for j, i := range ix {
+			t[j] = i
+			saved[j] = wb[i]
+			wb[i] = vb[j]
+		}
+	case e.exact() && vdt == ws.DType:
+		wb, vb, saved := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[lo:hi], ws.saved16[lo:hi]
+		vb, saved = vb[:len(ix)], saved[:len(ix)]
+		for j, i := range ix {
+			t[j] = i
+			saved[j] = wb[i]
+			wb[i] = vb[j]
+		}
+	case ws.DType == tensor.Float32 && vdt == tensor.Float32:
+		w, v := tensor.Float32s(ws.Data), tensor.Float32s(e.t.Values)[lo:hi]
+		saved := tensor.Float32s(tensor.Bytes(ws.saved32))[lo:hi]
+		v, saved = v[:len(ix)], saved[:len(ix)]
+		a := e.alpha
 		if e.sem == adapter.Delta {
 			for j, i := range ix {
-				w[i] = base[j] + float32(a*v[j])
+				t[j] = i
+				b := w[i]
+				saved[j] = b
+				w[i] = b + float32(a*v[j])
 			}
 		} else {
 			for j, i := range ix {
-				b := base[j]
+				t[j] = i
+				b := w[i]
+				saved[j] = b
 				w[i] = b + float32(a*(v[j]-b))
 			}
 		}
-	case ws.DType == tensor.Float16 && vdt == tensor.Float16 && e.sem == adapter.Delta:
-		w, v, base := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[:len(ix)], ws.saved16[:len(ix)]
-		for j, i := range ix {
-			w[i] = tensor.Float32ToFloat16(tensor.Float16ToFloat32(base[j]) + float32(a*tensor.Float16ToFloat32(v[j])))
-		}
-	case ws.DType == tensor.BFloat16 && vdt == tensor.BFloat16 && e.sem == adapter.Delta:
-		w, v, base := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[:len(ix)], ws.saved16[:len(ix)]
-		for j, i := range ix {
-			w[i] = tensor.Float32ToBFloat16(tensor.BFloat16ToFloat32(base[j]) + float32(a*tensor.BFloat16ToFloat32(v[j])))
-		}
-	default: // any dtype combination, one element at a time
-		wv, vv, sv := ws.view(), newView(vdt, e.t.Values), ws.savedView()
-		for j, i := range ix {
-			b := sv.load(uint32(j))
-			wv.store(i, combine(b, b, e, vv.load(uint32(j))))
+	default:
+		for b0 := 0; b0 < len(ix); b0 += blockLen {
+			b1 := min(b0+blockLen, len(ix))
+			blk := ix[b0:b1]
+			copy(t[b0:b1], blk)
+			ws.gather(blk, lo+b0)
+			vals := s.vals[:len(blk)]
+			widenValues(vdt, vals, e.t.Values, lo+b0, lo+b1)
+			if !e.exact() {
+				base := s.base[:len(blk)]
+				ws.widenSaved(base, lo+b0, lo+b1)
+				combineBlock(vals, base, e)
+			}
+			ws.scatter(blk, vals)
 		}
 	}
 }
 
-// writeExact writes e's values verbatim at its indices (converted to the
-// weight dtype when the value dtype differs). With hits != nil only where
-// the union position's hit count is 1 (e is the sole contributor).
-func (ws *wstate) writeExact(e entry, hits []uint8) {
-	ix := e.t.Indices
-	var pos []int32
-	if hits != nil {
-		pos = ws.positions(ix)
+// gather copies the weight's bits at ix into the saved buffer at off.
+func (ws *wstate) gather(ix []uint32, off int) {
+	if ws.DType.Size() == 4 {
+		wb, saved := tensor.Uint32s(ws.Data), ws.saved32[off:]
+		saved = saved[:len(ix)]
+		for j, i := range ix {
+			saved[j] = wb[i]
+		}
+		return
 	}
-	sole := func(j int) bool { return hits == nil || hits[pos[j]] == 1 }
+	wb, saved := tensor.Uint16s(ws.Data), ws.saved16[off:]
+	saved = saved[:len(ix)]
+	for j, i := range ix {
+		saved[j] = wb[i]
+	}
+}
+
+// widenSaved converts saved[lo:hi] to float32 into dst.
+func (ws *wstate) widenSaved(dst []float32, lo, hi int) {
+	if ws.DType.Size() == 4 {
+		copy(dst, tensor.Float32s(tensor.Bytes(ws.saved32[lo:hi])))
+		return
+	}
+	widen16(ws.DType, dst, ws.saved16[lo:hi])
+}
+
+// combineBlock turns values v into results: b + float32(alpha*d) with
+// d = v - b (overwrite) or v (delta). The product is rounded explicitly.
+func combineBlock(v, base []float32, e entry) {
+	a := e.alpha
+	base = base[:len(v)]
+	if e.sem == adapter.Delta {
+		for j, x := range v {
+			v[j] = base[j] + float32(a*x)
+		}
+		return
+	}
+	for j, x := range v {
+		b := base[j]
+		v[j] = b + float32(a*(x-b))
+	}
+}
+
+// scatter rounds f to the weight dtype (nearest even) and writes it at ix.
+func (ws *wstate) scatter(ix []uint32, f []float32) {
+	f = f[:len(ix)]
+	switch ws.DType {
+	case tensor.Float32:
+		w := tensor.Float32s(ws.Data)
+		for j, i := range ix {
+			w[i] = f[j]
+		}
+	case tensor.Float16:
+		w := tensor.Uint16s(ws.Data)
+		for j, i := range ix {
+			// f32to16, written out: the call would not inline.
+			u := math.Float32bits(f[j])
+			if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 {
+				r := a - 0x38000000
+				r += 0x0fff + (r>>13)&1
+				w[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
+			} else {
+				w[i] = f32to16slow(f[j])
+			}
+		}
+	default:
+		w := tensor.Uint16s(ws.Data)
+		for j, i := range ix {
+			w[i] = f32tobf16(f[j])
+		}
+	}
+}
+
+// applyMerged applies several adapter tensors to one weight (holding base
+// values). It marks every index in a bitmap and reads the sorted union off
+// it, with per-word ranks so an index's union position is a rank plus a
+// popcount. Then, block by block over the union (so each cache line of the
+// weight is fetched once and stays in L2 until written): gather the
+// originals, accumulate every configuration in order in float32, round,
+// let sole exact (scatter) contributors keep their values verbatim, and
+// scatter.
+func (ws *wstate) applyMerged(s *scratch) {
+	words := (ws.numel + 63) / 64
+	s.bitmap = resize(s.bitmap, words)
+	s.rank = resize(s.rank, words)
+	bm, rank := s.bitmap, s.rank
+	clear(bm)
+	total := 0
+	for _, e := range ws.cur {
+		for _, i := range e.t.Indices {
+			bm[i>>6] |= 1 << (i & 63)
+		}
+		total += len(e.t.Indices)
+	}
+	tch := resize(ws.touched, total)[:0]
+	for w, word := range bm {
+		rank[w] = uint32(len(tch))
+		for word != 0 {
+			tch = append(tch, uint32(w<<6+bits.TrailingZeros64(word)))
+			word &= word - 1
+		}
+	}
+	ws.touched = tch
+	n := len(tch)
+	ws.prepare(n)
+	s.cursor = resize(s.cursor, len(ws.cur))
+	cur := s.cursor
+	clear(cur)
+	for u0 := 0; u0 < n; u0 += blockLen {
+		u1 := min(u0+blockLen, n)
+		blk := tch[u0:u1]
+		last := blk[len(blk)-1]
+		ws.gather(blk, u0)
+		base, acc, hits := s.base[:len(blk)], s.acc[:len(blk)], s.hits[:len(blk)]
+		ws.widenSaved(base, u0, u1)
+		copy(acc, base)
+		clear(hits)
+		for k, e := range ws.cur {
+			ix := e.t.Indices
+			j0 := cur[k]
+			j1 := j0
+			for j1 < len(ix) && ix[j1] <= last {
+				j1++
+			}
+			vals := s.vals[:j1-j0]
+			widenValues(e.t.ValueDType, vals, e.t.Values, j0, j1)
+			a, over := e.alpha, e.sem == adapter.Overwrite
+			for j, i := range ix[j0:j1] {
+				u := rank[i>>6] + uint32(bits.OnesCount64(bm[i>>6]&(1<<(i&63)-1))) - uint32(u0)
+				d := vals[j]
+				if over {
+					d -= base[u]
+				}
+				acc[u] += float32(a * d)
+				if hits[u] < 2 {
+					hits[u]++
+				}
+			}
+		}
+		ws.scatter(blk, acc)
+		for k, e := range ws.cur {
+			j0, j1 := cur[k], cur[k]
+			for j1 < len(e.t.Indices) && e.t.Indices[j1] <= last {
+				j1++
+			}
+			cur[k] = j1
+			if e.exact() {
+				ws.writeSole(e, j0, j1, bm, rank, hits, u0)
+			}
+		}
+	}
+}
+
+// writeSole writes entries [j0, j1) of e verbatim (converted to the weight
+// dtype) wherever e is the only contributor; hits covers the union block
+// starting at u0.
+func (ws *wstate) writeSole(e entry, j0, j1 int, bm []uint64, rank []uint32, hits []uint8, u0 int) {
+	sole := func(i uint32) bool {
+		return hits[rank[i>>6]+uint32(bits.OnesCount64(bm[i>>6]&(1<<(i&63)-1)))-uint32(u0)] == 1
+	}
+	ix := e.t.Indices[j0:j1]
 	switch {
 	case e.t.ValueDType == ws.DType && ws.DType.Size() == 4:
-		wb, vb := tensor.Uint32s(ws.Data), tensor.Uint32s(e.t.Values)[:len(ix)]
-		if hits == nil {
-			for j, i := range ix {
-				wb[i] = vb[j]
-			}
-			return
-		}
+		wb, vb := tensor.Uint32s(ws.Data), tensor.Uint32s(e.t.Values)[j0:j1]
+		vb = vb[:len(ix)]
 		for j, i := range ix {
-			if sole(j) {
+			if sole(i) {
 				wb[i] = vb[j]
 			}
 		}
 	case e.t.ValueDType == ws.DType:
-		wb, vb := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[:len(ix)]
+		wb, vb := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[j0:j1]
+		vb = vb[:len(ix)]
 		for j, i := range ix {
-			if sole(j) {
+			if sole(i) {
 				wb[i] = vb[j]
 			}
 		}
 	default:
-		wv, vv := ws.view(), newView(e.t.ValueDType, e.t.Values)
+		var one [1]float32
 		for j, i := range ix {
-			if sole(j) {
-				wv.store(i, vv.load(uint32(j)))
+			if sole(i) {
+				widenValues(e.t.ValueDType, one[:], e.t.Values, j0+j, j0+j+1)
+				ws.scatter(ix[j:j+1], one[:])
 			}
 		}
-	}
-}
-
-// positions maps each of ix (a sorted subset of ws.touched) to its
-// position in ws.touched, in ws.pos (reused).
-func (ws *wstate) positions(ix []uint32) []int32 {
-	ws.pos = resize(ws.pos, len(ix))
-	u, p := 0, ws.pos
-	for j, i := range ix {
-		for ws.touched[u] != i {
-			u++
-		}
-		p[j] = int32(u)
-	}
-	return p
-}
-
-// combine adds one configuration's contribution to acc for an entry with
-// base b and value v: acc + float32(alpha*d), d = v-b (overwrite) or v.
-func combine(acc, b float32, e entry, v float32) float32 {
-	d := v
-	if e.sem == adapter.Overwrite {
-		d = v - b
-	}
-	return acc + float32(e.alpha*d)
-}
-
-// union merges the sorted index lists of ws.cur into ws.touched.
-func (ws *wstate) union() {
-	es := ws.cur
-	ws.heads = resize(ws.heads, len(es))
-	heads := ws.heads
-	clear(heads)
-	out := ws.touched[:0]
-	for {
-		var m uint32
-		found := false
-		for k, e := range es {
-			if h := heads[k]; h < len(e.t.Indices) && (!found || e.t.Indices[h] < m) {
-				m, found = e.t.Indices[h], true
-			}
-		}
-		if !found {
-			break
-		}
-		out = append(out, m)
-		for k, e := range es {
-			if h := heads[k]; h < len(e.t.Indices) && e.t.Indices[h] == m {
-				heads[k] = h + 1
-			}
-		}
-	}
-	ws.touched = out
-}
-
-// applyMerged handles several adapter tensors on one weight: accumulate
-// every configuration in order into a float32 buffer over the union,
-// round and scatter, then let sole exact (scatter) contributors write
-// their values verbatim.
-func (ws *wstate) applyMerged() {
-	n := len(ws.touched)
-	ws.acc = resize(ws.acc, n)
-	ws.hits = resize(ws.hits, n)
-	acc, hits := ws.acc, ws.hits
-	clear(hits)
-	sv := ws.savedView()
-	for j := range acc {
-		acc[j] = sv.load(uint32(j))
-	}
-	for _, e := range ws.cur {
-		vv := newView(e.t.ValueDType, e.t.Values)
-		pos := ws.positions(e.t.Indices)
-		for j, u := range pos {
-			b := sv.load(uint32(u))
-			acc[u] = combine(acc[u], b, e, vv.load(uint32(j)))
-			if hits[u] < 2 {
-				hits[u]++
-			}
-		}
-	}
-	wv := ws.view()
-	for j, i := range ws.touched {
-		wv.store(i, acc[j])
-	}
-	for _, e := range ws.cur {
-		if e.exact() {
-			ws.writeExact(e, hits)
-		}
-	}
-}
-
-// view reads and writes elements of a float buffer as float32.
-type view struct {
-	dt  tensor.DType
-	f32 []float32
-	u16 []uint16
-}
-
-func newView(dt tensor.DType, b []byte) view {
-	v := view{dt: dt}
-	if dt.Size() == 4 {
-		v.f32 = tensor.Float32s(b)
-	} else {
-		v.u16 = tensor.Uint16s(b)
-	}
-	return v
-}
-
-func (ws *wstate) view() view { return newView(ws.DType, ws.Data) }
-
-func (ws *wstate) savedView() view {
-	if ws.DType.Size() == 4 {
-		return view{dt: ws.DType, f32: tensor.Float32s(tensor.Bytes(ws.saved32))}
-	}
-	return view{dt: ws.DType, u16: ws.saved16}
-}
-
-func (v *view) load(i uint32) float32 {
-	switch v.dt {
-	case tensor.Float32:
-		return v.f32[i]
-	case tensor.Float16:
-		return tensor.Float16ToFloat32(v.u16[i])
-	default:
-		return tensor.BFloat16ToFloat32(v.u16[i])
-	}
-}
-
-// store rounds f to the view's dtype (nearest even) and writes it.
-func (v *view) store(i uint32, f float32) {
-	switch v.dt {
-	case tensor.Float32:
-		v.f32[i] = f
-	case tensor.Float16:
-		v.u16[i] = tensor.Float32ToFloat16(f)
-	default:
-		v.u16[i] = tensor.Float32ToBFloat16(f)
 	}
 }

@@ -87,6 +87,14 @@ type Patcher struct {
 	active  []Config
 	scratch []Config
 	jobs    []int
+	tasks   []task
+	scr     []*scratch // one per worker, reused
+}
+
+// task is one unit of parallel work: entries [lo, hi) of a weight, or the
+// whole weight when hi < 0.
+type task struct {
+	w, lo, hi int
 }
 
 // entry is one adapter tensor applied to a weight.
@@ -105,15 +113,11 @@ func (e entry) same(f entry) bool {
 type wstate struct {
 	Weight
 	numel   int
-	cur     []entry   // applied, in configuration order
-	next    []entry   // being planned
-	touched []uint32  // union of indices currently patched, sorted
-	saved32 []uint32  // original bits at touched (4-byte dtypes)
-	saved16 []uint16  // original bits at touched (2-byte dtypes)
-	heads   []int     // merge cursors
-	pos     []int32   // adapter index -> union position
-	acc     []float32 // merge accumulators over the union
-	hits    []uint8   // contributors per union position (saturating at 2)
+	cur     []entry  // applied, in configuration order
+	next    []entry  // being planned
+	touched []uint32 // union of indices currently patched, sorted
+	saved32 []uint32 // original bits at touched (4-byte dtypes)
+	saved16 []uint16 // original bits at touched (2-byte dtypes)
 }
 
 // New returns a Patcher over weights (the slice is copied, the Data
@@ -195,7 +199,10 @@ func (p *Patcher) Active() []Config {
 }
 
 // commit moves every weight whose planned entries differ from its applied
-// ones: revert to base, then apply the plan.
+// ones: revert to base (phase 1), then apply the plan (phase 2). Big
+// tensors are split into chunks so several workers share them; the phases
+// are separated because a chunk's apply may touch indices another chunk
+// reverts.
 func (p *Patcher) commit() {
 	p.jobs = p.jobs[:0]
 	for i := range p.weights {
@@ -204,11 +211,92 @@ func (p *Patcher) commit() {
 			p.jobs = append(p.jobs, i)
 		}
 	}
-	p.run(p.jobs, func(ws *wstate) {
-		ws.revert()
+	p.tasks = p.tasks[:0]
+	work := 0
+	for _, wi := range p.jobs {
+		n := len(p.weights[wi].touched)
+		p.addChunks(wi, n)
+		work += n
+	}
+	p.runTasks(work, false)
+
+	p.tasks = p.tasks[:0]
+	work = 0
+	for _, wi := range p.jobs {
+		ws := &p.weights[wi]
+		ws.touched = ws.touched[:0]
 		ws.cur, ws.next = ws.next, ws.cur[:0]
-		ws.apply()
-	})
+		switch len(ws.cur) {
+		case 0:
+		case 1:
+			n := ws.cur[0].t.NNZ()
+			ws.prepare(n)
+			p.addChunks(wi, n)
+			work += n
+		default:
+			p.tasks = append(p.tasks, task{w: wi, hi: -1})
+			for _, e := range ws.cur {
+				work += e.t.NNZ()
+			}
+		}
+	}
+	p.runTasks(work, true)
+}
+
+// addChunks queues entries [0, n) of weight wi in chunks.
+func (p *Patcher) addChunks(wi, n int) {
+	for lo := 0; lo < n; lo += chunkEntries {
+		p.tasks = append(p.tasks, task{w: wi, lo: lo, hi: min(lo+chunkEntries, n)})
+	}
+}
+
+// serialWork is the number of entries below which a phase runs on the
+// calling goroutine (starting workers would cost more). A variable for
+// tests.
+var serialWork = 1 << 14
+
+// runTasks runs p.tasks (reverts, or applies when apply), up to
+// opts.workers at a time.
+func (p *Patcher) runTasks(work int, apply bool) {
+	n := min(p.opts.workers, len(p.tasks))
+	if work < serialWork {
+		n = 1
+	}
+	for len(p.scr) < max(n, 1) {
+		p.scr = append(p.scr, new(scratch))
+	}
+	do := func(t task, s *scratch) {
+		ws := &p.weights[t.w]
+		switch {
+		case !apply:
+			ws.revertRange(t.lo, t.hi)
+		case t.hi < 0:
+			ws.applyMerged(s)
+		default:
+			ws.applySingle(ws.cur[0], t.lo, t.hi, s)
+		}
+	}
+	if n <= 1 {
+		for _, t := range p.tasks {
+			do(t, p.scr[0])
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for k := range n {
+		s := p.scr[k]
+		wg.Go(func() {
+			for {
+				j := int(next.Add(1) - 1)
+				if j >= len(p.tasks) {
+					return
+				}
+				do(p.tasks[j], s)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func sameEntries(a, b []entry) bool {
@@ -221,29 +309,4 @@ func sameEntries(a, b []entry) bool {
 		}
 	}
 	return true
-}
-
-// run calls f on the given weights, up to opts.workers at a time.
-func (p *Patcher) run(jobs []int, f func(*wstate)) {
-	n := min(p.opts.workers, len(jobs))
-	if n <= 1 {
-		for _, j := range jobs {
-			f(&p.weights[j])
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= len(jobs) {
-					return
-				}
-				f(&p.weights[jobs[k]])
-			}
-		})
-	}
-	wg.Wait()
 }
