@@ -125,7 +125,8 @@ func TestBadAdaptersChangeNothing(t *testing.T) {
 
 		// The same adapter in a file is refused when it is read.
 		b.Tensors[len(b.Tensors)-1].Indices[len(last.Indices)-1] = uint32(n - 1)
-		raw, err := adapter.Encode(b)
+		// Flat uint32 indices, so the index can be found and corrupted.
+		raw, err := adapter.EncodeWith(b, adapter.EncodeOptions{Index: adapter.FlatU32})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@
 //	shira-ort extract --base A --tuned B --density D -o A.shira
 //	shira-ort overlap A.shira B.shira...
 //	shira-ort bench [--models mlp,llm]
+//	shira-ort bench switch [-o DIR]
 //	shira-ort devicetest --make BUNDLE ... | --bundle BUNDLE [--provider P]
 //	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
 package main
@@ -40,8 +41,10 @@ session by writing their sparse values straight into the weights ORT reads.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	bench := newBenchCmd()
+	bench.AddCommand(newBenchSwitchCmd())
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
-		newBenchCmd(), newDeviceTestCmd())
+		bench, newDeviceTestCmd())
 	return root
 }

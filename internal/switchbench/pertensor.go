@@ -1,0 +1,259 @@
+package switchbench
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math/rand/v2"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/lora"
+	"github.com/shira-ort/shira-ort/mask"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// TensorConfig configures the per-tensor benchmark (the paper's Fig. 7).
+type TensorConfig struct {
+	// Dims are the sizes d of the square d×d weights.
+	Dims []int
+	// Densities are the SHiRA densities (fraction of entries touched).
+	Densities []float64
+	// DTypes are the weight dtypes (Float32, Float16); SHiRA values are
+	// stored in the weight dtype.
+	DTypes []tensor.DType
+	// Threads lists the thread counts to run with (patch workers, ORT
+	// intra-op threads and LoRA add goroutines).
+	Threads []int
+	// Rounds is the number of timed rounds per case (after one warm-up).
+	Rounds int
+	// Seed seeds the random weights, masks and factors.
+	Seed uint64
+	// BandwidthBytes is the size of the copy that measures bandwidth (0:
+	// 256 MiB).
+	BandwidthBytes int
+	// Log receives progress lines (nil: none).
+	Log io.Writer
+}
+
+// DefaultTensorConfig is the full per-tensor sweep.
+func DefaultTensorConfig() TensorConfig {
+	return TensorConfig{Dims: []int{1024, 2048, 4096, 8192}, Densities: []float64{0.01, 0.02},
+		DTypes: []tensor.DType{tensor.Float32, tensor.Float16}, Threads: []int{1, 2}, Rounds: 7, Seed: 1}
+}
+
+// TensorRow is one per-tensor case; times are medians in milliseconds.
+type TensorRow struct {
+	D       int     `json:"d"`
+	Density float64 `json:"density"`
+	DType   string  `json:"dtype"`
+	Threads int     `json:"threads"`
+	// NNZ is the number of SHiRA entries, Rank the equal-parameter LoRA
+	// rank (NNZ = Rank·2d).
+	NNZ  int `json:"nnz"`
+	Rank int `json:"rank"`
+	// SHiRA: Set(A) on the base, Revert, and Set(B) while A is active.
+	ApplyMs  float64 `json:"apply_ms"`
+	RevertMs float64 `json:"revert_ms"`
+	SwitchMs float64 `json:"switch_ms"`
+	// LoRA: W += s·B·A, W -= s·B·A, and unfuse A + fuse B.
+	FuseMs       float64 `json:"fuse_ms"`
+	UnfuseMs     float64 `json:"unfuse_ms"`
+	LoraSwitchMs float64 `json:"lora_switch_ms"`
+	// SwitchCPUMs and LoraSwitchCPUMs are the switches' median process
+	// CPU times (all threads, ORT's included).
+	SwitchCPUMs     float64 `json:"switch_cpu_ms"`
+	LoraSwitchCPUMs float64 `json:"lora_switch_cpu_ms"`
+	// BandwidthGBs is the copy bandwidth measured with Threads threads.
+	BandwidthGBs float64 `json:"bandwidth_gbs"`
+	// SwitchFloorMs is the SHiRA switch's traffic floor (see package
+	// doc) over the bandwidth; LoraFloorMs is a LoRA switch's, counting
+	// only reading and writing W twice (a free product).
+	SwitchFloorMs float64 `json:"switch_floor_ms"`
+	LoraFloorMs   float64 `json:"lora_floor_ms"`
+}
+
+// Speedup is the LoRA switch time over the SHiRA switch time.
+func (r TensorRow) Speedup() float64 { return ratio(r.LoraSwitchMs, r.SwitchMs) }
+
+// CPUSpeedup is the LoRA switch CPU time over the SHiRA switch CPU time.
+func (r TensorRow) CPUSpeedup() float64 { return ratio(r.LoraSwitchCPUMs, r.SwitchCPUMs) }
+
+// FloorMultiple is the SHiRA switch time over its floor.
+func (r TensorRow) FloorMultiple() float64 { return ratio(r.SwitchMs, r.SwitchFloorMs) }
+
+// bandwidthBytes is the default size of the copy that measures
+// bandwidth (far larger than the caches).
+const bandwidthBytes = 256 << 20
+
+// RunTensors runs the per-tensor benchmark. ort.Init must have succeeded.
+func RunTensors(cfg TensorConfig) ([]TensorRow, error) {
+	logf := func(format string, a ...any) {
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, format+"\n", a...)
+		}
+	}
+	var rows []TensorRow
+	for _, th := range cfg.Threads {
+		eng, err := lora.NewEngine(loraOptions(th))
+		if err != nil {
+			return nil, fmt.Errorf("switchbench: %w", err)
+		}
+		bw := CopyBandwidth(cmp.Or(cfg.BandwidthBytes, bandwidthBytes), th, 9)
+		logf("threads=%d: copy bandwidth %.1f GB/s", th, bw/1e9)
+		for _, dt := range cfg.DTypes {
+			for _, d := range cfg.Dims {
+				for _, dens := range cfg.Densities {
+					r, err := runTensor(eng, cfg, d, dens, dt, th, bw)
+					if err != nil {
+						eng.Close()
+						return nil, err
+					}
+					logf("%v d=%d %.0f%% threads=%d: shira switch %.2f ms, lora switch %.1f ms (%.1f×), %.1f× floor",
+						dt, d, dens*100, th, r.SwitchMs, r.LoraSwitchMs, r.Speedup(), r.FloorMultiple())
+					rows = append(rows, r)
+				}
+			}
+		}
+		if err := eng.Close(); err != nil {
+			return nil, fmt.Errorf("switchbench: %w", err)
+		}
+	}
+	return rows, nil
+}
+
+func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tensor.DType, threads int, bw float64) (TensorRow, error) {
+	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(d)))
+	shape := []int64{int64(d), int64(d)}
+	w := patch.Weight{Name: "w", DType: dt, Shape: shape, Data: randomWeight(dt, d*d, rng)}
+	A, err := randomShira("A", []patch.Weight{w}, dens, dt, rng)
+	if err != nil {
+		return TensorRow{}, err
+	}
+	B, err := randomShira("B", []patch.Weight{w}, dens, dt, rng)
+	if err != nil {
+		return TensorRow{}, err
+	}
+	ta, tb := &A.Tensors[0], &B.Tensors[0]
+	rank := LoraRank(ta.NNZ(), d, d)
+	la, lb := randomLora("A", rank, d, d, rng), randomLora("B", rank, d, d, rng)
+	p, err := patch.New([]patch.Weight{w}, patch.WithWorkers(threads))
+	if err != nil {
+		return TensorRow{}, fmt.Errorf("switchbench: %w", err)
+	}
+	var apply, revert, sw, fuse, unfuse, lsw samples
+	lfuse := func(m *peft.LoraModule, sign float32) error {
+		return fuseLora(eng, w.Data, dt, m, peft.OutIn, sign, threads)
+	}
+	for round := range cfg.Rounds + 1 {
+		steps := []struct {
+			s *samples
+			f func() error
+		}{
+			{&apply, func() error { return p.Set(patch.Config{Adapter: A, Alpha: 1}) }},
+			{&sw, func() error { return p.Set(patch.Config{Adapter: B, Alpha: 1}) }},
+			{&revert, p.Revert},
+			{&fuse, func() error { return lfuse(&la, 1) }},
+			{&lsw, func() error {
+				if err := lfuse(&la, -1); err != nil {
+					return err
+				}
+				return lfuse(&lb, 1)
+			}},
+			{&unfuse, func() error { return lfuse(&lb, -1) }},
+		}
+		for _, st := range steps {
+			flushCaches()
+			if err := st.s.time(st.f); err != nil {
+				return TensorRow{}, fmt.Errorf("switchbench: d=%d: %w", d, err)
+			}
+			if round == 0 { // warm-up
+				*st.s = samples{}
+			}
+		}
+	}
+	es := dt.Size()
+	floor := revertBytes(linesTouched(ta.Indices, es), ta.NNZ(), es) + applyBytes(linesTouched(tb.Indices, es), tb.NNZ(), es, es)
+	return TensorRow{D: d, Density: dens, DType: dt.String(), Threads: threads, NNZ: ta.NNZ(), Rank: rank,
+		ApplyMs: apply.median(), RevertMs: revert.median(), SwitchMs: sw.median(),
+		FuseMs: fuse.median(), UnfuseMs: unfuse.median(), LoraSwitchMs: lsw.median(),
+		SwitchCPUMs: sw.cpuMedian(), LoraSwitchCPUMs: lsw.cpuMedian(),
+		BandwidthGBs: bw / 1e9, SwitchFloorMs: floorMs(floor, bw), LoraFloorMs: floorMs(4*int64(len(w.Data)), bw)}, nil
+}
+
+// flushBuf is larger than the last-level cache (32 MiB on the project
+// machine).
+var flushBuf []byte
+
+// flushCaches evicts the weight from the CPU caches before a timed step,
+// as in a real model whose gigabytes of weights are not cache resident
+// (without it a 1024² weight would be patched in L3 and beat the DRAM
+// floor).
+func flushCaches() {
+	if flushBuf == nil {
+		flushBuf = make([]byte, 96<<20)
+	}
+	clear(flushBuf)
+}
+
+// loraOptions are the ORT options of the LoRA product sessions: threads
+// intra-op threads that sleep instead of spinning when idle (spinning
+// threads only steal cores on a shared machine and inflate CPU time).
+func loraOptions(threads int) *ort.Options {
+	return &ort.Options{IntraOpThreads: threads, InterOpThreads: 1,
+		SessionConfig: map[string]string{"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}}
+}
+
+// randomWeight returns n random elements of dt (uniform in ±0.05),
+// 8-byte aligned.
+func randomWeight(dt tensor.DType, n int, rng *rand.Rand) []byte {
+	buf := make([]int64, (n*dt.Size()+7)/8)
+	b := tensor.Bytes(buf)[:n*dt.Size()]
+	fillRandom(dt, b, rng)
+	return b
+}
+
+func fillRandom(dt tensor.DType, b []byte, rng *rand.Rand) {
+	switch dt {
+	case tensor.Float32:
+		f := tensor.Float32s(b)
+		for i := range f {
+			f[i] = (rng.Float32()*2 - 1) * 0.05
+		}
+	default:
+		h := tensor.Uint16s(b)
+		for i := range h {
+			v := (rng.Float32()*2 - 1) * 0.05
+			if dt == tensor.Float16 {
+				h[i] = f32to16(v)
+			} else {
+				h[i] = tensor.Float32ToBFloat16(v)
+			}
+		}
+	}
+}
+
+// randomShira returns an overwrite adapter touching density of every
+// weight at uniformly random positions, values stored as vdt.
+func randomShira(name string, ws []patch.Weight, density float64, vdt tensor.DType, rng *rand.Rand) (*adapter.Adapter, error) {
+	a := &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Overwrite}
+	for _, w := range ws {
+		n, err := tensor.NumElements(w.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("switchbench: %w", err)
+		}
+		ix, err := mask.Random(n, mask.Count(n, density), rng)
+		if err != nil {
+			return nil, fmt.Errorf("switchbench: %w", err)
+		}
+		vals := randomWeight(vdt, len(ix), rng)
+		a.Tensors = append(a.Tensors, adapter.Tensor{Name: w.Name, DType: w.DType, ValueDType: vdt,
+			Shape: append([]int64(nil), w.Shape...), Indices: ix, Values: vals})
+	}
+	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("switchbench: %w", err)
+	}
+	return a, nil
+}

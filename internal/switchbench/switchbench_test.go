@@ -1,0 +1,132 @@
+package switchbench
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/lora"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/peft"
+
+	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// TestTensorsSmoke runs the per-tensor benchmark on tiny weights once and
+// writes its reports: it checks the plumbing, not the speed.
+func TestTensorsSmoke(t *testing.T) {
+	peftfix.RequireORT(t)
+	rows, err := RunTensors(TensorConfig{Dims: []int{64, 128}, Densities: []float64{0.02}, DTypes: []tensor.DType{tensor.Float32, tensor.Float16},
+		Threads: []int{1, 2}, Rounds: 1, Seed: 1, BandwidthBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 8 {
+		t.Fatalf("%d rows, want 8", len(rows))
+	}
+	for _, r := range rows {
+		if r.SwitchMs <= 0 || r.LoraSwitchMs <= 0 || r.SwitchFloorMs <= 0 || r.Rank < 1 {
+			t.Errorf("bad row %+v", r)
+		}
+	}
+	var md bytes.Buffer
+	rep := &Report{Tensors: rows}
+	rep.Markdown(&md)
+	if !bytes.Contains(md.Bytes(), []byte("| 128 |")) {
+		t.Errorf("markdown lacks the d=128 rows:\n%s", md.String())
+	}
+	dir := t.TempDir()
+	if err := rep.Plots(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir + "/" + TensorPlotFile); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLinesTouched(t *testing.T) {
+	if n := linesTouched([]uint32{0, 15, 16, 31, 32, 1000}, 4); n != 4 {
+		t.Errorf("fp32: %d lines, want 4", n)
+	}
+	if n := linesTouched([]uint32{0, 31, 32}, 2); n != 2 {
+		t.Errorf("fp16: %d lines, want 2", n)
+	}
+	if r := LoraRank(167772, 4096, 4096); r != 20 {
+		t.Errorf("LoraRank = %d, want 20", r)
+	}
+}
+
+// BenchmarkSwitchTensor is the per-tensor comparison as Go benchmarks:
+// one d×d weight at 1 %, SHiRA switch A→B (patch.Set with A active)
+// against LoRA switch (unfuse A + fuse B, product by ORT) at the
+// equal-parameter rank. `shira-ort bench switch` runs the full sweep with
+// interleaved rounds; use -count and benchstat here.
+func BenchmarkSwitchTensor(b *testing.B) {
+	peftfix.RequireORT(b)
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
+		for _, d := range []int{2048, 4096} {
+			rng := rand.New(rand.NewPCG(1, uint64(d)))
+			w := patch.Weight{Name: "w", DType: dt, Shape: []int64{int64(d), int64(d)}, Data: randomWeight(dt, d*d, rng)}
+			A, err := randomShira("A", []patch.Weight{w}, 0.01, dt, rng)
+			if err != nil {
+				b.Fatal(err)
+			}
+			B, err := randomShira("B", []patch.Weight{w}, 0.01, dt, rng)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := LoraRank(A.NNZ(), d, d)
+			la, lb := randomLora("A", r, d, d, rng), randomLora("B", r, d, d, rng)
+			b.Run(fmt.Sprintf("%v/d=%d/shira", dt, d), func(b *testing.B) {
+				p, err := patch.New([]patch.Weight{w})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfgs := [2]patch.Config{{Adapter: A, Alpha: 1}, {Adapter: B, Alpha: 1}}
+				p.Set(cfgs[0])
+				k := 1
+				for b.Loop() {
+					if err := p.Set(cfgs[k]); err != nil {
+						b.Fatal(err)
+					}
+					k = 1 - k
+				}
+				p.Revert()
+			})
+			b.Run(fmt.Sprintf("%v/d=%d/lora", dt, d), func(b *testing.B) {
+				eng, err := lora.NewEngine(loraOptions(runtime.GOMAXPROCS(0)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer eng.Close()
+				mods := [2]*peft.LoraModule{&la, &lb}
+				k := 1
+				fuseLora(eng, w.Data, dt, mods[0], peft.OutIn, 1, runtime.GOMAXPROCS(0))
+				for b.Loop() {
+					if err := fuseLora(eng, w.Data, dt, mods[1-k], peft.OutIn, -1, runtime.GOMAXPROCS(0)); err != nil {
+						b.Fatal(err)
+					}
+					if err := fuseLora(eng, w.Data, dt, mods[k], peft.OutIn, 1, runtime.GOMAXPROCS(0)); err != nil {
+						b.Fatal(err)
+					}
+					k = 1 - k
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkCopyBandwidth is the floor's denominator.
+func BenchmarkCopyBandwidth(b *testing.B) {
+	for _, th := range []int{1, 2} {
+		b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
+			for b.Loop() {
+				b.ReportMetric(CopyBandwidth(bandwidthBytes, th, 3)/1e9, "GB/s")
+			}
+		})
+	}
+}
