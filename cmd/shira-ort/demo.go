@@ -21,13 +21,24 @@ import (
 )
 
 func newDemoCmd() *cobra.Command {
-	var keep string
+	var (
+		keep, model, prompt string
+		length              int
+		seed                uint64
+	)
 	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Switch two adapters in and out of a live session on the shipped tiny model",
-		Long: `demo exports the tiny MLP shipped in models/, creates two adapters (random mask and
-weight-magnitude mask), opens ONE live ONNX Runtime session and switches base -> A -> B -> A+B fused
--> base, printing the outputs and the time of each switch. Nothing is downloaded beyond the set-up step.`,
+		Use:   "demo [--model charlm|tiny]",
+		Short: "Switch SHiRA adapters in and out of one live session: a text generator changes style in milliseconds",
+		Long: `demo (default --model charlm) exports the shipped character-level language model
+(models/charlm), converts its PEFT SHiRA checkpoints (one per style of text: licenses, BOFH
+excuses, fortunes, man pages) to .shira adapters, opens ONE live ONNX Runtime session and
+generates a sample from the base model, from each adapter, from a fused pair and from the base
+again after revert, printing the time of each switch. The same switches are then done as LoRA
+fusion (adapters of the same parameter count: dense scale*B*A computed by ORT and added to the
+weights) for comparison.
+
+--model tiny runs the original demo on the tiny MLP: two random adapters, outputs and switch
+times. Nothing is downloaded beyond the set-up step.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := keep
@@ -39,10 +50,22 @@ weight-magnitude mask), opens ONE live ONNX Runtime session and switches base ->
 				defer os.RemoveAll(tmp)
 				dir = tmp
 			}
-			return runDemo(cmd.OutOrStdout(), dir)
+			switch model {
+			case "tiny":
+				return runDemo(cmd.OutOrStdout(), dir)
+			case "charlm", "":
+				return runCharDemo(cmd.OutOrStdout(), dir, charDemoOptions{Prompt: prompt, Length: length, Seed: seed})
+			default:
+				return fmt.Errorf("--model %q: want charlm or tiny", model)
+			}
 		},
 	}
-	cmd.Flags().StringVar(&keep, "workdir", "", "keep the exported model and adapters in this directory")
+	f := cmd.Flags()
+	f.StringVar(&keep, "workdir", "", "keep the exported model and adapters in this directory")
+	f.StringVar(&model, "model", "charlm", "demo model: charlm (text generator) or tiny (MLP)")
+	f.StringVar(&prompt, "prompt", "", "charlm: text each sample continues (default: a newline)")
+	f.IntVarP(&length, "length", "n", 160, "charlm: characters per sample")
+	f.Uint64Var(&seed, "seed", 7, "charlm: sampling seed (the same for every sample)")
 	return cmd
 }
 

@@ -7,7 +7,8 @@
 //	shira-ort create --model DIR --mask rand|wm --density 0.01 --scale S --seed N -o A.shira
 //	shira-ort apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx
 //	shira-ort run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT
-//	shira-ort demo
+//	shira-ort demo [--model charlm|tiny]
+//	shira-ort generate [--adapter STYLE|A.shira|PEFT_DIR[:ALPHA]]... [--prompt TEXT]
 //	shira-ort convert --peft DIR | --lora DIR --density D --model DIR -o A.shira
 //	shira-ort fuse-lora --lora DIR --model DIR -o FUSED.onnx
 //	shira-ort extract --base A --tuned B --density D -o A.shira
@@ -45,6 +46,6 @@ session by writing their sparse values straight into the weights ORT reads.`,
 	bench.AddCommand(newBenchSwitchCmd())
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
-		bench, newDeviceTestCmd())
+		bench, newDeviceTestCmd(), newGenerateCmd())
 	return root
 }

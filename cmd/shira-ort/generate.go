@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/models/charlm"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/textgen"
+)
+
+// newGenerateCmd is `shira-ort generate`: sample text from a character
+// language model (the shipped charlm by default) with adapters switched in.
+func newGenerateCmd() *cobra.Command {
+	var (
+		model, vocab, prompt string
+		adapters             []string
+		n, topK, threads     int
+		temp                 float64
+		seed                 uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "generate [--model DIR --vocab vocab.json] [--adapter A[:ALPHA]]... [--prompt TEXT]",
+		Short: "Generate text with a character language model, adapters switched into the live session",
+		Long: `generate samples text from a character-level language model (int64 tokens [1, T] ->
+float32 logits [1, T, V]) and streams it to the terminal. Without --model it uses the shipped
+charlm model (models/charlm), exported into a temporary directory; its SHiRA adapters are then
+named by style (` + fmt.Sprint(charlm.Styles()) + `). An --adapter is otherwise a .shira file or a
+PEFT SHiRA checkpoint directory (converted on the fly); several are fused, each at ALPHA.
+The same --seed gives the same text for the same weights.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			tmp, err := os.MkdirTemp("", "shira-generate-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			styles := map[string]string{}
+			if model == "" {
+				ws, err := charlm.Prepare(tmp)
+				if err != nil {
+					return err
+				}
+				model, styles = ws.Exported, ws.Shira
+				if vocab == "" {
+					vocab = ws.Vocab
+				}
+			}
+			if vocab == "" {
+				vocab = findVocab(model)
+			}
+			v, err := textgen.LoadVocab(vocab)
+			if err != nil {
+				return err
+			}
+			if err := ort.Init(); err != nil {
+				return err
+			}
+			sess, err := ort.Open(model, &ort.Options{IntraOpThreads: threads, Mode: ort.ModeLive})
+			if err != nil {
+				return err
+			}
+			defer sess.Close()
+			cfgs, closeAll, err := resolveGenerateAdapters(adapters, styles, model, tmp)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			if len(cfgs) > 0 {
+				if err := sess.Set(cfgs...); err != nil {
+					return err
+				}
+			}
+			m := &textgen.Model{R: sess, Vocab: v}
+			fmt.Fprint(w, prompt)
+			_, err = m.Generate(prompt, n, textgen.SampleOptions{Temperature: temp, TopK: topK, Seed: seed},
+				func(s string) error { _, err := io.WriteString(w, s); return err })
+			fmt.Fprintln(w)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "", "exported model directory (default: the shipped charlm)")
+	f.StringVar(&vocab, "vocab", "", "vocabulary JSON (default: vocab.json in or beside --model)")
+	f.StringArrayVar(&adapters, "adapter", nil, "adapter STYLE, A.shira or PEFT dir, optionally :ALPHA (repeatable: fused)")
+	f.StringVar(&prompt, "prompt", "", "text to continue")
+	f.IntVarP(&n, "length", "n", 300, "characters to generate")
+	f.Float64Var(&temp, "temperature", 0.8, "sampling temperature (0: greedy)")
+	f.IntVar(&topK, "top-k", 40, "sample among the K most likely characters (0: all)")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	f.IntVar(&threads, "threads", 1, "ONNX Runtime intra-op threads (0: ORT default)")
+	return cmd
+}
+
+// findVocab looks for vocab.json in the exported directory, then beside it.
+func findVocab(model string) string {
+	for _, p := range []string{filepath.Join(model, "vocab.json"), filepath.Join(filepath.Dir(model), "vocab.json")} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join(model, "vocab.json")
+}
+
+// resolveGenerateAdapters opens each --adapter: a style of the shipped
+// model, a .shira file, or a PEFT SHiRA directory converted into tmp.
+func resolveGenerateAdapters(flags []string, styles map[string]string, model, tmp string) ([]patch.Config, func(), error) {
+	var cfgs []patch.Config
+	var opened []*adapter.Adapter
+	closeAll := func() {
+		for _, a := range opened {
+			a.Close()
+		}
+	}
+	for i, fl := range flags {
+		spec, err := parseAdapterSpec(fl)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		path := spec.Path
+		if p, ok := styles[path]; ok {
+			path = p
+		} else if st, err := os.Stat(path); err == nil && st.IsDir() {
+			m, err := export.LoadManifest(model)
+			if err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			out := filepath.Join(tmp, fmt.Sprintf("adapter-%d.shira", i))
+			if err := charlm.ConvertShira(path, m, filepath.Base(path), out); err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			path = out
+		}
+		a, err := adapter.Open(path)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("--adapter %q: %w", fl, err)
+		}
+		opened = append(opened, a)
+		alpha := spec.Alpha
+		if math.IsNaN(float64(alpha)) {
+			alpha = a.DefaultAlpha
+		}
+		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: alpha})
+	}
+	return cfgs, closeAll, nil
+}
