@@ -38,6 +38,6 @@ arm64-test:
 generate:
 	$(GO) generate ./...
 
-## charlm: retrain the shipped text generator and its adapters (models/charlm, docs/charlm.md); ~10-30 min on 2 cores
+## charlm: retrain the shipped text generator and its adapters (models/charlm, docs/charlm.md); about 16 min on a shared 2-core machine
 charlm:
 	/usr/bin/python3 models/charlm/gen_charlm.py
