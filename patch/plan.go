@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/closest"
 )
 
 // plan validates cfgs and fills every weight's next entries. It writes no
@@ -75,7 +76,7 @@ func (p *Patcher) candidates(name string) string {
 	var cs []cand
 	limit := max(3, len(name)/3)
 	for _, w := range p.weights {
-		d := editDistance(name, w.Name)
+		d := closest.Distance(name, w.Name)
 		if d <= limit || strings.Contains(w.Name, name) || strings.Contains(name, w.Name) {
 			cs = append(cs, cand{w.Name, d})
 		}
@@ -94,25 +95,4 @@ func (p *Patcher) candidates(name string) string {
 		names = append(names, fmt.Sprintf("%q", c.name))
 	}
 	return " (did you mean " + strings.Join(names, ", ") + "?)"
-}
-
-// editDistance is the Levenshtein distance between a and b (bytes).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/closest"
 )
 
 // ErrNoMatch is wrapped by Resolve's error for a module with no (or an
@@ -189,7 +190,7 @@ func (mp *Mapper) closest(module string, n int) []string {
 		s := c.path + " (" + mp.m.Tensors[c.entry].Name + ")"
 		if !seen[s] {
 			seen[s] = true
-			all = append(all, scored{s, editDistance(module, c.path)})
+			all = append(all, scored{s, closest.Distance(module, c.path)})
 		}
 	}
 	sort.Slice(all, func(i, j int) bool {
@@ -206,24 +207,4 @@ func (mp *Mapper) closest(module string, n int) []string {
 		return []string{"(the model exposes no tensors)"}
 	}
 	return out
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
