@@ -1,0 +1,109 @@
+package patch
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/adapter"
+)
+
+// TestTenThousandSequences: 10 000 random sequences of Set / Apply / Revert
+// / switch / fuse with random α over adapters with overlapping indices, with
+// an invalid configuration injected at random points (a bad tensor behind
+// valid ones). Every refused step must leave the weights bit-identical, and
+// every sequence ends, after Revert, bit-identical to a fresh base.
+func TestTenThousandSequences(t *testing.T) {
+	const sequences = 10000
+	checked, refused := 0, 0
+	rng := rand.New(rand.NewPCG(2026, 11))
+	var f *fixture
+	var pool []*adapter.Adapter
+	var bad *adapter.Adapter
+	var p *Patcher
+	for seq := range sequences {
+		if seq%250 == 0 { // a new model and adapter pool every 250 sequences
+			var specs []Weight
+			for i := range 1 + rng.IntN(4) {
+				specs = append(specs, Weight{Name: fmt.Sprint("w", i), DType: floatTypes[rng.IntN(3)],
+					Shape: []int64{int64(1 + rng.IntN(12)), int64(1 + rng.IntN(12))}})
+			}
+			f = newFixture(rng, specs...)
+			pool = pool[:0]
+			for range 5 {
+				a := &adapter.Adapter{Semantics: adapter.Semantics(rng.IntN(2)), DefaultAlpha: 1}
+				for _, w := range specs {
+					if rng.IntN(4) > 0 {
+						a.Tensors = append(a.Tensors, randomTensor(w.Name, w.DType, floatTypes[rng.IntN(3)], w.Shape, 0.1+rng.Float64()*0.5, rng))
+					}
+				}
+				pool = append(pool, a)
+			}
+			// bad: valid tensors, then one whose last index is out of range
+			bad = &adapter.Adapter{Semantics: adapter.Delta, DefaultAlpha: 1}
+			for _, w := range specs {
+				bad.Tensors = append(bad.Tensors, randomTensor(w.Name, w.DType, w.DType, w.Shape, 0.5, rng))
+			}
+			last := &bad.Tensors[len(bad.Tensors)-1]
+			if len(last.Indices) == 0 {
+				last.Indices, last.Values = []uint32{0}, make([]byte, last.ValueDType.Size())
+			}
+			n := last.NumElements()
+			last.Indices[len(last.Indices)-1] = uint32(n) + uint32(rng.IntN(3))
+			var err error
+			if p, err = New(f.weights, WithWorkers(1+rng.IntN(3))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		alphas := []float32{1, 1, 0.5, -1, 2.5, 0.25}
+		randCfg := func() Config { return Config{pool[rng.IntN(len(pool))], alphas[rng.IntN(len(alphas))]} }
+		var active []Config
+		for range 1 + rng.IntN(8) {
+			switch rng.IntN(5) {
+			case 0, 1: // Set: switch to a new configuration (fusion when > 1)
+				var cfgs []Config
+				for range rng.IntN(4) {
+					cfgs = append(cfgs, randCfg())
+				}
+				if err := p.Set(cfgs...); err != nil {
+					t.Fatal(err)
+				}
+				active = cfgs
+			case 2: // Apply: fuse one more
+				c := randCfg()
+				if err := p.Apply(c); err != nil {
+					t.Fatal(err)
+				}
+				active = append(active, c)
+			case 3:
+				if err := p.Revert(); err != nil {
+					t.Fatal(err)
+				}
+				active = nil
+			case 4: // a refused configuration changes nothing
+				before := f.snapshot()
+				cfgs := append(append([]Config{}, active...), Config{bad, 1})
+				if rng.IntN(2) == 0 {
+					cfgs = []Config{randCfg(), {bad, 0.5}}
+				}
+				if err := p.Set(cfgs...); err == nil {
+					t.Fatalf("sequence %d: an out-of-range index was accepted", seq)
+				}
+				if err := p.Apply(Config{bad, 1}); err == nil {
+					t.Fatalf("sequence %d: Apply accepted an out-of-range index", seq)
+				}
+				f.checkSnapshot(t, fmt.Sprintf("sequence %d: refused step", seq), before)
+				refused++
+			}
+			if seq%100 == 0 { // the dense reference is slow; check a sample of steps
+				f.checkRef(t, fmt.Sprintf("sequence %d", seq), active)
+			}
+		}
+		if err := p.Revert(); err != nil {
+			t.Fatal(err)
+		}
+		f.checkBase(t, fmt.Sprintf("sequence %d final revert", seq))
+		checked++
+	}
+	t.Logf("%d sequences ended bit-identical to base; %d refused configurations changed nothing", checked, refused)
+}
