@@ -2,6 +2,7 @@ package ort
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,9 +44,12 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			s := mustOpen(t, dir, &Options{Mode: mode, IntraOpThreads: 1})
-			nSwitches := 60
+			nSwitches, workers := 60, 4
 			if testing.Short() {
 				nSwitches = 15
+			}
+			if os.Getenv("SHIRA_STRESS") != "" { // issue 8's full run: 8 goroutines × 1 000 switches
+				nSwitches, workers = 1000, 8
 			}
 			var stop atomic.Bool
 			var switches int
@@ -69,7 +73,6 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 					switches++
 				}
 			}()
-			const workers = 4
 			var wg sync.WaitGroup
 			errs := make(chan error, workers)
 			seen := make([][3]int, workers)
