@@ -118,8 +118,17 @@ func (b *bakedSource) free() {
 	b.owned, b.values, b.names, b.model = nil, nil, nil, nil
 }
 
+// failBakedBuild, when set (by tests), makes buildBaked fail before it
+// creates anything: fault injection for the baked and hybrid switch paths.
+var failBakedBuild func() error
+
 // build creates a baked engine from the current bytes of the mapping.
 func (s *Session) buildBaked() (*engine, error) {
+	if failBakedBuild != nil {
+		if err := failBakedBuild(); err != nil {
+			return nil, fmt.Errorf("ort: creating baked session: %w", err)
+		}
+	}
 	sess, st, err := newORTSession(&s.opts, nil, s.bakedPrepare, s.bakedCreate)
 	if err != nil {
 		return nil, fmt.Errorf("ort: creating baked session: %w", err)
