@@ -19,7 +19,7 @@ demo: setup
 test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race -run 'Concurrent|Race' ./ort/ ./test/
+	SHIRA_STRESS=1 $(GO) test -count=1 -race -run 'Concurrent|Race' ./ort/ ./test/
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 ## bench: the switch and Run benchmarks quoted in the README

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/sessionbench"
 )
 
@@ -77,16 +79,13 @@ child processes). It prints a table and writes OUT.md, OUT.json and OUT.png.`,
 			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 				return fmt.Errorf("bench: %w", err)
 			}
-			md, err := os.Create(out + ".md")
-			if err != nil {
-				return fmt.Errorf("bench: %w", err)
-			}
-			sessionbench.Markdown(md, rows)
-			if err := md.Close(); err != nil {
+			var md bytes.Buffer
+			sessionbench.Markdown(&md, rows)
+			if err := atomicfile.WriteFile(out+".md", md.Bytes()); err != nil {
 				return fmt.Errorf("bench: %w", err)
 			}
 			js, _ := json.MarshalIndent(rows, "", "  ")
-			if err := os.WriteFile(out+".json", js, 0o644); err != nil {
+			if err := atomicfile.WriteFile(out+".json", js); err != nil {
 				return fmt.Errorf("bench: %w", err)
 			}
 			if err := sessionbench.Plot(out+".png", rows); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/switchbench"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -107,19 +109,16 @@ DIR/` + switchbench.TensorPlotFile + ` and DIR/` + switchbench.ModelPlotFile + `
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return fmt.Errorf("bench switch: %w", err)
 			}
-			md, err := os.Create(filepath.Join(out, "switch.md"))
-			if err != nil {
-				return fmt.Errorf("bench switch: %w", err)
-			}
-			rep.Markdown(md)
-			if err := md.Close(); err != nil {
+			var md bytes.Buffer
+			rep.Markdown(&md)
+			if err := atomicfile.WriteFile(filepath.Join(out, "switch.md"), md.Bytes()); err != nil {
 				return fmt.Errorf("bench switch: %w", err)
 			}
 			js, err := json.MarshalIndent(&rep, "", "  ")
 			if err != nil {
 				return fmt.Errorf("bench switch: %w", err)
 			}
-			if err := os.WriteFile(filepath.Join(out, "switch.json"), js, 0o644); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(out, "switch.json"), js); err != nil {
 				return fmt.Errorf("bench switch: %w", err)
 			}
 			return rep.Plots(out)

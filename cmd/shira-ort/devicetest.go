@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/npyfile"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
@@ -213,7 +214,7 @@ func makeBundle(w io.Writer, dir, model string, adapterSpecs, inputSpecs []strin
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, bundleSpecFile), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, bundleSpecFile), append(data, '\n')); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote bundle %s: %d configurations (base + %d), %d inputs, references from %s\n",
@@ -472,13 +473,13 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst)
+	out, err := atomicfile.Create(dst)
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
+		out.Discard()
 		return err
 	}
-	return out.Close()
+	return out.Commit()
 }
