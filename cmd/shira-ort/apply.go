@@ -77,11 +77,7 @@ func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config, fo
 	if force {
 		opts = append(opts, patch.WithoutFingerprintCheck())
 	}
-	p, err := patch.New(ws, opts...)
-	if err != nil {
-		return err
-	}
-	if err := p.Set(cfgs...); err != nil {
+	if err := patch.FuseInto(ws, cfgs, opts...); err != nil {
 		if errors.Is(err, patch.ErrFingerprint) && !force {
 			return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
 		}

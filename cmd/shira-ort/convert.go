@@ -79,22 +79,7 @@ relative error each tensor keeps is reported.`,
 					tw.Flush()
 				}
 			} else {
-				ck, err := peft.Open(loraDir)
-				if err != nil {
-					return err
-				}
-				mods, err := ck.Lora()
-				if err != nil {
-					return err
-				}
-				res, err := lora.Resolve(mods, m)
-				if err != nil {
-					return err
-				}
-				if err := ort.Init(); err != nil {
-					return err
-				}
-				e, err := lora.NewEngine(nil)
+				res, e, err := openLora(loraDir, m)
 				if err != nil {
 					return err
 				}
@@ -156,30 +141,15 @@ func newFuseLoraCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ck, err := peft.Open(loraDir)
-			if err != nil {
-				return err
-			}
-			mods, err := ck.Lora()
-			if err != nil {
-				return err
-			}
-			res, err := lora.Resolve(mods, m)
-			if err != nil {
-				return err
-			}
-			weights, err := export.ReadWeights(model, m)
-			if err != nil {
-				return err
-			}
-			if err := ort.Init(); err != nil {
-				return err
-			}
-			e, err := lora.NewEngine(nil)
+			res, e, err := openLora(loraDir, m)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
+			weights, err := export.ReadWeights(model, m)
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			st, err := lora.Fuse(e, weights, res)
 			if err != nil {
@@ -199,4 +169,30 @@ func newFuseLoraCmd() *cobra.Command {
 	f.StringVar(&model, "model", "", "exported model directory")
 	f.StringVarP(&out, "output", "o", "", "output ONNX file")
 	return cmd
+}
+
+// openLora reads a PEFT LoRA checkpoint, maps its modules to the exposed
+// tensors of m, and starts the ORT engine that computes s·B·A. The caller
+// closes the engine.
+func openLora(dir string, m *export.Manifest) ([]lora.Resolved, *lora.Engine, error) {
+	ck, err := peft.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	mods, err := ck.Lora()
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := lora.Resolve(mods, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ort.Init(); err != nil {
+		return nil, nil, err
+	}
+	e, err := lora.NewEngine(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res, e, nil
 }
