@@ -225,6 +225,12 @@ func (m *Manifest) Validate() error {
 		if int64(n)*int64(t.DType.Size()) != t.Length {
 			return bad("tensor %q: length %d does not match %v %v", t.Name, t.Length, t.DType, t.Shape)
 		}
+		if t.Length == 0 {
+			return bad("tensor %q is empty", t.Name)
+		}
+		if t.Offset%int64(t.DType.Size()) != 0 {
+			return bad("tensor %q: offset %d is not aligned to its %v elements", t.Name, t.Offset, t.DType)
+		}
 		if t.Offset < 0 || (m.Alignment > 0 && t.Offset%m.Alignment != 0) {
 			return bad("tensor %q: offset %d is not %d-aligned", t.Name, t.Offset, m.Alignment)
 		}
