@@ -102,11 +102,7 @@ func fusedModel(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Conf
 	for _, e := range m.Tensors {
 		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: weights[e.Name]})
 	}
-	p, err := patch.New(ws)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := p.Set(cfgs...); err != nil {
+	if err := patch.FuseInto(ws, cfgs); err != nil {
 		tb.Fatal(err)
 	}
 	out := filepath.Join(tb.TempDir(), "fused.onnx")
