@@ -13,7 +13,7 @@
 //
 // # Target selection
 //
-// By default every initializer (or Constant node output) of rank >= 2 and
+// By default every non-empty initializer (or Constant node output) of rank >= 2 and
 // type float32, float16 or bfloat16 that reaches the weight input of a
 // MatMul (either input), Gemm (A or B) or Conv (W) directly or through a
 // chain of Cast / Transpose nodes is exposed. Options.Targets narrows this

@@ -199,8 +199,8 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 	return ix.addSubgraphCandidates(bySource, order)
 }
 
-// patchableDims returns t's dims and whether t can be a target: a tensor
-// of rank >= 2 and a float type. A nil t is not a target.
+// patchableDims returns t's dims and whether t can be a target: a
+// non-empty tensor of rank >= 2 and a float type. A nil t is not a target.
 func patchableDims(t *onnxwire.Tensor) ([]int64, bool, error) {
 	if t == nil {
 		return nil, false, nil
@@ -209,7 +209,11 @@ func patchableDims(t *onnxwire.Tensor) ([]int64, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return dims, len(dims) >= 2 && t.DType().IsFloat(), nil
+	empty := false
+	for _, d := range dims {
+		empty = empty || d == 0
+	}
+	return dims, len(dims) >= 2 && !empty && t.DType().IsFloat(), nil
 }
 
 // addPath records p as a path of the candidate for source, creating the
