@@ -24,7 +24,9 @@ const (
 	// LLM has TinyLlama-1.1B's weight shapes: 22 blocks of q/o
 	// (2048×2048), k/v (2048×256), gate/up (2048×5632) and down
 	// (5632×2048) MatMuls with a simplified data flow (no attention
-	// softmax, no norms): 968 M fp32 parameters (3.9 GB) in external data.
+	// softmax, no norms), then the LM head (2048×32000): 1.03 B fp32
+	// parameters (4.1 GB) in external data. Only the token embedding
+	// (a Gather, not a linear layer) is left out.
 	LLM Model = "llm"
 )
 
@@ -36,14 +38,30 @@ func (m Model) Width() int {
 	return 1024
 }
 
+// generatorVersion changes whenever a generator writes a different
+// model, so a cached copy from an older version is regenerated.
+var generatorVersion = map[Model]string{MLP: "1", LLM: "2 (with lm_head)"}
+
+// versionFile records, in a generated model's directory, the generator
+// version that wrote it.
+const versionFile = "GENERATOR_VERSION"
+
 // Generate writes the source model into dir/src and exports it with
-// export.Expose into dir/exported (skipped when both exist). It returns
-// the source model path and the exported directory.
+// export.Expose into dir/exported (skipped when both exist and were
+// written by this generator version). It returns the source model path
+// and the exported directory.
 func Generate(m Model, dir string) (src, exported string, err error) {
 	src = filepath.Join(dir, "src", "model.onnx")
 	exported = filepath.Join(dir, "exported")
-	if fileExists(src) && fileExists(filepath.Join(exported, export.ManifestFile)) {
+	stamp := filepath.Join(dir, versionFile)
+	if got, err := os.ReadFile(stamp); err == nil && string(got) == generatorVersion[m] &&
+		fileExists(src) && fileExists(filepath.Join(exported, export.ManifestFile)) {
 		return src, exported, nil
+	}
+	for _, old := range []string{filepath.Dir(src), exported, stamp} {
+		if err := os.RemoveAll(old); err != nil {
+			return "", "", fmt.Errorf("sessionbench: removing the outdated %s: %w", old, err)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
 		return "", "", fmt.Errorf("sessionbench: %w", err)
@@ -61,6 +79,9 @@ func Generate(m Model, dir string) (src, exported string, err error) {
 	}
 	if _, err := export.Expose(src, exported, export.Options{}); err != nil {
 		return "", "", fmt.Errorf("sessionbench: exporting %s: %w", m, err)
+	}
+	if err := os.WriteFile(stamp, []byte(generatorVersion[m]), 0o644); err != nil {
+		return "", "", fmt.Errorf("sessionbench: %w", err)
 	}
 	return src, exported, nil
 }
@@ -99,7 +120,7 @@ func writeMLP(path string) error {
 
 // writeLLM writes the model with every weight in path + ".data".
 func writeLLM(path string) error {
-	const d, kv, ff, layers = 2048, 256, 5632, 22
+	const d, kv, ff, layers, vocab = 2048, 256, 5632, 22, 32000
 	rng := rand.New(rand.NewPCG(3, 4))
 	dataName := filepath.Base(path) + ".data"
 	f, err := os.Create(filepath.Join(filepath.Dir(path), dataName))
@@ -153,8 +174,11 @@ func writeLLM(path string) error {
 		b.AddNode(p("res2"), "Add", []string{p("X1"), p("D")}, []string{p("X2")})
 		x = p("X2")
 	}
-	b.AddNode("out", "Identity", []string{x}, []string{"Y"})
-	b.AddOutput("Y", tensor.Float32, []int64{-1, d}, "batch")
+	if err := addW("lm_head", d, vocab); err != nil {
+		return err
+	}
+	b.AddNode("mm_lm_head", "MatMul", []string{x, "lm_head"}, []string{"Y"})
+	b.AddOutput("Y", tensor.Float32, []int64{-1, vocab}, "batch")
 	if err := bw.Flush(); err != nil {
 		return err
 	}

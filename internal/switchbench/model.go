@@ -101,8 +101,8 @@ func modelWeights(dir string, layers int) (*export.Manifest, []export.TensorEntr
 	var data [][]byte
 	for _, e := range m.Tensors {
 		var l int
-		if layers > 0 && (len(e.Name) < 2 || e.Name[0] != 'l' || func() bool { _, err := fmt.Sscanf(e.Name, "l%d.", &l); return err != nil }() || l >= layers) {
-			continue
+		if _, err := fmt.Sscanf(e.Name, "l%d.", &l); err == nil && layers > 0 && l >= layers {
+			continue // a block beyond --layers; the LM head is always kept
 		}
 		if e.DType != tensor.Float32 {
 			return nil, nil, nil, fmt.Errorf("switchbench: %s is %v, want float32", e.Name, e.DType)
