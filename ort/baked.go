@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
@@ -188,4 +191,38 @@ func (w *weightFile) dropPages() {
 		return
 	}
 	_ = unix.Madvise(w.mem, unix.MADV_DONTNEED)
+}
+
+// populate makes the session's private copies of the pages of the given
+// weights in one madvise(MADV_POPULATE_WRITE) per weight range, split
+// across goroutines, instead of one copy-on-write fault per page as the
+// patcher first writes each of them. The bytes do not change, so Runs
+// reading the mapping may go on meanwhile. Errors are ignored (kernels
+// before 5.14 lack it; the patcher's writes then fault the pages in).
+func (w *weightFile) populate(ranges [][]byte) {
+	if w == nil {
+		return
+	}
+	const chunk = 8 << 20
+	var jobs [][]byte
+	for _, r := range ranges {
+		for len(r) > 0 {
+			n := min(len(r), chunk)
+			jobs = append(jobs, r[:n])
+			r = r[n:]
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(jobs); i = int(next.Add(1) - 1) {
+				_ = unix.Madvise(jobs[i], unix.MADV_POPULATE_WRITE)
+			}
+		}()
+	}
+	wg.Wait()
 }

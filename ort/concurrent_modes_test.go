@@ -41,9 +41,12 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 		t.Fatal("configurations are not distinguishable")
 	}
 
-	for _, mode := range allModes {
-		t.Run(mode.String(), func(t *testing.T) {
-			s := mustOpen(t, dir, &Options{Mode: mode, IntraOpThreads: 1})
+	for _, c := range modeCases {
+		mode := c.opts.Mode
+		t.Run(c.name, func(t *testing.T) {
+			opts := c.opts
+			opts.IntraOpThreads = 1
+			s := mustOpen(t, dir, &opts)
 			nSwitches, workers := 60, 4
 			if testing.Short() {
 				nSwitches = 15

@@ -15,7 +15,20 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-var allModes = []Mode{ModeLive, ModeBaked, ModeHybrid}
+// modeCase is a session configuration the mode tests cover.
+type modeCase struct {
+	name string
+	opts Options
+}
+
+// modeCases are every mode, and hybrid keeping its live weights patched
+// after a rebuild.
+var modeCases = []modeCase{
+	{"live", Options{Mode: ModeLive}},
+	{"baked", Options{Mode: ModeBaked}},
+	{"hybrid", Options{Mode: ModeHybrid}},
+	{"hybrid-keep-live-weights", Options{Mode: ModeHybrid, KeepLiveWeights: true}},
+}
 
 // optModelDir exports a model in which ORT_ENABLE_ALL rewrites the
 // exposed weights of a plain session: a Conv (16→16 channels, 3×3: the
@@ -148,9 +161,12 @@ func TestModesMatchFused(t *testing.T) {
 	in := optInputs(t, 2, 5)
 	A := patch.Default(randomAdapter(t, m, 0.05, 1))
 	B := patch.Default(randomAdapter(t, m, 0.02, 2))
-	for _, mode := range allModes {
-		t.Run(mode.String(), func(t *testing.T) {
-			opts := &Options{Mode: mode, IntraOpThreads: 1}
+	for _, c := range modeCases {
+		mode := c.opts.Mode
+		t.Run(c.name, func(t *testing.T) {
+			o := c.opts
+			o.IntraOpThreads = 1
+			opts := &o
 			plainOpts := &Options{IntraOpThreads: 1}
 			s := mustOpen(t, dir, opts)
 			base := mustRun(t, s, in)

@@ -3,6 +3,7 @@ package ort
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 )
@@ -111,6 +112,20 @@ type Options struct {
 	// WeightBinding chooses how exposed weights reach the live session
 	// (Open with ModeLive or ModeHybrid).
 	WeightBinding WeightBinding
+	// RebuildDelay (ModeHybrid) bounds how long the background rebuild
+	// after a switch waits for the first Run to return adapted outputs
+	// from the live session; that Run starts it at once. Waiting keeps
+	// the rebuild from competing with the first Run after a switch for
+	// the cores. 0 means DefaultRebuildDelay; negative starts the rebuild
+	// together with the switch.
+	RebuildDelay time.Duration
+	// KeepLiveWeights (ModeHybrid) keeps the live session's patched
+	// weight pages after the background rebuild instead of reverting and
+	// releasing them: the next switch then costs what a live switch costs
+	// (no page is copied again), at the price of holding the exposed
+	// weights twice in the steady state (once in the mapping, once
+	// prepacked inside ORT). Off by default.
+	KeepLiveWeights bool
 	// SessionConfig holds extra session configuration entries
 	// (AddSessionConfigEntry), e.g. "session.disable_prepacking": "1".
 	SessionConfig map[string]string
@@ -127,6 +142,21 @@ type Options struct {
 	// (model or per-weight fingerprint mismatch) as long as names, dtypes
 	// and shapes fit: the CLI's --force.
 	SkipFingerprintCheck bool
+}
+
+// DefaultRebuildDelay is the longest a hybrid session's background
+// rebuild waits for the first Run after a switch (Options.RebuildDelay).
+const DefaultRebuildDelay = 500 * time.Millisecond
+
+// rebuildDelay resolves Options.RebuildDelay.
+func (o *Options) rebuildDelay() time.Duration {
+	switch {
+	case o.RebuildDelay == 0:
+		return DefaultRebuildDelay
+	case o.RebuildDelay < 0:
+		return 0
+	}
+	return o.RebuildDelay
 }
 
 // validate checks o without touching ORT.

@@ -62,6 +62,9 @@ func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) 
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
+	if e.live {
+		s.liveRunReturned()
+	}
 	res := make(map[string]*tensor.Tensor, len(outs))
 	for i, t := range outs {
 		res[e.outNames.At(i)] = t

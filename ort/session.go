@@ -66,6 +66,9 @@ type Session struct {
 	patched bool // the mapping holds active (not the base weights)
 	gen     uint64
 	rebuild *rebuildState
+	// pendingRebuild is the rebuild waiting for the first Run after a
+	// switch (hybrid); that Run's return starts it.
+	pendingRebuild atomic.Pointer[rebuildState]
 }
 
 // OpenModel creates a session over a plain ONNX model (a fused model, or
@@ -144,7 +147,7 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 			return nil, err
 		}
 		s.cur.Store(e)
-		s.file.dropPages()
+		s.dropWeightPages()
 	}
 	if len(opts.RunConfig) > 0 {
 		if s.runOpts, err = ortshim.NewRunOptions(opts.RunConfig); err != nil {
@@ -318,6 +321,9 @@ func (s *Session) Close() error {
 	}
 	s.gen++ // supersedes a rebuild in progress
 	rb := s.rebuild
+	if rb != nil {
+		rb.kick() // a rebuild waiting to start exits at once
+	}
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()

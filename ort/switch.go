@@ -3,6 +3,9 @@ package ort
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/shira-ort/shira-ort/patch"
 )
@@ -19,6 +22,38 @@ import (
 type rebuildState struct {
 	done chan struct{} // closed when the rebuild goroutine exits
 	err  error         // of the last rebuild (read after done)
+
+	// start is closed when the rebuild may begin: by the first Run that
+	// returns from the live engine after the switch, or by Close (else
+	// Options.RebuildDelay passes first).
+	start     chan struct{}
+	startOnce sync.Once
+
+	// retiring is the baked engine the switch replaced. It is freed when
+	// the rebuild starts (its Runs in flight finish first), not during
+	// the first Run after the switch, which freeing hundreds of MB of
+	// prepacked weights would slow down.
+	retiring *engine
+}
+
+func newRebuildState() *rebuildState {
+	return &rebuildState{done: make(chan struct{}), start: make(chan struct{})}
+}
+
+// kick lets the rebuild begin now.
+func (rb *rebuildState) kick() { rb.startOnce.Do(func() { close(rb.start) }) }
+
+// waitStart waits until the rebuild may begin (kicked, or delay passed).
+func (rb *rebuildState) waitStart(delay time.Duration) {
+	if delay <= 0 {
+		return
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-rb.start:
+	case <-t.C:
+	}
 }
 
 // switchTo validates next(active) and switches to it as the mode says.
@@ -34,6 +69,9 @@ func (s *Session) switchTo(next func(active []patch.Config) []patch.Config) erro
 	switch s.mode {
 	case ModeLive:
 		cfgs := next(s.patcher.Active())
+		if _, err := s.privatize(cfgs); err != nil {
+			return err
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.patcher.Set(cfgs...)
@@ -47,20 +85,23 @@ func (s *Session) switchTo(next func(active []patch.Config) []patch.Config) erro
 // switchBaked patches, builds a baked engine, swaps it in and drops the
 // patched pages. Under switchMu.
 func (s *Session) switchBaked(cfgs []patch.Config) error {
+	if _, err := s.privatize(cfgs); err != nil {
+		return err
+	}
 	if err := s.patcher.Set(cfgs...); err != nil { // no engine reads the mapping
 		return err
 	}
 	e, err := s.buildBaked()
 	if err != nil {
 		s.patcher.Revert()
-		s.file.dropPages()
+		s.dropWeightPages()
 		return err
 	}
 	s.gen++
 	old := s.cur.Swap(e)
 	s.active = cfgs
 	s.patcher.Revert()
-	s.file.dropPages()
+	s.dropWeightPages()
 	old.retire()
 	return nil
 }
@@ -68,11 +109,17 @@ func (s *Session) switchBaked(cfgs []patch.Config) error {
 // switchHybrid applies cfgs live, routes new Runs to the live engine and
 // starts (or re-arms) the background rebuild. Under switchMu.
 func (s *Session) switchHybrid(cfgs []patch.Config) error {
-	if err := s.patcher.Validate(cfgs...); err != nil {
+	validated, err := s.privatize(cfgs)
+	if err != nil {
 		return err
 	}
+	if !validated {
+		if err := s.patcher.Validate(cfgs...); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock() // waits for Runs on the live engine
-	err := s.patcher.Set(cfgs...)
+	err = s.patcher.Set(cfgs...)
 	var old *engine
 	if err == nil {
 		old = s.cur.Swap(s.liveEng)
@@ -83,15 +130,28 @@ func (s *Session) switchHybrid(cfgs []patch.Config) error {
 	}
 	s.active, s.patched = cfgs, true
 	s.gen++
-	if old != nil && old != s.liveEng {
-		go old.retire() // in-flight Runs finish on it, then it is freed
+	if old == s.liveEng {
+		old = nil
 	}
 	if s.rebuild == nil {
-		rb := &rebuildState{done: make(chan struct{})}
+		rb := newRebuildState()
+		rb.retiring, old = old, nil
 		s.rebuild = rb
+		s.pendingRebuild.Store(rb)
 		go s.rebuildLoop(rb)
 	}
+	if old != nil { // not expected: a baked engine serves only when no rebuild is pending
+		go old.retire()
+	}
 	return nil
+}
+
+// liveRunReturned starts a pending background rebuild: called after a Run
+// on the live engine returned (adapted outputs are out).
+func (s *Session) liveRunReturned() {
+	if rb := s.pendingRebuild.Swap(nil); rb != nil {
+		rb.kick()
+	}
 }
 
 // rebuildLoop builds a baked engine for the latest switch generation and
@@ -99,6 +159,10 @@ func (s *Session) switchHybrid(cfgs []patch.Config) error {
 // discarded and the loop builds again for the newer configuration.
 func (s *Session) rebuildLoop(rb *rebuildState) {
 	defer close(rb.done)
+	rb.waitStart(s.opts.rebuildDelay())
+	s.pendingRebuild.CompareAndSwap(rb, nil)
+	rb.retiring.retire()
+	rb.retiring = nil
 	for {
 		s.switchMu.Lock()
 		gen, closed := s.gen, s.closed
@@ -119,9 +183,11 @@ func (s *Session) rebuildLoop(rb *rebuildState) {
 		if err == nil {
 			s.mu.Lock() // waits for Runs still on the live engine
 			s.cur.Store(e)
-			s.patcher.Revert()
-			s.patched = false
-			s.file.dropPages()
+			if !s.opts.KeepLiveWeights {
+				s.patcher.Revert()
+				s.patched = false
+				s.dropWeightPages()
+			}
 			s.mu.Unlock()
 		}
 		rb.err = err
@@ -208,4 +274,53 @@ func (s *Session) weightCopy(w *weight) []byte {
 		return nil // validated when it was switched in; cannot happen
 	}
 	return out
+}
+
+// privatize makes the session's own copy of every page of the weights
+// cfgs write to densely enough (on average at least one element per page)
+// that every page is likely to be written anyway: one bulk populate is
+// much cheaper than a copy-on-write fault per page under the write lock,
+// and costs no extra memory. The bytes do not change, so Runs may go on.
+// cfgs are validated first when there is anything to do (validated says
+// so), so bad input changes nothing. Under switchMu.
+func (s *Session) privatize(cfgs []patch.Config) (validated bool, err error) {
+	nnz := map[string]int{}
+	for _, c := range cfgs {
+		if c.Adapter == nil {
+			continue
+		}
+		for _, t := range c.Adapter.Tensors {
+			nnz[t.Name] += t.NNZ()
+		}
+	}
+	page := os.Getpagesize()
+	var ws []*weight
+	var ranges [][]byte
+	for _, w := range s.weights { // in file order
+		if n := nnz[w.info.Name]; !w.private && n > 0 && n >= len(w.data)/page {
+			ws = append(ws, w)
+			ranges = append(ranges, w.data)
+		}
+	}
+	if len(ws) == 0 {
+		return false, nil
+	}
+	if err := s.patcher.Validate(cfgs...); err != nil {
+		return true, err
+	}
+	s.file.populate(ranges)
+	for _, w := range ws {
+		w.private = true
+	}
+	return true, nil
+}
+
+// dropWeightPages discards the private weight pages (the mapping must
+// hold the base weights): the mapping reads the file again and the pages
+// stop counting in the process's memory. Under switchMu.
+func (s *Session) dropWeightPages() {
+	s.file.dropPages()
+	for _, w := range s.weights {
+		w.private = false
+	}
 }

@@ -27,6 +27,9 @@ type weight struct {
 	info  WeightInfo
 	data  []byte
 	value *onnxruntime.CustomDataTensor
+	// private says the session populated its own copy of every page of
+	// data (switch.go); dropping the pages clears it. Under switchMu.
+	private bool
 }
 
 // weightFile is a private, writable, copy-on-write mapping of the weight
