@@ -139,6 +139,7 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		s.cur.Store(s.liveEng)
 	}
 	if s.mode != ModeLive {
+		tuneMalloc()
 		if s.bakedSrc, err = newBakedSource(modelPath, s); err != nil {
 			return nil, err
 		}

@@ -283,6 +283,8 @@ OrtStatus *shim_append_nnapi(OrtSessionOptions *o, uint32_t flags, int *found) {
 #ifdef __GLIBC__
 #include <malloc.h>
 void shim_trim_heap(void) { malloc_trim(0); }
+int shim_fix_mmap_threshold(size_t bytes) { return mallopt(M_MMAP_THRESHOLD, (int)bytes); }
 #else
 void shim_trim_heap(void) {}
+int shim_fix_mmap_threshold(size_t bytes) { (void)bytes; return 0; }
 #endif

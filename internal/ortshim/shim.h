@@ -91,4 +91,8 @@ OrtStatus *shim_append_nnapi(OrtSessionOptions *o, uint32_t flags, int *found);
 // shim_trim_heap returns free heap pages to the OS (glibc malloc_trim).
 void shim_trim_heap(void);
 
+// shim_fix_mmap_threshold sets glibc's M_MMAP_THRESHOLD (which also turns
+// off its dynamic adjustment); 1 on success, 0 on failure or without glibc.
+int shim_fix_mmap_threshold(size_t bytes);
+
 #endif
