@@ -87,6 +87,17 @@ type TensorEntry struct {
 	Source    TensorSource `json:"source"`
 }
 
+// Sum returns SHA256 decoded; ok is false when it is not 64 hex digits
+// (then sum is zero, which patch and adapter read as "base unknown").
+func (e *TensorEntry) Sum() (sum [32]byte, ok bool) {
+	b, err := hex.DecodeString(e.SHA256)
+	if err != nil || len(b) != len(sum) {
+		return sum, false
+	}
+	copy(sum[:], b)
+	return sum, true
+}
+
 // Consumer is a compute node reading an exposed weight.
 type Consumer struct {
 	Node       string `json:"node"`

@@ -4,7 +4,6 @@
 package extract
 
 import (
-	"encoding/hex"
 	"fmt"
 	"math"
 
@@ -114,9 +113,7 @@ func FromPair(base *export.Manifest, baseW map[string][]byte, tunedM *export.Man
 			if err != nil {
 				return nil, nil, err
 			}
-			if h, err := hex.DecodeString(e.SHA256); err == nil && len(h) == 32 {
-				copy(at.BaseSHA256[:], h)
-			}
+			at.BaseSHA256, _ = e.Sum()
 			a.Tensors = append(a.Tensors, at)
 			tr.NNZ = len(keep)
 			if tot > 0 {

@@ -1,7 +1,6 @@
 package lora
 
 import (
-	"encoding/hex"
 	"fmt"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -91,9 +90,7 @@ func topK(d []float32, entry *export.TensorEntry, o ShiraOptions) (adapter.Tenso
 	if err != nil {
 		return adapter.Tensor{}, TopKReport{}, err
 	}
-	if h, err := hex.DecodeString(entry.SHA256); err == nil && len(h) == 32 {
-		copy(at.BaseSHA256[:], h)
-	}
+	at.BaseSHA256, _ = entry.Sum()
 	re, en := relError(kept, total)
 	return at, TopKReport{Tensor: entry.Name, NNZ: len(keep), RelError: re, Energy: en}, nil
 }

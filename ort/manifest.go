@@ -1,7 +1,6 @@
 package ort
 
 import (
-	"encoding/hex"
 	"fmt"
 
 	"github.com/shira-ort/shira-ort/export"
@@ -33,10 +32,9 @@ func checkEntry(e *export.TensorEntry, size int64) ([32]byte, error) {
 	if e.Offset < 0 || e.Offset > size || e.Length > size-e.Offset {
 		return sum, fmt.Errorf("ort: weight %s: bytes [%d, %d) lie outside the %d-byte weight file", e.Name, e.Offset, e.Offset+e.Length, size)
 	}
-	b, err := hex.DecodeString(e.SHA256)
-	if err != nil || len(b) != 32 {
+	sum, ok := e.Sum()
+	if !ok {
 		return sum, fmt.Errorf("ort: weight %s: bad sha256 %q", e.Name, e.SHA256)
 	}
-	copy(sum[:], b)
 	return sum, nil
 }

@@ -1,7 +1,6 @@
 package peft
 
 import (
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strconv"
@@ -118,7 +117,5 @@ func flatIndices(mod *ShiraModule, t *Target, fanInFanOut bool) ([]uint32, error
 }
 
 func setBase(at *adapter.Tensor, e *export.TensorEntry) {
-	if h, err := hex.DecodeString(e.SHA256); err == nil && len(h) == 32 {
-		copy(at.BaseSHA256[:], h)
-	}
+	at.BaseSHA256, _ = e.Sum()
 }

@@ -4,7 +4,6 @@
 package synth
 
 import (
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
@@ -126,9 +125,7 @@ func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.R
 	}
 	t := adapter.Tensor{Name: e.Name, DType: e.DType, ValueDType: e.DType,
 		Shape: append([]int64(nil), e.Shape...), Indices: idx, Values: encode(vals, e.DType)}
-	if h, err := hex.DecodeString(e.SHA256); err == nil && len(h) == 32 {
-		copy(t.BaseSHA256[:], h)
-	}
+	t.BaseSHA256, _ = e.Sum()
 	return t, nil
 }
 

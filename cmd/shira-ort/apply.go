@@ -88,8 +88,13 @@ func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config, fo
 
 func patchWeight(e export.TensorEntry, data []byte) (patch.Weight, error) {
 	w := patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: data}
-	if err := decodeSHA(e.SHA256, &w.BaseSHA256); err != nil {
-		return w, fmt.Errorf("manifest entry %q: %w", e.Name, err)
+	if e.SHA256 == "" {
+		return w, nil // base unknown
 	}
+	sum, ok := e.Sum()
+	if !ok {
+		return w, fmt.Errorf("manifest entry %q: bad sha256 %q", e.Name, e.SHA256)
+	}
+	w.BaseSHA256 = sum
 	return w, nil
 }

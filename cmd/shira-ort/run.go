@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -137,16 +136,4 @@ func safeFileName(s string) string {
 		}
 		return r
 	}, s)
-}
-
-func decodeSHA(s string, out *[32]byte) error {
-	if s == "" {
-		return nil
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != 32 {
-		return fmt.Errorf("bad sha256 %q", s)
-	}
-	copy(out[:], b)
-	return nil
 }
