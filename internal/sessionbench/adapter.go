@@ -2,6 +2,7 @@ package sessionbench
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -24,9 +25,15 @@ func RandomAdapter(exported string, density float64, seed uint64) (*adapter.Adap
 		n, _ := tensor.NumElements(e.Shape)
 		var ix []uint32
 		var vals []float32
+		// The generators' weight scale (uniform in ±1/√rows), so the adapted
+		// model stays as well-conditioned as the base one.
+		scale := float32(1)
+		if len(e.Shape) > 0 && e.Shape[0] > 0 {
+			scale = float32(1 / math.Sqrt(float64(e.Shape[0])))
+		}
 		for i := rng.IntN(gap); i < n; i += 1 + rng.IntN(gap) {
 			ix = append(ix, uint32(i))
-			vals = append(vals, (rng.Float32()*2-1)*0.05)
+			vals = append(vals, (rng.Float32()*2-1)*scale)
 		}
 		t, err := adapter.NewTensor(e.Name, e.DType, e.Shape, ix, vals, tensor.Float32)
 		if err != nil {
