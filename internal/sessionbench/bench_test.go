@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 // BenchmarkSessionModes runs the comparison of docs/session-modes.md and
 // reports each (model, variant, batch) as a sub-benchmark with custom
 // metrics. The MLP runs by default; SHIRA_BENCH_MODELS=mlp,llm adds the
-// 3.9 GB TinyLlama-shaped model (minutes, ~12 GB of RAM, ~8 GB of disk in
+// 4.1 GB TinyLlama-shaped model (minutes, ~16 GB of RAM, ~8 GB of disk in
 // SHIRA_BENCH_DIR, default a temporary directory). SHIRA_BENCH_RSS=1
 // measures RSS in child processes.
 //

@@ -3,7 +3,6 @@ package sessionbench
 import (
 	"fmt"
 	"io"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -23,10 +22,7 @@ func Markdown(w io.Writer, rows []Row) {
 	fmt.Fprintln(w, "| model | session | batch | Run ms (median) | × plain | switch → adapted output ms | switch → full speed ms | open ms | peak RSS MiB | steady RSS MiB | steady RSS × plain |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		v := r.Variant
-		if v == "hybrid" {
-			v = "hybrid (after rebake)"
-		}
+		v := variantLabel(r.Variant)
 		fmt.Fprintf(w, "| %s | %s | %d | %.2f | %.3f | %s | %s | %.0f | %s | %s | %s |\n", r.Model, v, r.Batch, r.RunMs, r.Ratio,
 			cell(r.AdaptedMs, "%.1f"), cell(r.FullSpeedMs, "%.0f"), r.OpenMs,
 			cell(r.PeakRSSMB, "%.0f"), cell(r.SteadyRSSMB, "%.0f"), cell(r.SteadyRatio, "%.3f"))
@@ -72,7 +68,7 @@ func Plot(path string, rows []Row) error {
 		bars.Color = plotutil.Color(k)
 		bars.Offset = w * vg.Length(float64(k)-float64(len(Variants)-1)/2)
 		p.Add(bars)
-		p.Legend.Add(strings.ReplaceAll(v, "hybrid", "hybrid (rebaked)"), bars)
+		p.Legend.Add(variantLabel(v), bars)
 	}
 	p.Legend.Top = true
 	p.NominalX(groups...)
@@ -80,4 +76,15 @@ func Plot(path string, rows []Row) error {
 		return fmt.Errorf("sessionbench: %w", err)
 	}
 	return nil
+}
+
+// variantLabel names a variant in tables and plots.
+func variantLabel(v string) string {
+	switch v {
+	case "hybrid":
+		return "hybrid (after rebake)"
+	case HybridKeep:
+		return "hybrid + KeepLiveWeights (after rebake)"
+	}
+	return v
 }
