@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: setup demo test bench fuzz arm64-test generate charlm
+.PHONY: setup demo test test-large bench fuzz arm64-test generate charlm
 
 ## setup: fetch ONNX Runtime and the third-party test models into the user cache (idempotent)
 setup:
@@ -21,6 +21,11 @@ test: setup
 	$(GO) test -count=1 ./...
 	SHIRA_STRESS=1 $(GO) test -count=1 -race -run 'Concurrent|Race' ./ort/ ./test/
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
+
+## test-large: the 4.1 GB TinyLlama-shaped model (external data) in every session mode against the offline-fused
+##             oracle, bit for bit (~4 min, ~13 GB RAM, ~17 GB of temporary disk); CI runs it after test
+test-large: setup
+	SHIRA_LARGE_TEST=1 $(GO) test -count=1 -timeout 30m -run 'TestLargeModelModes' -v ./internal/sessionbench/
 
 ## bench: the switch and Run benchmarks quoted in the README
 bench: setup

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -60,6 +61,7 @@ func TestLargeModelModes(t *testing.T) {
 	}
 	wantBase := plainRun(src)
 	fusedModel, fusedDir := fuseLarge(t, exported, a)
+	debug.FreeOSMemory() // the 4 GB of fused weights read into the Go heap
 	wantAdapted := plainRun(fusedModel)
 	// The live oracle: a live session over a copy of the exported
 	// directory whose weight file holds the fused weights.
