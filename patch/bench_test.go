@@ -3,7 +3,9 @@ package patch
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -126,4 +128,123 @@ func BenchmarkSwitchFused3x4096x4096fp32(b *testing.B) {
 func BenchmarkSwitchManySmall512x256x256fp16(b *testing.B) {
 	ws := benchWeights(tensor.Float16, 512, []int64{256, 256})
 	benchSwitch(b, ws, benchAdapter(ws, tensor.Float16, adapter.Overwrite, 0.01, 3), 1)
+}
+
+// flushBuf is larger than the last-level cache (32 MiB on the project
+// machine).
+var flushBuf []byte
+
+// BenchmarkSwitchCold is the per-tensor switch of internal/switchbench
+// without ORT: with A active, each op is one Set to the other adapter
+// (A→B, B→A, ...) on a weight evicted from the caches first, as in a
+// model of gigabytes. It reports the median wall and process CPU time
+// of a switch (the eviction is not counted); medians move far less than
+// means on a shared machine.
+func BenchmarkSwitchCold(b *testing.B) {
+	if flushBuf == nil {
+		flushBuf = make([]byte, 96<<20)
+	}
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
+		for _, d := range []int{2048, 4096} {
+			for _, dens := range []float64{0.01, 0.02} {
+				for _, workers := range []int{1, 2} {
+					name := fmt.Sprintf("%v/d=%d/%g%%/workers=%d", dt, d, dens*100, workers)
+					b.Run(name, func(b *testing.B) { benchSwitchCold(b, dt, d, dens, workers) })
+				}
+			}
+		}
+	}
+}
+
+func benchSwitchCold(b *testing.B, dt tensor.DType, d int, dens float64, workers int) {
+	ws := benchWeights(dt, 1, []int64{int64(d), int64(d)})
+	cfgs := [2]Config{{benchAdapter(ws, dt, adapter.Overwrite, dens, 1), 1}, {benchAdapter(ws, dt, adapter.Overwrite, dens, 2), 1}}
+	p, err := New(ws, WithWorkers(workers))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Set(cfgs[0]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var wall, cpu []float64
+	k := 1
+	for b.Loop() {
+		b.StopTimer()
+		clear(flushBuf)
+		b.StartTimer()
+		t0, c0 := time.Now(), cpuNow()
+		if err := p.Set(cfgs[k]); err != nil {
+			b.Fatal(err)
+		}
+		wall = append(wall, float64(time.Since(t0))/1e6)
+		cpu = append(cpu, float64(cpuNow()-c0)/1e6)
+		k = 1 - k
+	}
+	b.ReportMetric(medianOf(wall), "ms-median")
+	b.ReportMetric(medianOf(cpu), "cpu-ms-median")
+}
+
+func medianOf(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	s := slices.Clone(x)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkSwitchPasses compares the one-pass switch with the two-pass
+// path (revert, then apply) in one process: the ops cycle through
+// A→B one-pass, B→A one-pass, A→B two-pass, B→A two-pass, each on a
+// weight evicted from the caches, so both see the same machine load. It
+// reports both medians and their ratio.
+func BenchmarkSwitchPasses(b *testing.B) {
+	if flushBuf == nil {
+		flushBuf = make([]byte, 96<<20)
+	}
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
+		for _, d := range []int{2048, 4096} {
+			for _, dens := range []float64{0.01, 0.02} {
+				for _, workers := range []int{1, 2} {
+					name := fmt.Sprintf("%v/d=%d/%g%%/workers=%d", dt, d, dens*100, workers)
+					b.Run(name, func(b *testing.B) { benchSwitchPasses(b, dt, d, dens, workers) })
+				}
+			}
+		}
+	}
+}
+
+func benchSwitchPasses(b *testing.B, dt tensor.DType, d int, dens float64, workers int) {
+	defer func(o bool) { onePass = o }(onePass)
+	ws := benchWeights(dt, 1, []int64{int64(d), int64(d)})
+	cfgs := [2]Config{{benchAdapter(ws, dt, adapter.Overwrite, dens, 1), 1}, {benchAdapter(ws, dt, adapter.Overwrite, dens, 2), 1}}
+	p, err := New(ws, WithWorkers(workers))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Set(cfgs[0]); err != nil {
+		b.Fatal(err)
+	}
+	var one, two []float64
+	op := 0
+	for b.Loop() {
+		b.StopTimer()
+		clear(flushBuf)
+		onePass = op&2 == 0
+		b.StartTimer()
+		t0 := time.Now()
+		if err := p.Set(cfgs[1-op&1]); err != nil {
+			b.Fatal(err)
+		}
+		if dt := float64(time.Since(t0)) / 1e6; onePass {
+			one = append(one, dt)
+		} else {
+			two = append(two, dt)
+		}
+		op++
+	}
+	b.ReportMetric(medianOf(one), "ms-1pass")
+	b.ReportMetric(medianOf(two), "ms-2pass")
+	b.ReportMetric(medianOf(two)/medianOf(one), "2pass/1pass")
 }

@@ -34,11 +34,15 @@
 //
 // # Concurrency
 //
-// A switch reverts every changed weight, then applies the new
-// configuration, each phase spread over at most WithWorkers (default
-// GOMAXPROCS) goroutines; big single-adapter tensors are split into
-// chunks so several workers share one tensor. Saved originals and scratch
-// buffers are reused: a switch allocates no buffers. A Patcher does no
+// A switch to a single adapter tensor per weight reverts the old
+// configuration and applies the new one in one address-ordered pass per
+// weight (each cache line fetched once); a switch to a fused configuration
+// reverts first, then applies. The work is spread over at most
+// WithWorkers (default GOMAXPROCS) goroutines, the caller's included; big
+// tensors are split into chunks so several workers share one tensor.
+// Saved originals (double-buffered: 2 × the element size per touched
+// entry) and scratch buffers are reused: a switch allocates no buffers,
+// only a goroutine per extra worker. A Patcher does no
 // locking: its methods must not be called concurrently, and the caller
 // (the ort package) must keep Runs that read the weights from overlapping
 // a switch.

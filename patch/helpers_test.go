@@ -192,6 +192,34 @@ func (f *fixture) checkRef(t *testing.T, what string, cfgs []Config) {
 	}
 }
 
+// clone returns a fixture with copies of f's weights (same names, dtypes
+// and current bytes) and the same base.
+func (f *fixture) clone() *fixture {
+	g := &fixture{base: f.base}
+	for _, w := range f.weights {
+		w.Data = alignedClone(w.Data)
+		g.weights = append(g.weights, w)
+	}
+	return g
+}
+
+// alignedClone copies b into an 8-byte aligned buffer.
+func alignedClone(b []byte) []byte {
+	c := tensor.Bytes(make([]int64, (len(b)+7)/8))[:len(b)]
+	copy(c, b)
+	return c
+}
+
+// checkSame fails unless f's and g's weights are byte-identical.
+func (f *fixture) checkSame(t *testing.T, what string, g *fixture) {
+	t.Helper()
+	for i, w := range f.weights {
+		if !bytes.Equal(w.Data, g.weights[i].Data) {
+			t.Fatalf("%s: weight %q differs at byte %d", what, w.Name, firstDiff(w.Data, g.weights[i].Data))
+		}
+	}
+}
+
 func (f *fixture) snapshot() [][]byte {
 	s := make([][]byte, len(f.weights))
 	for i, w := range f.weights {

@@ -86,15 +86,37 @@ type Patcher struct {
 	byName  map[string]int
 	active  []Config
 	scratch []Config
-	jobs    []int
-	tasks   []task
+	tasks   []task     // the first phase's work
+	late    []task     // work that must wait for tasks (applyMerged after its revert)
 	scr     []*scratch // one per worker, reused
+	run     []task     // the phase running now
+	next    atomic.Int64
+	wg      sync.WaitGroup
 }
 
-// task is one unit of parallel work: entries [lo, hi) of a weight, or the
-// whole weight when hi < 0.
+// taskKind says what a task does to its weight.
+type taskKind uint8
+
+const (
+	// revertTask writes the previous configuration's saved originals back
+	// at its touched entries [lo, hi).
+	revertTask taskKind = iota
+	// applyTask applies entries [lo, hi) of the weight's only adapter
+	// tensor, the weight holding base values there.
+	applyTask
+	// switchTask moves the part of the weight covered by entries [lo, hi)
+	// of the new (single) adapter tensor from the previous configuration
+	// to the new one in one address-ordered pass (see switchChunk).
+	switchTask
+	// mergedTask applies several adapter tensors to the whole weight,
+	// which holds base values (its revert ran in an earlier phase).
+	mergedTask
+)
+
+// task is one unit of parallel work on weight w.
 type task struct {
 	w, lo, hi int
+	kind      taskKind
 }
 
 // entry is one adapter tensor applied to a weight.
@@ -110,14 +132,30 @@ func (e entry) same(f entry) bool {
 }
 
 // wstate is a weight plus what is currently written into it.
+//
+// The saved originals are double-buffered: during a commit, prev* hold the
+// outgoing configuration's indices and originals (read by the reverts)
+// while the incoming configuration records its own into touched and
+// saved*, so a switch can revert and apply in one pass over the weight
+// without overwriting originals it has not written back yet. Between
+// commits prev32 / prev16 are the spare buffers, kept to avoid allocating.
 type wstate struct {
 	Weight
-	numel   int
-	cur     []entry  // applied, in configuration order
-	next    []entry  // being planned
-	touched []uint32 // union of indices currently patched, sorted
+	numel int
+	cur   []entry // applied, in configuration order
+	next  []entry // being planned
+	// touched is the sorted union of indices currently patched. With one
+	// adapter tensor it aliases that tensor's Indices (read only; active
+	// adapters must stay alive and unmodified, see the package doc), with
+	// several it is union, a buffer owned here.
+	touched []uint32
+	union   []uint32
 	saved32 []uint32 // original bits at touched (4-byte dtypes)
 	saved16 []uint16 // original bits at touched (2-byte dtypes)
+	// prevTouched is the outgoing touched during a commit (nil otherwise).
+	prevTouched []uint32
+	prev32      []uint32
+	prev16      []uint16
 }
 
 // New returns a Patcher over weights (the slice is copied, the Data
@@ -199,55 +237,85 @@ func (p *Patcher) Active() []Config {
 }
 
 // commit moves every weight whose planned entries differ from its applied
-// ones: revert to base (phase 1), then apply the plan (phase 2). Big
-// tensors are split into chunks so several workers share them; the phases
-// are separated because a chunk's apply may touch indices another chunk
-// reverts.
+// ones. The common cases run in a single parallel phase of independent
+// tasks:
+//
+//   - to the base (no entries): revert chunks;
+//   - to one adapter tensor (from the base, from one or from several):
+//     switch chunks, each reverting and applying its own address range in
+//     one pass, so each cache line of the weight is fetched once even when
+//     both configurations touch it (see switchChunk);
+//   - to several adapter tensors: the revert runs in a first phase
+//     (chunked), then applyMerged over the whole weight. A one-pass version
+//     is not worth it there: fusion is the rare, offline-ish case, and
+//     applyMerged's bitmap pass covers the whole weight anyway.
 func (p *Patcher) commit() {
-	p.jobs = p.jobs[:0]
+	p.tasks, p.late = p.tasks[:0], p.late[:0]
+	work, lateWork := 0, 0
 	for i := range p.weights {
-		ws := &p.weights[i]
-		if !sameEntries(ws.cur, ws.next) {
-			p.jobs = append(p.jobs, i)
+		if ws := &p.weights[i]; !sameEntries(ws.cur, ws.next) {
+			w, l := p.queue(i)
+			work, lateWork = work+w, lateWork+l
 		}
 	}
-	p.tasks = p.tasks[:0]
-	work := 0
-	for _, wi := range p.jobs {
-		n := len(p.weights[wi].touched)
-		p.addChunks(wi, n)
-		work += n
+	p.runTasks(p.tasks, work)
+	p.runTasks(p.late, lateWork) // after the reverts: applyMerged reads base values
+	for i := range p.weights {
+		p.weights[i].prevTouched = nil // may alias an adapter that is going away
 	}
-	p.runTasks(work, false)
-
-	p.tasks = p.tasks[:0]
-	work = 0
-	for _, wi := range p.jobs {
-		ws := &p.weights[wi]
-		ws.touched = ws.touched[:0]
-		ws.cur, ws.next = ws.next, ws.cur[:0]
-		switch len(ws.cur) {
-		case 0:
-		case 1:
-			n := ws.cur[0].t.NNZ()
-			ws.prepare(n)
-			p.addChunks(wi, n)
-			work += n
-		default:
-			p.tasks = append(p.tasks, task{w: wi, hi: -1})
-			for _, e := range ws.cur {
-				work += e.t.NNZ()
-			}
-		}
-	}
-	p.runTasks(work, true)
 }
 
-// addChunks queues entries [0, n) of weight wi in chunks.
-func (p *Patcher) addChunks(wi, n int) {
-	for lo := 0; lo < n; lo += chunkEntries {
-		p.tasks = append(p.tasks, task{w: wi, lo: lo, hi: min(lo+chunkEntries, n)})
+// queue makes weight i's planned entries current, moves its applied ones
+// to prev* and queues the work between them: p.tasks for the first phase,
+// p.late for what must wait for it. It returns the entries each covers.
+func (p *Patcher) queue(i int) (work, lateWork int) {
+	ws := &p.weights[i]
+	prev := len(ws.touched)
+	ws.prevTouched, ws.touched = ws.touched, ws.union[:0]
+	ws.saved32, ws.prev32 = ws.prev32, ws.saved32
+	ws.saved16, ws.prev16 = ws.prev16, ws.saved16
+	ws.cur, ws.next = ws.next, ws.cur[:0]
+	switch {
+	case len(ws.cur) == 1 && ws.cur[0].t.NNZ() > 0:
+		n := ws.cur[0].t.NNZ()
+		ws.touched = ws.cur[0].t.Indices
+		ws.prepare(n)
+		switch {
+		case prev == 0:
+			p.tasks = addChunks(p.tasks, i, n, applyTask)
+		case onePass:
+			p.tasks = addChunks(p.tasks, i, n, switchTask)
+		default:
+			p.tasks = addChunks(p.tasks, i, prev, revertTask)
+			p.late = addChunks(p.late, i, n, applyTask)
+			return prev, n
+		}
+		return n + prev, 0
+	case len(ws.cur) <= 1: // the base (or an empty tensor)
+		p.tasks = addChunks(p.tasks, i, prev, revertTask)
+		return prev, 0
+	default:
+		p.tasks = addChunks(p.tasks, i, prev, revertTask)
+		p.late = append(p.late, task{w: i, kind: mergedTask})
+		for _, e := range ws.cur {
+			lateWork += e.t.NNZ()
+		}
+		return prev, lateWork
 	}
+}
+
+// onePass selects the one-pass switch to a single adapter tensor
+// (switchTask); false gives the two-pass path (revert everything, then
+// apply), which the tests and benchmarks compare it against.
+var onePass = true
+
+// addChunks appends entries [0, n) of weight wi as tasks of kind k, in
+// chunks of chunkEntries.
+func addChunks(ts []task, wi, n int, k taskKind) []task {
+	for lo := 0; lo < n; lo += chunkEntries {
+		ts = append(ts, task{w: wi, lo: lo, hi: min(lo+chunkEntries, n), kind: k})
+	}
+	return ts
 }
 
 // serialWork is the number of entries below which a phase runs on the
@@ -255,48 +323,59 @@ func (p *Patcher) addChunks(wi, n int) {
 // tests.
 var serialWork = 1 << 14
 
-// runTasks runs p.tasks (reverts, or applies when apply), up to
-// opts.workers at a time.
-func (p *Patcher) runTasks(work int, apply bool) {
-	n := min(p.opts.workers, len(p.tasks))
+// runTasks runs ts, up to opts.workers at a time; work is the number of
+// entries they cover. The calling goroutine is one of the workers, so a
+// parallel phase starts workers-1 goroutines (one small allocation each).
+func (p *Patcher) runTasks(ts []task, work int) {
+	if len(ts) == 0 {
+		return
+	}
+	n := min(p.opts.workers, len(ts))
 	if work < serialWork {
 		n = 1
 	}
-	for len(p.scr) < max(n, 1) {
+	for len(p.scr) < n {
 		p.scr = append(p.scr, new(scratch))
 	}
-	do := func(t task, s *scratch) {
-		ws := &p.weights[t.w]
-		switch {
-		case !apply:
-			ws.revertRange(t.lo, t.hi)
-		case t.hi < 0:
-			ws.applyMerged(s)
-		default:
-			ws.applySingle(ws.cur[0], t.lo, t.hi, s)
+	p.run = ts
+	p.next.Store(0)
+	p.wg.Add(n - 1)
+	for k := 1; k < n; k++ {
+		go p.work(p.scr[k], true)
+	}
+	p.work(p.scr[0], false)
+	p.wg.Wait()
+	p.run = nil
+}
+
+// work runs tasks of p.run until none is left; done says whether to
+// signal p.wg.
+func (p *Patcher) work(s *scratch, done bool) {
+	for {
+		j := int(p.next.Add(1) - 1)
+		if j >= len(p.run) {
+			break
 		}
+		p.do(p.run[j], s)
 	}
-	if n <= 1 {
-		for _, t := range p.tasks {
-			do(t, p.scr[0])
-		}
-		return
+	if done {
+		p.wg.Done()
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for k := range n {
-		s := p.scr[k]
-		wg.Go(func() {
-			for {
-				j := int(next.Add(1) - 1)
-				if j >= len(p.tasks) {
-					return
-				}
-				do(p.tasks[j], s)
-			}
-		})
+}
+
+// do runs one task with the worker's scratch s.
+func (p *Patcher) do(t task, s *scratch) {
+	ws := &p.weights[t.w]
+	switch t.kind {
+	case revertTask:
+		ws.revertPrev(t.lo, t.hi)
+	case applyTask:
+		ws.applySingle(ws.cur[0], t.lo, t.hi, s)
+	case switchTask:
+		ws.switchChunk(t.lo, t.hi, s)
+	default:
+		ws.applyMerged(s)
 	}
-	wg.Wait()
 }
 
 func sameEntries(a, b []entry) bool {

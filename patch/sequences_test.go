@@ -13,14 +13,31 @@ import (
 // an invalid configuration injected at random points (a bad tensor behind
 // valid ones). Every refused step must leave the weights bit-identical, and
 // every sequence ends, after Revert, bit-identical to a fresh base.
+//
+// A second Patcher runs every step on a copy of the weights through the
+// two-pass path (revert everything, then apply; onePass = false); after
+// every step both copies must be byte-identical, NaN payloads included
+// (both paths do the same arithmetic). Chunk and switch-step sizes are
+// drawn per model, down to 1 entry, so the one-pass switch's chunk and
+// step boundaries fall everywhere.
 func TestTenThousandSequences(t *testing.T) {
 	const sequences = 10000
+	defer func(c, s, b int, o bool) { chunkEntries, serialWork, switchBlock, onePass = c, s, b, o }(chunkEntries, serialWork, switchBlock, onePass)
 	checked, refused := 0, 0
 	rng := rand.New(rand.NewPCG(2026, 11))
-	var f *fixture
+	var f, f2 *fixture
 	var pool []*adapter.Adapter
 	var bad *adapter.Adapter
-	var p *Patcher
+	var p, p2 *Patcher
+	// two runs set on p (one-pass) and on p2 (two-pass)
+	two := func(set func(*Patcher) error) (error, error) {
+		onePass = true
+		err := set(p)
+		onePass = false
+		err2 := set(p2)
+		onePass = true
+		return err, err2
+	}
 	for seq := range sequences {
 		if seq%250 == 0 { // a new model and adapter pool every 250 sequences
 			var specs []Weight
@@ -50,10 +67,18 @@ func TestTenThousandSequences(t *testing.T) {
 			}
 			n := last.NumElements()
 			last.Indices[len(last.Indices)-1] = uint32(n) + uint32(rng.IntN(3))
+			f2 = f.clone()
+			workers := 1 + rng.IntN(3)
 			var err error
-			if p, err = New(f.weights, WithWorkers(1+rng.IntN(3))); err != nil {
+			if p, err = New(f.weights, WithWorkers(workers)); err != nil {
 				t.Fatal(err)
 			}
+			if p2, err = New(f2.weights, WithWorkers(workers)); err != nil {
+				t.Fatal(err)
+			}
+			chunkEntries = []int{1, 2, 3, 5, 1 << 15}[rng.IntN(5)]
+			switchBlock = []int{1, 2, 3, 7, 2048}[rng.IntN(5)]
+			serialWork = []int{0, 1 << 14}[rng.IntN(2)]
 		}
 		alphas := []float32{1, 1, 0.5, -1, 2.5, 0.25}
 		randCfg := func() Config { return Config{pool[rng.IntN(len(pool))], alphas[rng.IntN(len(alphas))]} }
@@ -65,19 +90,19 @@ func TestTenThousandSequences(t *testing.T) {
 				for range rng.IntN(4) {
 					cfgs = append(cfgs, randCfg())
 				}
-				if err := p.Set(cfgs...); err != nil {
-					t.Fatal(err)
+				if err, err2 := two(func(p *Patcher) error { return p.Set(cfgs...) }); err != nil || err2 != nil {
+					t.Fatal(err, err2)
 				}
 				active = cfgs
 			case 2: // Apply: fuse one more
 				c := randCfg()
-				if err := p.Apply(c); err != nil {
-					t.Fatal(err)
+				if err, err2 := two(func(p *Patcher) error { return p.Apply(c) }); err != nil || err2 != nil {
+					t.Fatal(err, err2)
 				}
 				active = append(active, c)
 			case 3:
-				if err := p.Revert(); err != nil {
-					t.Fatal(err)
+				if err, err2 := two((*Patcher).Revert); err != nil || err2 != nil {
+					t.Fatal(err, err2)
 				}
 				active = nil
 			case 4: // a refused configuration changes nothing
@@ -86,23 +111,25 @@ func TestTenThousandSequences(t *testing.T) {
 				if rng.IntN(2) == 0 {
 					cfgs = []Config{randCfg(), {bad, 0.5}}
 				}
-				if err := p.Set(cfgs...); err == nil {
+				if err, err2 := two(func(p *Patcher) error { return p.Set(cfgs...) }); err == nil || err2 == nil {
 					t.Fatalf("sequence %d: an out-of-range index was accepted", seq)
 				}
-				if err := p.Apply(Config{bad, 1}); err == nil {
+				if err, err2 := two(func(p *Patcher) error { return p.Apply(Config{bad, 1}) }); err == nil || err2 == nil {
 					t.Fatalf("sequence %d: Apply accepted an out-of-range index", seq)
 				}
 				f.checkSnapshot(t, fmt.Sprintf("sequence %d: refused step", seq), before)
 				refused++
 			}
+			f.checkSame(t, fmt.Sprintf("sequence %d: one-pass vs two-pass", seq), f2)
 			if seq%100 == 0 { // the dense reference is slow; check a sample of steps
 				f.checkRef(t, fmt.Sprintf("sequence %d", seq), active)
 			}
 		}
-		if err := p.Revert(); err != nil {
-			t.Fatal(err)
+		if err, err2 := two((*Patcher).Revert); err != nil || err2 != nil {
+			t.Fatal(err, err2)
 		}
 		f.checkBase(t, fmt.Sprintf("sequence %d final revert", seq))
+		f2.checkBase(t, fmt.Sprintf("sequence %d final revert (two-pass)", seq))
 		checked++
 	}
 	t.Logf("%d sequences ended bit-identical to base; %d refused configurations changed nothing", checked, refused)
