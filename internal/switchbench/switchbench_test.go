@@ -61,63 +61,71 @@ func TestLinesTouched(t *testing.T) {
 }
 
 // BenchmarkSwitchTensor is the per-tensor comparison as Go benchmarks:
-// one d×d weight at 1 %, SHiRA switch A→B (patch.Set with A active)
-// against LoRA switch (unfuse A + fuse B, product by ORT) at the
+// one d×d weight at 1 % and 2 %, SHiRA switch A→B (patch.Set with A
+// active) against LoRA switch (unfuse A + fuse B, product by ORT) at the
 // equal-parameter rank. `shira-ort bench switch` runs the full sweep with
-// interleaved rounds; use -count and benchstat here.
+// interleaved rounds and evicts the weight from the caches before each
+// step (this benchmark does not); use -count and benchstat here.
 func BenchmarkSwitchTensor(b *testing.B) {
 	peftfix.RequireORT(b)
 	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
 		for _, d := range []int{2048, 4096} {
-			rng := rand.New(rand.NewPCG(1, uint64(d)))
-			w := patch.Weight{Name: "w", DType: dt, Shape: []int64{int64(d), int64(d)}, Data: randomWeight(dt, d*d, rng)}
-			A, err := randomShira("A", []patch.Weight{w}, 0.01, dt, rng)
-			if err != nil {
-				b.Fatal(err)
+			for _, dens := range []float64{0.01, 0.02} {
+				benchSwitchTensor(b, dt, d, dens)
 			}
-			B, err := randomShira("B", []patch.Weight{w}, 0.01, dt, rng)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r := LoraRank(A.NNZ(), d, d)
-			la, lb := randomLora("A", r, d, d, rng), randomLora("B", r, d, d, rng)
-			b.Run(fmt.Sprintf("%v/d=%d/shira", dt, d), func(b *testing.B) {
-				p, err := patch.New([]patch.Weight{w})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cfgs := [2]patch.Config{{Adapter: A, Alpha: 1}, {Adapter: B, Alpha: 1}}
-				p.Set(cfgs[0])
-				k := 1
-				for b.Loop() {
-					if err := p.Set(cfgs[k]); err != nil {
-						b.Fatal(err)
-					}
-					k = 1 - k
-				}
-				p.Revert()
-			})
-			b.Run(fmt.Sprintf("%v/d=%d/lora", dt, d), func(b *testing.B) {
-				eng, err := lora.NewEngine(loraOptions(runtime.GOMAXPROCS(0)))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer eng.Close()
-				mods := [2]*peft.LoraModule{&la, &lb}
-				k := 1
-				fuseLora(eng, w.Data, dt, mods[0], peft.OutIn, 1, runtime.GOMAXPROCS(0))
-				for b.Loop() {
-					if err := fuseLora(eng, w.Data, dt, mods[1-k], peft.OutIn, -1, runtime.GOMAXPROCS(0)); err != nil {
-						b.Fatal(err)
-					}
-					if err := fuseLora(eng, w.Data, dt, mods[k], peft.OutIn, 1, runtime.GOMAXPROCS(0)); err != nil {
-						b.Fatal(err)
-					}
-					k = 1 - k
-				}
-			})
 		}
 	}
+}
+
+// benchSwitchTensor runs the SHiRA and the LoRA switch of one case.
+func benchSwitchTensor(b *testing.B, dt tensor.DType, d int, dens float64) {
+	rng := rand.New(rand.NewPCG(1, uint64(d)))
+	w := patch.Weight{Name: "w", DType: dt, Shape: []int64{int64(d), int64(d)}, Data: randomWeight(dt, d*d, rng)}
+	A, err := randomShira("A", []patch.Weight{w}, dens, dt, rng)
+	if err != nil {
+		b.Fatal(err)
+	}
+	B, err := randomShira("B", []patch.Weight{w}, dens, dt, rng)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := LoraRank(A.NNZ(), d, d)
+	la, lb := randomLora("A", r, d, d, rng), randomLora("B", r, d, d, rng)
+	b.Run(fmt.Sprintf("%v/d=%d/%g%%/shira", dt, d, dens*100), func(b *testing.B) {
+		p, err := patch.New([]patch.Weight{w})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfgs := [2]patch.Config{{Adapter: A, Alpha: 1}, {Adapter: B, Alpha: 1}}
+		p.Set(cfgs[0])
+		k := 1
+		for b.Loop() {
+			if err := p.Set(cfgs[k]); err != nil {
+				b.Fatal(err)
+			}
+			k = 1 - k
+		}
+		p.Revert()
+	})
+	b.Run(fmt.Sprintf("%v/d=%d/%g%%/lora", dt, d, dens*100), func(b *testing.B) {
+		eng, err := lora.NewEngine(loraOptions(runtime.GOMAXPROCS(0)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer eng.Close()
+		mods := [2]*peft.LoraModule{&la, &lb}
+		k := 1
+		fuseLora(eng, w.Data, dt, mods[0], peft.OutIn, 1, runtime.GOMAXPROCS(0))
+		for b.Loop() {
+			if err := fuseLora(eng, w.Data, dt, mods[1-k], peft.OutIn, -1, runtime.GOMAXPROCS(0)); err != nil {
+				b.Fatal(err)
+			}
+			if err := fuseLora(eng, w.Data, dt, mods[k], peft.OutIn, 1, runtime.GOMAXPROCS(0)); err != nil {
+				b.Fatal(err)
+			}
+			k = 1 - k
+		}
+	})
 }
 
 // BenchmarkCopyBandwidth is the floor's denominator.
