@@ -193,6 +193,24 @@ func (w *weightFile) dropPages() {
 	_ = unix.Madvise(w.mem, unix.MADV_DONTNEED)
 }
 
+// unmapPages discards the mapping's pages lying wholly inside b (the edge
+// pages may hold a neighbour's bytes and are left alone): for pages that
+// hold the file's bytes, the next access reads the same bytes from the
+// file again.
+func unmapPages(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	page := uintptr(os.Getpagesize())
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo := (start + page - 1) &^ (page - 1)
+	hi := (start + uintptr(len(b))) &^ (page - 1)
+	if hi <= lo {
+		return
+	}
+	_ = unix.Madvise(b[lo-start:hi-start], unix.MADV_DONTNEED)
+}
+
 // populate makes the session's private copies of the pages of the given
 // weights in one madvise(MADV_POPULATE_WRITE) per weight range, split
 // across goroutines, instead of one copy-on-write fault per page as the
