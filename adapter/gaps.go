@@ -32,8 +32,24 @@ func (e IndexEncoding) String() string {
 	return fmt.Sprintf("index-encoding(%d)", uint8(e))
 }
 
-// DefaultIndexEncoding is what Encode and Write use.
-const DefaultIndexEncoding = GapU16
+// DefaultIndexEncoding is what Encode and Write use: FlatU32. Its indices
+// are used in place from the mapped file by Open and, with one adapter on a
+// weight, by the patcher (no decode, no heap copy), so a warm Open is 6-9x
+// faster than GapU16's decode and a cold Open + Set equal or faster on the
+// 1 B-parameter benchmark (docs/perf.md §4); GapU16 files are 25-33 %
+// smaller. Choose it with EncodeWith / WriteWith (CLI: --index-encoding)
+// where file size matters more.
+const DefaultIndexEncoding = FlatU32
+
+// ParseIndexEncoding accepts the names String returns.
+func ParseIndexEncoding(s string) (IndexEncoding, error) {
+	for _, e := range []IndexEncoding{FlatU32, GapU16} {
+		if s == e.String() {
+			return e, nil
+		}
+	}
+	return 0, fmt.Errorf("adapter: unknown index encoding %q (want flat-u32 or gap-u16)", s)
+}
 
 // gapEscape marks a gap that does not fit a uint16: the absolute index
 // follows as two uint16 (low, high).

@@ -38,7 +38,7 @@ func newBenchSwitchCmd() *cobra.Command {
           lines touched, read and written, plus the index / value / saved
           streams, over the copy bandwidth measured in the same run);
   model   every linear weight of the TinyLlama-shaped model (generated once and
-          cached, 0.97 B parameters at --layers 22): SHiRA switch (adapter.Open +
+          cached, 1.03 B parameters at --layers 22): SHiRA switch (adapter.Open +
           Set) against LoRA switch (read the PEFT checkpoint, unfuse old, fuse
           new), with a warm and a cold page cache (posix_fadvise DONTNEED on the
           adapter files before each switch);
@@ -131,7 +131,7 @@ DIR/` + switchbench.TensorPlotFile + ` and DIR/` + switchbench.ModelPlotFile + `
 	f.StringVar(&dtypes, "dtypes", "fp32,fp16", "per tensor: weight dtypes")
 	f.StringVar(&threads, "threads", "1,2", "per tensor: thread counts")
 	f.IntVar(&rounds, "rounds", 7, "per tensor: timed rounds per case")
-	f.IntVar(&layers, "layers", 22, "model: blocks of the TinyLlama-shaped model to keep (22 = all, 0.97 B parameters)")
+	f.IntVar(&layers, "layers", 22, "model: blocks of the TinyLlama-shaped model to keep (22 = all, 1.03 B parameters with the LM head)")
 	f.StringVar(&modelDTypes, "model-dtypes", "fp32,fp16", "model: weight dtypes")
 	f.StringVar(&modelThreads, "model-threads", "2", "model: thread counts")
 	f.IntVar(&modelRounds, "model-rounds", 3, "model: timed switches per cache state")

@@ -21,6 +21,7 @@ import (
 // LoRA checkpoints reduced to their top-k entries, to .shira adapters.
 func newConvertCmd() *cobra.Command {
 	var (
+		indexEnc                                       indexEncodingFlag
 		peftDir, loraDir, model, out, name, valueDType string
 		density                                        float64
 		alpha                                          float32
@@ -102,7 +103,7 @@ relative error each tensor keeps is reported.`,
 					tw.Flush()
 				}
 			}
-			if err := writeAdapter(out, a); err != nil {
+			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
 				return err
 			}
 			if asJSON {
@@ -113,6 +114,7 @@ relative error each tensor keeps is reported.`,
 		},
 	}
 	f := cmd.Flags()
+	addIndexEncodingFlag(f, &indexEnc)
 	f.StringVar(&peftDir, "peft", "", "PEFT SHiRA adapter directory (adapter_model.safetensors + adapter_config.json)")
 	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory, converted to SHiRA by top-k of scale*B*A")
 	f.Float64Var(&density, "density", 0.01, "with --lora: fraction of each tensor's entries kept")

@@ -15,6 +15,7 @@ import (
 
 func newCreateCmd() *cobra.Command {
 	var (
+		indexEnc                                       indexEncodingFlag
 		model, maskName, out, targets, name, semantics string
 		density, scale                                 float64
 		seed                                           uint64
@@ -58,7 +59,7 @@ func newCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeAdapter(out, a); err != nil {
+			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
 				return err
 			}
 			budget := fmt.Sprintf("density %g", density)
@@ -75,6 +76,7 @@ func newCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	addIndexEncodingFlag(f, &indexEnc)
 	f.StringVar(&model, "model", "", "exported model directory")
 	f.StringVar(&maskName, "mask", "rand", "mask: rand (random entries), wm (largest weight magnitude) or struct (every f-th row and column plus the diagonal)")
 	f.Float64Var(&density, "density", 0.01, "fraction of each weight's entries the adapter touches")

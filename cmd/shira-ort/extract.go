@@ -18,6 +18,7 @@ import (
 // fine-tune (top-k of |ΔW| per tensor).
 func newExtractCmd() *cobra.Command {
 	var (
+		indexEnc                          indexEncodingFlag
 		base, tuned, out, name, semantics string
 		density                           float64
 		asJSON                            bool
@@ -73,7 +74,7 @@ or an ONNX file exported the same way, which is exposed into a temporary directo
 			if err != nil {
 				return err
 			}
-			if err := writeAdapter(out, a); err != nil {
+			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -91,6 +92,7 @@ or an ONNX file exported the same way, which is exposed into a temporary directo
 		},
 	}
 	f := cmd.Flags()
+	addIndexEncodingFlag(f, &indexEnc)
 	f.StringVar(&base, "base", "", "exported base model directory")
 	f.StringVar(&tuned, "tuned", "", "fine-tuned model: exported directory or ONNX file")
 	f.Float64Var(&density, "density", 0.01, "fraction of each tensor's entries kept")
