@@ -42,7 +42,7 @@ func Text(w io.Writer, rows []Row) {
 // latency relative to the plain session, per (model, batch).
 func Plot(path string, rows []Row) error {
 	p := plot.New()
-	p.Title.Text = "Steady-state Run latency relative to a plain ORT session"
+	p.Title.Text = "Steady-state Run latency ÷ plain ORT session"
 	p.Y.Label.Text = "× plain (lower is better)"
 	var groups []string
 	idx := map[string]int{}
@@ -70,9 +70,14 @@ func Plot(path string, rows []Row) error {
 		p.Add(bars)
 		p.Legend.Add(variantLabel(v), bars)
 	}
-	p.Legend.Top = true
+	maxRatio := 1.0
+	for _, r := range rows {
+		maxRatio = max(maxRatio, r.Ratio)
+	}
+	p.Y.Min, p.Y.Max = 0, maxRatio*1.6 // room for the legend above the bars
+	p.Legend.Top, p.Legend.Left = true, true
 	p.NominalX(groups...)
-	if err := p.Save(vg.Length(120+70*len(groups))*vg.Millimeter/3, 100*vg.Millimeter, path); err != nil {
+	if err := p.Save(vg.Length(100+45*len(groups))*vg.Millimeter, 100*vg.Millimeter, path); err != nil {
 		return fmt.Errorf("sessionbench: %w", err)
 	}
 	return nil

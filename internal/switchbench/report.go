@@ -221,8 +221,14 @@ func (r *Report) modelPlot(path string) error {
 		p.Add(bars)
 		p.Legend.Add(name, bars)
 	}
-	p.Legend.Top = true
+	maxS := 0.0
+	for _, m := range r.Models {
+		maxS = max(maxS, m.ShiraMs/1e3, m.LoraMs/1e3)
+	}
+	p.Y.Min, p.Y.Max = 0, maxS*1.3 // room for the legend
+	p.Legend.Top, p.Legend.Left = true, true
 	p.NominalX(groups...)
+	p.X.Min, p.X.Max = -0.6, float64(len(groups))-0.4 // keep the outer bars inside
 	p.X.Tick.Label.Rotation = 0.4
 	p.X.Tick.Label.XAlign, p.X.Tick.Label.YAlign = draw.XRight, draw.YCenter
 	if err := p.Save(vg.Length(60+40*len(groups))*vg.Millimeter, 110*vg.Millimeter, path); err != nil {
