@@ -149,6 +149,9 @@ func (s *Session) switchHybrid(cfgs []patch.Config) error {
 // liveRunReturned starts a pending background rebuild: called after a Run
 // on the live engine returned (adapted outputs are out).
 func (s *Session) liveRunReturned() {
+	if s.pendingRebuild.Load() == nil { // the common case: no write to the shared word
+		return
+	}
 	if rb := s.pendingRebuild.Swap(nil); rb != nil {
 		rb.kick()
 	}
