@@ -109,6 +109,19 @@ func randomAdapter(tb testing.TB, m *export.Manifest, density float64, seed uint
 // export.WriteStandalone) with opts.
 func fusedOutputs(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config, opts *Options, in map[string]*tensor.Tensor) map[string]*tensor.Tensor {
 	tb.Helper()
+	weights := fusedWeights(tb, dir, m, cfgs)
+	out := filepath.Join(tb.TempDir(), "fused.onnx")
+	if err := export.WriteStandalone(dir, m, weights, out); err != nil {
+		tb.Fatal(err)
+	}
+	s := mustOpenModel(tb, out, opts)
+	return mustRun(tb, s, in)
+}
+
+// fusedWeights returns the exported weights of dir with cfgs fused in
+// offline (patch.FuseInto), by name.
+func fusedWeights(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config) map[string][]byte {
+	tb.Helper()
 	weights, err := export.ReadWeights(dir, m)
 	if err != nil {
 		tb.Fatal(err)
@@ -120,12 +133,7 @@ func fusedOutputs(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Co
 	if err := patch.FuseInto(ws, cfgs); err != nil {
 		tb.Fatal(err)
 	}
-	out := filepath.Join(tb.TempDir(), "fused.onnx")
-	if err := export.WriteStandalone(dir, m, weights, out); err != nil {
-		tb.Fatal(err)
-	}
-	s := mustOpenModel(tb, out, opts)
-	return mustRun(tb, s, in)
+	return weights
 }
 
 func sameOutputs(a, b map[string]*tensor.Tensor) bool {
@@ -213,15 +221,8 @@ func TestModesMatchFused(t *testing.T) {
 				} else {
 					check(mode.String(), got)
 				}
+				ws := fusedWeights(t, dir, m, step.cfgs)
 				for _, w := range m.Tensors {
-					ws, _ := export.ReadWeights(dir, m)
-					var pw []patch.Weight
-					for _, e := range m.Tensors {
-						pw = append(pw, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: ws[e.Name]})
-					}
-					if err := patch.FuseInto(pw, step.cfgs); err != nil {
-						t.Fatal(err)
-					}
 					if !bytes.Equal(s.Weight(w.Name), ws[w.Name]) {
 						t.Fatalf("%s: Weight(%s) is not the fused weight", step.name, w.Name)
 					}

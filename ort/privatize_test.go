@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -45,17 +44,7 @@ func TestSparseThenDenseApply(t *testing.T) {
 		if err := s.Apply(Y); err != nil {
 			t.Fatal(err)
 		}
-		ws, err := export.ReadWeights(dir, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pw []patch.Weight
-		for _, e := range m.Tensors {
-			pw = append(pw, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: ws[e.Name]})
-		}
-		if err := patch.FuseInto(pw, []patch.Config{X, Y}); err != nil {
-			t.Fatal(err)
-		}
+		ws := fusedWeights(t, dir, m, []patch.Config{X, Y})
 		for _, e := range m.Tensors {
 			if !bytes.Equal(s.Weight(e.Name), ws[e.Name]) {
 				t.Fatalf("%v: weight %s after Set(sparse) + Apply(dense) is not the fusion of both", mode, e.Name)

@@ -140,7 +140,11 @@ var flushBuf []byte
 // model of gigabytes. It reports the median wall and process CPU time
 // of a switch (the eviction is not counted); medians move far less than
 // means on a shared machine.
-func BenchmarkSwitchCold(b *testing.B) {
+func BenchmarkSwitchCold(b *testing.B) { runSwitchCases(b, benchSwitchCold) }
+
+// runSwitchCases runs bench for every (dtype, d, density, workers) case
+// of the cold switch benchmarks, with the cache-flush buffer allocated.
+func runSwitchCases(b *testing.B, bench func(b *testing.B, dt tensor.DType, d int, dens float64, workers int)) {
 	if flushBuf == nil {
 		flushBuf = make([]byte, 96<<20)
 	}
@@ -149,7 +153,7 @@ func BenchmarkSwitchCold(b *testing.B) {
 			for _, dens := range []float64{0.01, 0.02} {
 				for _, workers := range []int{1, 2} {
 					name := fmt.Sprintf("%v/d=%d/%g%%/workers=%d", dt, d, dens*100, workers)
-					b.Run(name, func(b *testing.B) { benchSwitchCold(b, dt, d, dens, workers) })
+					b.Run(name, func(b *testing.B) { bench(b, dt, d, dens, workers) })
 				}
 			}
 		}
@@ -199,21 +203,7 @@ func medianOf(x []float64) float64 {
 // A→B one-pass, B→A one-pass, A→B two-pass, B→A two-pass, each on a
 // weight evicted from the caches, so both see the same machine load. It
 // reports both medians and their ratio.
-func BenchmarkSwitchPasses(b *testing.B) {
-	if flushBuf == nil {
-		flushBuf = make([]byte, 96<<20)
-	}
-	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
-		for _, d := range []int{2048, 4096} {
-			for _, dens := range []float64{0.01, 0.02} {
-				for _, workers := range []int{1, 2} {
-					name := fmt.Sprintf("%v/d=%d/%g%%/workers=%d", dt, d, dens*100, workers)
-					b.Run(name, func(b *testing.B) { benchSwitchPasses(b, dt, d, dens, workers) })
-				}
-			}
-		}
-	}
-}
+func BenchmarkSwitchPasses(b *testing.B) { runSwitchCases(b, benchSwitchPasses) }
 
 func benchSwitchPasses(b *testing.B, dt tensor.DType, d int, dens float64, workers int) {
 	defer func(o bool) { onePass = o }(onePass)

@@ -37,19 +37,27 @@ func shira(t *testing.T, args ...string) string {
 	return out.String()
 }
 
+// exportTiny writes the shipped tiny MLP into a temporary directory tmp
+// (src) and exports it with the CLI into tmp/exported (dir).
+func exportTiny(t *testing.T) (tmp, src, dir string) {
+	t.Helper()
+	tmp = t.TempDir()
+	src = filepath.Join(tmp, "tiny.onnx")
+	if err := os.WriteFile(src, models.Tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir = filepath.Join(tmp, "exported")
+	shira(t, "export", src, "-o", dir)
+	return tmp, src, dir
+}
+
 // TestExportCreateRunEqualsApplyRun is the acceptance path through
 // the CLI: export → create → run with the adapter gives bit for bit the
 // outputs of apply → run on the fused model, and run without the adapter
 // gives the original model's outputs.
 func TestExportCreateRunEqualsApplyRun(t *testing.T) {
 	requireORT(t)
-	tmp := t.TempDir()
-	src := filepath.Join(tmp, "tiny.onnx")
-	if err := os.WriteFile(src, models.Tiny, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(tmp, "exported")
-	shira(t, "export", src, "-o", dir)
+	tmp, src, dir := exportTiny(t)
 	if out := shira(t, "inspect", dir); !strings.Contains(out, "fc1.weight") {
 		t.Fatalf("inspect dir:\n%s", out)
 	}

@@ -8,20 +8,13 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/models"
 )
 
 // TestCreateIndexEncoding: create writes flat-u32 by default and gap-u16
 // on request; both files decode to the same adapter, the gap file is
 // smaller, and an unknown encoding is refused before anything is written.
 func TestCreateIndexEncoding(t *testing.T) {
-	tmp := t.TempDir()
-	src := filepath.Join(tmp, "tiny.onnx")
-	if err := os.WriteFile(src, models.Tiny, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(tmp, "exported")
-	shira(t, "export", src, "-o", dir)
+	tmp, _, dir := exportTiny(t)
 	flat, gap := filepath.Join(tmp, "flat.shira"), filepath.Join(tmp, "gap.shira")
 	args := []string{"create", "--model", dir, "--density", "0.05", "--seed", "2"}
 	shira(t, append(args, "-o", flat)...)
