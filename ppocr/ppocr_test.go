@@ -9,23 +9,12 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/ppocr"
 	"github.com/shira-ort/shira-ort/tensor"
 )
-
-// requireORT loads ONNX Runtime. Under CI=true a missing library fails the
-// test; elsewhere it skips with the command that fixes it.
-func requireORT(tb testing.TB) {
-	tb.Helper()
-	if err := ort.Init(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("ONNX Runtime is required under CI: %v", err)
-		}
-		tb.Skipf("ONNX Runtime not available (%s): %v", ort.SetupCommand, err)
-	}
-}
 
 // thirdParty returns a file fetched by scripts/fetch-models.sh; under
 // CI=true a missing file fails the test.
@@ -72,7 +61,7 @@ func TestDecode(t *testing.T) {
 // head (0.03 % of that weight) and checks the string changes accordingly;
 // revert must restore the string and the output bytes exactly.
 func TestAdapterChangesRecognizedText(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	model := thirdParty(t, "ch_PP-OCRv4_rec_infer.onnx")
 	classes, err := ppocr.LoadClasses(thirdParty(t, "ppocr_keys_v1.txt"))
 	if err != nil {

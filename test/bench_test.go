@@ -5,6 +5,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/synth"
@@ -16,7 +17,7 @@ import (
 //
 //	go test -run '^$' -bench DemoModelSwitch ./test/
 func BenchmarkDemoModelSwitch(b *testing.B) {
-	requireORT(b)
+	orttest.Require(b)
 	dir, m, w := exportModel(b, repoPath("models", "tiny", "model.onnx"), export.Options{})
 	sess, err := ort.Open(dir, &ort.Options{IntraOpThreads: 1})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/synth"
@@ -67,7 +68,7 @@ func adapterConfigs(tb testing.TB, m *export.Manifest, w map[string][]byte) map[
 }
 
 func TestLivePatchEqualsOfflineFusion(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	for _, mc := range modelCases {
 		t.Run(mc.name, func(t *testing.T) {
 			src := mc.path(t)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/synth"
@@ -37,7 +38,7 @@ func sameWeights(tb testing.TB, s *ort.Session, m *export.Manifest, want map[str
 // another model and an out-of-range index each give a clear error, and the
 // live weights — with adapter A active — stay exactly as they were.
 func TestBadAdaptersChangeNothing(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	dir, m, w := exportModel(t, repoPath("models", "tiny", "model.onnx"), export.Options{})
 	sess, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
 	if err != nil {

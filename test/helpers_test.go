@@ -18,18 +18,6 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// requireORT loads ONNX Runtime. Under CI=true a missing library fails the
-// test; elsewhere it skips with the command that fixes it.
-func requireORT(tb testing.TB) {
-	tb.Helper()
-	if err := ort.Init(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("ONNX Runtime is required under CI: %v", err)
-		}
-		tb.Skipf("ONNX Runtime not available: %v", err)
-	}
-}
-
 // repoPath returns a path relative to the repository root.
 func repoPath(parts ...string) string {
 	_, file, _, _ := runtime.Caller(0)

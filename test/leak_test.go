@@ -10,6 +10,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/synth"
@@ -34,7 +35,7 @@ func rssBytes(tb testing.TB) int64 {
 // small bound after a warm-up, and every session closes cleanly (Close is
 // idempotent).
 func TestSwitchRunCyclesDoNotLeak(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	dir, m, w := exportModel(t, repoPath("models", "tiny", "model.onnx"), export.Options{})
 	cfgs := [2]patch.Config{
 		{Adapter: makeAdapter(t, m, w, synth.Options{Mask: synth.MaskRandom, Density: 0.05, Scale: 0.3, Seed: 31, Semantics: adapter.Delta}), Alpha: 1},

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -16,7 +17,7 @@ import (
 // the live (unprepacked) kernels differ in the last bits. Revert returns to
 // the base outputs bit for bit.
 func TestBakedAndHybridEqualStandaloneFusion(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	for _, mc := range modelCases {
 		t.Run(mc.name, func(t *testing.T) {
 			dir, m, w := exportModel(t, mc.path(t), export.Options{})

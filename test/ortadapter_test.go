@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/ortadapter"
 )
@@ -17,7 +18,7 @@ import (
 // computes. The adapter's parameters are fed as the overridable weights'
 // values, so ORT runs the same kernels.
 func TestOrtAdapterEqualsLivePatch(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	for _, mc := range modelCases[:7] { // the shipped models: fp32, Conv, fp16, bf16, external data
 		t.Run(mc.name, func(t *testing.T) {
 			dir, m, w := exportModel(t, mc.path(t), export.Options{})

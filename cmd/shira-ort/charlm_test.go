@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/shira-ort/shira-ort/internal/orttest"
 )
 
 // TestCharDemo runs the charlm demo (short samples): every switch, the LoRA
 // comparison and the bit-exact revert checks.
 func TestCharDemo(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	var out bytes.Buffer
 	if err := runCharDemo(&out, t.TempDir(), charDemoOptions{Length: 24, Seed: 7}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -25,7 +27,7 @@ func TestCharDemo(t *testing.T) {
 // TestGenerateCmd generates from the shipped model with and without an
 // adapter: same seed, different text; same seed twice, same text.
 func TestGenerateCmd(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	gen := func(args ...string) string {
 		t.Helper()
 		cmd := newGenerateCmd()

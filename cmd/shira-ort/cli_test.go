@@ -8,20 +8,10 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/internal/npyfile"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/models"
-	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/tensor"
 )
-
-func requireORT(t *testing.T) {
-	t.Helper()
-	if err := ort.Init(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("ONNX Runtime is required under CI: %v", err)
-		}
-		t.Skipf("ONNX Runtime not available: %v", err)
-	}
-}
 
 // shira runs the CLI in-process and returns its standard output.
 func shira(t *testing.T, args ...string) string {
@@ -56,7 +46,7 @@ func exportTiny(t *testing.T) (tmp, src, dir string) {
 // outputs of apply → run on the fused model, and run without the adapter
 // gives the original model's outputs.
 func TestExportCreateRunEqualsApplyRun(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	tmp, src, dir := exportTiny(t)
 	if out := shira(t, "inspect", dir); !strings.Contains(out, "fc1.weight") {
 		t.Fatalf("inspect dir:\n%s", out)
@@ -124,7 +114,7 @@ func TestAdapterSpec(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	var out bytes.Buffer
 	if err := runDemo(&out, t.TempDir()); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

@@ -15,6 +15,7 @@ import (
 	"github.com/shira-ort/shira-ort/internal/atomicfile/atomicfiletest"
 	"github.com/shira-ort/shira-ort/internal/npyfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/models"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -109,7 +110,7 @@ func TestWrongBaseAndForce(t *testing.T) {
 
 // TestWrongBaseRun checks the live session's refusal through the CLI.
 func TestWrongBaseRun(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	tmp := t.TempDir()
 	p := func(n string) string { return filepath.Join(tmp, n) }
 	if err := os.WriteFile(p("a.onnx"), models.Tiny, 0o644); err != nil {

@@ -7,10 +7,11 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 )
 
 func TestProvidersAndSymbols(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	avail, err := ortshim.AvailableProviders()
 	if err != nil || !slices.Contains(avail, "CPUExecutionProvider") {
 		t.Fatalf("AvailableProviders() = %v, %v", avail, err)
@@ -31,7 +32,7 @@ func TestProvidersAndSymbols(t *testing.T) {
 }
 
 func TestLoraAdapterFromArrayRejectsGarbage(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	if a, err := ortshim.CreateLoraAdapterFromArray([]byte("not an adapter file at all")); err == nil {
 		ortshim.ReleaseLoraAdapter(a)
 		t.Fatal("garbage accepted")

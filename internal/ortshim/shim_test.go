@@ -11,21 +11,11 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
-	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
 var mlpDir = filepath.Join("..", "..", "ort", "testdata", "mlp")
-
-func requireORT(tb testing.TB) {
-	tb.Helper()
-	if err := ort.Init(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("ONNX Runtime is required under CI=true: %v", err)
-		}
-		tb.Skipf("ONNX Runtime not available (run `%s`): %v", ort.SetupCommand, err)
-	}
-}
 
 // TestModuleVersionPinned: the layout mirrors and api_index.h are only
 // valid for the pinned onnxruntime_go version, which go.mod must select.
@@ -54,7 +44,7 @@ func TestModuleVersionPinned(t *testing.T) {
 // TestSessionOptionsMirror: the OrtSessionOptions* taken through the mirror
 // is the one onnxruntime_go configures.
 func TestSessionOptionsMirror(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	so, err := onnxruntime.NewSessionOptions()
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +65,7 @@ func TestSessionOptionsMirror(t *testing.T) {
 // TestValueMirror: the OrtValue* taken through the mirror describes the
 // onnxruntime_go tensor and points at its Go data.
 func TestValueMirror(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	data := make([]byte, 2*3*2)
 	v, err := onnxruntime.NewCustomDataTensor(onnxruntime.NewShape(2, 3), data, onnxruntime.TensorElementDataTypeFloat16)
 	if err != nil {
@@ -98,7 +88,7 @@ func TestValueMirror(t *testing.T) {
 // agree with what onnxruntime_go reports, and the overridable initializers
 // (the exposed weights) are listed separately.
 func TestSessionMirror(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	model := filepath.Join(mlpDir, "model.onnx")
 	ins, outs, err := onnxruntime.GetInputOutputInfo(model)
 	if err != nil {
@@ -139,7 +129,7 @@ func TestSessionMirror(t *testing.T) {
 // TestRunAndRunOptionsMirror: Run through the shim with run options made
 // by onnxruntime_go (mirror) and by the shim, and with a rank-0 input.
 func TestRunAndRunOptionsMirror(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	s, err := onnxruntime.NewDynamicAdvancedSession(filepath.Join(mlpDir, "model.onnx"), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +182,7 @@ func TestRunAndRunOptionsMirror(t *testing.T) {
 }
 
 func TestScalarTensorValue(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	b := tensor.Bytes([]int64{7})
 	v, err := ortshim.NewTensorValue(b, tensor.Int64, nil)
 	if err != nil {

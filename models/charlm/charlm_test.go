@@ -4,28 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/models/charlm"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 	"github.com/shira-ort/shira-ort/textgen"
 )
-
-// requireORT loads ONNX Runtime. Under CI=true a missing library fails the
-// test; elsewhere it skips with the command that fixes it.
-func requireORT(tb testing.TB) {
-	tb.Helper()
-	if err := ort.Init(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("ONNX Runtime is required under CI: %v", err)
-		}
-		tb.Skipf("ONNX Runtime not available (%s): %v", ort.SetupCommand, err)
-	}
-}
 
 func TestEmbeddedFiles(t *testing.T) {
 	if len(charlm.Styles()) < 3 {
@@ -51,7 +39,7 @@ func TestEmbeddedFiles(t *testing.T) {
 // each SHiRA adapter in (logits and sampled text change) and reverts (base
 // logits bit for bit), and checks the base logits against torch's.
 func TestSwitchAdapters(t *testing.T) {
-	requireORT(t)
+	orttest.Require(t)
 	ws, err := charlm.Prepare(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
