@@ -22,31 +22,22 @@ func (ix *graphIndex) subgraphNodes() ([]subgraphUse, error) {
 	var walk func(nodes []*onnxwire.Node, outer map[string]bool) error
 	walk = func(nodes []*onnxwire.Node, outer map[string]bool) error {
 		for _, n := range nodes {
-			attrs, err := n.Attributes()
-			if err != nil {
-				return err
-			}
-			for _, a := range attrs {
-				subs, err := a.Subgraphs()
+			err := n.EachSubgraph(func(a *onnxwire.Attribute, sg *onnxwire.Graph) error {
+				local, err := scopeNames(sg, outer)
 				if err != nil {
 					return err
 				}
-				for _, sg := range subs {
-					local, err := scopeNames(sg, outer)
-					if err != nil {
-						return err
-					}
-					sn, err := sg.Nodes()
-					if err != nil {
-						return fmt.Errorf("subgraph %s.%s: %w", n.Name(), a.Name(), err)
-					}
-					for _, m := range sn {
-						out = append(out, subgraphUse{node: m, owner: n.Name() + "." + a.Name(), local: local})
-					}
-					if err := walk(sn, local); err != nil {
-						return err
-					}
+				sn, err := sg.Nodes()
+				if err != nil {
+					return fmt.Errorf("subgraph %s.%s: %w", n.Name(), a.Name(), err)
 				}
+				for _, m := range sn {
+					out = append(out, subgraphUse{node: m, owner: n.Name() + "." + a.Name(), local: local})
+				}
+				return walk(sn, local)
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil

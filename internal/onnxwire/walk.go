@@ -130,6 +130,34 @@ func (g *Graph) SubgraphReferences() (map[string]bool, error) {
 }
 
 func collectSubgraphRefs(n *Node, refs map[string]bool) error {
+	return n.EachSubgraph(func(_ *Attribute, sg *Graph) error {
+		outs, err := sg.Outputs()
+		if err != nil {
+			return err
+		}
+		for _, o := range outs {
+			refs[o.Name()] = true
+		}
+		nodes, err := sg.Nodes()
+		if err != nil {
+			return err
+		}
+		for _, sn := range nodes {
+			for _, in := range sn.Inputs() {
+				refs[in] = true
+			}
+			if err := collectSubgraphRefs(sn, refs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// EachSubgraph calls fn for every subgraph held by n's attributes (the
+// branches of If, the bodies of Loop and Scan), one level deep, in
+// attribute order; the first error stops the walk and is returned.
+func (n *Node) EachSubgraph(fn func(a *Attribute, sg *Graph) error) error {
 	attrs, err := n.Attributes()
 	if err != nil {
 		return err
@@ -140,24 +168,8 @@ func collectSubgraphRefs(n *Node, refs map[string]bool) error {
 			return err
 		}
 		for _, sg := range subs {
-			outs, err := sg.Outputs()
-			if err != nil {
+			if err := fn(a, sg); err != nil {
 				return err
-			}
-			for _, o := range outs {
-				refs[o.Name()] = true
-			}
-			nodes, err := sg.Nodes()
-			if err != nil {
-				return err
-			}
-			for _, sn := range nodes {
-				for _, in := range sn.Inputs() {
-					refs[in] = true
-				}
-				if err := collectSubgraphRefs(sn, refs); err != nil {
-					return err
-				}
 			}
 		}
 	}
