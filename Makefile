@@ -23,7 +23,7 @@ test: setup
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 ## test-large: the 4.1 GB TinyLlama-shaped model (external data) in every session mode against the offline-fused
-##             oracle, bit for bit (~4 min, ~13 GB RAM, ~17 GB of temporary disk); CI runs it after test
+##             oracle, bit for bit (~4 min, up to ~17 GB RAM, ~17 GB of temporary disk); CI runs it after test
 test-large: setup
 	SHIRA_LARGE_TEST=1 $(GO) test -count=1 -timeout 30m -run 'TestLargeModelModes' -v ./internal/sessionbench/
 
