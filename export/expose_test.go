@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,7 +130,7 @@ func TestTransposeFolding(t *testing.T) {
 	}
 	x := checkExport(t, out, man)
 	e := man.Entry("W.T")
-	if e == nil || !equal(e.Shape, []int64{4, 3}) || !equal(e.Source.Perm, []int64{1, 0}) || e.Source.Name != "W" || !equal(e.Source.Shape, []int64{3, 4}) {
+	if e == nil || !slices.Equal(e.Shape, []int64{4, 3}) || !slices.Equal(e.Source.Perm, []int64{1, 0}) || e.Source.Name != "W" || !slices.Equal(e.Source.Shape, []int64{3, 4}) {
 		t.Fatalf("entry %+v", man.Tensors)
 	}
 	// W[o][i] = 4o+i ; W.T[i][o] = 4o+i
@@ -148,7 +149,7 @@ func TestTransposeFolding(t *testing.T) {
 	if vis, _ := x.graph.ValueInfos(); len(vis) != 0 {
 		t.Error("stale value_info kept")
 	}
-	if !equal(e.Source.FoldedNodes, []string{"tr"}) {
+	if !slices.Equal(e.Source.FoldedNodes, []string{"tr"}) {
 		t.Errorf("folded %v", e.Source.FoldedNodes)
 	}
 	pythonCheck(t, filepath.Join(out, ModelFile), "onnx.shape_inference.infer_shapes(m, strict_mode=True)\n")
@@ -175,7 +176,7 @@ func TestTransposeFoldingChain3D(t *testing.T) {
 		t.Fatalf("tensors %+v", man.Tensors)
 	}
 	// composed: perm[i] = p1[p2[i]] with p1=(2,0,1), p2=(2,1,0) -> (1,0,2)
-	if !equal(e.Source.Perm, []int64{1, 0, 2}) || !equal(e.Shape, []int64{3, 2, 4}) {
+	if !slices.Equal(e.Source.Perm, []int64{1, 0, 2}) || !slices.Equal(e.Shape, []int64{3, 2, 4}) {
 		t.Fatalf("perm %v shape %v", e.Source.Perm, e.Shape)
 	}
 	if c := e.Consumers[0]; c.InputIndex != 0 || len(c.Via) != 1 || c.Via[0].OpType != "Cast" {
@@ -472,7 +473,7 @@ func TestConstantTransposeFoldAndUnknownFields(t *testing.T) {
 	}
 	x := checkExport(t, out, man)
 	e := man.Entry("C.T")
-	if e == nil || !e.Source.FromConstant || !equal(e.Shape, []int64{2, 3}) {
+	if e == nil || !e.Source.FromConstant || !slices.Equal(e.Shape, []int64{2, 3}) {
 		t.Fatalf("tensors %+v", man.Tensors)
 	}
 	if !bytes.Equal(entryBytes(t, out, e), f32(0, 2, 4, 1, 3, 5)) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
@@ -134,7 +135,7 @@ func checkExport(t *testing.T, dir string, man *Manifest) *exported {
 			t.Fatalf("%s: not a graph input", e.Name)
 		}
 		dt, dims, _, ok, err := v.TensorType()
-		if err != nil || !ok || dt != e.DType || !equal(dims, e.Shape) {
+		if err != nil || !ok || dt != e.DType || !slices.Equal(dims, e.Shape) {
 			t.Errorf("%s: graph input type %v %v, want %v %v", e.Name, dt, dims, e.DType, e.Shape)
 		}
 		got, err := it.Data(dir)
@@ -146,18 +147,6 @@ func checkExport(t *testing.T, dir string, man *Manifest) *exported {
 		t.Errorf("ir_version %d", ir)
 	}
 	return x
-}
-
-func equal[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func entryBytes(t *testing.T, dir string, e *TensorEntry) []byte {

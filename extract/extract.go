@@ -6,6 +6,7 @@ package extract
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
@@ -62,7 +63,7 @@ func FromPair(base *export.Manifest, baseW map[string][]byte, tunedM *export.Man
 		if err != nil {
 			return nil, nil, err
 		}
-		if te.DType != e.DType || !equalShape(te.Shape, e.Shape) {
+		if te.DType != e.DType || !slices.Equal(te.Shape, e.Shape) {
 			return nil, nil, fmt.Errorf("extract: %s is %v %v in base but %s is %v %v in tuned", e.Name, e.DType, e.Shape, te.Name, te.DType, te.Shape)
 		}
 		b, err := floats(e, baseW[e.Name])
@@ -168,18 +169,6 @@ func sameConsumer(a, b *export.TensorEntry) bool {
 		}
 	}
 	return false
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func floats(e *export.TensorEntry, b []byte) ([]float32, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -228,7 +229,7 @@ func (s *Session) describe(raw unsafe.Pointer, modelPath string, overridable boo
 		if !ok {
 			return fmt.Errorf("ort: exposed weight %s is not an overridable initializer (initializer and graph input) of %s; ORT could fold or prepack it, so patches would be lost", w.info.Name, modelPath)
 		}
-		if o.DType != w.info.DType || !sameShape(o.Shape, w.info.Shape) {
+		if o.DType != w.info.DType || !slices.Equal(o.Shape, w.info.Shape) {
 			return fmt.Errorf("ort: exposed weight %s is %v %v in the manifest but %v %v in %s", w.info.Name, w.info.DType, w.info.Shape, o.DType, o.Shape, modelPath)
 		}
 	}
@@ -254,18 +255,6 @@ func ioInfo(i ortshim.IOInfo) IOInfo {
 		i.DType = tensor.Undefined
 	}
 	return IOInfo{Name: i.Name, DType: i.DType, Shape: i.Shape, SymbolicDims: i.SymbolicDims}
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func cloneInfos(in []IOInfo) []IOInfo {

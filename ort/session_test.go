@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,10 +23,10 @@ func TestIOInfo(t *testing.T) {
 	requireORT(t)
 	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	in, out := s.Inputs(), s.Outputs()
-	if len(in) != 1 || in[0].Name != "X" || in[0].DType != tensor.Float32 || !sameShape(in[0].Shape, []int64{-1, 8}) || in[0].SymbolicDims[0] != "batch" {
+	if len(in) != 1 || in[0].Name != "X" || in[0].DType != tensor.Float32 || !slices.Equal(in[0].Shape, []int64{-1, 8}) || in[0].SymbolicDims[0] != "batch" {
 		t.Fatalf("inputs = %+v (the exposed weights must not be listed)", in)
 	}
-	if len(out) != 1 || out[0].Name != "Y" || !sameShape(out[0].Shape, []int64{-1, 4}) {
+	if len(out) != 1 || out[0].Name != "Y" || !slices.Equal(out[0].Shape, []int64{-1, 4}) {
 		t.Fatalf("outputs = %+v", out)
 	}
 	ws := s.Weights()
@@ -94,7 +95,7 @@ func TestBindingsAgree(t *testing.T) {
 		for batch := 1; batch <= 5; batch += 2 {
 			in := mlpInput(t, batch, batch)
 			ya, yf := mustRun(t, a, in)["Y"], mustRun(t, f, in)["Y"]
-			if !bytes.Equal(ya.Data, yf.Data) || !sameShape(ya.Shape, yf.Shape) {
+			if !bytes.Equal(ya.Data, yf.Data) || !slices.Equal(ya.Shape, yf.Shape) {
 				t.Fatalf("round %d batch %d: outputs differ", round, batch)
 			}
 		}
@@ -141,7 +142,7 @@ func TestHalfAndBFloat16(t *testing.T) {
 		in := map[string]*tensor.Tensor{"X": X, "XB": XB}
 		out := mustRun(t, s, in)
 		y, yb := out["Y"], out["YB"]
-		if y.DType != tensor.Float16 || yb.DType != tensor.BFloat16 || !sameShape(y.Shape, []int64{n, 4}) || !sameShape(yb.Shape, []int64{n, 4}) {
+		if y.DType != tensor.Float16 || yb.DType != tensor.BFloat16 || !slices.Equal(y.Shape, []int64{n, 4}) || !slices.Equal(yb.Shape, []int64{n, 4}) {
 			t.Fatalf("outputs %v %v / %v %v", y.DType, y.Shape, yb.DType, yb.Shape)
 		}
 		check := func(what string, x *tensor.Tensor, wname string, got *tensor.Tensor, tol float64) {
@@ -180,7 +181,7 @@ func TestInt64InputAndOutput(t *testing.T) {
 	in, _ := tensor.FromInt64([]int64{int64(len(ids))}, ids)
 	out := mustRun(t, s, map[string]*tensor.Tensor{"ids": in})
 	next := out["next"]
-	if next.DType != tensor.Int64 || !sameShape(next.Shape, []int64{5}) {
+	if next.DType != tensor.Int64 || !slices.Equal(next.Shape, []int64{5}) {
 		t.Fatalf("next: %v %v", next.DType, next.Shape)
 	}
 	for i, v := range tensor.Int64s(next.Data) {

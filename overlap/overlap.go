@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -152,7 +153,7 @@ func rowsOf(t *adapter.Tensor, d []float64, m int64) map[int64][]entry {
 }
 
 func comparePair(ta, tb *adapter.Tensor, a, b *adapter.Adapter, o Options) (Pair, error) {
-	if !sameShape(ta.Shape, tb.Shape) || len(ta.Shape) == 0 {
+	if !slices.Equal(ta.Shape, tb.Shape) || len(ta.Shape) == 0 {
 		return Pair{}, fmt.Errorf("overlap: tensor %s has shape %v in %q but %v in %q", ta.Name, ta.Shape, a.Name, tb.Shape, b.Name)
 	}
 	m := ta.Shape[len(ta.Shape)-1]
@@ -269,18 +270,6 @@ func normalize(x []float64) {
 	for i := range x {
 		x[i] /= n
 	}
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // BaseFromWeights returns an Options.Base reading exposed weights (as

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -253,7 +254,7 @@ func (p *Patcher) commit() {
 	p.tasks, p.late = p.tasks[:0], p.late[:0]
 	work, lateWork := 0, 0
 	for i := range p.weights {
-		if ws := &p.weights[i]; !sameEntries(ws.cur, ws.next) {
+		if ws := &p.weights[i]; !slices.EqualFunc(ws.cur, ws.next, entry.same) {
 			w, l := p.queue(i)
 			work, lateWork = work+w, lateWork+l
 		}
@@ -376,16 +377,4 @@ func (p *Patcher) do(t task, s *scratch) {
 	default:
 		ws.applyMerged(s)
 	}
-}
-
-func sameEntries(a, b []entry) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !a[i].same(b[i]) {
-			return false
-		}
-	}
-	return true
 }

@@ -2,6 +2,7 @@ package npyfile
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/tensor"
@@ -38,20 +39,8 @@ func FuzzRead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("read back: %v", err)
 		}
-		if back.DType != got.DType || !equalShape(back.Shape, got.Shape) || !bytes.Equal(back.Data, got.Data) {
+		if back.DType != got.DType || !slices.Equal(back.Shape, got.Shape) || !bytes.Equal(back.Data, got.Data) {
 			t.Fatalf("round trip: %v %v -> %v %v", got.DType, got.Shape, back.DType, back.Shape)
 		}
 	})
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
