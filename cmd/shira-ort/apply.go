@@ -25,28 +25,14 @@ func newApplyCmd() *cobra.Command {
 			if model == "" || out == "" || len(adapters) == 0 {
 				return fmt.Errorf("--model DIR, at least one --adapter and -o FUSED.onnx are required")
 			}
-			m, err := export.LoadManifest(model)
+			fm, err := loadFused(model, adapters, force)
 			if err != nil {
 				return err
 			}
-			cfgs, closeAdapters, err := openAdapters(adapters)
-			if err != nil {
+			if err := export.WriteStandalone(model, fm.m, fm.weights, out); err != nil {
 				return err
 			}
-			defer closeAdapters()
-			weights, err := export.ReadWeights(model, m)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			if err := fuse(m, weights, cfgs, force); err != nil {
-				return err
-			}
-			fused := time.Since(start)
-			if err := export.WriteStandalone(model, m, weights, out); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "fused %d adapter(s) in %v, wrote %s\n", len(cfgs), fused.Round(time.Microsecond), out)
+			fmt.Fprintf(cmd.OutOrStdout(), "fused %d adapter(s) in %v, wrote %s\n", fm.adapters, fm.took.Round(time.Microsecond), out)
 			return nil
 		},
 	}
@@ -59,6 +45,46 @@ func newApplyCmd() *cobra.Command {
 
 // forceUsage documents --force for apply and run.
 const forceUsage = "apply adapters made for another base model (model fingerprint or base weight sha256 mismatch); names, dtypes, shapes and index bounds are still checked"
+
+// fusedModel is an exported model's manifest and weights with adapters
+// fused in memory.
+type fusedModel struct {
+	m        *export.Manifest
+	weights  map[string][]byte
+	touched  map[string]bool // the exposed weights the adapters write
+	adapters int
+	took     time.Duration // the fusion alone
+}
+
+// loadFused reads the exported model in dir and fuses the adapters named
+// by the --adapter flags into its weights (see fuse); the adapter files
+// are closed again before it returns.
+func loadFused(dir string, adapterFlags []string, force bool) (*fusedModel, error) {
+	m, err := export.LoadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfgs, closeAdapters, err := openAdapters(adapterFlags)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAdapters()
+	weights, err := export.ReadWeights(dir, m)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := fuse(m, weights, cfgs, force); err != nil {
+		return nil, err
+	}
+	fm := &fusedModel{m: m, weights: weights, touched: map[string]bool{}, adapters: len(cfgs), took: time.Since(start)}
+	for _, c := range cfgs {
+		for i := range c.Adapter.Tensors {
+			fm.touched[c.Adapter.Tensors[i].Name] = true
+		}
+	}
+	return fm, nil
+}
 
 // fuse applies cfgs to the in-memory weights with the same code a live
 // session uses, so the fused model matches the live session bit for bit.

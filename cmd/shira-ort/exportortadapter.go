@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/ortadapter"
 )
 
@@ -29,34 +28,16 @@ RunOptions to run with the adapted weights.`,
 			if model == "" || out == "" || len(adapters) == 0 {
 				return fmt.Errorf("--model DIR, at least one --adapter and -o OUT.onnx_adapter are required")
 			}
-			m, err := export.LoadManifest(model)
+			fm, err := loadFused(model, adapters, false)
 			if err != nil {
 				return err
-			}
-			cfgs, closeAdapters, err := openAdapters(adapters)
-			if err != nil {
-				return err
-			}
-			defer closeAdapters()
-			weights, err := export.ReadWeights(model, m)
-			if err != nil {
-				return err
-			}
-			if err := fuse(m, weights, cfgs, false); err != nil {
-				return err
-			}
-			touched := map[string]bool{}
-			for _, c := range cfgs {
-				for i := range c.Adapter.Tensors {
-					touched[c.Adapter.Tensors[i].Name] = true
-				}
 			}
 			var oa ortadapter.Adapter
 			var bytes int
-			for _, e := range m.Tensors {
-				if all || touched[e.Name] {
-					oa.Parameters = append(oa.Parameters, ortadapter.Parameter{Name: e.Name, DType: e.DType, Dims: e.Shape, Data: weights[e.Name]})
-					bytes += len(weights[e.Name])
+			for _, e := range fm.m.Tensors {
+				if all || fm.touched[e.Name] {
+					oa.Parameters = append(oa.Parameters, ortadapter.Parameter{Name: e.Name, DType: e.DType, Dims: e.Shape, Data: fm.weights[e.Name]})
+					bytes += len(fm.weights[e.Name])
 				}
 			}
 			if err := ortadapter.Write(out, &oa); err != nil {
