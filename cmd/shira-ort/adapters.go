@@ -33,8 +33,10 @@ func parseAdapterSpec(s string) (adapterSpec, error) {
 }
 
 // openAdapters opens every --adapter flag and returns the patch
-// configuration plus a function closing the files.
-func openAdapters(flags []string) ([]patch.Config, func(), error) {
+// configuration plus a function closing the files. resolve, when not
+// nil, maps flag i's path to the .shira file to open (generate: a style
+// name or a PEFT directory).
+func openAdapters(flags []string, resolve func(i int, path string) (string, error)) ([]patch.Config, func(), error) {
 	var cfgs []patch.Config
 	var opened []*adapter.Adapter
 	closeAll := func() {
@@ -42,16 +44,23 @@ func openAdapters(flags []string) ([]patch.Config, func(), error) {
 			a.Close()
 		}
 	}
-	for _, f := range flags {
+	for i, f := range flags {
 		spec, err := parseAdapterSpec(f)
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		a, err := adapter.Open(spec.Path)
+		path := spec.Path
+		if resolve != nil {
+			if path, err = resolve(i, path); err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+		}
+		a, err := adapter.Open(path)
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("--adapter %q: %w", f, err)
 		}
 		opened = append(opened, a)
 		alpha := spec.Alpha

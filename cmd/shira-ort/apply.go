@@ -64,7 +64,7 @@ func loadFused(dir string, adapterFlags []string, force bool) (*fusedModel, erro
 	if err != nil {
 		return nil, err
 	}
-	cfgs, closeAdapters, err := openAdapters(adapterFlags)
+	cfgs, closeAdapters, err := openAdapters(adapterFlags, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -247,7 +247,7 @@ func bundleAdapters(dir string, specs []string) ([]patch.Config, func(), error) 
 	for i, s := range specs {
 		abs[i] = filepath.Join(dir, s)
 	}
-	return openAdapters(abs)
+	return openAdapters(abs, nil)
 }
 
 // randomInput makes deterministic values for a float or integer input

@@ -3,13 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/models/charlm"
 	"github.com/shira-ort/shira-ort/ort"
@@ -114,46 +112,21 @@ func findVocab(model string) string {
 // resolveGenerateAdapters opens each --adapter: a style of the shipped
 // model, a .shira file, or a PEFT SHiRA directory converted into tmp.
 func resolveGenerateAdapters(flags []string, styles map[string]string, model, tmp string) ([]patch.Config, func(), error) {
-	var cfgs []patch.Config
-	var opened []*adapter.Adapter
-	closeAll := func() {
-		for _, a := range opened {
-			a.Close()
-		}
-	}
-	for i, fl := range flags {
-		spec, err := parseAdapterSpec(fl)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		path := spec.Path
+	return openAdapters(flags, func(i int, path string) (string, error) {
 		if p, ok := styles[path]; ok {
-			path = p
-		} else if st, err := os.Stat(path); err == nil && st.IsDir() {
-			m, err := export.LoadManifest(model)
-			if err != nil {
-				closeAll()
-				return nil, nil, err
-			}
-			out := filepath.Join(tmp, fmt.Sprintf("adapter-%d.shira", i))
-			if err := charlm.ConvertShira(path, m, filepath.Base(path), out); err != nil {
-				closeAll()
-				return nil, nil, err
-			}
-			path = out
+			return p, nil
 		}
-		a, err := adapter.Open(path)
+		if st, err := os.Stat(path); err != nil || !st.IsDir() {
+			return path, nil
+		}
+		m, err := export.LoadManifest(model)
 		if err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("--adapter %q: %w", fl, err)
+			return "", err
 		}
-		opened = append(opened, a)
-		alpha := spec.Alpha
-		if math.IsNaN(float64(alpha)) {
-			alpha = a.DefaultAlpha
+		out := filepath.Join(tmp, fmt.Sprintf("adapter-%d.shira", i))
+		if err := charlm.ConvertShira(path, m, filepath.Base(path), out); err != nil {
+			return "", err
 		}
-		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: alpha})
-	}
-	return cfgs, closeAll, nil
+		return out, nil
+	})
 }

@@ -45,7 +45,7 @@ func newRunCmd() *cobra.Command {
 				}
 				feeds[name] = t
 			}
-			cfgs, closeAdapters, err := openAdapters(adapters)
+			cfgs, closeAdapters, err := openAdapters(adapters, nil)
 			if err != nil {
 				return err
 			}
