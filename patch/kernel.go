@@ -254,20 +254,20 @@ func (ws *wstate) scatter(ix []uint32, f []float32) {
 	case tensor.Float16:
 		w := tensor.Uint16s(ws.Data)
 		for j, i := range ix {
-			// f32to16, written out: the call would not inline.
+			// tensor.Float32ToFloat16's normal range, written out: the call would not inline.
 			u := math.Float32bits(f[j])
 			if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 {
 				r := a - 0x38000000
 				r += 0x0fff + (r>>13)&1
 				w[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
 			} else {
-				w[i] = f32to16slow(f[j])
+				w[i] = tensor.Float32ToFloat16(f[j]) // zero, subnormal, overflow, Inf, NaN
 			}
 		}
 	default:
 		w := tensor.Uint16s(ws.Data)
 		for j, i := range ix {
-			w[i] = f32tobf16(f[j])
+			w[i] = tensor.Float32ToBFloat16(f[j])
 		}
 	}
 }

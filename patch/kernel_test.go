@@ -2,58 +2,11 @@ package patch
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/tensor"
 )
-
-// checkF32to16 compares f32to16 with tensor.Float32ToFloat16 on bits u.
-func checkF32to16(t *testing.T, u uint32) bool {
-	f := math.Float32frombits(u)
-	if got, want := f32to16(f), tensor.Float32ToFloat16(f); got != want {
-		t.Errorf("f32to16(%#08x) = %#04x, want %#04x", u, got, want)
-		return false
-	}
-	return true
-}
-
-// TestF32to16 checks the inlined converter around every float16 value
-// (the value, its midpoints and neighbours) and on random bits. Set
-// SHIRA_EXHAUSTIVE=1 to check all 2^32 inputs (about a minute).
-func TestF32to16(t *testing.T) {
-	if os.Getenv("SHIRA_EXHAUSTIVE") != "" {
-		for u := uint64(0); u < 1<<32; u++ {
-			if !checkF32to16(t, uint32(u)) {
-				return
-			}
-		}
-		return
-	}
-	for h := range 1 << 16 {
-		f := tensor.Float16ToFloat32(uint16(h))
-		u := math.Float32bits(f)
-		for _, d := range []int32{-1 << 13, -1<<12 - 1, -1 << 12, -1<<12 + 1, -1, 0, 1, 1<<12 - 1, 1 << 12, 1<<12 + 1} {
-			if !checkF32to16(t, uint32(int32(u)+d)) {
-				return
-			}
-		}
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for range 1 << 20 {
-		if !checkF32to16(t, rng.Uint32()) {
-			return
-		}
-	}
-	for i := range 1 << 16 {
-		if got, want := math.Float32bits(f16Table()[i]), math.Float32bits(tensor.Float16ToFloat32(uint16(i))); got != want {
-			t.Fatalf("f16Table[%#04x] = %#08x, want %#08x", i, got, want)
-		}
-	}
-}
 
 // TestChunkedParallel runs random configurations with tiny chunks and
 // parallel phases forced on, checking every state against the reference.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/x448/float16"
@@ -266,7 +267,31 @@ func Float32ToBFloat16(f float32) uint16 {
 func BFloat16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // Float32ToFloat16 rounds f to IEEE half precision with round-to-nearest-even.
-func Float32ToFloat16(f float32) uint16 { return float16.Fromfloat32(f).Bits() }
+// The normal range is converted here; zero, subnormals, overflow, Inf and NaN
+// go to x448/float16. The result is bit-identical to x448/float16 for every
+// input (TestFloat32ToFloat16; SHIRA_EXHAUSTIVE=1 checks all 2^32). Hot
+// loops that need it inlined write the first branch out and call this for
+// the rest (package patch).
+func Float32ToFloat16(f float32) uint16 {
+	u := math.Float32bits(f)
+	if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 { // 2^-14 <= |f| < 2^16: normal half (or rounds to Inf)
+		r := a - 0x38000000 // rebias the exponent from 127 to 15
+		r += 0x0fff + (r>>13)&1
+		return uint16(u>>16)&0x8000 | uint16(r>>13)
+	}
+	return float16.Fromfloat32(f).Bits()
+}
 
 // Float16ToFloat32 widens a float16 bit pattern exactly.
 func Float16ToFloat32(h uint16) float32 { return float16.Frombits(h).Float32() }
+
+// Float16Table returns Float16ToFloat32 of every float16 bit pattern (a
+// 256 KiB table built on first use, NaN payloads included), for hot loops
+// that widen many values.
+var Float16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	t := new([1 << 16]float32)
+	for i := range t {
+		t[i] = Float16ToFloat32(uint16(i))
+	}
+	return t
+})

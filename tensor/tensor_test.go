@@ -3,7 +3,11 @@ package tensor
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
+	"os"
 	"testing"
+
+	"github.com/x448/float16"
 )
 
 func TestBFloat16RoundsToNearestEven(t *testing.T) {
@@ -76,5 +80,51 @@ func TestAsFloat32(t *testing.T) {
 	f, err := x.AsFloat32()
 	if err != nil || f[0] != 1.5 || f[1] != -2 {
 		t.Fatalf("%v %v", f, err)
+	}
+}
+
+// checkFloat32ToFloat16 compares Float32ToFloat16 with x448/float16 on
+// bits u.
+func checkFloat32ToFloat16(t *testing.T, u uint32) bool {
+	f := math.Float32frombits(u)
+	if got, want := Float32ToFloat16(f), float16.Fromfloat32(f).Bits(); got != want {
+		t.Errorf("Float32ToFloat16(%#08x) = %#04x, want %#04x", u, got, want)
+		return false
+	}
+	return true
+}
+
+// TestFloat32ToFloat16 checks the converter's own normal-range path
+// against x448/float16 around every float16 value (the value, its
+// midpoints and neighbours) and on random bits, and Float16Table against
+// Float16ToFloat32. Set SHIRA_EXHAUSTIVE=1 to check all 2^32 inputs
+// (about a minute).
+func TestFloat32ToFloat16(t *testing.T) {
+	if os.Getenv("SHIRA_EXHAUSTIVE") != "" {
+		for u := uint64(0); u < 1<<32; u++ {
+			if !checkFloat32ToFloat16(t, uint32(u)) {
+				return
+			}
+		}
+		return
+	}
+	for h := range 1 << 16 {
+		u := math.Float32bits(Float16ToFloat32(uint16(h)))
+		for _, d := range []int32{-1 << 13, -1<<12 - 1, -1 << 12, -1<<12 + 1, -1, 0, 1, 1<<12 - 1, 1 << 12, 1<<12 + 1} {
+			if !checkFloat32ToFloat16(t, uint32(int32(u)+d)) {
+				return
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 1 << 20 {
+		if !checkFloat32ToFloat16(t, rng.Uint32()) {
+			return
+		}
+	}
+	for i := range 1 << 16 {
+		if got, want := math.Float32bits(Float16Table()[i]), math.Float32bits(Float16ToFloat32(uint16(i))); got != want {
+			t.Fatalf("Float16Table()[%#04x] = %#08x, want %#08x", i, got, want)
+		}
 	}
 }

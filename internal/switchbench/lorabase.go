@@ -73,10 +73,10 @@ func addRange(w []byte, dt tensor.DType, d []float32, lo, hi int) {
 			f[i] += v
 		}
 	case tensor.Float16:
-		h, tab := tensor.Uint16s(w)[lo:hi], f16Table()
+		h, tab := tensor.Uint16s(w)[lo:hi], tensor.Float16Table()
 		h = h[:len(d)]
 		for i, v := range d {
-			// f32to16, written out: the call would not inline.
+			// tensor.Float32ToFloat16's normal range, written out: the call would not inline.
 			x := tab[h[i]] + v
 			u := math.Float32bits(x)
 			if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 {
@@ -84,7 +84,7 @@ func addRange(w []byte, dt tensor.DType, d []float32, lo, hi int) {
 				r += 0x0fff + (r>>13)&1
 				h[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
 			} else {
-				h[i] = f32to16slow(x)
+				h[i] = tensor.Float32ToFloat16(x)
 			}
 		}
 	default:
@@ -95,30 +95,3 @@ func addRange(w []byte, dt tensor.DType, d []float32, lo, hi int) {
 		}
 	}
 }
-
-// f16Table widens every float16 bit pattern.
-var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
-	t := new([1 << 16]float32)
-	for i := range t {
-		t[i] = tensor.Float16ToFloat32(uint16(i))
-	}
-	return t
-})
-
-// f32to16 is tensor.Float32ToFloat16 with the normal range inlined (the
-// same code as package patch uses; tested there exhaustively).
-func f32to16(f float32) uint16 {
-	u := math.Float32bits(f)
-	a := u & 0x7fffffff
-	if a-0x38800000 < 0x47800000-0x38800000 {
-		r := a - 0x38000000
-		r += 0x0fff + (r>>13)&1
-		return uint16(u>>16)&0x8000 | uint16(r>>13)
-	}
-	return f32to16slow(f)
-}
-
-// f32to16slow is the rare path, kept out of line so that f32to16 inlines.
-//
-//go:noinline
-func f32to16slow(f float32) uint16 { return tensor.Float32ToFloat16(f) }

@@ -131,7 +131,7 @@ func toDType(b []byte, dt tensor.DType) []byte {
 	h := tensor.Uint16s(out)
 	for i, v := range f {
 		if dt == tensor.Float16 {
-			h[i] = f32to16(v)
+			h[i] = tensor.Float32ToFloat16(v)
 		} else {
 			h[i] = tensor.Float32ToBFloat16(v)
 		}

@@ -227,7 +227,7 @@ func fillRandom(dt tensor.DType, b []byte, rng *rand.Rand) {
 		for i := range h {
 			v := (rng.Float32()*2 - 1) * 0.05
 			if dt == tensor.Float16 {
-				h[i] = f32to16(v)
+				h[i] = tensor.Float32ToFloat16(v)
 			} else {
 				h[i] = tensor.Float32ToBFloat16(v)
 			}
