@@ -2,7 +2,6 @@ package ppocr_test
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,24 +14,6 @@ import (
 	"github.com/shira-ort/shira-ort/ppocr"
 	"github.com/shira-ort/shira-ort/tensor"
 )
-
-// thirdParty returns a file fetched by scripts/fetch-models.sh; under
-// CI=true a missing file fails the test.
-func thirdParty(tb testing.TB, name string) string {
-	tb.Helper()
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := filepath.Join(cache, "shira-ort", "models", name)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
-		}
-		tb.Skipf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
-	}
-	return p
-}
 
 func TestDecode(t *testing.T) {
 	classes := []string{"", "a", "b", " "}
@@ -62,8 +43,8 @@ func TestDecode(t *testing.T) {
 // revert must restore the string and the output bytes exactly.
 func TestAdapterChangesRecognizedText(t *testing.T) {
 	orttest.Require(t)
-	model := thirdParty(t, "ch_PP-OCRv4_rec_infer.onnx")
-	classes, err := ppocr.LoadClasses(thirdParty(t, "ppocr_keys_v1.txt"))
+	model := orttest.ThirdPartyModel(t, "ch_PP-OCRv4_rec_infer.onnx")
+	classes, err := ppocr.LoadClasses(orttest.ThirdPartyModel(t, "ppocr_keys_v1.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func shipped(parts ...string) func(testing.TB) string {
 }
 
 func fetched(name string) func(testing.TB) string {
-	return func(tb testing.TB) string { return thirdPartyModel(tb, name) }
+	return func(tb testing.TB) string { return orttest.ThirdPartyModel(tb, name) }
 }
 
 var modelCases = []modelCase{

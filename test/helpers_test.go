@@ -5,7 +5,6 @@ package test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -22,24 +21,6 @@ import (
 func repoPath(parts ...string) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(append([]string{filepath.Dir(file), ".."}, parts...)...)
-}
-
-// thirdPartyModel returns a model fetched by scripts/fetch-models.sh. Under
-// CI=true a missing model fails the test.
-func thirdPartyModel(tb testing.TB, name string) string {
-	tb.Helper()
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := filepath.Join(cache, "shira-ort", "models", name)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
-		}
-		tb.Skipf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
-	}
-	return p
 }
 
 // exportModel exposes a model into a fresh temporary directory.

@@ -1,10 +1,11 @@
 // Package orttest is what tests across the module share to reach ONNX
-// Runtime. (The ort package's own tests keep a copy: they cannot import
-// a package that imports ort.)
+// Runtime and the third-party models. (The ort package's own tests keep a
+// copy of Require: they cannot import a package that imports ort.)
 package orttest
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/ort"
@@ -22,4 +23,24 @@ func Require(tb testing.TB) {
 		}
 		tb.Skipf("ONNX Runtime not available (run `%s`): %v", ort.SetupCommand, err)
 	}
+}
+
+// ThirdPartyModel returns the path of a file that scripts/fetch-models.sh
+// (make setup) caches under the user cache directory. When it is missing
+// the test fails under CI=true and is skipped elsewhere, naming the
+// script.
+func ThirdPartyModel(tb testing.TB, name string) string {
+	tb.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(cache, "shira-ort", "models", name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
+		}
+		tb.Skipf("%s missing: run `bash scripts/fetch-models.sh` (make setup)", p)
+	}
+	return p
 }
