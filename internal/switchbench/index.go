@@ -3,7 +3,6 @@ package switchbench
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -34,20 +33,12 @@ type IndexRow struct {
 // index encoding and measures file size, open (decode) time and patch
 // time, side by side. ort.Init is not needed.
 func RunIndex(cfg ModelConfig) ([]IndexRow, error) {
-	logf := func(format string, a ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", a...)
-		}
+	logf := logger(cfg.Log)
+	work, cleanup, err := workDir(cfg.Work)
+	if err != nil {
+		return nil, err
 	}
-	work := cfg.Work
-	if work == "" {
-		tmp, err := os.MkdirTemp("", "shira-ort-switchbench-*")
-		if err != nil {
-			return nil, fmt.Errorf("switchbench: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		work = tmp
-	}
+	defer cleanup()
 	_, entries, f32, err := modelWeights(cfg.Dir, cfg.Layers)
 	if err != nil {
 		return nil, err

@@ -141,20 +141,12 @@ func toDType(b []byte, dt tensor.DType) []byte {
 
 // RunModel runs the whole-model benchmark. ort.Init must have succeeded.
 func RunModel(cfg ModelConfig) ([]ModelRow, error) {
-	logf := func(format string, a ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", a...)
-		}
+	logf := logger(cfg.Log)
+	work, cleanup, err := workDir(cfg.Work)
+	if err != nil {
+		return nil, err
 	}
-	work := cfg.Work
-	if work == "" {
-		tmp, err := os.MkdirTemp("", "shira-ort-switchbench-*")
-		if err != nil {
-			return nil, fmt.Errorf("switchbench: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		work = tmp
-	}
+	defer cleanup()
 	logf("model: generating or loading the TinyLlama-shaped model in %s", cfg.Dir)
 	_, entries, f32, err := modelWeights(cfg.Dir, cfg.Layers)
 	if err != nil {

@@ -90,11 +90,7 @@ const bandwidthBytes = 256 << 20
 
 // RunTensors runs the per-tensor benchmark. ort.Init must have succeeded.
 func RunTensors(cfg TensorConfig) ([]TensorRow, error) {
-	logf := func(format string, a ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", a...)
-		}
-	}
+	logf := logger(cfg.Log)
 	var rows []TensorRow
 	for _, th := range cfg.Threads {
 		eng, err := lora.NewEngine(loraOptions(th))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -235,4 +236,26 @@ func (r *Report) modelPlot(path string) error {
 		return fmt.Errorf("switchbench: plot: %w", err)
 	}
 	return nil
+}
+
+// logger returns a printf that writes a line to w (nothing when w is nil).
+func logger(w io.Writer) func(format string, a ...any) {
+	return func(format string, a ...any) {
+		if w != nil {
+			fmt.Fprintf(w, format+"\n", a...)
+		}
+	}
+}
+
+// workDir returns dir, or a new temporary directory when dir is empty;
+// cleanup removes what workDir created.
+func workDir(dir string) (_ string, cleanup func(), _ error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "shira-ort-switchbench-*")
+	if err != nil {
+		return "", nil, fmt.Errorf("switchbench: %w", err)
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
