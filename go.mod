@@ -3,7 +3,6 @@ module github.com/shira-ort/shira-ort
 go 1.26.0
 
 require (
-	codeberg.org/sbinet/npyio v0.14.0
 	github.com/google/flatbuffers v25.12.19+incompatible
 	github.com/nlpodyssey/safetensors v0.0.0-20250209183917-bfb01cc25f7c
 	github.com/spf13/cobra v1.10.2
@@ -25,6 +24,5 @@ require (
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	github.com/nlpodyssey/gopickle v0.3.0 // indirect
 	golang.org/x/text v0.34.0 // indirect
 )

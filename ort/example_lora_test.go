@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/shira-ort/shira-ort/internal/ortadapter"
 	"github.com/shira-ort/shira-ort/ort"
-	"github.com/shira-ort/shira-ort/ortadapter"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shira-ort/shira-ort/ortadapter"
+	"github.com/shira-ort/shira-ort/internal/ortadapter"
 )
 
 func TestNewLoraAdapterFromBytes(t *testing.T) {

@@ -6,9 +6,9 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/synth"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/synth"
 )
 
 // BenchmarkDemoModelSwitch measures one adapter switch (revert the active

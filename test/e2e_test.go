@@ -10,9 +10,9 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/synth"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/synth"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/ortadapter"
 	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
-	"github.com/shira-ort/shira-ort/ortadapter"
 )
 
 // TestOrtAdapterEqualsLivePatch is issue 4's check of export-ort-adapter's

@@ -9,13 +9,13 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/demo/charlm"
+	"github.com/shira-ort/shira-ort/internal/textgen"
 	"github.com/shira-ort/shira-ort/lora"
-	"github.com/shira-ort/shira-ort/models/charlm"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
 	"github.com/shira-ort/shira-ort/tensor"
-	"github.com/shira-ort/shira-ort/textgen"
 )
 
 // charDemoOptions tune runCharDemo.

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shira-ort/shira-ort/ortadapter"
+	"github.com/shira-ort/shira-ort/internal/ortadapter"
 )
 
 // newExportOrtAdapterCmd is `shira-ort export-ort-adapter`: the exposed

@@ -11,7 +11,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/extract"
+	"github.com/shira-ort/shira-ort/internal/extract"
 )
 
 // newExtractCmd is `shira-ort extract`: a SHiRA adapter from a full

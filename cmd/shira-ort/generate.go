@@ -9,10 +9,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/models/charlm"
+	"github.com/shira-ort/shira-ort/internal/demo/charlm"
+	"github.com/shira-ort/shira-ort/internal/textgen"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/textgen"
 )
 
 // newGenerateCmd is `shira-ort generate`: sample text from a character

@@ -13,8 +13,6 @@
 //	shira-ort fuse-lora --lora DIR --model DIR -o FUSED.onnx
 //	shira-ort extract --base A --tuned B --density D -o A.shira
 //	shira-ort overlap A.shira B.shira...
-//	shira-ort bench [--models mlp,llm]
-//	shira-ort bench switch [-o DIR]
 //	shira-ort devicetest --make BUNDLE ... | --bundle BUNDLE [--provider P]
 //	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
 package main
@@ -42,10 +40,8 @@ session by writing their sparse values straight into the weights ORT reads.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	bench := newBenchCmd()
-	bench.AddCommand(newBenchSwitchCmd())
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
-		bench, newDeviceTestCmd(), newGenerateCmd())
+		newDeviceTestCmd(), newGenerateCmd())
 	return root
 }

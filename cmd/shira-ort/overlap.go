@@ -8,7 +8,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/overlap"
+	"github.com/shira-ort/shira-ort/internal/overlap"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

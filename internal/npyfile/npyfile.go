@@ -6,8 +6,7 @@
 // bytes available before anything is allocated, so a hostile file is an
 // error, never a panic or a huge allocation. The data is read as raw
 // little-endian bytes so float16 and bfloat16 need no per-element
-// conversion. Write emits a version 1.0 header; codeberg.org/sbinet/npyio
-// provides the magic string.
+// conversion. Write emits a version 1.0 header.
 package npyfile
 
 import (
@@ -22,11 +21,12 @@ import (
 	"strconv"
 	"strings"
 
-	"codeberg.org/sbinet/npyio/npy"
-
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/tensor"
 )
+
+// magic starts every .npy file (NumPy's format specification).
+const magic = "\x93NUMPY"
 
 // descrs maps little-endian NumPy type strings to element types. NumPy has no
 // bfloat16; such tensors are written as raw uint16 ("<u2") bit patterns.
@@ -110,7 +110,7 @@ func readHeader(r io.Reader, size int64) (header, int64, error) {
 	if _, err := io.ReadFull(r, pre[:8]); err != nil {
 		return header{}, 0, fmt.Errorf("%w: reading magic: %w", ErrFormat, err)
 	}
-	if !bytes.Equal(pre[:6], npy.Magic[:]) {
+	if string(pre[:6]) != magic {
 		return header{}, 0, fmt.Errorf("%w: not a .npy file (bad magic)", ErrFormat)
 	}
 	var hlen, prefix int64
@@ -354,7 +354,7 @@ func Write(w io.Writer, t *tensor.Tensor) error {
 		return fmt.Errorf("npy: header too long for version 1.0")
 	}
 	var buf bytes.Buffer
-	buf.Write(npy.Magic[:])
+	buf.WriteString(magic)
 	buf.Write([]byte{1, 0, byte(len(hdr)), byte(len(hdr) >> 8)})
 	buf.WriteString(hdr)
 	if _, err := w.Write(buf.Bytes()); err != nil {

@@ -5,5 +5,5 @@
 // plain ORT session, time from a switch until adapted outputs, time until
 // a hybrid session is back at full speed, and peak and steady RSS (each
 // measured in a child process). `go test -bench` in this package and
-// `shira-ort bench` both run it.
+// `shira-bench sessions` both run it.
 package sessionbench

@@ -15,6 +15,6 @@
 //
 // Every comparison is measured side by side in one run (the operations
 // interleave round by round) and reported as medians, because the machine
-// it runs on is shared and noisy. `shira-ort bench switch` and
+// it runs on is shared and noisy. `shira-bench switch` and
 // `go test -bench` in this package run it.
 package switchbench

@@ -7,8 +7,8 @@ import (
 	"math/rand/v2"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/mask"
 	"github.com/shira-ort/shira-ort/lora"
-	"github.com/shira-ort/shira-ort/mask"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"

@@ -63,7 +63,7 @@ func TestLinesTouched(t *testing.T) {
 // BenchmarkSwitchTensor is the per-tensor comparison as Go benchmarks:
 // one d×d weight at 1 % and 2 %, SHiRA switch A→B (patch.Set with A
 // active) against LoRA switch (unfuse A + fuse B, product by ORT) at the
-// equal-parameter rank. `shira-ort bench switch` runs the full sweep with
+// equal-parameter rank. `shira-bench switch` runs the full sweep with
 // interleaved rounds and evicts the weight from the caches before each
 // step (this benchmark does not); use -count and benchstat here.
 func BenchmarkSwitchTensor(b *testing.B) {

@@ -17,7 +17,7 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// newBenchSwitchCmd returns `shira-ort bench switch`: SHiRA switching
+// newBenchSwitchCmd returns `shira-bench switch`: SHiRA switching
 // against LoRA re-fusion per tensor and for a whole model, against the
 // memory floor (docs/perf.md). The lead attaches it under `bench`.
 func newBenchSwitchCmd() *cobra.Command {

@@ -8,8 +8,8 @@ import (
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/mask"
-	"github.com/shira-ort/shira-ort/overlap"
+	"github.com/shira-ort/shira-ort/internal/mask"
+	"github.com/shira-ort/shira-ort/internal/overlap"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

@@ -3,7 +3,7 @@ package synth
 import (
 	"testing"
 
-	"github.com/shira-ort/shira-ort/mask"
+	"github.com/shira-ort/shira-ort/internal/mask"
 )
 
 func TestStructSizeMatchesMask(t *testing.T) {

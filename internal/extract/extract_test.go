@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/extract"
+	"github.com/shira-ort/shira-ort/internal/extract"
 	"github.com/shira-ort/shira-ort/internal/peftfix"
 	"github.com/shira-ort/shira-ort/patch"
 )

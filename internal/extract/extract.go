@@ -10,7 +10,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/mask"
+	"github.com/shira-ort/shira-ort/internal/mask"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/demo/charlm"
 	"github.com/shira-ort/shira-ort/internal/orttest"
-	"github.com/shira-ort/shira-ort/models/charlm"
+	"github.com/shira-ort/shira-ort/internal/textgen"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
-	"github.com/shira-ort/shira-ort/textgen"
 )
 
 func TestEmbeddedFiles(t *testing.T) {

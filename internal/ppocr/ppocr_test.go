@@ -9,9 +9,9 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/ppocr"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/ppocr"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 

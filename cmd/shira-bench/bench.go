@@ -16,14 +16,14 @@ import (
 )
 
 func init() {
-	// `shira-ort bench` measures RSS by re-running this executable as a
+	// `shira-bench sessions` measures RSS by re-running this executable as a
 	// child process; the child never reaches the command line parser.
 	if sessionbench.IsChild() {
 		sessionbench.ChildMain()
 	}
 }
 
-// newBenchCmd returns `shira-ort bench`: the session mode comparison of
+// newBenchCmd returns `shira-bench sessions`: the session mode comparison of
 // docs/session-modes.md.
 func newBenchCmd() *cobra.Command {
 	var (
@@ -34,7 +34,7 @@ func newBenchCmd() *cobra.Command {
 		rss                       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   "sessions",
 		Short: "Compare live, baked and hybrid sessions with a plain ORT session",
 		Long: `bench generates benchmark models (an 8-layer 1024→4096→1024 MLP, and with
 --models mlp,llm a TinyLlama-shaped 4.1 GB model), opens a plain ORT session of

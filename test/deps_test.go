@@ -1,0 +1,69 @@
+package test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowedModules lists, for each library package and the CLI, the only
+// modules outside the standard library and this module it may depend on
+// (directly or not). A package that gains any other dependency fails the
+// test: the core library stays small, and installing the CLI compiles
+// only what it runs (no plotting, image or PDF packages; those serve
+// cmd/shira-bench).
+var allowedModules = map[string][]string{
+	"./tensor":        {"github.com/x448/float16"},
+	"./adapter":       {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
+	"./patch":         {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
+	"./export":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf"},
+	"./ort":           {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/yalue/onnxruntime_go"},
+	"./peft":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors"},
+	"./lora":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
+	"./cmd/shira-ort": {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go", "github.com/spf13/cobra", "github.com/spf13/pflag"},
+}
+
+// TestDependencies runs `go list -deps` on each package of allowedModules
+// and fails on any module not listed for it.
+func TestDependencies(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatalf("the go command is needed to list dependencies: %v", err)
+	}
+	for pkg, allowed := range allowedModules {
+		cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Module,Standard", pkg)
+		cmd.Dir = repoPath()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		type listed struct {
+			ImportPath string
+			Standard   bool
+			Module     *struct{ Path string }
+		}
+		dec := json.NewDecoder(strings.NewReader(string(out)))
+		seen := 0
+		for {
+			var p listed
+			if err := dec.Decode(&p); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("go list %s: %v", pkg, err)
+			}
+			seen++
+			if p.Standard || p.Module == nil || p.Module.Path == "github.com/shira-ort/shira-ort" {
+				continue
+			}
+			if !slices.Contains(allowed, p.Module.Path) {
+				t.Errorf("%s depends on %s (module %s), which is not in its allowed list; keep heavy dependencies out of the library and the CLI, or extend allowedModules with a reason",
+					pkg, p.ImportPath, p.Module.Path)
+			}
+		}
+		if seen == 0 {
+			t.Errorf("go list %s listed nothing", pkg)
+		}
+	}
+}
