@@ -17,6 +17,8 @@
 #define SHIM_IDX_CreateRunOptions 39
 #define SHIM_IDX_ReleaseRunOptions 97
 #define SHIM_IDX_AddRunConfigEntry 165
+#define SHIM_IDX_RunOptionsSetTerminate 46
+#define SHIM_IDX_RunOptionsUnsetTerminate 47
 #define SHIM_IDX_SessionGetInputCount 30
 #define SHIM_IDX_SessionGetOutputCount 31
 #define SHIM_IDX_SessionGetOverridableInitializerCount 32

@@ -69,6 +69,24 @@ func AddRunConfigEntry(runOptions unsafe.Pointer, key, value string) error {
 	return statusErr("AddRunConfigEntry "+key, C.shim_add_run_config_entry((*C.OrtRunOptions)(runOptions), ckey, cval))
 }
 
+// SetTerminate makes every Run using runOptions (an OrtRunOptions*) stop
+// as soon as possible with an error (OrtApi::RunOptionsSetTerminate).
+// It is safe to call while a Run is using runOptions.
+func SetTerminate(runOptions unsafe.Pointer) error {
+	if !initialized() {
+		return ErrNotInitialized
+	}
+	return statusErr("RunOptionsSetTerminate", C.shim_run_options_set_terminate((*C.OrtRunOptions)(runOptions)))
+}
+
+// UnsetTerminate clears SetTerminate so runOptions can serve new Runs.
+func UnsetTerminate(runOptions unsafe.Pointer) error {
+	if !initialized() {
+		return ErrNotInitialized
+	}
+	return statusErr("RunOptionsUnsetTerminate", C.shim_run_options_unset_terminate((*C.OrtRunOptions)(runOptions)))
+}
+
 // ReleaseRunOptions releases run options made by NewRunOptions; nil is a
 // no-op.
 func ReleaseRunOptions(runOptions unsafe.Pointer) {

@@ -138,6 +138,14 @@ OrtStatus *shim_add_run_config_entry(OrtRunOptions *ro, const char *key, const c
   return FN(AddRunConfigEntry, st_add_ro)(ro, key, value);
 }
 
+typedef OrtStatus *(*st_ro_flag)(OrtRunOptions *);
+
+OrtStatus *shim_run_options_set_terminate(OrtRunOptions *ro) { return FN(RunOptionsSetTerminate, st_ro_flag)(ro); }
+
+OrtStatus *shim_run_options_unset_terminate(OrtRunOptions *ro) {
+  return FN(RunOptionsUnsetTerminate, st_ro_flag)(ro);
+}
+
 OrtStatus *shim_session_count(const OrtSession *s, int kind, size_t *out) {
   switch (kind) {
     case SHIM_INPUT:

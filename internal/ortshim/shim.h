@@ -41,6 +41,10 @@ OrtStatus *shim_has_session_config_entry(const OrtSessionOptions *o, const char 
 OrtStatus *shim_create_run_options(OrtRunOptions **out);
 void shim_release_run_options(OrtRunOptions *ro);
 OrtStatus *shim_add_run_config_entry(OrtRunOptions *ro, const char *key, const char *value);
+// shim_run_options_set_terminate makes every Run using ro stop as soon as
+// possible with an error; unset lets ro be used again.
+OrtStatus *shim_run_options_set_terminate(OrtRunOptions *ro);
+OrtStatus *shim_run_options_unset_terminate(OrtRunOptions *ro);
 
 OrtStatus *shim_session_count(const OrtSession *s, int kind, size_t *out);
 OrtStatus *shim_session_name(const OrtSession *s, int kind, size_t i, char **out);

@@ -33,6 +33,8 @@ var functions = []string{
 	"CreateRunOptions",
 	"ReleaseRunOptions",
 	"AddRunConfigEntry",
+	"RunOptionsSetTerminate",
+	"RunOptionsUnsetTerminate",
 	"SessionGetInputCount",
 	"SessionGetOutputCount",
 	"SessionGetOverridableInitializerCount",
