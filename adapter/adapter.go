@@ -62,8 +62,12 @@ func (s Semantics) valid() bool { return s == Overwrite || s == Delta }
 // Adapter is one SHiRA adapter: sparse values for a set of weight tensors.
 //
 // An Adapter returned by [Decode] or [Open] aliases the buffer it was read
-// from; one returned by Open must not be used (nor any slice taken from
-// it) after [Adapter.Close].
+// from. One returned by Open aliases a memory mapping of the file, which
+// [Adapter.Close] releases once nothing uses it any more: code that keeps
+// using the adapter's slices (a patch.Patcher or an ort.Session with the
+// adapter active) holds it with [Adapter.Retain], so closing an adapter in
+// use never pulls memory from under it. Copies of an Adapter value share
+// its mapping.
 type Adapter struct {
 	// Name is a free-form label ("style-a").
 	Name string
@@ -79,7 +83,7 @@ type Adapter struct {
 	// Tensors lists the touched weights; names are unique.
 	Tensors []Tensor
 
-	unmap func() error // set by Open
+	m *mapping // set by Open
 }
 
 // Tensor is the sparse update of one weight tensor.

@@ -42,7 +42,7 @@ func sample(t testing.TB) *Adapter {
 func equalAdapters(t *testing.T, got, want *Adapter) {
 	t.Helper()
 	g, w := *got, *want
-	g.unmap, w.unmap = nil, nil
+	g.m, w.m = nil, nil
 	norm := func(a *Adapter) {
 		if len(a.Metadata) == 0 {
 			a.Metadata = nil

@@ -157,9 +157,9 @@ func alignedBytes(n int) []byte {
 
 // Open memory-maps the .shira file at path read-only and decodes it
 // without copying (see [Decode]). The returned adapter aliases the
-// mapping: call [Adapter.Close] when done, and do not use the adapter or
-// any slice taken from it afterwards (the memory is gone; a patcher must
-// have reverted or dropped it first).
+// mapping: call [Adapter.Close] when done. Users that keep reading the
+// adapter's slices (patch.Patcher, ort.Session) [Adapter.Retain] it, and
+// the mapping lives until the last of them lets go.
 func Open(path string) (*Adapter, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -169,6 +169,9 @@ func Open(path string) (*Adapter, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("adapter: open: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("adapter: open %s: %w: not a regular file", path, ErrInvalid)
 	}
 	if st.Size() < 8 || st.Size() > maxFileSize {
 		return nil, fmt.Errorf("adapter: open %s: %w: size %d bytes", path, ErrInvalid, st.Size())
@@ -182,24 +185,6 @@ func Open(path string) (*Adapter, error) {
 		unmap()
 		return nil, fmt.Errorf("adapter: open %s: %w", path, err)
 	}
-	a.unmap = unmap
+	a.m = &mapping{unmap: unmap, tensors: a.Tensors}
 	return a, nil
-}
-
-// Close releases the memory map of an adapter returned by [Open] and
-// clears its tensors' Indices and Values; it is a no-op for other
-// adapters. The adapter must not be used afterwards.
-func (a *Adapter) Close() error {
-	if a.unmap == nil {
-		return nil
-	}
-	for i := range a.Tensors {
-		a.Tensors[i].Indices, a.Tensors[i].Values = nil, nil
-	}
-	unmap := a.unmap
-	a.unmap = nil
-	if err := unmap(); err != nil {
-		return fmt.Errorf("adapter: close: %w", err)
-	}
-	return nil
 }

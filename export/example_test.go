@@ -1,6 +1,7 @@
 package export_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -30,7 +31,7 @@ func ExampleExpose() {
 		log.Fatal(err)
 	}
 
-	man, err := export.Expose(src, filepath.Join(dir, "out"), export.Options{})
+	man, err := export.Expose(context.Background(), src, filepath.Join(dir, "out"), export.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

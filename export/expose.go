@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -42,8 +43,9 @@ var maxProto int64 = math.MaxInt32
 // Files are written under temporary names and renamed into place, the
 // manifest last (an old manifest is removed first): a process killed at
 // any point leaves either the old directory, a directory without a
-// manifest (which LoadManifest refuses), or the complete new export.
-func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
+// manifest (which Open refuses), or the complete new export. ctx is checked
+// between tensors; a cancelled Expose leaves the old directory or none.
+func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manifest, error) {
 	align := opts.Alignment
 	if align == 0 {
 		align = DefaultAlignment
@@ -86,10 +88,9 @@ func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	absSrc, _ := filepath.Abs(modelPath)
 	sum := sha256.Sum256(raw)
 	man := &Manifest{Format: Format, Model: ModelFile, WeightsFile: WeightsFile, Alignment: align,
-		Source: SourceModel{Path: absSrc, SHA256: hex.EncodeToString(sum[:])}}
+		Source: SourceModel{Path: filepath.Base(modelPath), SHA256: hex.EncodeToString(sum[:])}}
 
 	ir, err := model.IRVersion()
 	if err != nil {
@@ -120,6 +121,9 @@ func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 
 	exposed := map[*onnxwire.Message]bool{}
 	for _, c := range chosen {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		e, t, err := exposeOne(ix, c, aw, srcDir)
 		if err != nil {
 			return nil, err
@@ -134,6 +138,9 @@ func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 	err = model.WalkTensors(func(t *onnxwire.Tensor) error {
 		if exposed[t.Message] || !t.IsExternal() {
 			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		r, size, closeFn, err := t.Open(srcDir)
 		if err != nil {
@@ -177,7 +184,7 @@ func Expose(modelPath, outDir string, opts Options) (*Manifest, error) {
 	}
 	// The manifest marks the directory as complete: remove an old one
 	// before replacing the files, so a crash between the renames leaves a
-	// directory LoadManifest refuses, never new weights under an old
+	// directory Open refuses, never new weights under an old
 	// manifest; the new manifest is renamed into place last.
 	if err := atomicfile.Remove(filepath.Join(outDir, ManifestFile)); err != nil {
 		return nil, fmt.Errorf("export: %w", err)

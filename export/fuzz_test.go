@@ -1,7 +1,10 @@
 package export
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +41,7 @@ func watchdog(d time.Duration) func() bool {
 // FuzzExpose writes arbitrary bytes as model.onnx (beside the external
 // data file of models/testdata/external, so external tensors resolve) and
 // exports it. Expose must return a manifest or an error; what it exports
-// must load (LoadManifest, ReadWeights), parse again and turn into a
+// must open (Open, ReadWeights), parse again and turn into a
 // standalone model.
 func FuzzExpose(f *testing.F) {
 	for _, b := range repoModels(f) {
@@ -60,40 +63,41 @@ func FuzzExpose(f *testing.F) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(t.TempDir(), "out")
-		m, err := Expose(mp, out, Options{})
+		m, err := Expose(context.Background(), mp, out, Options{})
 		if err != nil {
 			if _, statErr := os.Stat(filepath.Join(out, ManifestFile)); statErr == nil {
 				t.Fatalf("failed export left a manifest behind: %v", err)
 			}
 			return
 		}
-		m2, err := LoadManifest(out)
+		om, err := Open(out)
 		if err != nil {
-			t.Fatalf("exported manifest does not load: %v", err)
+			t.Fatalf("exported model does not open: %v", err)
 		}
-		if m2.Fingerprint != m.Fingerprint {
-			t.Fatalf("fingerprint %s on disk, %s returned", m2.Fingerprint, m.Fingerprint)
+		defer om.Close()
+		if om.Fingerprint() != m.Fingerprint {
+			t.Fatalf("fingerprint %s on disk, %s returned", om.Fingerprint(), m.Fingerprint)
 		}
-		if _, err := ReadWeights(out, m2); err != nil {
+		if _, err := om.ReadWeights(context.Background()); err != nil {
 			t.Fatalf("exported weights do not read back: %v", err)
 		}
 		if _, err := onnxwire.ReadModel(filepath.Join(out, ModelFile)); err != nil {
 			t.Fatalf("exported model does not parse: %v", err)
 		}
-		if err := WriteStandalone(out, m2, nil, filepath.Join(out, "standalone.onnx")); err != nil {
+		if err := om.WriteStandalone(context.Background(), nil, filepath.Join(out, "standalone.onnx")); err != nil {
 			t.Fatalf("standalone of an exported model: %v", err)
 		}
 	})
 }
 
-// FuzzLoadManifest loads an arbitrary manifest.json beside a small real
-// weight file and reads the weights: a result or an error (ErrManifest or
-// a read error), never a panic or an allocation the weight file cannot
-// back.
+// FuzzLoadManifest opens (Open) a directory with an arbitrary manifest.json
+// beside a small real model and weight file and reads the weights: a result
+// or an error (ErrManifest or a read error), never a panic or an
+// allocation the weight file cannot back.
 func FuzzLoadManifest(f *testing.F) {
 	atomicfile.DisableSync()
 	good := filepath.Join(f.TempDir(), "good")
-	if _, err := Expose(filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), good, Options{}); err != nil {
+	if _, err := Expose(context.Background(), filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), good, Options{}); err != nil {
 		f.Fatal(err)
 	}
 	js, err := os.ReadFile(filepath.Join(good, ManifestFile))
@@ -106,19 +110,19 @@ func FuzzLoadManifest(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(good, ManifestFile), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		m, err := LoadManifest(good)
+		om, err := Open(good)
 		if err != nil {
-			if !errors.Is(err, ErrManifest) {
-				t.Fatalf("error does not wrap ErrManifest: %v", err)
+			if !errors.Is(err, ErrManifest) && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("error wraps neither ErrManifest nor fs.ErrNotExist: %v", err)
 			}
 			return
 		}
-		m.Summary()
-		w, err := ReadWeights(good, m)
+		defer om.Close()
+		w, err := om.ReadWeights(context.Background())
 		if err != nil {
 			return
 		}
-		for _, e := range m.Tensors {
+		for _, e := range om.Manifest().Tensors {
 			n, _ := tensor.NumElements(e.Shape)
 			if len(w[e.Name]) != n*e.DType.Size() {
 				t.Fatalf("weight %q: %d bytes for %v %v", e.Name, len(w[e.Name]), e.DType, e.Shape)
@@ -129,10 +133,10 @@ func FuzzLoadManifest(f *testing.F) {
 
 // TestReadWeightsRefusesHugeEntry is the regression test for a manifest
 // whose (consistent, fingerprinted) entry claims far more bytes than the
-// weight file holds: ReadWeights must refuse it before allocating.
+// weight file holds: Open must refuse it (before anything allocates).
 func TestReadWeightsRefusesHugeEntry(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "x")
-	m, err := Expose(filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), dir, Options{})
+	m, err := Expose(context.Background(), filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +147,14 @@ func TestReadWeightsRefusesHugeEntry(t *testing.T) {
 	if err := m.Validate(); err != nil {
 		t.Fatalf("the crafted manifest should be self-consistent: %v", err)
 	}
-	if _, err := ReadWeights(dir, m); !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), "beyond the end") {
-		t.Fatalf("ReadWeights = %v, want ErrManifest: beyond the end", err)
+	js, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ManifestFile), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), "beyond the end") {
+		t.Fatalf("Open = %v, want ErrManifest: beyond the end", err)
 	}
 }

@@ -100,10 +100,8 @@ func loadExported(t *testing.T, path string) *exported {
 // type and shape.
 func checkExport(t *testing.T, dir string, man *Manifest) *exported {
 	t.Helper()
-	loaded, err := LoadManifest(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lm := openT(t, dir)
+	loaded := lm.Manifest()
 	if loaded.Fingerprint != man.Fingerprint || len(loaded.Tensors) != len(man.Tensors) {
 		t.Fatal("manifest on disk differs from the returned one")
 	}
@@ -159,3 +157,14 @@ func entryBytes(t *testing.T, dir string, e *TensorEntry) []byte {
 }
 
 var _ = tensor.Float32
+
+// openT opens an exported directory for a test (closed when it ends).
+func openT(tb testing.TB, dir string) *Model {
+	tb.Helper()
+	m, err := Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return m
+}

@@ -3,10 +3,8 @@ package export
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -62,6 +60,8 @@ type Manifest struct {
 
 // SourceModel identifies the source model file.
 type SourceModel struct {
+	// Path is the source model's file name (without its directory, so an
+	// export does not depend on where it ran).
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"` // of the .onnx file only, not its external data
 }
@@ -187,22 +187,6 @@ func shapeString(shape []int64) string {
 	return strings.Join(s, ",")
 }
 
-// LoadManifest reads and validates DIR/manifest.json.
-func LoadManifest(dir string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, filepath.Join(dir, ManifestFile), err)
-	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestFile), err)
-	}
-	return &m, nil
-}
-
 // Validate checks the manifest's internal consistency: format, file names,
 // unique names, float dtypes, lengths matching shapes, alignment, no
 // overlapping byte ranges and the fingerprint.
@@ -263,53 +247,4 @@ func (m *Manifest) Validate() error {
 		return bad("fingerprint %s does not match the tensors (%s)", m.Fingerprint, fp)
 	}
 	return nil
-}
-
-// DTypeStat counts tensors and bytes of one dtype.
-type DTypeStat struct {
-	Count int   `json:"count"`
-	Bytes int64 `json:"bytes"`
-}
-
-// Summary is an overview of the exposed weights, for `inspect`.
-type Summary struct {
-	Tensors       int                        `json:"tensors"`
-	Bytes         int64                      `json:"bytes"`
-	Elements      int64                      `json:"elements"`
-	ByDType       map[tensor.DType]DTypeStat `json:"by_dtype"`
-	ByOpType      map[string]int             `json:"by_op_type"` // consumers per op type
-	Transposed    int                        `json:"transposed"`
-	FromConstant  int                        `json:"from_constant"`
-	External      int                        `json:"external"`
-	ExternalBytes int64                      `json:"external_bytes"`
-}
-
-// Summary returns counts and sizes of the exposed weights.
-func (m *Manifest) Summary() Summary {
-	s := Summary{ByDType: map[tensor.DType]DTypeStat{}, ByOpType: map[string]int{}}
-	for _, t := range m.Tensors {
-		s.Tensors++
-		s.Bytes += t.Length
-		if sz := t.DType.Size(); sz > 0 {
-			s.Elements += t.Length / int64(sz)
-		}
-		d := s.ByDType[t.DType]
-		d.Count++
-		d.Bytes += t.Length
-		s.ByDType[t.DType] = d
-		for _, c := range t.Consumers {
-			s.ByOpType[c.OpType]++
-		}
-		if t.Source.Perm != nil {
-			s.Transposed++
-		}
-		if t.Source.FromConstant {
-			s.FromConstant++
-		}
-	}
-	for _, e := range m.External {
-		s.External++
-		s.ExternalBytes += e.Length
-	}
-	return s
 }

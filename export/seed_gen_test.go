@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -64,7 +65,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	// last entry claiming 2 TiB (fingerprint recomputed): a regression for
 	// ReadWeights allocating before checking the weight file's size
 	dir := filepath.Join(t.TempDir(), "x")
-	m, err := Expose(filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), dir, Options{})
+	m, err := Expose(context.Background(), filepath.Join("..", "models", "testdata", "fp16", "model.onnx"), dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +13,11 @@ import (
 )
 
 // WriteStandalone writes to outPath a self-contained ONNX model built from
-// the exported directory dir (manifest m, loaded from dir when nil). Every
-// exposed weight becomes a plain constant initializer (removed from
-// graph.input), holding weights[name] when present (this is how
-// offline-fused adapters are baked in; the length must match) and the
-// bytes in the weight file otherwise; every other external tensor is
-// inlined too.
+// the exported model. Every exposed weight becomes a plain constant
+// initializer (removed from graph.input), holding weights[name] when present
+// (this is how offline-fused adapters are baked in, see Fuse; the length
+// must match) and the bytes in the weight file otherwise; every other
+// external tensor is inlined too.
 //
 // When the inlined model would exceed the 2 GB protobuf limit, the tensor
 // bytes go to one external file OUT.data beside the model instead (same
@@ -25,13 +25,13 @@ import (
 // written under temporary names and renamed into place (the data file
 // first, after removing an old outPath, so an old model never reads a new
 // data file).
-func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath string) error {
-	if m == nil {
-		var err error
-		if m, err = LoadManifest(dir); err != nil {
-			return err
-		}
-	}
+func (m *Model) WriteStandalone(ctx context.Context, weights map[string][]byte, outPath string) error {
+	return m.WithWeightFile(func(wf *os.File, _ int64) error {
+		return writeStandalone(ctx, m.dir, m.manifest, m.graph, wf, weights, outPath)
+	})
+}
+
+func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte, wf *os.File, weights map[string][]byte, outPath string) error {
 	for name, b := range weights {
 		e := m.Entry(name)
 		if e == nil {
@@ -41,7 +41,7 @@ func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath
 			return fmt.Errorf("export: standalone: weight %q has %d bytes, want %d (%v %v)", name, len(b), e.Length, e.DType, e.Shape)
 		}
 	}
-	model, err := onnxwire.ReadModel(filepath.Join(dir, m.Model))
+	model, err := onnxwire.ParseModel(graph, dir)
 	if err != nil {
 		return fmt.Errorf("export: standalone: %w", err)
 	}
@@ -49,11 +49,6 @@ func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath
 	if err != nil {
 		return fmt.Errorf("export: standalone: %w", err)
 	}
-	wf, err := os.Open(filepath.Join(dir, m.WeightsFile))
-	if err != nil {
-		return fmt.Errorf("export: standalone: %w", err)
-	}
-	defer wf.Close()
 
 	// collect the tensors to inline: exposed initializers, then externals
 	type item struct {
@@ -114,6 +109,9 @@ func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath
 	defer func() { df.discard(); mf.discard() }()
 	if projected <= maxProto {
 		for _, it := range items {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			b, err := bytesOf(it)
 			if err != nil {
 				return fmt.Errorf("export: standalone: %w", err)
@@ -131,6 +129,9 @@ func WriteStandalone(dir string, m *Manifest, weights map[string][]byte, outPath
 		}
 		aw := newAlignedWriter(df.f, align)
 		for _, it := range items {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			// streamed tensor by tensor: nothing but weights[...] is held in memory
 			off, err := putStandalone(aw, dir, wf, it.t, it.entry, it.size, weights)
 			if err != nil {

@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +15,11 @@ import (
 func TestReadWeights(t *testing.T) {
 	src := writeModel(t, mixedModel(), t.TempDir())
 	out := t.TempDir()
-	man, err := Expose(src, out, Options{})
+	man, err := Expose(context.Background(), src, out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := ReadWeights(out, nil)
+	w, err := openT(t, out).ReadWeights(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,15 +31,15 @@ func TestReadWeights(t *testing.T) {
 	b, _ := os.ReadFile(wf)
 	b[man.Entry("K").Offset] ^= 1
 	os.WriteFile(wf, b, 0o644)
-	if _, err := ReadWeights(out, man); err == nil || !strings.Contains(err.Error(), "sha256") {
+	if _, err := openT(t, out).ReadWeights(context.Background()); err == nil || !strings.Contains(err.Error(), "sha256") {
 		t.Errorf("corruption: %v", err)
 	}
 }
 
-func TestLoadManifestRejectsBadFiles(t *testing.T) {
+func TestOpenRejectsBadManifests(t *testing.T) {
 	src := writeModel(t, mixedModel(), t.TempDir())
 	out := t.TempDir()
-	if _, err := Expose(src, out, Options{}); err != nil {
+	if _, err := Expose(context.Background(), src, out, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(out, ManifestFile)
@@ -53,7 +54,8 @@ func TestLoadManifestRejectsBadFiles(t *testing.T) {
 		"json": func(s string) string { return s[:10] },
 	} {
 		os.WriteFile(p, []byte(edit(string(orig))), 0o644)
-		if _, err := LoadManifest(out); err == nil {
+		if m, err := Open(out); err == nil {
+			m.Close()
 			t.Errorf("%s: accepted", what)
 		}
 	}
@@ -61,7 +63,7 @@ func TestLoadManifestRejectsBadFiles(t *testing.T) {
 
 func standaloneCheck(t *testing.T, out string, man *Manifest, weights map[string][]byte, path string) *exported {
 	t.Helper()
-	if err := WriteStandalone(out, man, weights, path); err != nil {
+	if err := openT(t, out).WriteStandalone(context.Background(), weights, path); err != nil {
 		t.Fatal(err)
 	}
 	x := loadExported(t, path)
@@ -101,7 +103,7 @@ func TestWriteStandalone(t *testing.T) {
 	b.AddOutput("y2", tensor.Float32, []int64{-1, 3}, "batch")
 	src := writeModel(t, b, srcDir)
 	out := t.TempDir()
-	man, err := Expose(src, out, Options{})
+	man, err := Expose(context.Background(), src, out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +131,10 @@ func TestWriteStandalone(t *testing.T) {
 	}
 
 	// bad weights are refused
-	if err := WriteStandalone(out, man, map[string][]byte{"W": seq(2, 0)}, path); err == nil {
+	if err := openT(t, out).WriteStandalone(context.Background(), map[string][]byte{"W": seq(2, 0)}, path); err == nil {
 		t.Error("short weight accepted")
 	}
-	if err := WriteStandalone(out, man, map[string][]byte{"nope": nil}, path); err == nil {
+	if err := openT(t, out).WriteStandalone(context.Background(), map[string][]byte{"nope": nil}, path); err == nil {
 		t.Error("unknown weight accepted")
 	}
 }
@@ -140,7 +142,7 @@ func TestWriteStandalone(t *testing.T) {
 func TestWriteStandaloneExternalFallback(t *testing.T) {
 	src := writeModel(t, mixedModel(), t.TempDir())
 	out := t.TempDir()
-	man, err := Expose(src, out, Options{})
+	man, err := Expose(context.Background(), src, out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,7 @@ func TestStandaloneRoundTripOfSource(t *testing.T) {
 	// tensors (transposed ones in their folded layout).
 	src := writeModel(t, mixedModel(), t.TempDir())
 	out := t.TempDir()
-	man, err := Expose(src, out, Options{})
+	man, err := Expose(context.Background(), src, out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

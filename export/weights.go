@@ -6,35 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
-
-// ReadWeights reads every exposed weight of the exported directory dir
-// into memory, checking each against its manifest sha256. m may be nil, in
-// which case the manifest is loaded from dir.
-func ReadWeights(dir string, m *Manifest) (map[string][]byte, error) {
-	if m == nil {
-		var err error
-		if m, err = LoadManifest(dir); err != nil {
-			return nil, err
-		}
-	}
-	f, err := os.Open(filepath.Join(dir, m.WeightsFile))
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
-	}
-	defer f.Close()
-	out := make(map[string][]byte, len(m.Tensors))
-	for i := range m.Tensors {
-		e := &m.Tensors[i]
-		b, err := readEntry(f, e)
-		if err != nil {
-			return nil, err
-		}
-		out[e.Name] = b
-	}
-	return out, nil
-}
 
 // readEntry reads and verifies one exposed tensor from the weight file.
 func readEntry(f *os.File, e *TensorEntry) ([]byte, error) {

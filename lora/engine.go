@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func NewEngine(opts *ort.Options) (*Engine, error) {
 			e.Close()
 			return nil, fmt.Errorf("lora: %w", err)
 		}
-		s, err := ort.OpenModel(p, opts)
+		s, err := ort.OpenModel(context.Background(), p, opts)
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("lora: product session: %w", err)
@@ -70,7 +71,7 @@ func productGraph(transpose bool) *onnxwire.Builder {
 // Delta returns scale·B·A of module m as float32 in the given layout:
 // [out, in] for OutIn, [in, out] for InOut. (lora_B·lora_A is [out, in]
 // whatever fan_in_fan_out says; the exposed tensor's layout decides.)
-func (e *Engine) Delta(m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
+func (e *Engine) Delta(ctx context.Context, m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
 	if len(m.A) != m.R*m.In || len(m.B) != m.Out*m.R {
 		return nil, fmt.Errorf("lora: module %s: A has %d values, B %d, for r=%d in=%d out=%d", m.Module, len(m.A), len(m.B), m.R, m.In, m.Out)
 	}
@@ -89,7 +90,7 @@ func (e *Engine) Delta(m *peft.LoraModule, layout peft.Layout) ([]float32, error
 		return nil, err
 	}
 	st, _ := tensor.FromFloat32([]int64{1}, []float32{m.Scale})
-	out, err := s.Run(map[string]*tensor.Tensor{"B": bt, "A": at, "s": st})
+	out, err := s.Run(ctx, map[string]*tensor.Tensor{"B": bt, "A": at, "s": st})
 	if err != nil {
 		return nil, fmt.Errorf("lora: module %s: %w", m.Module, err)
 	}

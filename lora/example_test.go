@@ -1,6 +1,7 @@
 package lora_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 
@@ -12,11 +13,13 @@ import (
 
 // Fuse a PEFT LoRA into the exposed weights; ORT computes scale·B·A.
 func ExampleFuse() {
-	m, err := export.LoadManifest("exported-model")
+	ctx := context.Background()
+	m, err := export.Open("exported-model")
 	if err != nil {
 		log.Fatal(err)
 	}
-	weights, err := export.ReadWeights("exported-model", m)
+	defer m.Close()
+	weights, err := m.ReadWeights(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,12 +43,12 @@ func ExampleFuse() {
 		log.Fatal(err)
 	}
 	defer e.Close()
-	st, err := lora.Fuse(e, weights, res)
+	st, err := lora.Fuse(ctx, e, weights, res)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("fused", st.Tensors, "tensors in", st.Product+st.Add)
-	if err := export.WriteStandalone("exported-model", m, weights, "fused.onnx"); err != nil {
+	if err := m.WriteStandalone(ctx, weights, "fused.onnx"); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -19,8 +20,8 @@ type Resolved struct {
 
 // Resolve maps every module to its exposed tensor, checking that the
 // tensor's features match lora_A/lora_B and that no two modules share one.
-func Resolve(mods []peft.LoraModule, m *export.Manifest) ([]Resolved, error) {
-	mp := peft.NewMapper(m)
+func Resolve(mods []peft.LoraModule, m *export.Model) ([]Resolved, error) {
+	mp := peft.NewMapper(m.Manifest())
 	used := map[string]string{}
 	out := make([]Resolved, 0, len(mods))
 	for _, mod := range mods {
@@ -51,18 +52,22 @@ type FuseStats struct {
 }
 
 // Fuse adds scale·B·A of every resolved module into weights (exposed
-// tensor name -> bytes, as export.ReadWeights returns), in place. fp16 and
-// bf16 weights are updated in float32 and rounded to nearest even.
-func Fuse(e *Engine, weights map[string][]byte, mods []Resolved) (FuseStats, error) {
+// tensor name -> bytes, as export.Model.ReadWeights returns), in place. fp16
+// and bf16 weights are updated in float32 and rounded to nearest even. ctx
+// is checked between modules.
+func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Resolved) (FuseStats, error) {
 	var st FuseStats
 	for i := range mods {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
 		r := &mods[i]
 		w, ok := weights[r.Target.Entry.Name]
 		if !ok {
 			return st, fmt.Errorf("lora: no data for exposed weight %q", r.Target.Entry.Name)
 		}
 		t0 := time.Now()
-		d, err := e.Delta(&r.Module, r.Target.Layout)
+		d, err := e.Delta(ctx, &r.Module, r.Target.Layout)
 		if err != nil {
 			return st, err
 		}

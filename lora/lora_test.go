@@ -12,10 +12,14 @@ import (
 	"github.com/shira-ort/shira-ort/peft"
 )
 
-func setup(t *testing.T) (*lora.Engine, string, *export.Manifest, map[string][]byte, []lora.Resolved) {
+func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora.Resolved) {
 	t.Helper()
 	peftfix.RequireORT(t)
-	dir, m, w := peftfix.Export(t, "base")
+	m := peftfix.Open(t, "base")
+	w, err := m.ReadWeights(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ck, err := peft.Open(peftfix.Path("lora"))
 	if err != nil {
 		t.Fatal(err)
@@ -33,22 +37,22 @@ func setup(t *testing.T) (*lora.Engine, string, *export.Manifest, map[string][]b
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	return e, dir, m, w, res
+	return e, m, w, res
 }
 
 // Fusing the PEFT LoRA checkpoint into the exposed weights (ORT computes
 // the products) must reproduce torch's merged model.
 func TestFuseMatchesTorch(t *testing.T) {
-	e, dir, m, w, res := setup(t)
+	e, m, w, res := setup(t)
 	if len(res) != 5 {
 		t.Fatalf("%d modules, want 5", len(res))
 	}
-	st, err := lora.Fuse(e, w, res)
+	st, err := lora.Fuse(t.Context(), e, w, res)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "fused.onnx")
-	if err := export.WriteStandalone(dir, m, w, out); err != nil {
+	if err := m.WriteStandalone(t.Context(), w, out); err != nil {
 		t.Fatal(err)
 	}
 	got := peftfix.RunModel(t, out)
@@ -61,11 +65,11 @@ func TestFuseMatchesTorch(t *testing.T) {
 
 // The ORT product equals a float64 reference product in both layouts.
 func TestDeltaLayouts(t *testing.T) {
-	e, _, _, _, res := setup(t)
+	e, _, _, res := setup(t)
 	for _, r := range res {
 		mod := r.Module
 		for _, layout := range []peft.Layout{peft.OutIn, peft.InOut} {
-			d, err := e.Delta(&mod, layout)
+			d, err := e.Delta(t.Context(), &mod, layout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,8 +96,8 @@ func TestDeltaLayouts(t *testing.T) {
 // LoRA -> SHiRA: density 1 reproduces the fused model; lower densities
 // report a growing error.
 func TestToShira(t *testing.T) {
-	e, dir, m, _, res := setup(t)
-	a, reps, err := lora.ToShira(e, res, lora.ShiraOptions{Name: "full", Density: 1, Fingerprint: m.Fingerprint})
+	e, m, _, res := setup(t)
+	a, reps, err := lora.ToShira(t.Context(), e, res, lora.ShiraOptions{Name: "full", Density: 1, Fingerprint: m.Fingerprint()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,13 +106,13 @@ func TestToShira(t *testing.T) {
 			t.Errorf("%s: density 1 leaves relative error %g", r.Module, r.RelError)
 		}
 	}
-	got := peftfix.RunExported(t, dir, patch.Default(a))
+	got := peftfix.RunExported(t, m.Dir(), patch.Default(a))
 	if d := peftfix.MaxRelDiff(got, peftfix.Reference(t, "lora", "merged_out.npy")); d > 1e-5 {
 		t.Fatalf("density-1 SHiRA differs from torch LoRA merge by %g", d)
 	}
 	prev := 0.0
 	for _, density := range []float64{0.5, 0.1, 0.02} {
-		_, reps, err := lora.ToShira(e, res, lora.ShiraOptions{Density: density})
+		_, reps, err := lora.ToShira(t.Context(), e, res, lora.ShiraOptions{Density: density})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -24,7 +25,7 @@ type ShiraOptions struct {
 // ToShira builds a delta-semantics SHiRA adapter holding, per resolved
 // module, the mask.Count(numel, Density) entries of scale·B·A with the
 // largest magnitude, and reports the relative error each leaves.
-func ToShira(e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []TopKReport, error) {
+func ToShira(ctx context.Context, e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []TopKReport, error) {
 	if !(o.Density > 0 && o.Density <= 1) {
 		return nil, nil, fmt.Errorf("lora: density %g is not in (0, 1]", o.Density)
 	}
@@ -32,8 +33,11 @@ func ToShira(e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []To
 		Metadata: map[string]string{"created_by": "shira-ort convert --lora", "density": fmt.Sprint(o.Density)}}
 	var reps []TopKReport
 	for i := range mods {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		r := &mods[i]
-		d, err := e.Delta(&r.Module, r.Target.Layout)
+		d, err := e.Delta(ctx, &r.Module, r.Target.Layout)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -49,15 +53,10 @@ func ToShira(e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []To
 		return nil, nil, err
 	}
 	sortReports(reps)
-	return a, reps, a.Validate()
-}
-
-// TopKTensor keeps the k = mask.Count(len(d), density) largest-magnitude
-// entries of the dense delta d (float32, the layout of entry) as a delta
-// tensor for entry, and returns the kept energy fraction.
-func TopKTensor(d []float32, entry *export.TensorEntry, density float64, valueDType tensor.DType) (adapter.Tensor, float64, error) {
-	at, rep, err := topK(d, entry, ShiraOptions{Density: density, ValueDType: valueDType})
-	return at, rep.Energy, err
+	if err := a.Validate(); err != nil {
+		return nil, nil, err
+	}
+	return a, reps, nil
 }
 
 func topK(d []float32, entry *export.TensorEntry, o ShiraOptions) (adapter.Tensor, TopKReport, error) {

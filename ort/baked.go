@@ -3,7 +3,6 @@ package ort
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,7 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
-	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 )
 
@@ -30,84 +29,41 @@ type bakedSource struct {
 	owned  []unsafe.Pointer // values created here (not the weights' own)
 }
 
-// newBakedSource prepares the baked model from the exported model.onnx.
-func newBakedSource(modelPath string, s *Session) (_ *bakedSource, err error) {
-	raw, err := os.ReadFile(modelPath)
+// newBakedSource prepares the baked model from the exported model m: its
+// graph with the exposed weights as constants, and an OrtValue over the
+// session's mapping for every initializer stored in the weight file.
+func newBakedSource(m *export.Model, s *Session) (_ *bakedSource, err error) {
+	model, inits, err := m.ConstantGraph()
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
-	m, err := onnxwire.ParseModel(raw, filepath.Dir(modelPath))
-	if err != nil {
-		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
-	}
-	g, err := m.Graph()
-	if err != nil {
-		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
-	}
-	exposed := map[string]bool{}
-	for _, w := range s.weights {
-		exposed[w.info.Name] = true
-	}
-	if n := g.RemoveValueInfos(true, exposed); n != len(exposed) {
-		return nil, fmt.Errorf("ort: %s: %d of %d exposed weights are graph inputs; not an export.Expose directory", modelPath, n, len(exposed))
-	}
-	inits, err := g.Initializers()
-	if err != nil {
-		return nil, fmt.Errorf("ort: %s: %w", modelPath, err)
-	}
-	b := &bakedSource{}
+	b := &bakedSource{model: model}
 	defer func() {
 		if err != nil {
 			b.free()
 		}
 	}()
-	weightsName := ""
-	if s.file != nil && s.manifestWeights != "" {
-		weightsName = s.manifestWeights
-	}
 	for _, t := range inits {
-		if !t.IsExternal() {
-			continue
-		}
-		name := t.Name()
-		if w, ok := s.byName[name]; ok {
-			b.names = append(b.names, name)
+		if t.Exposed {
+			w, ok := s.byName[t.Name]
+			if !ok {
+				return nil, fmt.Errorf("ort: exposed weight %s has no mapped weight", t.Name)
+			}
+			b.names = append(b.names, t.Name)
 			b.values = append(b.values, ortshim.ValuePtr(w.value))
-			delete(exposed, name)
 			continue
 		}
-		ext, _, err := t.External()
+		if t.Offset < 0 || t.Offset > s.file.size() || t.Length > s.file.size()-t.Offset {
+			return nil, fmt.Errorf("ort: initializer %s lies outside the weight file", t.Name)
+		}
+		v, err := ortshim.NewTensorValue(s.file.mem[t.Offset:t.Offset+t.Length:t.Offset+t.Length], t.DType, t.Shape)
 		if err != nil {
-			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
-		}
-		if filepath.Clean(ext.Location) != weightsName {
-			continue // ORT reads it from its file (relative to the model directory)
-		}
-		dims, err := t.Dims()
-		if err != nil {
-			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
-		}
-		size, err := t.NumBytes()
-		if err != nil {
-			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
-		}
-		if ext.Offset < 0 || ext.Offset > s.file.size() || size > s.file.size()-ext.Offset {
-			return nil, fmt.Errorf("ort: initializer %s lies outside %s", name, weightsName)
-		}
-		v, err := ortshim.NewTensorValue(s.file.mem[ext.Offset:ext.Offset+size:ext.Offset+size], t.DType(), dims)
-		if err != nil {
-			return nil, fmt.Errorf("ort: initializer %s: %w", name, err)
+			return nil, fmt.Errorf("ort: initializer %s: %w", t.Name, err)
 		}
 		b.owned = append(b.owned, v)
-		b.names = append(b.names, name)
+		b.names = append(b.names, t.Name)
 		b.values = append(b.values, v)
 	}
-	if len(exposed) > 0 {
-		for n := range exposed {
-			return nil, fmt.Errorf("ort: exposed weight %s is not an external initializer of %s", n, modelPath)
-		}
-	}
-	b.model = m.Encode()
 	return b, nil
 }
 

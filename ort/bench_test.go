@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,13 +37,13 @@ func BenchmarkRun(b *testing.B) {
 		open func() (*Session, error)
 	}{
 		{"add-initializer", func() (*Session, error) {
-			return Open(filepath.Join(dir, "exposed"), &Options{IntraOpThreads: threads, WeightBinding: AddInitializer})
+			return Open(context.Background(), filepath.Join(dir, "exposed"), &Options{IntraOpThreads: threads, WeightBinding: AddInitializer})
 		}},
 		{"feed-each-run", func() (*Session, error) {
-			return Open(filepath.Join(dir, "exposed"), &Options{IntraOpThreads: threads, WeightBinding: FeedEachRun})
+			return Open(context.Background(), filepath.Join(dir, "exposed"), &Options{IntraOpThreads: threads, WeightBinding: FeedEachRun})
 		}},
 		{"constant-prepacked", func() (*Session, error) {
-			return OpenModel(filepath.Join(dir, "plain.onnx"), &Options{IntraOpThreads: threads})
+			return OpenModel(context.Background(), filepath.Join(dir, "plain.onnx"), &Options{IntraOpThreads: threads})
 		}},
 	}
 	for _, v := range variants {
@@ -57,12 +58,12 @@ func BenchmarkRun(b *testing.B) {
 			}
 			in := map[string]*tensor.Tensor{"X": x}
 			b.Run(fmt.Sprintf("%s/batch=%d", v.name, batch), func(b *testing.B) {
-				if _, err := s.Run(in); err != nil { // warm up
+				if _, err := s.Run(context.Background(), in); err != nil { // warm up
 					b.Fatal(err)
 				}
 				b.ResetTimer()
 				for range b.N {
-					if _, err := s.Run(in); err != nil {
+					if _, err := s.Run(context.Background(), in); err != nil {
 						b.Fatal(err)
 					}
 				}

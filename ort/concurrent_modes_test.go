@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -31,11 +32,11 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 	key := func(out map[string]*tensor.Tensor) string { return string(out["Y"].Data) + string(out["Z"].Data) }
 	live := mustOpen(t, dir, &Options{Mode: ModeLive, IntraOpThreads: 1})
 	for i, c := range configs {
-		if err := live.Set(c...); err != nil {
+		if err := live.Set(context.Background(), c...); err != nil {
 			t.Fatal(err)
 		}
 		allowed[key(mustRun(t, live, in))] = i
-		allowed[key(fusedOutputs(t, dir, m, c, &Options{IntraOpThreads: 1}, in))] = i
+		allowed[key(fusedOutputs(t, dir, c, &Options{IntraOpThreads: 1}, in))] = i
 	}
 	if len(allowed) < len(configs) {
 		t.Fatal("configurations are not distinguishable")
@@ -65,9 +66,9 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 				for i := 0; i < nSwitches; i++ {
 					var err error
 					if c := configs[i%len(configs)]; c == nil {
-						err = s.Revert()
+						err = s.Revert(context.Background())
 					} else {
-						err = s.Set(c...)
+						err = s.Set(context.Background(), c...)
 					}
 					if err != nil {
 						switchErr = err
@@ -84,7 +85,7 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for !stop.Load() {
-						out, err := s.Run(in)
+						out, err := s.Run(context.Background(), in)
 						if err != nil {
 							errs <- err
 							return

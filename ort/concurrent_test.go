@@ -2,6 +2,7 @@ package ort
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func TestConcurrentRuns(t *testing.T) {
 				defer wg.Done()
 				in := mlpInput(t, g+1, g)
 				for range iters {
-					out, err := s.Run(in)
+					out, err := s.Run(context.Background(), in)
 					if err != nil {
 						errs <- err
 						return
@@ -70,7 +71,7 @@ func TestConcurrentRunsAndSwitches(t *testing.T) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for name, v := range conf {
-			copy(tensor.Float32s(s.Weight(name)), v)
+			copy(tensor.Float32s(liveWeight(s, name)), v)
 		}
 	}
 	wantA := mustRun(t, s, in)["Y"].Data
@@ -107,7 +108,7 @@ func TestConcurrentRunsAndSwitches(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 200 {
-				out, err := s.Run(in)
+				out, err := s.Run(context.Background(), in)
 				if err != nil {
 					errs <- err
 					return

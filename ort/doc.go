@@ -58,6 +58,6 @@
 // # ORT adapters
 //
 // LoadLoraAdapter loads an .onnx_adapter file with ORT's LoRA API and
-// Session.RunWith runs with it active: its dense parameters replace the
+// Session.RunLoRA runs with it active: its dense parameters replace the
 // exposed weights of the same names for that Run.
 package ort

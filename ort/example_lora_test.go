@@ -2,6 +2,7 @@ package ort_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log"
 	"os"
@@ -19,14 +20,18 @@ func ExampleLoadLoraAdapter() {
 	if err := ort.Init(); err != nil {
 		log.Fatal(err)
 	}
-	s, err := ort.Open("testdata/mlp", &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	s, err := ort.Open(context.Background(), "testdata/mlp", &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.Close()
 
 	// An adapter holding W1 with every entry doubled.
-	w1 := tensor.Float32s(s.Weight("W1"))
+	w1b, err := s.Weight("W1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	w1 := tensor.Float32s(w1b)
 	doubled := make([]float32, len(w1))
 	for i, v := range w1 {
 		doubled[i] = 2 * v
@@ -52,15 +57,15 @@ func ExampleLoadLoraAdapter() {
 		log.Fatal(err)
 	}
 	feeds := map[string]*tensor.Tensor{"X": x}
-	base, err := s.Run(feeds)
+	base, err := s.Run(context.Background(), feeds)
 	if err != nil {
 		log.Fatal(err)
 	}
-	adapted, err := s.RunWith(feeds, la)
+	adapted, err := s.RunLoRA(context.Background(), feeds, la)
 	if err != nil {
 		log.Fatal(err)
 	}
-	again, err := s.Run(feeds)
+	again, err := s.Run(context.Background(), feeds)
 	if err != nil {
 		log.Fatal(err)
 	}

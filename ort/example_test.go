@@ -19,7 +19,7 @@ func ExampleOpen() {
 	if err := ort.Init(); err != nil {
 		log.Fatal(err) // the message says to run `bash scripts/setup-ort.sh`
 	}
-	s, err := ort.Open("testdata/mlp", &ort.Options{IntraOpThreads: 1})
+	s, err := ort.Open(context.Background(), "testdata/mlp", &ort.Options{IntraOpThreads: 1})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func ExampleOpen() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	out, err := s.Run(map[string]*tensor.Tensor{"X": x})
+	out, err := s.Run(context.Background(), map[string]*tensor.Tensor{"X": x})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,14 +47,14 @@ func ExampleMode() {
 	if err := ort.Init(); err != nil {
 		log.Fatal(err)
 	}
-	s, err := ort.Open("testdata/mlp", &ort.Options{IntraOpThreads: 1, Mode: ort.ModeHybrid})
+	s, err := ort.Open(context.Background(), "testdata/mlp", &ort.Options{IntraOpThreads: 1, Mode: ort.ModeHybrid})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.Close()
 	fmt.Println("mode", s.Mode(), "baked", s.Baked())
 
-	if err := s.Revert(); err != nil { // a switch (to the base weights): live at once
+	if err := s.Revert(context.Background()); err != nil { // a switch (to the base weights): live at once
 		log.Fatal(err)
 	}
 	fmt.Println("right after the switch, baked", s.Baked())
@@ -74,14 +74,14 @@ func ExampleSession_Set() {
 	if err := ort.Init(); err != nil {
 		log.Fatal(err)
 	}
-	s, err := ort.Open("testdata/mlp", &ort.Options{Mode: ort.ModeLive, IntraOpThreads: 1})
+	s, err := ort.Open(context.Background(), "testdata/mlp", &ort.Options{Mode: ort.ModeLive, IntraOpThreads: 1})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.Close()
 	x, _ := tensor.FromFloat32([]int64{1, 8}, []float32{1, 1, 1, 1, 1, 1, 1, 1})
 	run := func() []byte {
-		out, err := s.Run(map[string]*tensor.Tensor{"X": x})
+		out, err := s.Run(context.Background(), map[string]*tensor.Tensor{"X": x})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -92,11 +92,11 @@ func ExampleSession_Set() {
 	// Three deltas in W1 (8x16): flat indices, values added with alpha.
 	t, _ := adapter.NewTensor("W1", tensor.Float32, []int64{8, 16}, []uint32{0, 17, 40}, []float32{0.5, -1, 2}, tensor.Float32)
 	a := &adapter.Adapter{Name: "demo", DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{t}}
-	if err := s.Set(patch.Default(a)); err != nil { // the next Run sees it
+	if err := s.Set(context.Background(), patch.Default(a)); err != nil { // the next Run sees it
 		log.Fatal(err)
 	}
 	adapted := run()
-	if err := s.Revert(); err != nil {
+	if err := s.Revert(context.Background()); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("adapted output differs:", !bytes.Equal(adapted, base))

@@ -25,15 +25,15 @@ func TestFailedRebuildKeepsServing(t *testing.T) {
 	in := optInputs(t, 1, 3)
 	A := patch.Default(randomAdapter(t, m, 0.05, 41))
 	B := patch.Default(randomAdapter(t, m, 0.05, 42))
-	outA := fusedOutputs(t, dir, m, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)
-	outB := fusedOutputs(t, dir, m, []patch.Config{B}, &Options{IntraOpThreads: 1}, in)
+	outA := fusedOutputs(t, dir, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)
+	outB := fusedOutputs(t, dir, []patch.Config{B}, &Options{IntraOpThreads: 1}, in)
 	same := func(a, b map[string]*tensor.Tensor) bool {
 		return bytes.Equal(a["Y"].Data, b["Y"].Data) && bytes.Equal(a["Z"].Data, b["Z"].Data)
 	}
 	weights := func(s *Session) [][]byte {
 		var out [][]byte
 		for _, w := range s.Weights() {
-			out = append(out, bytes.Clone(s.Weight(w.Name)))
+			out = append(out, bytes.Clone(weightBytes(t, s, w.Name)))
 		}
 		return out
 	}
@@ -41,14 +41,14 @@ func TestFailedRebuildKeepsServing(t *testing.T) {
 	t.Run("baked", func(t *testing.T) {
 		failBakedBuild = nil
 		s := mustOpen(t, dir, &Options{Mode: ModeBaked, IntraOpThreads: 1})
-		if err := s.Set(A); err != nil {
+		if err := s.Set(context.Background(), A); err != nil {
 			t.Fatal(err)
 		}
 		before := weights(s)
 		for _, step := range []func() error{
-			func() error { return s.Set(B) },
-			func() error { return s.Apply(B) },
-			func() error { return s.Revert() },
+			func() error { return s.Set(context.Background(), B) },
+			func() error { return s.Apply(context.Background(), B) },
+			func() error { return s.Revert(context.Background()) },
 		} {
 			failBakedBuild = func() error { return errInjected }
 			if err := step(); !errors.Is(err, errInjected) {
@@ -64,7 +64,7 @@ func TestFailedRebuildKeepsServing(t *testing.T) {
 				}
 			}
 		}
-		if err := s.Set(B); err != nil {
+		if err := s.Set(context.Background(), B); err != nil {
 			t.Fatal(err)
 		}
 		if !same(mustRun(t, s, in), outB) {
@@ -75,12 +75,12 @@ func TestFailedRebuildKeepsServing(t *testing.T) {
 	t.Run("hybrid", func(t *testing.T) {
 		failBakedBuild = nil
 		s := mustOpen(t, dir, &Options{Mode: ModeHybrid, IntraOpThreads: 1})
-		if err := s.Set(A); err != nil {
+		if err := s.Set(context.Background(), A); err != nil {
 			t.Fatal(err)
 		}
 		waitBaked(t, s)
 		failBakedBuild = func() error { return errInjected }
-		if err := s.Set(B); err != nil {
+		if err := s.Set(context.Background(), B); err != nil {
 			t.Fatalf("hybrid switch: %v", err)
 		}
 		if err := s.WaitBaked(context.Background()); !errors.Is(err, errInjected) {
@@ -91,14 +91,14 @@ func TestFailedRebuildKeepsServing(t *testing.T) {
 		}
 		live := mustRun(t, s, in)
 		ref := mustOpen(t, dir, &Options{Mode: ModeLive, IntraOpThreads: 1})
-		if err := ref.Set(B); err != nil {
+		if err := ref.Set(context.Background(), B); err != nil {
 			t.Fatal(err)
 		}
 		if !same(live, mustRun(t, ref, in)) {
 			t.Fatal("after a failed rebuild the live session does not serve the new configuration")
 		}
 		failBakedBuild = nil
-		if err := s.Set(A); err != nil {
+		if err := s.Set(context.Background(), A); err != nil {
 			t.Fatal(err)
 		}
 		waitBaked(t, s)

@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ func testdata(parts ...string) string {
 
 func mustOpen(tb testing.TB, dir string, opts *Options) *Session {
 	tb.Helper()
-	s, err := Open(dir, opts)
+	s, err := Open(context.Background(), dir, opts)
 	if err != nil {
 		tb.Fatalf("Open(%s): %v", dir, err)
 	}
@@ -37,7 +38,7 @@ func mustOpen(tb testing.TB, dir string, opts *Options) *Session {
 
 func mustOpenModel(tb testing.TB, path string, opts *Options) *Session {
 	tb.Helper()
-	s, err := OpenModel(path, opts)
+	s, err := OpenModel(context.Background(), path, opts)
 	if err != nil {
 		tb.Fatalf("OpenModel(%s): %v", path, err)
 	}
@@ -47,7 +48,7 @@ func mustOpenModel(tb testing.TB, path string, opts *Options) *Session {
 
 func mustRun(tb testing.TB, s *Session, in map[string]*tensor.Tensor) map[string]*tensor.Tensor {
 	tb.Helper()
-	out, err := s.Run(in)
+	out, err := s.Run(context.Background(), in)
 	if err != nil {
 		tb.Fatalf("Run: %v", err)
 	}
@@ -101,9 +102,24 @@ func assertClose(tb testing.TB, what string, got, want []float32, tol float64) {
 
 func weightF32(tb testing.TB, s *Session, name string) []float32 {
 	tb.Helper()
-	b := s.Weight(name)
-	if b == nil {
-		tb.Fatalf("no weight %s", name)
+	b, err := s.Weight(name)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return append([]float32(nil), tensor.Float32s(b)...)
 }
+
+// weightBytes returns a copy of the exposed weight name (Session.Weight),
+// failing the test on error.
+func weightBytes(tb testing.TB, s *Session, name string) []byte {
+	tb.Helper()
+	b, err := s.Weight(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// liveWeight returns the session's own weight memory (what a live engine
+// reads), for tests that write into it directly.
+func liveWeight(s *Session, name string) []byte { return s.byName[name].data }

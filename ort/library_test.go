@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func TestInitIdempotentConcurrent(t *testing.T) {
 }
 
 func TestUnsupportedProvider(t *testing.T) {
-	_, err := OpenModel(testdata("mlp_plain.onnx"), &Options{ExecutionProviders: []string{"cpu", "CUDAExecutionProvider"}})
+	_, err := OpenModel(context.Background(), testdata("mlp_plain.onnx"), &Options{ExecutionProviders: []string{"cpu", "CUDAExecutionProvider"}})
 	if err == nil {
 		t.Fatal("CUDA accepted")
 	}

@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,7 +13,7 @@ import (
 
 // LoraAdapter is an ONNX Runtime adapter file (.onnx_adapter, written by
 // package ortadapter or `shira-ort export-ort-adapter`) loaded with ORT's
-// LoRA API. While it is active in a Run (Session.RunWith), ORT feeds each
+// LoRA API. While it is active in a Run (Session.RunLoRA), ORT feeds each
 // of its parameters as the graph input of the same name: on a session made
 // by Open, the exposed weights it names are replaced, for that Run only, by
 // its dense tensors. It is safe for concurrent use by many Runs and
@@ -23,7 +24,7 @@ type LoraAdapter struct {
 	name string
 }
 
-// ErrLoraAdapterClosed is returned by RunWith when one of its adapters was
+// ErrLoraAdapterClosed is returned by RunLoRA when one of its adapters was
 // closed.
 var ErrLoraAdapterClosed = errors.New("ort: LoRA adapter is closed")
 
@@ -65,7 +66,7 @@ func (a *LoraAdapter) Close() error {
 	return nil
 }
 
-// RunWith is Run with ORT LoRA adapters active (OrtApi::
+// RunLoRA is Run with ORT LoRA adapters active (OrtApi::
 // RunOptionsAddActiveLoraAdapter): each adapter parameter is fed as the
 // graph input (usually an overridable initializer) of the same name, for
 // this Run only; parameters of different adapters must not overlap. With no
@@ -78,19 +79,19 @@ func (a *LoraAdapter) Close() error {
 // ORT session serving Runs: baked and hybrid sessions turn them back into
 // constants, so they are refused. Sessions made by OpenModel accept
 // adapters for any of their graph inputs.
-func (s *Session) RunWith(inputs map[string]*tensor.Tensor, adapters ...*LoraAdapter) (map[string]*tensor.Tensor, error) {
+func (s *Session) RunLoRA(ctx context.Context, inputs map[string]*tensor.Tensor, adapters ...*LoraAdapter) (map[string]*tensor.Tensor, error) {
 	if len(adapters) == 0 {
-		return s.Run(inputs)
+		return s.Run(ctx, inputs)
 	}
 	if s.mode != ModeLive {
-		return nil, fmt.Errorf("ort: RunWith with LoRA adapters needs a %v session (this one is %v): baked sessions hold the exposed weights as constants, which an adapter cannot override", ModeLive, s.mode)
+		return nil, fmt.Errorf("ort: RunLoRA with LoRA adapters needs a %v session (this one is %v): baked sessions hold the exposed weights as constants, which an adapter cannot override", ModeLive, s.mode)
 	}
 	if len(s.weights) > 0 && s.binding == FeedEachRun {
-		return nil, fmt.Errorf("ort: RunWith with LoRA adapters needs the %v weight binding: with %v the exposed weights are already fed to every Run", AddInitializer, FeedEachRun)
+		return nil, fmt.Errorf("ort: RunLoRA with LoRA adapters needs the %v weight binding: with %v the exposed weights are already fed to every Run", AddInitializer, FeedEachRun)
 	}
 	for i, a := range adapters {
 		if a == nil {
-			return nil, fmt.Errorf("ort: RunWith: adapter %d is nil", i)
+			return nil, fmt.Errorf("ort: RunLoRA: adapter %d is nil", i)
 		}
 		a.mu.RLock()
 		defer a.mu.RUnlock()
@@ -108,5 +109,5 @@ func (s *Session) RunWith(inputs map[string]*tensor.Tensor, adapters ...*LoraAda
 			return nil, fmt.Errorf("ort: activating LoRA adapter %s: %w", a.name, err)
 		}
 	}
-	return s.run(inputs, ro)
+	return s.run(ctx, inputs, ro)
 }

@@ -2,6 +2,7 @@ package ort
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 
@@ -13,7 +14,7 @@ func TestNewLoraAdapterFromBytes(t *testing.T) {
 	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	in := mlpInput(t, 2, 3)
 	base := mustRun(t, s, in)["Y"].Data
-	w2 := append([]byte(nil), s.Weight("W2")...)
+	w2 := append([]byte(nil), weightBytes(t, s, "W2")...)
 	for i := range w2 {
 		w2[i] = 0 // zero weights: +0.0 bit patterns
 	}
@@ -27,7 +28,7 @@ func TestNewLoraAdapterFromBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer la.Close()
-	got, err := s.RunWith(in, la)
+	got, err := s.RunLoRA(context.Background(), in, la)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,12 +37,12 @@ func TestNewLoraAdapterFromBytes(t *testing.T) {
 	}
 	// Refused where the weights are not graph inputs.
 	b := mustOpen(t, testdata("mlp"), &Options{Mode: ModeBaked})
-	if _, err := b.RunWith(in, la); err == nil || !strings.Contains(err.Error(), "live") {
-		t.Fatalf("baked RunWith: %v", err)
+	if _, err := b.RunLoRA(context.Background(), in, la); err == nil || !strings.Contains(err.Error(), "live") {
+		t.Fatalf("baked RunLoRA: %v", err)
 	}
 	f := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: FeedEachRun})
-	if _, err := f.RunWith(in, la); err == nil {
-		t.Fatal("FeedEachRun RunWith accepted")
+	if _, err := f.RunLoRA(context.Background(), in, la); err == nil {
+		t.Fatal("FeedEachRun RunLoRA accepted")
 	}
 	if _, err := NewLoraAdapter([]byte("garbage")); err == nil {
 		t.Fatal("garbage adapter accepted")

@@ -6,24 +6,6 @@ import (
 	"github.com/shira-ort/shira-ort/export"
 )
 
-// File names inside an exported model directory (see package export).
-const (
-	ModelFile    = export.ModelFile
-	ManifestFile = export.ManifestFile
-)
-
-// manifest is the manifest.json export.Expose writes.
-type manifest = export.Manifest
-
-// loadManifest reads and validates dir/manifest.json.
-func loadManifest(dir string) (*manifest, error) {
-	m, err := export.LoadManifest(dir)
-	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
-	}
-	return m, nil
-}
-
 // checkEntry checks e's byte range against a weight file of size bytes and
 // decodes its checksum. Dtype, length against shape, emptiness and element
 // alignment were already checked by export.LoadManifest (Manifest.Validate).

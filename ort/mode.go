@@ -58,6 +58,19 @@ func ParseMode(s string) (Mode, error) {
 	return 0, fmt.Errorf("ort: unknown session mode %q (want live, baked or hybrid)", s)
 }
 
+// MarshalText returns String's name.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText accepts what ParseMode accepts.
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
 // resolve maps ModeDefault to DefaultMode.
 func (m Mode) resolve() Mode {
 	if m == ModeDefault {

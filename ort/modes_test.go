@@ -63,7 +63,7 @@ func optModelDir(tb testing.TB) (string, *export.Manifest) {
 		tb.Fatal(err)
 	}
 	dir := filepath.Join(tb.TempDir(), "opt")
-	m, err := export.Expose(src, dir, export.Options{})
+	m, err := export.Expose(context.Background(), src, dir, export.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -105,13 +105,17 @@ func randomAdapter(tb testing.TB, m *export.Manifest, density float64, seed uint
 	return a
 }
 
-// fusedOutputs runs the offline-fused standalone model (patch.FuseInto +
-// export.WriteStandalone) with opts.
-func fusedOutputs(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config, opts *Options, in map[string]*tensor.Tensor) map[string]*tensor.Tensor {
+// fusedOutputs runs the offline-fused standalone model (Model.Fuse +
+// Model.WriteStandalone, as `shira-ort apply` does) with opts.
+func fusedOutputs(tb testing.TB, dir string, cfgs []patch.Config, opts *Options, in map[string]*tensor.Tensor) map[string]*tensor.Tensor {
 	tb.Helper()
-	weights := fusedWeights(tb, dir, m, cfgs)
+	m := openExported(tb, dir)
+	weights, err := m.Fuse(context.Background(), cfgs)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	out := filepath.Join(tb.TempDir(), "fused.onnx")
-	if err := export.WriteStandalone(dir, m, weights, out); err != nil {
+	if err := m.WriteStandalone(context.Background(), weights, out); err != nil {
 		tb.Fatal(err)
 	}
 	s := mustOpenModel(tb, out, opts)
@@ -119,21 +123,25 @@ func fusedOutputs(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Co
 }
 
 // fusedWeights returns the exported weights of dir with cfgs fused in
-// offline (patch.FuseInto), by name.
-func fusedWeights(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config) map[string][]byte {
+// offline (Model.Fuse), by name.
+func fusedWeights(tb testing.TB, dir string, cfgs []patch.Config) map[string][]byte {
 	tb.Helper()
-	weights, err := export.ReadWeights(dir, m)
+	weights, err := openExported(tb, dir).Fuse(context.Background(), cfgs)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var ws []patch.Weight
-	for _, e := range m.Tensors {
-		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: weights[e.Name]})
-	}
-	if err := patch.FuseInto(ws, cfgs); err != nil {
+	return weights
+}
+
+// openExported opens dir with export.Open, closed when the test ends.
+func openExported(tb testing.TB, dir string) *export.Model {
+	tb.Helper()
+	m, err := export.Open(dir)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return weights
+	tb.Cleanup(func() { m.Close() })
+	return m
 }
 
 func sameOutputs(a, b map[string]*tensor.Tensor) bool {
@@ -178,7 +186,7 @@ func TestModesMatchFused(t *testing.T) {
 			plainOpts := &Options{IntraOpThreads: 1}
 			s := mustOpen(t, dir, opts)
 			base := mustRun(t, s, in)
-			if want := fusedOutputs(t, dir, m, nil, plainOpts, in); mode != ModeLive && !sameOutputs(base, want) {
+			if want := fusedOutputs(t, dir, nil, plainOpts, in); mode != ModeLive && !sameOutputs(base, want) {
 				t.Fatal("base outputs differ from the standalone model's")
 			}
 			for _, step := range []struct {
@@ -186,14 +194,14 @@ func TestModesMatchFused(t *testing.T) {
 				do   func() error
 				cfgs []patch.Config
 			}{
-				{"A", func() error { return s.Set(A) }, []patch.Config{A}},
-				{"A->B", func() error { return s.Set(B) }, []patch.Config{B}},
-				{"B+A", func() error { return s.Apply(A) }, []patch.Config{B, A}},
+				{"A", func() error { return s.Set(context.Background(), A) }, []patch.Config{A}},
+				{"A->B", func() error { return s.Set(context.Background(), B) }, []patch.Config{B}},
+				{"B+A", func() error { return s.Apply(context.Background(), A) }, []patch.Config{B, A}},
 			} {
 				if err := step.do(); err != nil {
 					t.Fatalf("%s: %v", step.name, err)
 				}
-				want := fusedOutputs(t, dir, m, step.cfgs, plainOpts, in)
+				want := fusedOutputs(t, dir, step.cfgs, plainOpts, in)
 				for name := range want {
 					if bytes.Equal(want[name].Data, base[name].Data) {
 						t.Fatalf("%s: adapter does not change output %s; the test would not see stale weights", step.name, name)
@@ -221,14 +229,14 @@ func TestModesMatchFused(t *testing.T) {
 				} else {
 					check(mode.String(), got)
 				}
-				ws := fusedWeights(t, dir, m, step.cfgs)
+				ws := fusedWeights(t, dir, step.cfgs)
 				for _, w := range m.Tensors {
-					if !bytes.Equal(s.Weight(w.Name), ws[w.Name]) {
+					if !bytes.Equal(weightBytes(t, s, w.Name), ws[w.Name]) {
 						t.Fatalf("%s: Weight(%s) is not the fused weight", step.name, w.Name)
 					}
 				}
 			}
-			if err := s.Revert(); err != nil {
+			if err := s.Revert(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			if mode == ModeHybrid {

@@ -138,6 +138,12 @@ type Options struct {
 	// VerifyWeights makes Open check the sha256 of every exposed weight
 	// against the manifest (reads all weight pages once).
 	VerifyWeights bool
+	// KeepMallocSettings stops Open of a baked or hybrid session from
+	// fixing glibc's mmap threshold (a process-wide setting, changed once
+	// per process; see docs/session-modes.md): without the fix, a released
+	// session's prepacked weights may stay in the heap, so RSS after a
+	// switch can grow by up to the weights' size.
+	KeepMallocSettings bool
 	// SkipFingerprintCheck lets Set apply adapters made for another base
 	// (model or per-weight fingerprint mismatch) as long as names, dtypes
 	// and shapes fit: the CLI's --force.

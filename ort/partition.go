@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -36,8 +38,7 @@ type WeightPlacement struct {
 // Partition is how ORT assigned a model's nodes to execution providers in
 // one session mode.
 type Partition struct {
-	Mode      Mode              `json:"-"`
-	ModeName  string            `json:"mode"`
+	Mode      Mode              `json:"mode"`
 	Providers []ProviderStatus  `json:"-"`
 	Nodes     []NodePlacement   `json:"nodes"`
 	Count     map[string]int    `json:"nodes_per_provider"`
@@ -55,7 +56,7 @@ type Partition struct {
 // ORT exposes the assignment through its profiler: a session is created
 // with profiling on, run once on zero-valued inputs (dynamic dimensions 1),
 // and the "provider" of every node event in the profile is read.
-func ProfilePartition(dir string, opts *Options) ([]*Partition, error) {
+func ProfilePartition(ctx context.Context, dir string, opts *Options) ([]*Partition, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -67,21 +68,22 @@ func ProfilePartition(dir string, opts *Options) ([]*Partition, error) {
 	o := *opts
 	o.profilePrefix = filepath.Join(tmp, "profile")
 	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		s, err := OpenModel(dir, &o)
+		s, err := OpenModel(ctx, dir, &o)
 		if err != nil {
 			return nil, err
 		}
 		defer s.Close()
-		p, err := s.profile(nil)
+		p, err := s.profile(ctx, nil)
 		if err != nil {
 			return nil, err
 		}
 		return []*Partition{p}, nil
 	}
-	m, err := loadManifest(dir)
+	m, err := export.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ort: %w", err)
 	}
+	defer m.Close()
 	modes := []Mode{ModeLive, ModeBaked}
 	if opts.Mode == ModeLive || opts.Mode == ModeBaked {
 		modes = []Mode{opts.Mode}
@@ -89,11 +91,11 @@ func ProfilePartition(dir string, opts *Options) ([]*Partition, error) {
 	var out []*Partition
 	for _, mode := range modes {
 		o.Mode = mode
-		s, err := Open(dir, &o)
+		s, err := OpenExported(ctx, m, &o)
 		if err != nil {
 			return nil, err
 		}
-		p, err := s.profile(m)
+		p, err := s.profile(ctx, m.Manifest())
 		s.Close()
 		if err != nil {
 			return nil, err
@@ -104,7 +106,7 @@ func ProfilePartition(dir string, opts *Options) ([]*Partition, error) {
 }
 
 // profile runs s once on zero inputs and reads the profile ORT wrote.
-func (s *Session) profile(m *manifest) (*Partition, error) {
+func (s *Session) profile(ctx context.Context, m *export.Manifest) (*Partition, error) {
 	feeds := map[string]*tensor.Tensor{}
 	for _, in := range s.inputs {
 		shape := make([]int64, len(in.Shape))
@@ -117,7 +119,7 @@ func (s *Session) profile(m *manifest) (*Partition, error) {
 		}
 		feeds[in.Name] = t
 	}
-	if _, err := s.Run(feeds); err != nil {
+	if _, err := s.Run(ctx, feeds); err != nil {
 		return nil, fmt.Errorf("ort: profiling run: %w", err)
 	}
 	e := s.cur.Load()
@@ -130,7 +132,7 @@ func (s *Session) profile(m *manifest) (*Partition, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Partition{Mode: s.mode, ModeName: s.mode.String(), Providers: s.Providers(), Nodes: nodes, Count: map[string]int{}}
+	p := &Partition{Mode: s.mode, Providers: s.Providers(), Nodes: nodes, Count: map[string]int{}}
 	byName := map[string]NodePlacement{}
 	for _, n := range nodes {
 		p.Count[n.Provider]++
@@ -199,7 +201,7 @@ func readProfile(path string) ([]NodePlacement, error) {
 // per exposed weight, where its consumers run.
 func (p *Partition) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s session:\n", p.ModeName)
+	fmt.Fprintf(&b, "%s session:\n", p.Mode)
 	for _, st := range p.Providers {
 		fmt.Fprintf(&b, "  provider %s\n", st)
 	}

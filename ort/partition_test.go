@@ -1,13 +1,14 @@
 package ort
 
 import (
+	"context"
 	"strings"
 	"testing"
 )
 
 func TestProfilePartition(t *testing.T) {
 	requireORT(t)
-	parts, err := ProfilePartition(testdata("mlp"), &Options{IntraOpThreads: 1})
+	parts, err := ProfilePartition(context.Background(), testdata("mlp"), &Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func TestProfilePartition(t *testing.T) {
 			}
 		}
 	}
-	plain, err := ProfilePartition(testdata("mlp_plain.onnx"), nil)
+	plain, err := ProfilePartition(context.Background(), testdata("mlp_plain.onnx"), nil)
 	if err != nil || len(plain) != 1 || !strings.Contains(plain[0].Summary(), "CPUExecutionProvider") {
 		t.Fatalf("plain model: %v %v", plain, err)
 	}

@@ -1,17 +1,16 @@
 package ort
 
 import (
+	"context"
 	"fmt"
+	"slices"
 
 	"github.com/shira-ort/shira-ort/patch"
 )
 
-// patcher switches adapters in the session's weight memory.
-type patcher = *patch.Patcher
-
 // newPatcher builds the patcher over the session's mapped weights; adapters
 // recording another model fingerprint than the manifest's are refused.
-func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (patcher, error) {
+func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (*patch.Patcher, error) {
 	pw := make([]patch.Weight, len(ws))
 	for i, w := range ws {
 		pw[i] = patch.Weight{
@@ -51,33 +50,37 @@ func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (patcher
 //     ready (see WaitBaked). A newer switch supersedes a rebuild in
 //     progress.
 //
-// No Run ever sees a mixture of two configurations.
-func (s *Session) Set(cfgs ...patch.Config) error {
-	return s.switchTo(func([]patch.Config) []patch.Config { return cfgs })
+// No Run ever sees a mixture of two configurations. The session retains
+// the adapters it makes active (adapter.Adapter.Retain): closing one while
+// it is active is safe, and a closed adapter is refused.
+//
+// ctx bounds the wait for another switch to finish and, in ModeBaked, the
+// rebuild: a ctx done before the new configuration serves Runs returns
+// ctx.Err() with the previous configuration still active.
+func (s *Session) Set(ctx context.Context, cfgs ...patch.Config) error {
+	cfgs = slices.Clone(cfgs)
+	return s.switchTo(ctx, func([]patch.Config) []patch.Config { return cfgs })
 }
 
 // Apply adds cfg on top of the active configuration (see Set).
-func (s *Session) Apply(cfg patch.Config) error {
-	return s.switchTo(func(active []patch.Config) []patch.Config {
-		return append(append([]patch.Config(nil), active...), cfg)
+func (s *Session) Apply(ctx context.Context, cfg patch.Config) error {
+	return s.switchTo(ctx, func(active []patch.Config) []patch.Config {
+		return append(slices.Clone(active), cfg)
 	})
 }
 
 // Revert restores the exported weights bit for bit (see Set).
-func (s *Session) Revert() error {
-	return s.switchTo(func([]patch.Config) []patch.Config { return nil })
+func (s *Session) Revert(ctx context.Context) error {
+	return s.switchTo(ctx, func([]patch.Config) []patch.Config { return nil })
 }
 
 // Active returns the active adapter configurations, in application order
-// (nil for a session without exposed weights).
+// (nil for a session without exposed weights or after Close).
 func (s *Session) Active() []patch.Config {
-	s.switchMu.Lock()
-	defer s.switchMu.Unlock()
+	s.switchMu.lock()
+	defer s.switchMu.unlock()
 	if s.closed || s.patcher == nil {
 		return nil
 	}
-	if s.mode == ModeLive {
-		return s.patcher.Active()
-	}
-	return append([]patch.Config(nil), s.active...)
+	return slices.Clone(s.active)
 }

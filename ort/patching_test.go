@@ -2,6 +2,7 @@ package ort
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -39,17 +40,17 @@ func manual(t testing.TB, ref *Session, a *adapter.Adapter) {
 	t.Helper()
 	for _, at := range a.Tensors {
 		vals, _ := at.ValuesFloat32()
-		w := tensor.Float32s(ref.Weight(at.Name))
+		w := tensor.Float32s(liveWeight(ref, at.Name))
 		for k, i := range at.Indices {
 			w[i] = vals[k]
 		}
 	}
 }
 
-func snapshot(s *Session) map[string][]byte {
+func snapshot(t testing.TB, s *Session) map[string][]byte {
 	m := map[string][]byte{}
 	for _, w := range s.Weights() {
-		m[w.Name] = bytes.Clone(s.Weight(w.Name))
+		m[w.Name] = weightBytes(t, s, w.Name)
 	}
 	return m
 }
@@ -58,7 +59,7 @@ func TestSetApplyRevert(t *testing.T) {
 	requireORT(t)
 	for _, b := range allBindings {
 		s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive, WeightBinding: b})
-		base := snapshot(s)
+		base := snapshot(t, s)
 		in := mlpInput(t, 3, 4)
 		y0 := mustRun(t, s, in)["Y"].Data
 		A := overwriteAdapter(t, s, 3, 2, "W1", "W2")
@@ -71,7 +72,7 @@ func TestSetApplyRevert(t *testing.T) {
 		manual(t, refB, B)
 		wantB := mustRun(t, refB, in)["Y"].Data
 
-		if err := s.Set(patch.Default(A)); err != nil {
+		if err := s.Set(context.Background(), patch.Default(A)); err != nil {
 			t.Fatal(err)
 		}
 		if got := mustRun(t, s, in)["Y"].Data; !bytes.Equal(got, wantA) {
@@ -80,23 +81,23 @@ func TestSetApplyRevert(t *testing.T) {
 		if act := s.Active(); len(act) != 1 || act[0].Adapter != A {
 			t.Fatalf("Active = %+v", act)
 		}
-		if err := s.Set(patch.Default(B)); err != nil { // switch A -> B
+		if err := s.Set(context.Background(), patch.Default(B)); err != nil { // switch A -> B
 			t.Fatal(err)
 		}
 		if got := mustRun(t, s, in)["Y"].Data; !bytes.Equal(got, wantB) {
 			t.Fatalf("%v: switch to B differs from hand-patched weights", b)
 		}
-		if err := s.Apply(patch.Default(A)); err != nil {
+		if err := s.Apply(context.Background(), patch.Default(A)); err != nil {
 			t.Fatal(err)
 		}
 		if len(s.Active()) != 2 {
 			t.Fatalf("Active after Apply = %d configs", len(s.Active()))
 		}
-		if err := s.Revert(); err != nil {
+		if err := s.Revert(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		for name, want := range base {
-			if !bytes.Equal(s.Weight(name), want) {
+			if !bytes.Equal(weightBytes(t, s, name), want) {
 				t.Fatalf("%v: Revert left %s different from the base", b, name)
 			}
 		}
@@ -128,7 +129,7 @@ func TestSetFloat16Weight(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &adapter.Adapter{DefaultAlpha: 1, Semantics: adapter.Overwrite, Tensors: []adapter.Tensor{at}}
-	if err := s.Set(patch.Default(a)); err != nil {
+	if err := s.Set(context.Background(), patch.Default(a)); err != nil {
 		t.Fatal(err)
 	}
 	y1 := mustRun(t, s, in)["Y"]
@@ -136,7 +137,7 @@ func TestSetFloat16Weight(t *testing.T) {
 	if got[0] != 8 { // column 0 of Wh is all ones now, X is all ones
 		t.Fatalf("Y[0] = %v after the adapter, want 8 (before: %v)", got[0], y0)
 	}
-	if err := s.Revert(); err != nil {
+	if err := s.Revert(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(mustRun(t, s, in)["Y"].Data, y0.Data) {
@@ -148,17 +149,17 @@ func TestSetRefusedChangesNothing(t *testing.T) {
 	requireORT(t)
 	s := mustOpen(t, testdata("mlp"), &Options{Mode: ModeLive})
 	A := overwriteAdapter(t, s, 3, 2, "W1")
-	if err := s.Set(patch.Default(A)); err != nil {
+	if err := s.Set(context.Background(), patch.Default(A)); err != nil {
 		t.Fatal(err)
 	}
-	before := snapshot(s)
+	before := snapshot(t, s)
 	bad := overwriteAdapter(t, s, 2, 7, "W1", "W2")
 	bad.Tensors[1].BaseSHA256[0] ^= 1 // made for other base weights
-	if err := s.Set(patch.Default(bad)); err == nil {
+	if err := s.Set(context.Background(), patch.Default(bad)); err == nil {
 		t.Fatal("adapter for other base weights accepted")
 	}
 	for name, want := range before {
-		if !bytes.Equal(s.Weight(name), want) {
+		if !bytes.Equal(weightBytes(t, s, name), want) {
 			t.Fatalf("refused adapter changed %s", name)
 		}
 	}
@@ -170,18 +171,18 @@ func TestSetRefusedChangesNothing(t *testing.T) {
 func TestAdapterMethodsWithoutWeights(t *testing.T) {
 	requireORT(t)
 	s := mustOpenModel(t, testdata("mlp_plain.onnx"), nil)
-	if err := s.Set(); !errors.Is(err, ErrNoWeights) {
+	if err := s.Set(context.Background()); !errors.Is(err, ErrNoWeights) {
 		t.Fatalf("Set on OpenModel session: %v", err)
 	}
 	if s.Active() != nil || len(s.Weights()) != 0 {
 		t.Fatal("OpenModel session reports weights")
 	}
-	s2, err := Open(testdata("mlp"), nil)
+	s2, err := Open(context.Background(), testdata("mlp"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s2.Close()
-	if err := s2.Revert(); !errors.Is(err, ErrClosed) {
+	if err := s2.Revert(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Revert after Close: %v", err)
 	}
 }
@@ -196,7 +197,7 @@ func TestConcurrentRunsAndSet(t *testing.T) {
 	B := patch.Default(overwriteAdapter(t, s, 3, -2, "W1", "W2"))
 	want := map[string][]byte{}
 	for name, c := range map[string]patch.Config{"A": A, "B": B} {
-		if err := s.Set(c); err != nil {
+		if err := s.Set(context.Background(), c); err != nil {
 			t.Fatal(err)
 		}
 		want[name] = mustRun(t, s, in)["Y"].Data
@@ -216,7 +217,7 @@ func TestConcurrentRunsAndSet(t *testing.T) {
 			if n%2 == 1 {
 				c = B
 			}
-			if err := s.Set(c); err != nil {
+			if err := s.Set(context.Background(), c); err != nil {
 				t.Error(err)
 				return
 			}
@@ -227,7 +228,7 @@ func TestConcurrentRunsAndSet(t *testing.T) {
 	for g := 0; g < 4; g++ {
 		go func() {
 			for range 150 {
-				out, err := s.Run(in)
+				out, err := s.Run(context.Background(), in)
 				if err != nil {
 					errs <- err
 					return

@@ -2,6 +2,7 @@ package ort
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"testing"
 
@@ -37,20 +38,20 @@ func TestSparseThenDenseApply(t *testing.T) {
 	for _, mode := range []Mode{ModeLive, ModeHybrid} {
 		s := mustOpen(t, dir, &Options{Mode: mode, IntraOpThreads: 1, RebuildDelay: -1})
 		in := optInputs(t, 1, 2)
-		if err := s.Set(X); err != nil {
+		if err := s.Set(context.Background(), X); err != nil {
 			t.Fatal(err)
 		}
 		mustRun(t, s, in) // maps the weight pages
-		if err := s.Apply(Y); err != nil {
+		if err := s.Apply(context.Background(), Y); err != nil {
 			t.Fatal(err)
 		}
-		ws := fusedWeights(t, dir, m, []patch.Config{X, Y})
+		ws := fusedWeights(t, dir, []patch.Config{X, Y})
 		for _, e := range m.Tensors {
-			if !bytes.Equal(s.Weight(e.Name), ws[e.Name]) {
+			if !bytes.Equal(weightBytes(t, s, e.Name), ws[e.Name]) {
 				t.Fatalf("%v: weight %s after Set(sparse) + Apply(dense) is not the fusion of both", mode, e.Name)
 			}
 		}
-		if got := tensor.Float32s(s.Weight("Wc"))[at]; got != 7.5 {
+		if got := tensor.Float32s(weightBytes(t, s, "Wc"))[at]; got != 7.5 {
 			t.Fatalf("%v: the sparse adapter's value is %v, want 7.5", mode, got)
 		}
 		s.Close()

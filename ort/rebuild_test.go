@@ -21,7 +21,7 @@ func TestHybridRebuildWaitsForFirstRun(t *testing.T) {
 	B := patch.Default(randomAdapter(t, m, 0.05, 32))
 
 	s := mustOpen(t, dir, &Options{Mode: ModeHybrid, IntraOpThreads: 1, RebuildDelay: time.Hour})
-	if err := s.Set(A); err != nil {
+	if err := s.Set(context.Background(), A); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -37,7 +37,7 @@ func TestHybridRebuildWaitsForFirstRun(t *testing.T) {
 	}
 	assertClose(t, "rebaked Y", tensor.Float32s(mustRun(t, s, in)["Y"].Data), tensor.Float32s(live["Y"].Data), 1e-5)
 
-	if err := s.Set(B); err != nil { // a rebuild waits again; Close must not
+	if err := s.Set(context.Background(), B); err != nil { // a rebuild waits again; Close must not
 		t.Fatal(err)
 	}
 	closed := make(chan error, 1)
@@ -55,7 +55,7 @@ func TestHybridRebuildWaitsForFirstRun(t *testing.T) {
 	// starts it with the switch.
 	for _, delay := range []time.Duration{50 * time.Millisecond, -1} {
 		s := mustOpen(t, dir, &Options{Mode: ModeHybrid, IntraOpThreads: 1, RebuildDelay: delay})
-		if err := s.Set(A); err != nil {
+		if err := s.Set(context.Background(), A); err != nil {
 			t.Fatal(err)
 		}
 		waitBaked(t, s)

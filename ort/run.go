@@ -1,10 +1,12 @@
 package ort
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
@@ -13,19 +15,28 @@ import (
 
 // Run feeds inputs (by input name; every input of Inputs is required) and
 // returns every output by name, as Go-owned tensors. Input dtypes, ranks,
-// fixed dimensions and byte lengths are checked before ORT is called.
-// Input data is read in place, not copied; it must not change during Run.
+// fixed dimensions and byte lengths are checked before ORT is called
+// (errors wrap ErrInput). Input data is read in place, not copied; it must
+// not change during Run.
+//
+// Cancelling ctx terminates a Run in progress through ORT's run options
+// (OrtApi::RunOptionsSetTerminate); Run then returns an error wrapping
+// ctx.Err() (context.Canceled or context.DeadlineExceeded).
 //
 // Run is safe for concurrent use and sees exactly one adapter
 // configuration: on a live engine it holds the session's read lock, so a
 // switch waits for it; on a baked engine (immutable) it holds a reference,
 // so a switch swaps in a new engine and the Run finishes on the old one.
-func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
-	return s.run(inputs, s.runOpts)
+func (s *Session) Run(ctx context.Context, inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	return s.run(ctx, inputs, nil)
 }
 
-// run is Run with the given OrtRunOptions* (nil for none).
-func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) (map[string]*tensor.Tensor, error) {
+// run is Run with the given OrtRunOptions* (nil: the session's own, pooled
+// per cancellable Run).
+func (s *Session) run(ctx context.Context, inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) (map[string]*tensor.Tensor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if s.cur.Load() == nil {
 		return nil, ErrClosed
 	}
@@ -58,9 +69,9 @@ func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) 
 	}
 	defer done()
 	values = append(values, e.feed...)
-	outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+	outs, err := s.runCancellable(ctx, e, runOpts, values)
 	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
+		return nil, err
 	}
 	if e.live {
 		s.liveRunReturned()
@@ -80,32 +91,32 @@ func (s *Session) checkInputs(inputs map[string]*tensor.Tensor) error {
 			continue
 		}
 		if _, ok := s.byName[name]; ok {
-			return fmt.Errorf("ort: %q is an exposed weight, not an input: change it with Set/Apply", name)
+			return fmt.Errorf("%w: %q is an exposed weight, not an input: change it with Set/Apply", ErrInput, name)
 		}
-		return fmt.Errorf("ort: unknown input %q (inputs: %s)", name, s.inputList())
+		return fmt.Errorf("%w: unknown input %q (inputs: %s)", ErrInput, name, s.inputList())
 	}
 	for _, info := range s.inputs {
 		t, ok := inputs[info.Name]
 		if !ok || t == nil {
-			return fmt.Errorf("ort: missing input %q (inputs: %s)", info.Name, s.inputList())
+			return fmt.Errorf("%w: missing input %q (inputs: %s)", ErrInput, info.Name, s.inputList())
 		}
 		if t.DType != info.DType {
-			return fmt.Errorf("ort: input %s: got %v, model wants %v", info.Name, t.DType, info.DType)
+			return fmt.Errorf("%w: input %s: got %v, model wants %v", ErrInput, info.Name, t.DType, info.DType)
 		}
 		if len(t.Shape) != len(info.Shape) {
-			return fmt.Errorf("ort: input %s: got rank %d %v, model wants rank %d %s", info.Name, len(t.Shape), t.Shape, len(info.Shape), shapeString(info))
+			return fmt.Errorf("%w: input %s: got rank %d %v, model wants rank %d %s", ErrInput, info.Name, len(t.Shape), t.Shape, len(info.Shape), shapeString(info))
 		}
 		for d, want := range info.Shape {
 			if want >= 0 && t.Shape[d] != want {
-				return fmt.Errorf("ort: input %s: got shape %v, model wants %s (dimension %d)", info.Name, t.Shape, shapeString(info), d)
+				return fmt.Errorf("%w: input %s: got shape %v, model wants %s (dimension %d)", ErrInput, info.Name, t.Shape, shapeString(info), d)
 			}
 		}
 		n, err := tensor.NumElements(t.Shape)
 		if err != nil {
-			return fmt.Errorf("ort: input %s: %w", info.Name, err)
+			return fmt.Errorf("%w: input %s: %w", ErrInput, info.Name, err)
 		}
 		if n*t.DType.Size() != len(t.Data) {
-			return fmt.Errorf("ort: input %s: %v %v needs %d bytes, has %d", info.Name, t.DType, t.Shape, n*t.DType.Size(), len(t.Data))
+			return fmt.Errorf("%w: input %s: %v %v needs %d bytes, has %d", ErrInput, info.Name, t.DType, t.Shape, n*t.DType.Size(), len(t.Data))
 		}
 	}
 	return nil
@@ -135,4 +146,93 @@ func shapeString(info IOInfo) string {
 		}
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// runCancellable runs e with inputs and, when ctx can be cancelled,
+// terminates the Run through its run options once ctx is done.
+func (s *Session) runCancellable(ctx context.Context, e *engine, runOpts unsafe.Pointer, values []unsafe.Pointer) ([]*tensor.Tensor, error) {
+	if ctx.Done() == nil { // never cancelled: no run options of its own
+		if runOpts == nil {
+			runOpts = s.runOpts
+		}
+		outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+		if err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		return outs, nil
+	}
+	pooled := runOpts == nil
+	if pooled {
+		ro, err := s.runOptsPool.get(s.opts.RunConfig)
+		if err != nil {
+			return nil, fmt.Errorf("ort: %w", err)
+		}
+		runOpts = ro
+	}
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = ortshim.SetTerminate(runOpts)
+		close(terminated)
+	})
+	outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+	if !stop() { // ctx is done and the terminate ran (or is running)
+		<-terminated
+		if pooled {
+			if ortshim.UnsetTerminate(runOpts) == nil {
+				s.runOptsPool.put(runOpts)
+			} else {
+				ortshim.ReleaseRunOptions(runOpts)
+			}
+		}
+		return nil, fmt.Errorf("ort: run terminated: %w", ctx.Err())
+	}
+	if pooled {
+		s.runOptsPool.put(runOpts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ort: %w", err)
+	}
+	return outs, nil
+}
+
+// runOptionsPool keeps OrtRunOptions for cancellable Runs (each needs its
+// own, since terminating one stops every Run using it).
+type runOptionsPool struct {
+	mu   sync.Mutex
+	idle []unsafe.Pointer
+}
+
+// maxPooledRunOptions bounds the idle run options a session keeps.
+const maxPooledRunOptions = 64
+
+func (p *runOptionsPool) get(config map[string]string) (unsafe.Pointer, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		ro := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return ro, nil
+	}
+	p.mu.Unlock()
+	return ortshim.NewRunOptions(config)
+}
+
+func (p *runOptionsPool) put(ro unsafe.Pointer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) < maxPooledRunOptions {
+		p.idle = append(p.idle, ro)
+		return
+	}
+	ortshim.ReleaseRunOptions(ro)
+}
+
+// free releases the idle run options (Close, after the last Run).
+func (p *runOptionsPool) free() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ro := range p.idle {
+		ortshim.ReleaseRunOptions(ro)
+	}
+	p.idle = nil
 }

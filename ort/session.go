@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -37,12 +39,15 @@ type Session struct {
 	mu     sync.RWMutex
 	closed bool // under mu (and switchMu)
 
-	// switchMu serializes Set/Apply/Revert, rebuild commits and Close.
-	switchMu sync.Mutex
+	// switchMu serializes Set/Apply/Revert, rebuild commits and Close;
+	// a switch waits for it under its context.
+	switchMu ctxMutex
 
 	mode    Mode
 	opts    Options
-	runOpts unsafe.Pointer // OrtRunOptions* or nil
+	runOpts unsafe.Pointer // OrtRunOptions* or nil: Runs that cannot be cancelled
+	// runOptsPool holds run options for cancellable Runs.
+	runOptsPool runOptionsPool
 
 	cur      atomic.Pointer[engine] // the engine new Runs use; nil once closed
 	liveEng  *engine                // live and hybrid
@@ -53,16 +58,16 @@ type Session struct {
 	inputIndex      map[string]int
 	binding         WeightBinding
 
-	file            *weightFile
-	manifestWeights string
-	weights         []*weight
-	byName          map[string]*weight
-	patcher         patcher
-	fingerprint     string
+	file        *weightFile
+	weights     []*weight
+	byName      map[string]*weight
+	patcher     *patch.Patcher
+	fingerprint string
 
-	// Baked and hybrid: the logical configuration (the patcher is reverted
-	// to the base weights between switches, see switch.go), the switch
-	// generation and the background rebuild (hybrid).
+	// active is the logical configuration, whose adapters the session
+	// retains (in baked and hybrid mode the patcher is reverted to the
+	// base weights between switches, see switch.go); gen is the switch
+	// generation and rebuild the background rebuild (hybrid).
 	active  []patch.Config
 	patched bool // the mapping holds active (not the base weights)
 	gen     uint64
@@ -74,59 +79,77 @@ type Session struct {
 
 // OpenModel creates a session over a plain ONNX model (a fused model, or
 // the original one as a baseline). It has no exposed weights, so the
-// adapter methods return an error and Options.Mode is ignored.
-func OpenModel(path string, opts *Options) (*Session, error) {
-	return open(path, nil, opts)
+// adapter methods return ErrNoWeights and Options.Mode is ignored.
+func OpenModel(ctx context.Context, path string, opts *Options) (*Session, error) {
+	return open(ctx, path, nil, opts)
 }
 
-// Open creates a session over a directory written by export.Expose:
-// dir/model.onnx, the weight file named by dir/manifest.json and the
-// manifest itself. The exposed weights are mapped copy-on-write; how ORT
-// reads them depends on Options.Mode (see Mode).
-func Open(dir string, opts *Options) (*Session, error) {
-	m, err := loadManifest(dir)
+// Open opens the exported model directory dir (written by export.Expose)
+// and creates a session over it: Open is export.Open followed by
+// OpenExported, and the export.Model is closed before Open returns.
+func Open(ctx context.Context, dir string, opts *Options) (*Session, error) {
+	m, err := export.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ort: %w", err)
 	}
-	return open(filepath.Join(dir, ModelFile), &weightSource{dir: dir, m: m}, opts)
+	defer m.Close()
+	return OpenExported(ctx, m, opts)
 }
 
-type weightSource struct {
-	dir string
-	m   *manifest
+// OpenExported creates a session over the exported model m. The exposed
+// weights are mapped copy-on-write from m's weight file (a private copy
+// for this session: nothing is written back); how ORT reads them depends
+// on Options.Mode (see Mode). The session does not keep m: it may be
+// closed once OpenExported returns.
+//
+// ctx bounds the wait: Open checks it between its steps (mapping the
+// weights, creating each ORT session), and a cancelled Open releases what
+// it made and returns ctx.Err().
+func OpenExported(ctx context.Context, m *export.Model, opts *Options) (*Session, error) {
+	if m == nil {
+		return nil, errors.New("ort: OpenExported: nil export.Model")
+	}
+	return open(ctx, filepath.Join(m.Dir(), m.Manifest().Model), m, opts)
 }
 
-func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err error) {
+func open(ctx context.Context, modelPath string, m *export.Model, opts *Options) (_ *Session, err error) {
 	if opts == nil {
 		opts = &Options{}
 	}
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := Init(); err != nil {
 		return nil, err
 	}
 	s := &Session{binding: opts.WeightBinding, byName: map[string]*weight{}, opts: *opts, mode: ModeLive}
+	s.switchMu.init()
 	defer func() {
 		if err != nil {
 			s.release()
 		}
 	}()
+	step := func() error { return ctx.Err() }
 
-	if src != nil {
+	if m != nil {
 		s.mode = opts.Mode.resolve()
-		s.modelDir = src.dir
-		s.manifestWeights = src.m.WeightsFile
-		s.fingerprint = src.m.Fingerprint
-		if s.file, err = mapWeights(filepath.Join(src.dir, src.m.WeightsFile)); err != nil {
+		s.modelDir = m.Dir()
+		s.fingerprint = m.Fingerprint()
+		if s.file, err = mapWeights(m); err != nil {
 			return nil, err
 		}
-		if s.weights, err = loadWeights(src.m, s.file, opts.VerifyWeights); err != nil {
+		if s.weights, err = loadWeights(m.Manifest(), s.file, opts.VerifyWeights); err != nil {
 			return nil, err
 		}
 		for _, w := range s.weights {
 			s.byName[w.info.Name] = w
 		}
+	}
+	if err := step(); err != nil {
+		return nil, err
 	}
 
 	if s.mode != ModeBaked {
@@ -140,8 +163,13 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		s.cur.Store(s.liveEng)
 	}
 	if s.mode != ModeLive {
-		tuneMalloc()
-		if s.bakedSrc, err = newBakedSource(modelPath, s); err != nil {
+		if err := step(); err != nil {
+			return nil, err
+		}
+		if !opts.KeepMallocSettings {
+			tuneMalloc()
+		}
+		if s.bakedSrc, err = newBakedSource(m, s); err != nil {
 			return nil, err
 		}
 		e, err := s.buildBaked0(modelPath)
@@ -157,9 +185,12 @@ func open(modelPath string, src *weightSource, opts *Options) (_ *Session, err e
 		}
 	}
 	if len(s.weights) > 0 {
-		if s.patcher, err = newPatcher(s.weights, src.m.Fingerprint, opts.SkipFingerprintCheck); err != nil {
+		if s.patcher, err = newPatcher(s.weights, s.fingerprint, opts.SkipFingerprintCheck); err != nil {
 			return nil, err
 		}
+	}
+	if err := step(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -284,29 +315,54 @@ func (s *Session) Weights() []WeightInfo {
 	return out
 }
 
-// Weight returns the bytes of the exposed weight name as the active
-// adapter configuration makes them, or nil when there is none. In ModeLive
-// the slice aliases the memory ORT reads: treat it as read-only (write
-// through Set/Apply/Revert), do not read it while a switch may run, and do
-// not use it after Close. In ModeBaked and ModeHybrid it is a fresh copy
-// (the session keeps the base weights between switches).
-func (s *Session) Weight(name string) []byte {
+// Weight returns a copy of the bytes of the exposed weight name as the
+// active adapter configuration makes them (what the session computes
+// with). The error wraps ErrUnknownWeight for a name that is not an
+// exposed weight and is ErrClosed after Close.
+func (s *Session) Weight(name string) ([]byte, error) {
 	w, ok := s.byName[name]
 	if !ok {
-		return nil
+		return nil, fmt.Errorf("%w: %q", ErrUnknownWeight, name)
 	}
-	if s.mode == ModeLive {
-		return w.data
+	s.switchMu.lock()
+	defer s.switchMu.unlock()
+	if s.closed {
+		return nil, ErrClosed
 	}
-	return s.weightCopy(w)
+	out := append([]byte(nil), w.data...) // no switch runs: the bytes are stable
+	if s.mode == ModeLive || s.patched || len(s.active) == 0 {
+		return out, nil
+	}
+	// baked and hybrid: the mapping holds the base weights; fuse the
+	// active adapters' tensors for this weight into the copy
+	sub := make([]patch.Config, 0, len(s.active))
+	for _, c := range s.active {
+		a := *c.Adapter
+		a.Tensors = nil
+		for _, t := range c.Adapter.Tensors {
+			if t.Name == name {
+				a.Tensors = append(a.Tensors, t)
+			}
+		}
+		sub = append(sub, patch.Config{Adapter: &a, Alpha: c.Alpha})
+	}
+	pw := []patch.Weight{{Name: name, DType: w.info.DType, Shape: w.info.Shape, Data: out}}
+	if err := patch.FuseInto(pw, sub, patch.WithoutFingerprintCheck()); err != nil {
+		return nil, fmt.Errorf("ort: weight %s: %w", name, err)
+	}
+	return out, nil
 }
 
-// Close releases the ORT sessions, the weight tensors and the mapping. It
-// waits for a background rebuild and for running Runs, and is idempotent.
+// Close releases the ORT sessions, the weight tensors and the mapping, and
+// lets go of the active adapters (without reverting: the session's weights
+// are discarded). Calls after Close, and Runs that had not started
+// computing, return ErrClosed; Runs already computing finish first (Close
+// waits for them, and for a background rebuild), so ORT resources are freed
+// only after the last of them. Close is idempotent.
 func (s *Session) Close() error {
-	s.switchMu.Lock()
+	s.switchMu.lock()
 	if s.closed {
-		s.switchMu.Unlock()
+		s.switchMu.unlock()
 		return nil
 	}
 	s.gen++ // supersedes a rebuild in progress
@@ -317,7 +373,7 @@ func (s *Session) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.switchMu.Unlock()
+	s.switchMu.unlock()
 	if rb != nil {
 		<-rb.done
 	}
@@ -339,7 +395,14 @@ func (s *Session) release() error {
 	}
 	ortshim.ReleaseRunOptions(s.runOpts)
 	s.runOpts = nil
+	s.runOptsPool.free()
 	s.bakedSrc.free()
+	if s.patcher != nil {
+		s.patcher.Close()
+		s.patcher = nil
+	}
+	releaseConfigs(s.active)
+	s.active = nil
 	for _, w := range s.weights {
 		if w.value != nil {
 			w.value.Destroy()

@@ -24,10 +24,10 @@ func TestStaleFoldedWeightsAreDetected(t *testing.T) {
 	in := optInputs(t, 2, 5)
 	A := patch.Default(randomAdapter(t, m, 0.05, 1))
 	s := mustOpen(t, dir, &Options{Mode: ModeBaked, IntraOpThreads: 1})
-	want := fusedOutputs(t, dir, m, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)
+	want := fusedOutputs(t, dir, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)
 
-	s.switchMu.Lock()
-	defer s.switchMu.Unlock()
+	s.switchMu.lock()
+	defer s.switchMu.unlock()
 	if err := s.patcher.Set(A); err != nil {
 		t.Fatal(err)
 	}

@@ -56,35 +56,85 @@ func (rb *rebuildState) waitStart(delay time.Duration) {
 	}
 }
 
-// switchTo validates next(active) and switches to it as the mode says.
-func (s *Session) switchTo(next func(active []patch.Config) []patch.Config) error {
-	s.switchMu.Lock()
-	defer s.switchMu.Unlock()
+// switchTo validates next(active) and switches to it as the mode says. The
+// session retains the adapters of the configuration it makes active
+// (adapter.Adapter.Retain) and lets go of those it replaces, so closing an
+// active adapter never unmaps memory a switch or a revert still reads.
+func (s *Session) switchTo(ctx context.Context, next func(active []patch.Config) []patch.Config) error {
+	if err := s.switchMu.lockCtx(ctx); err != nil {
+		return err
+	}
+	defer s.switchMu.unlock()
 	if s.closed {
 		return ErrClosed
 	}
 	if s.patcher == nil {
 		return ErrNoWeights
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cfgs := next(s.active)
+	if err := retainConfigs(cfgs); err != nil {
+		return err
+	}
+	var err error
 	switch s.mode {
 	case ModeLive:
-		cfgs := next(s.patcher.Active())
-		if _, err := s.privatize(cfgs); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.patcher.Set(cfgs...)
+		err = s.switchLive(cfgs)
 	case ModeBaked:
-		return s.switchBaked(next(s.active))
+		err = s.switchBaked(ctx, cfgs)
 	default:
-		return s.switchHybrid(next(s.active))
+		err = s.switchHybrid(cfgs)
+	}
+	if err != nil {
+		releaseConfigs(cfgs)
+		return err
+	}
+	releaseConfigs(s.active)
+	s.active = cfgs
+	return nil
+}
+
+// retainConfigs retains the adapter of every config; on error nothing
+// stays retained.
+func retainConfigs(cfgs []patch.Config) error {
+	for k, c := range cfgs {
+		if c.Adapter == nil {
+			continue // the patcher reports it
+		}
+		if err := c.Adapter.Retain(); err != nil {
+			releaseConfigs(cfgs[:k])
+			return fmt.Errorf("ort: %w: %w", patch.ErrConfig, err)
+		}
+	}
+	return nil
+}
+
+// releaseConfigs ends retainConfigs.
+func releaseConfigs(cfgs []patch.Config) {
+	for _, c := range cfgs {
+		if c.Adapter != nil {
+			c.Adapter.Release()
+		}
 	}
 }
 
+// switchLive patches the weights the live engine reads, between Runs.
+// Under switchMu.
+func (s *Session) switchLive(cfgs []patch.Config) error {
+	if _, err := s.privatize(cfgs); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.patcher.Set(cfgs...)
+}
+
 // switchBaked patches, builds a baked engine, swaps it in and drops the
-// patched pages. Under switchMu.
-func (s *Session) switchBaked(cfgs []patch.Config) error {
+// patched pages. A ctx done before the new engine serves Runs leaves the
+// previous configuration active. Under switchMu.
+func (s *Session) switchBaked(ctx context.Context, cfgs []patch.Config) error {
 	if _, err := s.privatize(cfgs); err != nil {
 		return err
 	}
@@ -92,6 +142,10 @@ func (s *Session) switchBaked(cfgs []patch.Config) error {
 		return err
 	}
 	e, err := s.buildBaked()
+	if err == nil && ctx.Err() != nil {
+		e.retire()
+		e, err = nil, ctx.Err()
+	}
 	if err != nil {
 		s.patcher.Revert()
 		s.dropWeightPages()
@@ -99,7 +153,6 @@ func (s *Session) switchBaked(cfgs []patch.Config) error {
 	}
 	s.gen++
 	old := s.cur.Swap(e)
-	s.active = cfgs
 	s.patcher.Revert()
 	s.dropWeightPages()
 	old.retire()
@@ -128,7 +181,7 @@ func (s *Session) switchHybrid(cfgs []patch.Config) error {
 	if err != nil {
 		return err
 	}
-	s.active, s.patched = cfgs, true
+	s.patched = true
 	s.gen++
 	if old == s.liveEng {
 		old = nil
@@ -167,17 +220,17 @@ func (s *Session) rebuildLoop(rb *rebuildState) {
 	rb.retiring.retire()
 	rb.retiring = nil
 	for {
-		s.switchMu.Lock()
+		s.switchMu.lock()
 		gen, closed := s.gen, s.closed
-		s.switchMu.Unlock()
+		s.switchMu.unlock()
 		if closed {
 			s.finishRebuild(rb, nil)
 			return
 		}
 		e, err := s.buildBaked() // reads the mapping; a concurrent switch makes the result stale
-		s.switchMu.Lock()
+		s.switchMu.lock()
 		if s.gen != gen || s.closed {
-			s.switchMu.Unlock()
+			s.switchMu.unlock()
 			if e != nil {
 				e.retire()
 			}
@@ -195,18 +248,18 @@ func (s *Session) rebuildLoop(rb *rebuildState) {
 		}
 		rb.err = err
 		s.rebuild = nil
-		s.switchMu.Unlock()
+		s.switchMu.unlock()
 		return
 	}
 }
 
 func (s *Session) finishRebuild(rb *rebuildState, err error) {
-	s.switchMu.Lock()
+	s.switchMu.lock()
 	rb.err = err
 	if s.rebuild == rb {
 		s.rebuild = nil
 	}
-	s.switchMu.Unlock()
+	s.switchMu.unlock()
 }
 
 // WaitBaked waits until Runs are served by a baked, fully optimized ORT
@@ -215,9 +268,9 @@ func (s *Session) finishRebuild(rb *rebuildState, err error) {
 // an error). ctx bounds the wait.
 func (s *Session) WaitBaked(ctx context.Context) error {
 	for {
-		s.switchMu.Lock()
+		s.switchMu.lock()
 		mode, rb, closed := s.mode, s.rebuild, s.closed
-		s.switchMu.Unlock()
+		s.switchMu.unlock()
 		switch {
 		case closed:
 			return ErrClosed
@@ -247,36 +300,6 @@ func (s *Session) Mode() Mode { return s.mode }
 func (s *Session) Baked() bool {
 	e := s.cur.Load()
 	return e != nil && !e.live
-}
-
-// weightCopy returns the bytes of w under the active configuration (baked
-// and hybrid mode, where the mapping may hold the base weights).
-func (s *Session) weightCopy(w *weight) []byte {
-	s.switchMu.Lock()
-	defer s.switchMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	out := append([]byte(nil), w.data...)
-	if s.patched || len(s.active) == 0 {
-		return out
-	}
-	sub := make([]patch.Config, 0, len(s.active))
-	for _, c := range s.active {
-		a := *c.Adapter
-		a.Tensors = nil
-		for _, t := range c.Adapter.Tensors {
-			if t.Name == w.info.Name {
-				a.Tensors = append(a.Tensors, t)
-			}
-		}
-		sub = append(sub, patch.Config{Adapter: &a, Alpha: c.Alpha})
-	}
-	pw := []patch.Weight{{Name: w.info.Name, DType: w.info.DType, Shape: w.info.Shape, Data: out}}
-	if err := patch.FuseInto(pw, sub, patch.WithoutFingerprintCheck()); err != nil {
-		return nil // validated when it was switched in; cannot happen
-	}
-	return out
 }
 
 // privatize makes the session's own copy of every page of the weights

@@ -8,6 +8,7 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -39,27 +40,29 @@ type weightFile struct {
 	mem []byte
 }
 
-func mapWeights(path string) (*weightFile, error) {
-	f, err := os.Open(path)
+// mapWeights maps m's weight file privately (the file m opened, so a file
+// renamed over it since does not matter).
+func mapWeights(m *export.Model) (*weightFile, error) {
+	var wf *weightFile
+	err := m.WithWeightFile(func(f *os.File, size int64) error {
+		if size == 0 {
+			wf = &weightFile{}
+			return nil
+		}
+		if int64(int(size)) != size {
+			return fmt.Errorf("ort: %s is too large to map", f.Name())
+		}
+		mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+		if err != nil {
+			return fmt.Errorf("ort: mapping %s: %w", f.Name(), err)
+		}
+		wf = &weightFile{mem: mem}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("ort: %w", err)
-	}
-	if st.Size() == 0 {
-		return &weightFile{}, nil
-	}
-	if int64(int(st.Size())) != st.Size() {
-		return nil, fmt.Errorf("ort: %s is too large to map", path)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
-	if err != nil {
-		return nil, fmt.Errorf("ort: mapping %s: %w", path, err)
-	}
-	return &weightFile{mem: mem}, nil
+	return wf, nil
 }
 
 func (w *weightFile) size() int64 { return int64(len(w.mem)) }
@@ -78,7 +81,7 @@ func (w *weightFile) close() error {
 
 // loadWeights validates the manifest entries against the mapping and wraps
 // each weight in an ORT tensor over the mapped bytes (no copy).
-func loadWeights(m *manifest, wf *weightFile, verify bool) ([]*weight, error) {
+func loadWeights(m *export.Manifest, wf *weightFile, verify bool) ([]*weight, error) {
 	ws := make([]*weight, 0, len(m.Tensors))
 	destroy := func() {
 		for _, w := range ws {

@@ -9,5 +9,9 @@ func FuseInto(weights []Weight, cfgs []Config, opts ...Option) error {
 	if err != nil {
 		return err
 	}
-	return p.Set(cfgs...)
+	if err := p.Set(cfgs...); err != nil {
+		return err
+	}
+	p.Close()
+	return nil
 }

@@ -198,17 +198,29 @@ func New(weights []Weight, opts ...Option) (*Patcher, error) {
 // Validate checks the configuration cfgs against the weights exactly as
 // Set would, without writing anything.
 func (p *Patcher) Validate(cfgs ...Config) error {
+	if err := retain(cfgs); err != nil {
+		return err
+	}
+	defer release(cfgs)
 	return p.plan(cfgs)
 }
 
 // Set makes exactly cfgs active (in this order; an empty list means the
 // base weights). The whole configuration is validated before the first
 // write; on error the weights and the active configuration are unchanged.
+// The Patcher retains every adapter of cfgs (adapter.Adapter.Retain) while
+// it is active, so closing one does not unmap memory the Patcher reads; an
+// adapter already closed is refused (adapter.ErrClosed).
 func (p *Patcher) Set(cfgs ...Config) error {
+	if err := retain(cfgs); err != nil {
+		return err
+	}
 	if err := p.plan(cfgs); err != nil {
+		release(cfgs)
 		return err
 	}
 	p.commit()
+	release(p.active)
 	p.active = append(p.active[:0], cfgs...)
 	return nil
 }
@@ -217,19 +229,58 @@ func (p *Patcher) Set(cfgs ...Config) error {
 // result equals Set(append(Active(), cfg)...).
 func (p *Patcher) Apply(cfg Config) error {
 	p.scratch = append(append(p.scratch[:0], p.active...), cfg)
-	return p.Set(p.scratch...)
+	err := p.Set(p.scratch...)
+	clear(p.scratch) // drop the adapter pointers
+	return err
 }
 
 // Revert writes the saved originals back: every weight is bit-identical
-// to its base again and no configuration is active. It cannot fail; the
-// error is for future use and is always nil.
-func (p *Patcher) Revert() error {
+// to its base again and no configuration is active. It cannot fail.
+func (p *Patcher) Revert() {
 	for i := range p.weights {
 		p.weights[i].next = p.weights[i].next[:0]
 	}
 	p.commit()
+	release(p.active)
+	clear(p.active)
 	p.active = p.active[:0]
+}
+
+// Close lets go of the active adapters without reverting: the weights keep
+// their patched values, and the Patcher must not be used afterwards. Use
+// it when the weights themselves are being discarded.
+func (p *Patcher) Close() {
+	release(p.active)
+	clear(p.active)
+	p.active = nil
+	for i := range p.weights {
+		ws := &p.weights[i]
+		ws.cur, ws.next, ws.touched, ws.prevTouched = nil, nil, nil, nil
+	}
+}
+
+// retain retains the adapter of every config (once per config); on error
+// nothing stays retained.
+func retain(cfgs []Config) error {
+	for k, c := range cfgs {
+		if c.Adapter == nil {
+			continue // plan reports it
+		}
+		if err := c.Adapter.Retain(); err != nil {
+			release(cfgs[:k])
+			return fmt.Errorf("%w: config %d: %w", ErrConfig, k, err)
+		}
+	}
 	return nil
+}
+
+// release ends retain.
+func release(cfgs []Config) {
+	for _, c := range cfgs {
+		if c.Adapter != nil {
+			c.Adapter.Release()
+		}
+	}
 }
 
 // Active returns a copy of the active configuration, in order.

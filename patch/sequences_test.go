@@ -101,7 +101,7 @@ func TestTenThousandSequences(t *testing.T) {
 				}
 				active = append(active, c)
 			case 3:
-				if err, err2 := two((*Patcher).Revert); err != nil || err2 != nil {
+				if err, err2 := two(func(p *Patcher) error { p.Revert(); return nil }); err != nil || err2 != nil {
 					t.Fatal(err, err2)
 				}
 				active = nil
@@ -125,7 +125,7 @@ func TestTenThousandSequences(t *testing.T) {
 				f.checkRef(t, fmt.Sprintf("sequence %d", seq), active)
 			}
 		}
-		if err, err2 := two((*Patcher).Revert); err != nil || err2 != nil {
+		if err, err2 := two(func(p *Patcher) error { p.Revert(); return nil }); err != nil || err2 != nil {
 			t.Fatal(err, err2)
 		}
 		f.checkBase(t, fmt.Sprintf("sequence %d final revert", seq))

@@ -66,7 +66,7 @@ func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 const q = "base_model.model.model.layers.0.self_attn.q_proj."
 
 func TestBadCheckpoints(t *testing.T) {
-	_, m, _ := peftfix.Export(t, "base")
+	m := peftfix.Open(t, "base")
 	cases := []struct {
 		name, config, want string
 		edit               func(map[string]view)
@@ -131,7 +131,7 @@ func TestBadCheckpoints(t *testing.T) {
 // weight: swapping the two index rows and setting the flag gives the same
 // adapter.
 func TestFanInFanOut(t *testing.T) {
-	_, m, _ := peftfix.Export(t, "base")
+	m := peftfix.Open(t, "base")
 	ref, err := peft.Open(peftfix.Path("shira_a"))
 	if err != nil {
 		t.Fatal(err)

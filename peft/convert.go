@@ -37,7 +37,8 @@ type ModuleReport struct {
 // its (row, column) indices become flat indices of that tensor. A module
 // without a match, an index out of range, a duplicate index, an nnz other
 // than r*(in+out) or a non-finite value is an error naming the module.
-func ConvertShira(c *Checkpoint, m *export.Manifest, o ConvertOptions) (*adapter.Adapter, []ModuleReport, error) {
+func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapter.Adapter, []ModuleReport, error) {
+	m := model.Manifest()
 	mods, err := c.Shira()
 	if err != nil {
 		return nil, nil, err

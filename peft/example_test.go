@@ -11,10 +11,11 @@ import (
 
 // Convert a PEFT SHiRA checkpoint for a model exported with export.Expose.
 func ExampleConvertShira() {
-	m, err := export.LoadManifest("exported-model")
+	m, err := export.Open("exported-model")
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer m.Close()
 	ck, err := peft.Open("peft-shira-adapter") // adapter_model.safetensors + adapter_config.json
 	if err != nil {
 		log.Fatal(err)

@@ -1,6 +1,7 @@
 package peft
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,10 +30,14 @@ func FuzzOpen(f *testing.F) {
 	}
 	atomicfile.DisableSync()
 	base := filepath.Join(f.TempDir(), "base")
-	m, err := export.Expose(filepath.Join("..", "models", "peft", "base.onnx"), base, export.Options{})
+	if _, err := export.Expose(context.Background(), filepath.Join("..", "models", "peft", "base.onnx"), base, export.Options{}); err != nil {
+		f.Fatal(err)
+	}
+	m, err := export.Open(base)
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(func() { m.Close() })
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, config, weights []byte) {
 		defer time.AfterFunc(10*time.Second, func() { panic("fuzz input took longer than 10s") }).Stop()

@@ -16,7 +16,8 @@ import (
 // merged output.
 func TestConvertShiraMatchesTorch(t *testing.T) {
 	peftfix.RequireORT(t)
-	dir, m, _ := peftfix.Export(t, "base")
+	m := peftfix.Open(t, "base")
+	dir := m.Dir()
 	base := peftfix.RunExported(t, dir)
 	if d := peftfix.MaxRelDiff(base, peftfix.Reference(t, "base_out.npy")); d > 1e-5 {
 		t.Fatalf("base model differs from torch by %g", d)

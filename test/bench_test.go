@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -19,7 +20,7 @@ import (
 func BenchmarkDemoModelSwitch(b *testing.B) {
 	orttest.Require(b)
 	dir, m, w := exportModel(b, repoPath("models", "tiny", "model.onnx"), export.Options{})
-	sess, err := ort.Open(dir, &ort.Options{IntraOpThreads: 1})
+	sess, err := ort.Open(context.Background(), dir, &ort.Options{IntraOpThreads: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,12 +31,12 @@ func BenchmarkDemoModelSwitch(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := sess.Set(cfgs[i%2]); err != nil {
+		if err := sess.Set(context.Background(), cfgs[i%2]); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
-	if err := sess.Revert(); err != nil {
+	if err := sess.Revert(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 }

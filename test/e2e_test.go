@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -76,7 +77,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 			if len(m.Tensors) < mc.minExpose {
 				t.Fatalf("exposed %d weights, want at least %d", len(m.Tensors), mc.minExpose)
 			}
-			sess, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
+			sess, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +90,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 			base := mustRun(t, sess, feeds)
 
 			// The exported model computes what the original model computes.
-			orig, err := ort.OpenModel(src, nil)
+			orig, err := ort.OpenModel(context.Background(), src, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,24 +98,24 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 			orig.Close()
 
 			for name, cfgs := range adapterConfigs(t, m, w) {
-				if err := sess.Set(cfgs...); err != nil {
+				if err := sess.Set(context.Background(), cfgs...); err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
 				live := mustRun(t, sess, feeds)
 				if equalOutputs(live, base) {
 					t.Errorf("%s: the adapter did not change any output", name)
 				}
-				fusedPath, fusedWeights := fusedModel(t, dir, m, cfgs)
+				fusedPath, fusedWeights := fusedModel(t, dir, cfgs)
 				// 1. ORT reads exactly the offline-fused weights.
 				for _, e := range m.Tensors {
-					if !bytes.Equal(sess.Weight(e.Name), fusedWeights[e.Name]) {
+					if !bytes.Equal(weight(t, sess, e.Name), fusedWeights[e.Name]) {
 						t.Errorf("%s: live weight %s != offline-fused weight", name, e.Name)
 					}
 				}
 				// 2. Bitwise: the fused model, exported the same way (same
 				// kernels: exposed weights are not prepacked), equals the live session.
 				fdir, _, _ := exportModel(t, fusedPath, export.Options{})
-				fsess, err := ort.Open(fdir, &ort.Options{Mode: ort.ModeLive})
+				fsess, err := ort.Open(context.Background(), fdir, &ort.Options{Mode: ort.ModeLive})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -124,7 +125,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 				fsess.Close()
 				// 3. The standalone fused model in plain ORT (weights prepacked,
 				// other kernels may be chosen) agrees to fp32 rounding.
-				plain, err := ort.OpenModel(fusedPath, nil)
+				plain, err := ort.OpenModel(context.Background(), fusedPath, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -134,7 +135,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 				if diff := firstDifference(live, offline); diff != "" {
 					t.Logf("%s: standalone fused model (prepacked kernels) differs in the last bits: %s", name, diff)
 				}
-				if err := sess.Revert(); err != nil {
+				if err := sess.Revert(context.Background()); err != nil {
 					t.Fatal(err)
 				}
 				if diff := firstDifference(mustRun(t, sess, feeds), base); diff != "" {
@@ -143,7 +144,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 			}
 			// Revert leaves the weights exactly as exported.
 			for _, e := range m.Tensors {
-				if !bytes.Equal(sess.Weight(e.Name), w[e.Name]) {
+				if !bytes.Equal(weight(t, sess, e.Name), w[e.Name]) {
 					t.Errorf("weight %s differs from the exported bytes after revert", e.Name)
 				}
 			}
@@ -153,7 +154,7 @@ func TestLivePatchEqualsOfflineFusion(t *testing.T) {
 
 func mustRun(tb testing.TB, s *ort.Session, feeds map[string]*tensor.Tensor) map[string]*tensor.Tensor {
 	tb.Helper()
-	out, err := s.Run(feeds)
+	out, err := s.Run(context.Background(), feeds)
 	if err != nil {
 		tb.Fatal(err)
 	}

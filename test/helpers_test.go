@@ -27,15 +27,36 @@ func repoPath(parts ...string) string {
 func exportModel(tb testing.TB, src string, opts export.Options) (string, *export.Manifest, map[string][]byte) {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), "exported")
-	m, err := export.Expose(src, dir, opts)
-	if err != nil {
+	if _, err := export.Expose(tb.Context(), src, dir, opts); err != nil {
 		tb.Fatalf("export %s: %v", src, err)
 	}
-	w, err := export.ReadWeights(dir, m)
+	em := openModel(tb, dir)
+	w, err := em.ReadWeights(tb.Context())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return dir, m, w
+	return dir, em.Manifest(), w
+}
+
+// openModel opens an exported directory (closed when the test ends).
+func openModel(tb testing.TB, dir string) *export.Model {
+	tb.Helper()
+	m, err := export.Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return m
+}
+
+// weight returns a copy of the exposed weight name of s.
+func weight(tb testing.TB, s *ort.Session, name string) []byte {
+	tb.Helper()
+	b, err := s.Weight(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
 
 // makeAdapter creates a synthetic adapter, writes it to disk and opens it
@@ -59,23 +80,17 @@ func makeAdapter(tb testing.TB, m *export.Manifest, weights map[string][]byte, o
 }
 
 // fusedModel applies cfgs offline to a copy of the weights (what
-// `shira-ort apply` does), writes a standalone model and returns its path
-// and the fused weights.
-func fusedModel(tb testing.TB, dir string, m *export.Manifest, cfgs []patch.Config) (string, map[string][]byte) {
+// `shira-ort apply` does: Model.Fuse, Model.WriteStandalone), writes a
+// standalone model and returns its path and the fused weights.
+func fusedModel(tb testing.TB, dir string, cfgs []patch.Config) (string, map[string][]byte) {
 	tb.Helper()
-	weights, err := export.ReadWeights(dir, m)
+	m := openModel(tb, dir)
+	weights, err := m.Fuse(tb.Context(), cfgs)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var ws []patch.Weight
-	for _, e := range m.Tensors {
-		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: weights[e.Name]})
-	}
-	if err := patch.FuseInto(ws, cfgs); err != nil {
-		tb.Fatal(err)
-	}
 	out := filepath.Join(tb.TempDir(), "fused.onnx")
-	if err := export.WriteStandalone(dir, m, weights, out); err != nil {
+	if err := m.WriteStandalone(tb.Context(), weights, out); err != nil {
 		tb.Fatal(err)
 	}
 	return out, weights

@@ -46,14 +46,14 @@ func TestSwitchRunCyclesDoNotLeak(t *testing.T) {
 		cycles int
 	}{{ort.ModeLive, 10000}, {ort.ModeHybrid, 10000}, {ort.ModeBaked, 10000}} {
 		t.Run(c.mode.String(), func(t *testing.T) {
-			sess, err := ort.Open(dir, &ort.Options{Mode: c.mode, IntraOpThreads: 1})
+			sess, err := ort.Open(context.Background(), dir, &ort.Options{Mode: c.mode, IntraOpThreads: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			feeds := randomInputs(t, sess.Inputs(), 2, 5, nil)
 			base := mustRun(t, sess, feeds)
 			cycle := func(i int) {
-				if err := sess.Set(cfgs[i%2]); err != nil {
+				if err := sess.Set(context.Background(), cfgs[i%2]); err != nil {
 					t.Fatal(err)
 				}
 				mustRun(t, sess, feeds)
@@ -67,7 +67,7 @@ func TestSwitchRunCyclesDoNotLeak(t *testing.T) {
 				cycle(i)
 			}
 			after := rssBytes(t)
-			if err := sess.Revert(); err != nil {
+			if err := sess.Revert(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			if c.mode == ort.ModeHybrid {

@@ -27,7 +27,7 @@ func TestBakedAndHybridEqualStandaloneFusion(t *testing.T) {
 				overrides = mc.overrides(t)
 			}
 			for _, mode := range []ort.Mode{ort.ModeBaked, ort.ModeHybrid} {
-				sess, err := ort.Open(dir, &ort.Options{Mode: mode})
+				sess, err := ort.Open(context.Background(), dir, &ort.Options{Mode: mode})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -41,13 +41,13 @@ func TestBakedAndHybridEqualStandaloneFusion(t *testing.T) {
 				feeds := randomInputs(t, sess.Inputs(), 3, 42, overrides)
 				base := mustRun(t, sess, feeds)
 				for name, cfgs := range cfgSets {
-					if err := sess.Set(cfgs...); err != nil {
+					if err := sess.Set(context.Background(), cfgs...); err != nil {
 						t.Fatalf("%v %s: %v", mode, name, err)
 					}
 					settle()
 					got := mustRun(t, sess, feeds)
-					fusedPath, _ := fusedModel(t, dir, m, cfgs)
-					plain, err := ort.OpenModel(fusedPath, nil)
+					fusedPath, _ := fusedModel(t, dir, cfgs)
+					plain, err := ort.OpenModel(context.Background(), fusedPath, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -56,7 +56,7 @@ func TestBakedAndHybridEqualStandaloneFusion(t *testing.T) {
 					if diff := firstDifference(got, want); diff != "" {
 						t.Errorf("%v %s: session != plain ORT on the offline-fused model: %s", mode, name, diff)
 					}
-					if err := sess.Revert(); err != nil {
+					if err := sess.Revert(context.Background()); err != nil {
 						t.Fatal(err)
 					}
 					settle()

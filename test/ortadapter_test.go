@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -22,12 +23,12 @@ func TestOrtAdapterEqualsLivePatch(t *testing.T) {
 	for _, mc := range modelCases[:7] { // the shipped models: fp32, Conv, fp16, bf16, external data
 		t.Run(mc.name, func(t *testing.T) {
 			dir, m, w := exportModel(t, mc.path(t), export.Options{})
-			plain, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
+			plain, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer plain.Close()
-			patched, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
+			patched, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -36,7 +37,7 @@ func TestOrtAdapterEqualsLivePatch(t *testing.T) {
 			base := mustRun(t, plain, feeds)
 
 			for name, cfgs := range adapterConfigs(t, m, w) {
-				_, fused := fusedModel(t, dir, m, cfgs)
+				_, fused := fusedModel(t, dir, cfgs)
 				touched := map[string]bool{}
 				for _, c := range cfgs {
 					for i := range c.Adapter.Tensors {
@@ -57,11 +58,11 @@ func TestOrtAdapterEqualsLivePatch(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: ORT rejects the .onnx_adapter file: %v", name, err)
 				}
-				got, err := plain.RunWith(feeds, la)
+				got, err := plain.RunLoRA(context.Background(), feeds, la)
 				if err != nil {
-					t.Fatalf("%s: RunWith: %v", name, err)
+					t.Fatalf("%s: RunLoRA: %v", name, err)
 				}
-				if err := patched.Set(cfgs...); err != nil {
+				if err := patched.Set(context.Background(), cfgs...); err != nil {
 					t.Fatal(err)
 				}
 				want := mustRun(t, patched, feeds)
@@ -73,11 +74,11 @@ func TestOrtAdapterEqualsLivePatch(t *testing.T) {
 				}
 				// The adapter is active for that Run only.
 				if diff := firstDifference(mustRun(t, plain, feeds), base); diff != "" {
-					t.Errorf("%s: Run after RunWith: %s", name, diff)
+					t.Errorf("%s: Run after RunLoRA: %s", name, diff)
 				}
 				la.Close()
-				if _, err := plain.RunWith(feeds, la); err == nil {
-					t.Errorf("%s: RunWith with a closed adapter succeeded", name)
+				if _, err := plain.RunLoRA(context.Background(), feeds, la); err == nil {
+					t.Errorf("%s: RunLoRA with a closed adapter succeeded", name)
 				}
 			}
 		})

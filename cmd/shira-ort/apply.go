@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -25,11 +26,16 @@ func newApplyCmd() *cobra.Command {
 			if model == "" || out == "" || len(adapters) == 0 {
 				return fmt.Errorf("--model DIR, at least one --adapter and -o FUSED.onnx are required")
 			}
-			fm, err := loadFused(model, adapters, force)
+			m, err := openExported(model)
 			if err != nil {
 				return err
 			}
-			if err := export.WriteStandalone(model, fm.m, fm.weights, out); err != nil {
+			defer m.Close()
+			fm, err := loadFused(cmd.Context(), m, adapters, force)
+			if err != nil {
+				return err
+			}
+			if err := m.WriteStandalone(cmd.Context(), fm.weights, out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "fused %d adapter(s) in %v, wrote %s\n", fm.adapters, fm.took.Round(time.Microsecond), out)
@@ -46,35 +52,39 @@ func newApplyCmd() *cobra.Command {
 // forceUsage documents --force for apply and run.
 const forceUsage = "apply adapters made for another base model (model fingerprint or base weight sha256 mismatch); names, dtypes, shapes and index bounds are still checked"
 
-// fusedModel is an exported model's manifest and weights with adapters
-// fused in memory.
+// fusedModel is an exported model's weights with adapters fused in memory.
 type fusedModel struct {
-	m        *export.Manifest
+	m        *export.Model
 	weights  map[string][]byte
 	touched  map[string]bool // the exposed weights the adapters write
 	adapters int
 	took     time.Duration // the fusion alone
 }
 
-// loadFused reads the exported model in dir and fuses the adapters named
-// by the --adapter flags into its weights (see fuse); the adapter files
-// are closed again before it returns.
-func loadFused(dir string, adapterFlags []string, force bool) (*fusedModel, error) {
-	m, err := export.LoadManifest(dir)
-	if err != nil {
-		return nil, err
-	}
+// loadFused reads the weights of m and fuses the adapters named by the
+// --adapter flags into them with the same code a live session uses, so
+// the fused model matches the live session bit for bit. Like a live session
+// it refuses an adapter made for another model unless force is set. The
+// adapter files are closed again before it returns.
+func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, force bool) (*fusedModel, error) {
 	cfgs, closeAdapters, err := openAdapters(adapterFlags, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAdapters()
-	weights, err := export.ReadWeights(dir, m)
+	weights, err := m.ReadWeights(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var opts []patch.Option
+	if force {
+		opts = append(opts, patch.WithoutFingerprintCheck())
+	}
 	start := time.Now()
-	if err := fuse(m, weights, cfgs, force); err != nil {
+	if err := m.FuseInto(weights, cfgs, opts...); err != nil {
+		if errors.Is(err, patch.ErrFingerprint) && !force {
+			return nil, fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
+		}
 		return nil, err
 	}
 	fm := &fusedModel{m: m, weights: weights, touched: map[string]bool{}, adapters: len(cfgs), took: time.Since(start)}
@@ -84,43 +94,4 @@ func loadFused(dir string, adapterFlags []string, force bool) (*fusedModel, erro
 		}
 	}
 	return fm, nil
-}
-
-// fuse applies cfgs to the in-memory weights with the same code a live
-// session uses, so the fused model matches the live session bit for bit.
-// Like a live session it refuses an adapter made for another model (its
-// model fingerprint or a weight's base sha256 differs) unless force is set.
-func fuse(m *export.Manifest, weights map[string][]byte, cfgs []patch.Config, force bool) error {
-	ws := make([]patch.Weight, 0, len(m.Tensors))
-	for _, e := range m.Tensors {
-		w, err := patchWeight(e, weights[e.Name])
-		if err != nil {
-			return err
-		}
-		ws = append(ws, w)
-	}
-	opts := []patch.Option{patch.WithModelFingerprint(m.Fingerprint)}
-	if force {
-		opts = append(opts, patch.WithoutFingerprintCheck())
-	}
-	if err := patch.FuseInto(ws, cfgs, opts...); err != nil {
-		if errors.Is(err, patch.ErrFingerprint) && !force {
-			return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
-		}
-		return err
-	}
-	return nil
-}
-
-func patchWeight(e export.TensorEntry, data []byte) (patch.Weight, error) {
-	w := patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: data}
-	if e.SHA256 == "" {
-		return w, nil // base unknown
-	}
-	sum, ok := e.Sum()
-	if !ok {
-		return w, fmt.Errorf("manifest entry %q: bad sha256 %q", e.Name, e.SHA256)
-	}
-	w.BaseSHA256 = sum
-	return w, nil
 }

@@ -13,7 +13,7 @@ import (
 func TestCharDemo(t *testing.T) {
 	orttest.Require(t)
 	var out bytes.Buffer
-	if err := runCharDemo(&out, t.TempDir(), charDemoOptions{Length: 24, Seed: 7}); err != nil {
+	if err := runCharDemo(t.Context(), &out, t.TempDir(), charDemoOptions{Length: 24, Seed: 7}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	s := out.String()

@@ -116,7 +116,7 @@ func TestAdapterSpec(t *testing.T) {
 func TestDemo(t *testing.T) {
 	orttest.Require(t)
 	var out bytes.Buffer
-	if err := runDemo(&out, t.TempDir()); err != nil {
+	if err := runDemo(t.Context(), &out, t.TempDir()); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "bit for bit") {

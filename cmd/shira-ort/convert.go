@@ -45,10 +45,11 @@ relative error each tensor keeps is reported.`,
 			if loraDir != "" && !cmd.Flags().Changed("density") {
 				return fmt.Errorf("--lora needs --density (fraction of each tensor's entries kept)")
 			}
-			m, err := export.LoadManifest(model)
+			m, err := openExported(model)
 			if err != nil {
 				return err
 			}
+			defer m.Close()
 			if name == "" {
 				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
 			}
@@ -86,7 +87,7 @@ relative error each tensor keeps is reported.`,
 				}
 				defer e.Close()
 				var reps []lora.TopKReport
-				if a, reps, err = lora.ToShira(e, res, lora.ShiraOptions{Name: name, Density: density, ValueDType: vd, Fingerprint: m.Fingerprint}); err != nil {
+				if a, reps, err = lora.ToShira(cmd.Context(), e, res, lora.ShiraOptions{Name: name, Density: density, ValueDType: vd, Fingerprint: m.Fingerprint()}); err != nil {
 					return err
 				}
 				a.DefaultAlpha = max(alpha, 0)
@@ -139,26 +140,27 @@ func newFuseLoraCmd() *cobra.Command {
 			if loraDir == "" || model == "" || out == "" {
 				return fmt.Errorf("--lora DIR, --model DIR and -o FUSED.onnx are required")
 			}
-			m, err := export.LoadManifest(model)
+			m, err := openExported(model)
 			if err != nil {
 				return err
 			}
+			defer m.Close()
 			res, e, err := openLora(loraDir, m)
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			weights, err := export.ReadWeights(model, m)
+			weights, err := m.ReadWeights(cmd.Context())
 			if err != nil {
 				return err
 			}
 			start := time.Now()
-			st, err := lora.Fuse(e, weights, res)
+			st, err := lora.Fuse(cmd.Context(), e, weights, res)
 			if err != nil {
 				return err
 			}
 			total := time.Since(start)
-			if err := export.WriteStandalone(model, m, weights, out); err != nil {
+			if err := m.WriteStandalone(cmd.Context(), weights, out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "fused %d LoRA modules (%d elements) in %v (ORT products %v, adds %v), wrote %s\n",
@@ -176,7 +178,7 @@ func newFuseLoraCmd() *cobra.Command {
 // openLora reads a PEFT LoRA checkpoint, maps its modules to the exposed
 // tensors of m, and starts the ORT engine that computes s·B·A. The caller
 // closes the engine.
-func openLora(dir string, m *export.Manifest) ([]lora.Resolved, *lora.Engine, error) {
+func openLora(dir string, m *export.Model) ([]lora.Resolved, *lora.Engine, error) {
 	ck, err := peft.Open(dir)
 	if err != nil {
 		return nil, nil, err

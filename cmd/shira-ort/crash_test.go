@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -78,8 +79,7 @@ func TestWrongBaseAndForce(t *testing.T) {
 	otherTiny(t, p("b.onnx"))
 	shira(t, "export", p("a.onnx"), "-o", p("A"))
 	shira(t, "export", p("b.onnx"), "-o", p("B"))
-	ma, _ := export.LoadManifest(p("A"))
-	mb, _ := export.LoadManifest(p("B"))
+	ma, mb := exportedManifest(t, p("A")), exportedManifest(t, p("B"))
 	if ma.Fingerprint == mb.Fingerprint {
 		t.Fatal("the two models have the same fingerprint")
 	}
@@ -119,8 +119,7 @@ func TestWrongBaseRun(t *testing.T) {
 	otherTiny(t, p("b.onnx"))
 	shira(t, "export", p("a.onnx"), "-o", p("A"))
 	shira(t, "export", p("b.onnx"), "-o", p("B"))
-	ma, _ := export.LoadManifest(p("A"))
-	mb, _ := export.LoadManifest(p("B"))
+	ma, mb := exportedManifest(t, p("A")), exportedManifest(t, p("B"))
 	shira(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
 	_, err := shiraErr("run", "--model", p("B"), "--adapter", p("a.shira"), "--output-dir", p("out"))
 	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) {
@@ -230,19 +229,19 @@ func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
 				t.Errorf("%s changed although the export was killed before any rename", f)
 			}
 		}
-		if _, err := export.ReadWeights(dir, nil); err != nil {
+		if err := readExported(dir); err != nil {
 			t.Fatalf("the old export no longer loads: %v", err)
 		}
 	})
 	t.Run("export killed before the manifest", func(t *testing.T) {
 		killDuring(t, "commit", export.ManifestFile, "export", p("b.onnx"), "-o", dir)
 		// weights and model are new, the manifest is gone: nothing loads a torn directory
-		if _, err := export.LoadManifest(dir); !errors.Is(err, export.ErrManifest) {
-			t.Fatalf("LoadManifest of a half-replaced export: %v, want ErrManifest", err)
+		if _, err := export.Open(dir); !errors.Is(err, export.ErrManifest) {
+			t.Fatalf("Open of a half-replaced export: %v, want ErrManifest", err)
 		}
 	})
 	shira(t, "export", p("b.onnx"), "-o", dir)
-	if _, err := export.ReadWeights(dir, nil); err != nil {
+	if err := readExported(dir); err != nil {
 		t.Fatal(err)
 	}
 	noJunk(t, dir, files...)
@@ -270,4 +269,26 @@ func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
 		t.Fatal("create did not replace a.shira")
 	}
 	noJunk(t, tmp, "a.shira", "fused.onnx")
+}
+
+// exportedManifest opens an exported directory and returns its manifest.
+func exportedManifest(t *testing.T, dir string) *export.Manifest {
+	t.Helper()
+	m, err := export.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	return m.Manifest()
+}
+
+// readExported opens an exported directory and reads all its weights.
+func readExported(dir string) error {
+	m, err := export.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	_, err = m.ReadWeights(context.Background())
+	return err
 }

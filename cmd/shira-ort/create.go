@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/synth"
 )
 
@@ -30,11 +29,12 @@ func newCreateCmd() *cobra.Command {
 			if model == "" || out == "" {
 				return fmt.Errorf("--model DIR and -o A.shira are required")
 			}
-			m, err := export.LoadManifest(model)
+			m, err := openExported(model)
 			if err != nil {
 				return err
 			}
-			weights, err := export.ReadWeights(model, m)
+			defer m.Close()
+			weights, err := m.ReadWeights(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func newCreateCmd() *cobra.Command {
 					return fmt.Errorf("--targets: %w", err)
 				}
 			}
-			a, err := synth.New(m, weights, o)
+			a, err := synth.New(m.Manifest(), weights, o)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -52,9 +53,9 @@ times. Nothing is downloaded beyond the set-up step.`,
 			}
 			switch model {
 			case "tiny":
-				return runDemo(cmd.OutOrStdout(), dir)
+				return runDemo(cmd.Context(), cmd.OutOrStdout(), dir)
 			case "charlm", "":
-				return runCharDemo(cmd.OutOrStdout(), dir, charDemoOptions{Prompt: prompt, Length: length, Seed: seed})
+				return runCharDemo(cmd.Context(), cmd.OutOrStdout(), dir, charDemoOptions{Prompt: prompt, Length: length, Seed: seed})
 			default:
 				return fmt.Errorf("--model %q: want charlm or tiny", model)
 			}
@@ -69,7 +70,7 @@ times. Nothing is downloaded beyond the set-up step.`,
 	return cmd
 }
 
-func runDemo(w io.Writer, dir string) error {
+func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -78,12 +79,16 @@ func runDemo(w io.Writer, dir string) error {
 		return err
 	}
 	exported := filepath.Join(dir, "tiny")
-	m, err := export.Expose(src, exported, export.Options{})
+	if _, err := export.Expose(ctx, src, exported, export.Options{}); err != nil {
+		return err
+	}
+	m, err := export.Open(exported)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "exported models/tiny: %d patchable weights -> %s\n", len(m.Tensors), exported)
-	weights, err := export.ReadWeights(exported, m)
+	defer m.Close()
+	fmt.Fprintf(w, "exported models/tiny: %d patchable weights -> %s\n", len(m.Manifest().Tensors), exported)
+	weights, err := m.ReadWeights(ctx)
 	if err != nil {
 		return err
 	}
@@ -92,12 +97,12 @@ func runDemo(w io.Writer, dir string) error {
 		{Name: "A (random mask)", Mask: synth.MaskRandom, Density: 0.02, Scale: 0.8, Seed: 11, Semantics: adapter.Delta},
 		{Name: "B (weight-magnitude mask)", Mask: synth.MaskWeightMagnitude, Density: 0.02, Scale: 0.8, Seed: 12, Semantics: adapter.Delta},
 	} {
-		a, err := synth.New(m, weights, o)
+		a, err := synth.New(m.Manifest(), weights, o)
 		if err != nil {
 			return err
 		}
 		path := filepath.Join(dir, fmt.Sprintf("%c.shira", 'a'+len(as)))
-		if err := adapter.Write(path, a); err != nil {
+		if err := writeAdapter(path, a, adapter.DefaultIndexEncoding); err != nil {
 			return err
 		}
 		if a, err = adapter.Open(path); err != nil {
@@ -112,7 +117,7 @@ func runDemo(w io.Writer, dir string) error {
 		return err
 	}
 	fmt.Fprintf(w, "ONNX Runtime %s, one live session for the whole demo\n\n", ort.Version())
-	sess, err := ort.Open(exported, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	sess, err := ort.OpenExported(ctx, m, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		return err
 	}
@@ -127,7 +132,7 @@ func runDemo(w io.Writer, dir string) error {
 		return err
 	}
 	run := func() ([]byte, []float32, error) {
-		outs, err := sess.Run(map[string]*tensor.Tensor{"x": in})
+		outs, err := sess.Run(ctx, map[string]*tensor.Tensor{"x": in})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -152,9 +157,9 @@ func runDemo(w io.Writer, dir string) error {
 	for _, s := range steps {
 		start := time.Now()
 		if s.cfgs == nil {
-			err = sess.Revert()
+			err = sess.Revert(ctx)
 		} else {
-			err = sess.Set(s.cfgs...)
+			err = sess.Set(ctx, s.cfgs...)
 		}
 		took := time.Since(start)
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -38,7 +39,7 @@ type charDemoStep struct {
 // runCharDemo is `shira-ort demo` on the charlm text generator: one live
 // session, SHiRA switches (and the same switches as LoRA fusion), a sample
 // after each.
-func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
+func runCharDemo(ctx context.Context, w io.Writer, dir string, o charDemoOptions) error {
 	if o.Length <= 0 {
 		o.Length = 160
 	}
@@ -46,10 +47,11 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 		o.Prompt = "\n"
 	}
 	t0 := time.Now()
-	ws, err := charlm.Prepare(dir)
+	ws, err := charlm.Prepare(ctx, dir)
 	if err != nil {
 		return err
 	}
+	defer ws.Close()
 	vocab, err := textgen.LoadVocab(ws.Vocab)
 	if err != nil {
 		return err
@@ -65,12 +67,12 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 		}
 	}
 	var params int64
-	for _, t := range ws.Manifest.Tensors {
+	for _, t := range ws.Model.Manifest().Tensors {
 		n, _ := tensor.NumElements(t.Shape)
 		params += int64(n)
 	}
 	fmt.Fprintf(w, "charlm: character-level transformer, %d patchable weights (%d values), exported to %s\n",
-		len(ws.Manifest.Tensors), params, ws.Exported)
+		len(ws.Model.Manifest().Tensors), params, ws.Exported)
 	as := map[string]*adapter.Adapter{}
 	for _, s := range styles {
 		a, err := adapter.Open(ws.Shira[s])
@@ -85,7 +87,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 	if err := ort.Init(); err != nil {
 		return err
 	}
-	sess, err := ort.Open(ws.Exported, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	sess, err := ort.OpenExported(ctx, ws.Model, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		return err
 	}
@@ -105,13 +107,13 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 		}
 		iw := &indentWriter{w: w, prefix: "   | "}
 		iw.WriteString("")
-		txt, err := model.Generate(prompt, o.Length, textgen.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.Seed},
+		txt, err := model.Generate(ctx, prompt, o.Length, textgen.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.Seed},
 			func(s string) error { return iw.WriteString(s) })
 		fmt.Fprintln(w)
 		return txt, err
 	}
 	logits := func() ([]byte, error) {
-		l, _, err := model.Logits(probe)
+		l, _, err := model.Logits(ctx, probe)
 		if err != nil {
 			return nil, err
 		}
@@ -134,7 +136,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 	}
 	texts := map[string]string{}
 	for _, s := range styles {
-		took, err := timed(func() error { return sess.Set(patch.Config{Adapter: as[s], Alpha: 1}) })
+		took, err := timed(func() error { return sess.Set(ctx, patch.Config{Adapter: as[s], Alpha: 1}) })
 		if err != nil {
 			return err
 		}
@@ -145,7 +147,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 	}
 	pairLabel := fmt.Sprintf("%s + %s fused (α=1 each)", o.Pair[0], o.Pair[1])
 	took, err := timed(func() error {
-		return sess.Set(patch.Config{Adapter: as[o.Pair[0]], Alpha: 1}, patch.Config{Adapter: as[o.Pair[1]], Alpha: 1})
+		return sess.Set(ctx, patch.Config{Adapter: as[o.Pair[0]], Alpha: 1}, patch.Config{Adapter: as[o.Pair[1]], Alpha: 1})
 	})
 	if err != nil {
 		return err
@@ -154,7 +156,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 	if _, err := sample("SHiRA "+pairLabel, took, "SHiRA"); err != nil {
 		return err
 	}
-	took, err = timed(sess.Revert)
+	took, err = timed(func() error { return sess.Revert(ctx) })
 	if err != nil {
 		return err
 	}
@@ -177,7 +179,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 		}
 	}
 
-	if err := runCharDemoLora(w, sess, ws, o, steps, sample, logits, baseLogits); err != nil {
+	if err := runCharDemoLora(ctx, w, sess, ws, o, steps, sample, logits, baseLogits); err != nil {
 		return err
 	}
 	return nil
@@ -186,7 +188,7 @@ func runCharDemo(w io.Writer, dir string, o charDemoOptions) error {
 // runCharDemoLora repeats the switches with the LoRA checkpoints (dense
 // scale*B*A from ORT, added into the same live weights) and prints the
 // switch-time table.
-func runCharDemoLora(w io.Writer, sess *ort.Session, ws *charlm.Workspace, o charDemoOptions, steps []charDemoStep,
+func runCharDemoLora(ctx context.Context, w io.Writer, sess *ort.Session, ws *charlm.Workspace, o charDemoOptions, steps []charDemoStep,
 	sample func(string, time.Duration, string) (string, error), logits func() ([]byte, error), baseLogits []byte) error {
 	var loraNote string
 	eng, err := lora.NewEngine(&ort.Options{IntraOpThreads: 1})
@@ -204,24 +206,24 @@ func runCharDemoLora(w io.Writer, sess *ort.Session, ws *charlm.Workspace, o cha
 		if err != nil {
 			return err
 		}
-		if mods[s], err = lora.Resolve(lm, ws.Manifest); err != nil {
+		if mods[s], err = lora.Resolve(lm, ws.Model); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(w, "\nThe same switches as LoRA fusion (r=1 LoRA adapters with the same parameter count; ORT computes\n"+
 		"scale*B*A for every weight, which is then added densely into the same live session's weights):\n")
-	idx := denseIndices(ws.Manifest)
+	idx := denseIndices(ws.Model.Manifest())
 	loraSwitch := func(styles ...string) (time.Duration, error) {
 		start := time.Now()
 		var cfgs []patch.Config
 		for _, s := range styles {
-			a, err := loraDense(eng, mods[s], ws.Manifest, idx)
+			a, err := loraDense(ctx, eng, mods[s], ws.Model.Manifest(), idx)
 			if err != nil {
 				return 0, err
 			}
 			cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: 1})
 		}
-		if err := sess.Set(cfgs...); err != nil {
+		if err := sess.Set(ctx, cfgs...); err != nil {
 			return 0, err
 		}
 		return time.Since(start), nil
@@ -231,7 +233,7 @@ func runCharDemoLora(w io.Writer, sess *ort.Session, ws *charlm.Workspace, o cha
 		var styles []string
 		switch {
 		case st.Label == "base (revert)":
-			took, err := timedRevert(sess)
+			took, err := timedRevert(ctx, sess)
 			if err != nil {
 				return err
 			}
@@ -285,9 +287,9 @@ func runCharDemoLora(w io.Writer, sess *ort.Session, ws *charlm.Workspace, o cha
 	return nil
 }
 
-func timedRevert(sess *ort.Session) (time.Duration, error) {
+func timedRevert(ctx context.Context, sess *ort.Session) (time.Duration, error) {
 	start := time.Now()
-	err := sess.Revert()
+	err := sess.Revert(ctx)
 	return time.Since(start), err
 }
 
@@ -311,11 +313,11 @@ func denseIndices(m *export.Manifest) map[int][]uint32 {
 // every resolved weight, computed by ORT (lora.Engine), touching every entry.
 // Applied with patch (delta semantics) it is exactly LoRA fusion, W += scale*B*A,
 // and Revert restores the saved originals.
-func loraDense(e *lora.Engine, mods []lora.Resolved, m *export.Manifest, idx map[int][]uint32) (*adapter.Adapter, error) {
+func loraDense(ctx context.Context, e *lora.Engine, mods []lora.Resolved, m *export.Manifest, idx map[int][]uint32) (*adapter.Adapter, error) {
 	a := &adapter.Adapter{Name: "lora", DefaultAlpha: 1, Semantics: adapter.Delta, ModelFingerprint: m.Fingerprint}
 	for i := range mods {
 		r := &mods[i]
-		d, err := e.Delta(&r.Module, r.Target.Layout)
+		d, err := e.Delta(ctx, &r.Module, r.Target.Layout)
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,7 +88,7 @@ mismatch.`,
 				if model == "" || len(adapters) == 0 {
 					return errors.New("--make needs --model EXPORTED and at least one --adapter")
 				}
-				return makeBundle(w, makeDir, model, adapters, inputs, threads)
+				return makeBundle(cmd.Context(), w, makeDir, model, adapters, inputs, threads)
 			case bundle != "" && makeDir == "":
 				m, err := ort.ParseMode(mode)
 				if err != nil {
@@ -97,7 +98,7 @@ mismatch.`,
 				if err := provs.apply(opts); err != nil {
 					return err
 				}
-				return runBundle(w, bundle, opts, max(runs, 1), atol, rtol)
+				return runBundle(cmd.Context(), w, bundle, opts, max(runs, 1), atol, rtol)
 			}
 			return errors.New("give either --bundle DIR (run on the device) or --make DIR (write a bundle on the host)")
 		},
@@ -118,7 +119,7 @@ mismatch.`,
 }
 
 // makeBundle writes a bundle into dir (host side).
-func makeBundle(w io.Writer, dir, model string, adapterSpecs, inputSpecs []string, threads int) error {
+func makeBundle(ctx context.Context, w io.Writer, dir, model string, adapterSpecs, inputSpecs []string, threads int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -127,7 +128,7 @@ func makeBundle(w io.Writer, dir, model string, adapterSpecs, inputSpecs []strin
 	if err := copyDir(model, filepath.Join(dir, spec.Model)); err != nil {
 		return err
 	}
-	sess, err := ort.Open(filepath.Join(dir, spec.Model), &ort.Options{Mode: ort.ModeLive, IntraOpThreads: threads})
+	sess, err := ort.Open(ctx, filepath.Join(dir, spec.Model), &ort.Options{Mode: ort.ModeLive, IntraOpThreads: threads})
 	if err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func makeBundle(w io.Writer, dir, model string, adapterSpecs, inputSpecs []strin
 				bc.Adapters = append(bc.Adapters, rel)
 			}
 		}
-		outs, err := switchAndRun(sess, dir, bc.Adapters, feeds)
+		outs, err := switchAndRun(ctx, sess, dir, bc.Adapters, feeds)
 		if err != nil {
 			return fmt.Errorf("%s: %w", bc.Name, err)
 		}
@@ -224,21 +225,21 @@ func makeBundle(w io.Writer, dir, model string, adapterSpecs, inputSpecs []strin
 
 // switchAndRun switches sess to the configuration (adapter specs relative
 // to dir; none = revert) and runs it once.
-func switchAndRun(sess *ort.Session, dir string, specs []string, feeds map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+func switchAndRun(ctx context.Context, sess *ort.Session, dir string, specs []string, feeds map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
 	cfgs, closeAdapters, err := bundleAdapters(dir, specs)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAdapters()
 	if len(cfgs) == 0 {
-		err = sess.Revert()
+		err = sess.Revert(ctx)
 	} else {
-		err = sess.Set(cfgs...)
+		err = sess.Set(ctx, cfgs...)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return sess.Run(feeds)
+	return sess.Run(ctx, feeds)
 }
 
 // bundleAdapters opens adapter specs relative to dir.
@@ -294,7 +295,7 @@ type configResult struct {
 }
 
 // runBundle runs a bundle (device side).
-func runBundle(w io.Writer, dir string, opts *ort.Options, runs int, atol, rtol float64) error {
+func runBundle(ctx context.Context, w io.Writer, dir string, opts *ort.Options, runs int, atol, rtol float64) error {
 	raw, err := os.ReadFile(filepath.Join(dir, bundleSpecFile))
 	if err != nil {
 		return fmt.Errorf("bundle: %w", err)
@@ -323,7 +324,7 @@ func runBundle(w io.Writer, dir string, opts *ort.Options, runs int, atol, rtol 
 	fmt.Fprintf(w, "references: %s\n", spec.Host)
 
 	start := time.Now()
-	sess, err := ort.Open(filepath.Join(dir, spec.Model), opts)
+	sess, err := ort.Open(ctx, filepath.Join(dir, spec.Model), opts)
 	if err != nil {
 		return err
 	}
@@ -347,9 +348,9 @@ func runBundle(w io.Writer, dir string, opts *ort.Options, runs int, atol, rtol 
 		}
 		t0 := time.Now()
 		if len(cfgs) == 0 {
-			err = sess.Revert()
+			err = sess.Revert(ctx)
 		} else {
-			err = sess.Set(cfgs...)
+			err = sess.Set(ctx, cfgs...)
 		}
 		r.switchTime = time.Since(t0)
 		if err != nil {
@@ -359,7 +360,7 @@ func runBundle(w io.Writer, dir string, opts *ort.Options, runs int, atol, rtol 
 		times := make([]time.Duration, runs)
 		for k := range times {
 			t0 := time.Now()
-			outs, err := sess.Run(feeds)
+			outs, err := sess.Run(ctx, feeds)
 			times[k] = time.Since(t0)
 			if err != nil {
 				closeAdapters()

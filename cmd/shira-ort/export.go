@@ -30,7 +30,7 @@ weights whose name, source name or consuming node name matches.`,
 				}
 				opts.Targets = re
 			}
-			m, err := export.Expose(args[0], out, opts)
+			m, err := export.Expose(cmd.Context(), args[0], out, opts)
 			if err != nil {
 				return err
 			}

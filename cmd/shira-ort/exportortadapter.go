@@ -28,13 +28,18 @@ RunOptions to run with the adapted weights.`,
 			if model == "" || out == "" || len(adapters) == 0 {
 				return fmt.Errorf("--model DIR, at least one --adapter and -o OUT.onnx_adapter are required")
 			}
-			fm, err := loadFused(model, adapters, false)
+			m, err := openExported(model)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			fm, err := loadFused(cmd.Context(), m, adapters, false)
 			if err != nil {
 				return err
 			}
 			var oa ortadapter.Adapter
 			var bytes int
-			for _, e := range fm.m.Tensors {
+			for _, e := range fm.m.Manifest().Tensors {
 				if all || fm.touched[e.Name] {
 					oa.Parameters = append(oa.Parameters, ortadapter.Parameter{Name: e.Name, DType: e.DType, Dims: e.Shape, Data: fm.weights[e.Name]})
 					bytes += len(fm.weights[e.Name])

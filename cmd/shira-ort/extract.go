@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -10,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/extract"
 )
 
@@ -24,53 +22,40 @@ func newExtractCmd() *cobra.Command {
 		asJSON                            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "extract --base EXPORTED_DIR --tuned EXPORTED_DIR|TUNED.onnx --density D -o A.shira",
+		Use:   "extract --base BASE.onnx|EXPORTED_DIR --tuned TUNED.onnx|EXPORTED_DIR --density D -o A.shira",
 		Short: "Build a SHiRA adapter from a full fine-tune: the top-k |tuned - base| entries per tensor",
-		Long: `extract compares every exposed weight of the base model (an exported directory, the one the
-adapter will be used with) with the same weight of the fine-tuned model (an exported directory,
-or an ONNX file exported the same way, which is exposed into a temporary directory), keeps the
---density largest |ΔW| entries per tensor and reports the fraction of ‖ΔW‖² they keep.`,
+		Long: `extract compares every exposed weight of the base model with the same weight of the
+fine-tuned model, keeps the --density largest |ΔW| entries per tensor and reports the fraction
+of ‖ΔW‖² they keep. Each model is an exported directory or an ONNX file, which is exported into
+a temporary directory the way ` + "`shira-ort export`" + ` does (same fingerprint, so the adapter
+fits the base model exported with default options).
+
+Unlike create and convert (delta semantics: w = base + alpha*value), extract writes
+overwrite semantics by default: the stored values are the tuned weights, so at alpha 1 the
+kept entries equal the fine-tune bit for bit. --semantics delta stores tuned - base instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if base == "" || tuned == "" || out == "" {
-				return fmt.Errorf("--base DIR, --tuned DIR|FILE.onnx and -o A.shira are required")
+				return fmt.Errorf("--base, --tuned and -o A.shira are required")
 			}
 			sem, err := adapter.ParseSemantics(semantics)
 			if err != nil {
 				return err
 			}
-			m, err := export.LoadManifest(base)
+			bm, err := openModelOrExport(cmd.Context(), base)
 			if err != nil {
-				return err
+				return fmt.Errorf("--base: %w", err)
 			}
-			bw, err := export.ReadWeights(base, m)
+			defer bm.Close()
+			tm, err := openModelOrExport(cmd.Context(), tuned)
 			if err != nil {
-				return err
+				return fmt.Errorf("--tuned: %w", err)
 			}
-			tdir := tuned
-			if st, err := os.Stat(tuned); err == nil && !st.IsDir() {
-				tmp, err := os.MkdirTemp("", "shira-ort-extract-*")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(tmp)
-				if _, err := export.Expose(tuned, tmp, export.Options{}); err != nil {
-					return fmt.Errorf("exposing %s: %w", tuned, err)
-				}
-				tdir = tmp
-			}
-			tm, err := export.LoadManifest(tdir)
-			if err != nil {
-				return err
-			}
-			tw, err := export.ReadWeights(tdir, tm)
-			if err != nil {
-				return err
-			}
+			defer tm.Close()
 			if name == "" {
 				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
 			}
-			a, rep, err := extract.FromPair(m, bw, tm, tw, extract.Options{Name: name, Density: density, Semantics: sem})
+			a, rep, err := extract.FromModels(cmd.Context(), bm.Model, tm.Model, extract.Options{Name: name, Density: density, Semantics: sem})
 			if err != nil {
 				return err
 			}
@@ -87,14 +72,14 @@ or an ONNX file exported the same way, which is exposed into a temporary directo
 				fmt.Fprintf(t, "%s\t%d\t%d\t%.4f\t%.4g\n", r.Tensor, r.Changed, r.NNZ, r.Energy, r.DeltaNorm)
 			}
 			t.Flush()
-			fmt.Fprintf(w, "wrote %s: %d tensors, %d of %d changed entries, energy kept %.4f\n", out, len(a.Tensors), rep.NNZ, rep.Changed, rep.Energy)
+			fmt.Fprintf(w, "wrote %s (%v semantics): %d tensors, %d of %d changed entries, energy kept %.4f\n", out, a.Semantics, len(a.Tensors), rep.NNZ, rep.Changed, rep.Energy)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	addIndexEncodingFlag(f, &indexEnc)
-	f.StringVar(&base, "base", "", "exported base model directory")
-	f.StringVar(&tuned, "tuned", "", "fine-tuned model: exported directory or ONNX file")
+	f.StringVar(&base, "base", "", "base model: ONNX file or exported directory (the model the adapter is for)")
+	f.StringVar(&tuned, "tuned", "", "fine-tuned model: ONNX file or exported directory")
 	f.Float64Var(&density, "density", 0.01, "fraction of each tensor's entries kept")
 	f.StringVar(&semantics, "semantics", "overwrite", "overwrite (store tuned values: kept entries exact) or delta (store tuned - base)")
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")

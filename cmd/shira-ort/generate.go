@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/demo/charlm"
 	"github.com/shira-ort/shira-ort/internal/textgen"
 	"github.com/shira-ort/shira-ort/ort"
@@ -44,10 +43,11 @@ The same --seed gives the same text for the same weights.`,
 			defer os.RemoveAll(tmp)
 			styles := map[string]string{}
 			if model == "" {
-				ws, err := charlm.Prepare(tmp)
+				ws, err := charlm.Prepare(cmd.Context(), tmp)
 				if err != nil {
 					return err
 				}
+				ws.Close()
 				model, styles = ws.Exported, ws.Shira
 				if vocab == "" {
 					vocab = ws.Vocab
@@ -63,7 +63,7 @@ The same --seed gives the same text for the same weights.`,
 			if err := ort.Init(); err != nil {
 				return err
 			}
-			sess, err := ort.Open(model, &ort.Options{IntraOpThreads: threads, Mode: ort.ModeLive})
+			sess, err := ort.Open(cmd.Context(), model, &ort.Options{IntraOpThreads: threads, Mode: ort.ModeLive})
 			if err != nil {
 				return err
 			}
@@ -74,13 +74,13 @@ The same --seed gives the same text for the same weights.`,
 			}
 			defer closeAll()
 			if len(cfgs) > 0 {
-				if err := sess.Set(cfgs...); err != nil {
+				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
 					return err
 				}
 			}
 			m := &textgen.Model{R: sess, Vocab: v}
 			fmt.Fprint(w, prompt)
-			_, err = m.Generate(prompt, n, textgen.SampleOptions{Temperature: temp, TopK: topK, Seed: seed},
+			_, err = m.Generate(cmd.Context(), prompt, n, textgen.SampleOptions{Temperature: temp, TopK: topK, Seed: seed},
 				func(s string) error { _, err := io.WriteString(w, s); return err })
 			fmt.Fprintln(w)
 			return err
@@ -119,10 +119,11 @@ func resolveGenerateAdapters(flags []string, styles map[string]string, model, tm
 		if st, err := os.Stat(path); err != nil || !st.IsDir() {
 			return path, nil
 		}
-		m, err := export.LoadManifest(model)
+		m, err := openExported(model)
 		if err != nil {
 			return "", err
 		}
+		defer m.Close()
 		out := filepath.Join(tmp, fmt.Sprintf("adapter-%d.shira", i))
 		if err := charlm.ConvertShira(path, m, filepath.Base(path), out); err != nil {
 			return "", err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -38,17 +39,18 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 			}
 			w := cmd.OutOrStdout()
 			if providers {
-				return inspectProviders(w, args[0], &provs, asJSON)
+				return inspectProviders(cmd.Context(), w, args[0], &provs, asJSON)
 			}
 			if st.IsDir() {
-				m, err := export.LoadManifest(args[0])
+				m, err := export.Open(args[0])
 				if err != nil {
 					return err
 				}
+				defer m.Close()
 				if asJSON {
-					return writeJSON(w, m)
+					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: m.Inputs(), Outputs: m.Outputs()})
 				}
-				return printManifest(w, args[0], m)
+				return printModel(w, m)
 			}
 			a, err := adapter.Open(args[0])
 			if err != nil {
@@ -74,13 +76,30 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func printManifest(w io.Writer, dir string, m *export.Manifest) error {
+// modelJSON is `inspect --json DIR`: the manifest plus the graph's inputs
+// and outputs.
+type modelJSON struct {
+	*export.Manifest
+	Inputs  []export.ValueInfo `json:"inputs"`
+	Outputs []export.ValueInfo `json:"outputs"`
+}
+
+func printModel(w io.Writer, em *export.Model) error {
+	m := em.Manifest()
 	var total int64
 	for _, t := range m.Tensors {
 		total += t.Length
 	}
-	fmt.Fprintf(w, "exported model %s\n  graph %s, weights %s\n  fingerprint %s\n  %d exposed weights, %.2f MB\n\n",
-		dir, m.Model, m.WeightsFile, m.Fingerprint, len(m.Tensors), float64(total)/1e6)
+	fmt.Fprintf(w, "exported model %s\n  graph %s, weights %s\n  fingerprint %s\n", em.Dir(), m.Model, m.WeightsFile, m.Fingerprint)
+	for _, io := range []struct {
+		what string
+		vs   []export.ValueInfo
+	}{{"input", em.Inputs()}, {"output", em.Outputs()}} {
+		for _, v := range io.vs {
+			fmt.Fprintf(w, "  %s %s: %v %s\n", io.what, v.Name, v.DType, shapeText(v))
+		}
+	}
+	fmt.Fprintf(w, "  %d exposed weights, %.2f MB\n\n", len(m.Tensors), float64(total)/1e6)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDTYPE\tSHAPE\tCONSUMER\tSOURCE")
 	for _, t := range m.Tensors {
@@ -101,6 +120,22 @@ func printManifest(w io.Writer, dir string, m *export.Manifest) error {
 		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\n", t.Name, t.DType, t.Shape, consumer, src)
 	}
 	return tw.Flush()
+}
+
+// shapeText renders a declared shape with symbolic names, e.g. [batch 16].
+func shapeText(v export.ValueInfo) string {
+	parts := make([]string, len(v.Shape))
+	for i, d := range v.Shape {
+		switch {
+		case d >= 0:
+			parts[i] = fmt.Sprint(d)
+		case i < len(v.SymbolicDims) && v.SymbolicDims[i] != "":
+			parts[i] = v.SymbolicDims[i]
+		default:
+			parts[i] = "?"
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 // adapterSummary is what `inspect` reports about an adapter.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -28,12 +29,12 @@ func TestExportOrtAdapterRunsInORT(t *testing.T) {
 		t.Fatalf("ORT rejects the exported adapter: %v", err)
 	}
 	defer la.Close()
-	plain, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
+	plain, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	patched, err := ort.Open(dir, &ort.Options{Mode: ort.ModeLive})
+	patched, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestExportOrtAdapterRunsInORT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if err := patched.Set(patch.Config{Adapter: a, Alpha: 0.7}); err != nil {
+	if err := patched.Set(context.Background(), patch.Config{Adapter: a, Alpha: 0.7}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,15 +65,15 @@ func TestExportOrtAdapterRunsInORT(t *testing.T) {
 		}
 		feeds[in.Name] = x
 	}
-	base, err := plain.Run(feeds)
+	base, err := plain.Run(context.Background(), feeds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := plain.RunWith(feeds, la)
+	got, err := plain.RunLoRA(context.Background(), feeds, la)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := patched.Run(feeds)
+	want, err := patched.Run(context.Background(), feeds)
 	if err != nil {
 		t.Fatal(err)
 	}

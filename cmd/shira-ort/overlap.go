@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/overlap"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -46,16 +45,17 @@ Overwrite-semantics adapters need --model to turn their values into deltas.`,
 			}
 			var o overlap.Options
 			if model != "" {
-				m, err := export.LoadManifest(model)
+				m, err := openExported(model)
 				if err != nil {
 					return err
 				}
-				w, err := export.ReadWeights(model, m)
+				defer m.Close()
+				w, err := m.ReadWeights(cmd.Context())
 				if err != nil {
 					return err
 				}
 				o.Base = overlap.BaseFromWeights(w, func(n string) (tensor.DType, []int64, bool) {
-					if e := m.Entry(n); e != nil {
+					if e := m.Manifest().Entry(n); e != nil {
 						return e.DType, e.Shape, true
 					}
 					return 0, nil, false

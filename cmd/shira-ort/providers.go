@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -55,7 +56,7 @@ func printProviders(w io.Writer, st []ort.ProviderStatus) {
 }
 
 // inspectProviders is `inspect --providers`.
-func inspectProviders(w io.Writer, path string, pf *providerFlags, asJSON bool) error {
+func inspectProviders(ctx context.Context, w io.Writer, path string, pf *providerFlags, asJSON bool) error {
 	opts := &ort.Options{}
 	if err := pf.apply(opts); err != nil {
 		return err
@@ -64,7 +65,7 @@ func inspectProviders(w io.Writer, path string, pf *providerFlags, asJSON bool) 
 	if err != nil {
 		return err
 	}
-	parts, err := ort.ProfilePartition(path, opts)
+	parts, err := ort.ProfilePartition(ctx, path, opts)
 	if err != nil {
 		return err
 	}

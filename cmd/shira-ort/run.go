@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -61,7 +62,7 @@ func newRunCmd() *cobra.Command {
 			if err := provs.apply(opts); err != nil {
 				return err
 			}
-			sess, err := openForRun(model, opts, len(cfgs) > 0)
+			sess, err := openForRun(cmd.Context(), model, opts, len(cfgs) > 0)
 			if err != nil {
 				return err
 			}
@@ -70,7 +71,7 @@ func newRunCmd() *cobra.Command {
 			printProviders(w, sess.Providers())
 			if len(cfgs) > 0 {
 				start := time.Now()
-				if err := sess.Set(cfgs...); err != nil {
+				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
 					if errors.Is(err, patch.ErrFingerprint) {
 						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
 					}
@@ -78,7 +79,7 @@ func newRunCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
 			}
-			outs, err := sess.Run(feeds)
+			outs, err := sess.Run(cmd.Context(), feeds)
 			if err != nil {
 				return err
 			}
@@ -114,18 +115,18 @@ func newRunCmd() *cobra.Command {
 
 // openForRun opens an exported model directory, or a plain .onnx file (a
 // fused model from `apply`, or any model) when no adapter is asked for.
-func openForRun(model string, opts *ort.Options, adapters bool) (*ort.Session, error) {
+func openForRun(ctx context.Context, model string, opts *ort.Options, adapters bool) (*ort.Session, error) {
 	st, err := os.Stat(model)
 	if err != nil {
 		return nil, err
 	}
 	if st.IsDir() {
-		return ort.Open(model, opts)
+		return ort.Open(ctx, model, opts)
 	}
 	if adapters {
 		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
 	}
-	return ort.OpenModel(model, opts)
+	return ort.OpenModel(ctx, model, opts)
 }
 
 // safeFileName keeps output names like "onnx::Gemm_12" usable as file names.

@@ -4,6 +4,7 @@
 package extract
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -14,7 +15,7 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// Options tune FromPair.
+// Options tune FromModels.
 type Options struct {
 	// Name of the adapter.
 	Name string
@@ -45,19 +46,31 @@ type Report struct {
 	Changed int            `json:"changed"`
 }
 
-// FromPair extracts an adapter for the base exported model from the tuned
-// weights. tuned is matched to base by exposed name, then by source name,
-// then by consuming node name (tunedManifest describes tuned); shapes and
-// dtypes must agree. Unchanged tensors are left out of the adapter.
-func FromPair(base *export.Manifest, baseW map[string][]byte, tunedM *export.Manifest, tunedW map[string][]byte, o Options) (*adapter.Adapter, *Report, error) {
+// FromModels extracts an adapter for the exported base model from the
+// exported tuned one. Each exposed weight of tuned is matched to base's by
+// exposed name, then by source name, then by consuming node name; shapes
+// and dtypes must agree. Unchanged tensors are left out of the adapter.
+func FromModels(ctx context.Context, baseModel, tunedModel *export.Model, o Options) (*adapter.Adapter, *Report, error) {
 	if !(o.Density > 0 && o.Density <= 1) {
 		return nil, nil, fmt.Errorf("extract: density %g is not in (0, 1]", o.Density)
 	}
+	baseW, err := baseModel.ReadWeights(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	tunedW, err := tunedModel.ReadWeights(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	base, tunedM := baseModel.Manifest(), tunedModel.Manifest()
 	a := &adapter.Adapter{Name: o.Name, DefaultAlpha: 1, Semantics: o.Semantics, ModelFingerprint: base.Fingerprint,
 		Metadata: map[string]string{"created_by": "shira-ort extract", "density": fmt.Sprint(o.Density)}}
 	rep := &Report{}
 	var totalE, keptE float64
 	for i := range base.Tensors {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		e := &base.Tensors[i]
 		te, err := match(e, tunedM)
 		if err != nil {
@@ -137,7 +150,10 @@ func FromPair(base *export.Manifest, baseW map[string][]byte, tunedM *export.Man
 	if err := a.Sort(); err != nil {
 		return nil, nil, err
 	}
-	return a, rep, a.Validate()
+	if err := a.Validate(); err != nil {
+		return nil, nil, err
+	}
+	return a, rep, nil
 }
 
 func match(e *export.TensorEntry, tm *export.Manifest) (*export.TensorEntry, error) {

@@ -1,6 +1,7 @@
 package extract_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -14,19 +15,19 @@ import (
 // the 16x16 weights. Extracting at that density keeps all of it.
 func TestExtractRecoversFineTune(t *testing.T) {
 	peftfix.RequireORT(t)
-	dir, m, w := peftfix.Export(t, "base")
-	_, tm, tw := peftfix.Export(t, "tuned_a")
+	base := peftfix.Open(t, "base")
+	tuned := peftfix.Open(t, "tuned_a")
 	for _, c := range []struct {
 		density   float64
 		semantics adapter.Semantics
 		exact     bool
 	}{{0.2, adapter.Overwrite, true}, {0.2, adapter.Delta, true}, {0.03, adapter.Overwrite, false}} {
-		a, rep, err := extract.FromPair(m, w, tm, tw, extract.Options{Density: c.density, Semantics: c.semantics})
+		a, rep, err := extract.FromModels(context.Background(), base, tuned, extract.Options{Density: c.density, Semantics: c.semantics})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("density %g %v: %d of %d changed entries kept, energy %.4f", c.density, c.semantics, rep.NNZ, rep.Changed, rep.Energy)
-		got := peftfix.RunExported(t, dir, patch.Default(a))
+		got := peftfix.RunExported(t, base.Dir(), patch.Default(a))
 		d := peftfix.MaxRelDiff(got, peftfix.Reference(t, "shira_a", "merged_out.npy"))
 		if c.exact && (rep.Energy != 1 || d > 1e-5) {
 			t.Fatalf("density %g: energy %g, output difference %g; want the full fine-tune", c.density, rep.Energy, d)
@@ -38,8 +39,8 @@ func TestExtractRecoversFineTune(t *testing.T) {
 }
 
 func TestExtractIdentical(t *testing.T) {
-	_, m, w := peftfix.Export(t, "base")
-	if _, _, err := extract.FromPair(m, w, m, w, extract.Options{Density: 0.1}); err == nil {
+	base := peftfix.Open(t, "base")
+	if _, _, err := extract.FromModels(context.Background(), base, base, extract.Options{Density: 0.1}); err == nil {
 		t.Fatal("extracting from identical models succeeded")
 	}
 }

@@ -36,20 +36,31 @@ func RequireORT(tb testing.TB) {
 	}
 }
 
-// Export exposes models/peft/NAME.onnx into a temporary directory and
-// returns the directory, manifest and weights.
-func Export(tb testing.TB, name string) (string, *export.Manifest, map[string][]byte) {
+// Open exposes models/peft/NAME.onnx into a temporary directory and opens
+// it (closed when the test ends).
+func Open(tb testing.TB, name string) *export.Model {
 	tb.Helper()
 	dir := filepath.Join(tb.TempDir(), name)
-	m, err := export.Expose(Path(name+".onnx"), dir, export.Options{})
-	if err != nil {
+	if _, err := export.Expose(tb.Context(), Path(name+".onnx"), dir, export.Options{}); err != nil {
 		tb.Fatalf("export %s: %v", name, err)
 	}
-	w, err := export.ReadWeights(dir, m)
+	m, err := export.Open(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return dir, m, w
+	tb.Cleanup(func() { m.Close() })
+	return m
+}
+
+// Export is Open, returning the directory, manifest and weights.
+func Export(tb testing.TB, name string) (string, *export.Manifest, map[string][]byte) {
+	tb.Helper()
+	m := Open(tb, name)
+	w, err := m.ReadWeights(tb.Context())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m.Dir(), m.Manifest(), w
 }
 
 // Input returns models/peft/input.npy.
@@ -80,13 +91,13 @@ func Reference(tb testing.TB, parts ...string) []float32 {
 // runs the fixture input and returns the logits.
 func RunExported(tb testing.TB, dir string, cfgs ...patch.Config) []float32 {
 	tb.Helper()
-	s, err := ort.Open(dir, &ort.Options{IntraOpThreads: 1})
+	s, err := ort.Open(tb.Context(), dir, &ort.Options{IntraOpThreads: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer s.Close()
 	if len(cfgs) > 0 {
-		if err := s.Set(cfgs...); err != nil {
+		if err := s.Set(tb.Context(), cfgs...); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -96,7 +107,7 @@ func RunExported(tb testing.TB, dir string, cfgs ...patch.Config) []float32 {
 // RunModel runs a plain ONNX model file on the fixture input.
 func RunModel(tb testing.TB, path string) []float32 {
 	tb.Helper()
-	s, err := ort.OpenModel(path, &ort.Options{IntraOpThreads: 1})
+	s, err := ort.OpenModel(tb.Context(), path, &ort.Options{IntraOpThreads: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -106,7 +117,7 @@ func RunModel(tb testing.TB, path string) []float32 {
 
 func run(tb testing.TB, s *ort.Session) []float32 {
 	tb.Helper()
-	out, err := s.Run(map[string]*tensor.Tensor{"x": Input(tb)})
+	out, err := s.Run(tb.Context(), map[string]*tensor.Tensor{"x": Input(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -10,6 +10,7 @@ package ppocr
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"image"
 	"image/draw"
@@ -29,7 +30,7 @@ const Height = 48
 
 // Runner runs a model; *ort.Session implements it.
 type Runner interface {
-	Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error)
+	Run(ctx context.Context, inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error)
 }
 
 // LoadClasses reads a PaddleOCR dictionary (one character per line) and
@@ -113,8 +114,8 @@ func Decode(probs []float32, classes []string) (string, error) {
 
 // Recognize runs the recognizer on one rendered line (input "x", the only
 // output) and decodes it; it also returns the raw output bytes.
-func Recognize(r Runner, x *tensor.Tensor, classes []string) (string, []byte, error) {
-	outs, err := r.Run(map[string]*tensor.Tensor{"x": x})
+func Recognize(ctx context.Context, r Runner, x *tensor.Tensor, classes []string) (string, []byte, error) {
+	outs, err := r.Run(ctx, map[string]*tensor.Tensor{"x": x})
 	if err != nil {
 		return "", nil, fmt.Errorf("ppocr: run: %w", err)
 	}

@@ -2,6 +2,7 @@ package ppocr_test
 
 import (
 	"bytes"
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,11 +50,11 @@ func TestAdapterChangesRecognizedText(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "rec")
-	m, err := export.Expose(model, dir, export.Options{})
+	m, err := export.Expose(context.Background(), model, dir, export.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ort.Open(dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	sess, err := ort.Open(context.Background(), dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestAdapterChangesRecognizedText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, baseOut, err := ppocr.Recognize(sess, x, classes)
+	base, baseOut, err := ppocr.Recognize(context.Background(), sess, x, classes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,11 @@ func TestAdapterChangesRecognizedText(t *testing.T) {
 		return 0
 	}
 	a, b := class("L"), class("O")
-	w := tensor.Float32s(sess.Weight(head.Name))
+	wb, err := sess.Weight(head.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := tensor.Float32s(wb)
 	in, nc := int(head.Shape[0]), int(head.Shape[1])
 	var idx []uint32
 	var vals []float32
@@ -102,10 +107,10 @@ func TestAdapterChangesRecognizedText(t *testing.T) {
 	}
 	swap := &adapter.Adapter{Name: "swap L and O", DefaultAlpha: 1, Semantics: adapter.Overwrite,
 		ModelFingerprint: m.Fingerprint, Tensors: []adapter.Tensor{at}}
-	if err := sess.Set(patch.Config{Adapter: swap, Alpha: 1}); err != nil {
+	if err := sess.Set(context.Background(), patch.Config{Adapter: swap, Alpha: 1}); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := ppocr.Recognize(sess, x, classes)
+	got, _, err := ppocr.Recognize(context.Background(), sess, x, classes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +119,10 @@ func TestAdapterChangesRecognizedText(t *testing.T) {
 	if got != want {
 		t.Errorf("adapter: recognized %q, want %q", got, want)
 	}
-	if err := sess.Revert(); err != nil {
+	if err := sess.Revert(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	again, againOut, err := ppocr.Recognize(sess, x, classes)
+	again, againOut, err := ppocr.Recognize(context.Background(), sess, x, classes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,12 @@ import (
 // RandomAdapter overwrites about density of every exposed weight of the
 // exported directory with random values (SHiRA-like, fixed seed).
 func RandomAdapter(exported string, density float64, seed uint64) (*adapter.Adapter, error) {
-	m, err := export.LoadManifest(exported)
+	em, err := export.Open(exported)
 	if err != nil {
 		return nil, fmt.Errorf("sessionbench: %w", err)
 	}
+	defer em.Close()
+	m := em.Manifest()
 	rng := rand.New(rand.NewPCG(seed, 9))
 	gap := max(1, int(2/density)) // mean index gap ≈ 1/density
 	a := &adapter.Adapter{Name: fmt.Sprintf("random-%d", seed), DefaultAlpha: 1, Semantics: adapter.Overwrite,

@@ -48,12 +48,12 @@ func TestLargeModelModes(t *testing.T) {
 	}
 	in := input(LLM, 2)
 	plainRun := func(path string) []byte {
-		s, err := ort.OpenModel(path, &ort.Options{IntraOpThreads: 2})
+		s, err := ort.OpenModel(context.Background(), path, &ort.Options{IntraOpThreads: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		out, err := s.Run(in)
+		out, err := s.Run(context.Background(), in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,11 +65,11 @@ func TestLargeModelModes(t *testing.T) {
 	wantAdapted := plainRun(fusedModel)
 	// The live oracle: a live session over a copy of the exported
 	// directory whose weight file holds the fused weights.
-	fl, err := ort.Open(fusedDir, &ort.Options{Mode: ort.ModeLive, IntraOpThreads: 2})
+	fl, err := ort.Open(context.Background(), fusedDir, &ort.Options{Mode: ort.ModeLive, IntraOpThreads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := fl.Run(in)
+	out, err := fl.Run(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +77,12 @@ func TestLargeModelModes(t *testing.T) {
 	fl.Close()
 
 	for _, mode := range []ort.Mode{ort.ModeBaked, ort.ModeHybrid, ort.ModeLive} {
-		s, err := ort.Open(exported, &ort.Options{Mode: mode, IntraOpThreads: 2})
+		s, err := ort.Open(context.Background(), exported, &ort.Options{Mode: mode, IntraOpThreads: 2})
 		if err != nil {
 			t.Fatalf("%v: %v", mode, err)
 		}
 		run := func() []byte {
-			out, err := s.Run(in)
+			out, err := s.Run(context.Background(), in)
 			if err != nil {
 				t.Fatalf("%v: %v", mode, err)
 			}
@@ -113,7 +113,7 @@ func TestLargeModelModes(t *testing.T) {
 		exact := mode != ort.ModeLive
 		base := run()
 		check("base", base, wantBase, exact)
-		if err := s.Set(patch.Default(a)); err != nil {
+		if err := s.Set(context.Background(), patch.Default(a)); err != nil {
 			t.Fatal(err)
 		}
 		adapted := run()
@@ -132,7 +132,7 @@ func TestLargeModelModes(t *testing.T) {
 			}
 			check("adapted (rebaked)", run(), wantAdapted, true)
 		}
-		if err := s.Revert(); err != nil {
+		if err := s.Revert(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if mode == ort.ModeHybrid {
@@ -154,23 +154,18 @@ func TestLargeModelModes(t *testing.T) {
 // the directory.
 func fuseLarge(t *testing.T, exported string, a *adapter.Adapter) (model, dir string) {
 	t.Helper()
-	m, err := export.LoadManifest(exported)
+	em, err := export.Open(exported)
 	if err != nil {
 		t.Fatal(err)
 	}
-	weights, err := export.ReadWeights(exported, m)
+	defer em.Close()
+	m := em.Manifest()
+	weights, err := em.Fuse(t.Context(), []patch.Config{patch.Default(a)})
 	if err != nil {
-		t.Fatal(err)
-	}
-	ws := make([]patch.Weight, 0, len(m.Tensors))
-	for _, e := range m.Tensors {
-		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: weights[e.Name]})
-	}
-	if err := patch.FuseInto(ws, []patch.Config{patch.Default(a)}); err != nil {
 		t.Fatal(err)
 	}
 	model = filepath.Join(t.TempDir(), "fused.onnx")
-	if err := export.WriteStandalone(exported, m, weights, model); err != nil {
+	if err := em.WriteStandalone(t.Context(), weights, model); err != nil {
 		t.Fatal(err)
 	}
 	dir = t.TempDir()

@@ -2,6 +2,7 @@ package sessionbench
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -77,7 +78,7 @@ func Generate(m Model, dir string) (src, exported string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("sessionbench: generating %s: %w", m, err)
 	}
-	if _, err := export.Expose(src, exported, export.Options{}); err != nil {
+	if _, err := export.Expose(context.Background(), src, exported, export.Options{}); err != nil {
 		return "", "", fmt.Errorf("sessionbench: exporting %s: %w", m, err)
 	}
 	if err := os.WriteFile(stamp, []byte(generatorVersion[m]), 0o644); err != nil {

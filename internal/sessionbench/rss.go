@@ -72,7 +72,7 @@ func child(job childJob, res *childResult) error {
 	defer s.Close()
 	run := func() error {
 		for _, b := range job.Batches {
-			if _, err := s.Run(input(job.Model, b)); err != nil {
+			if _, err := s.Run(context.Background(), input(job.Model, b)); err != nil {
 				return err
 			}
 		}
@@ -86,7 +86,7 @@ func child(job childJob, res *childResult) error {
 		if err != nil {
 			return err
 		}
-		if err := s.Set(patch.Default(a)); err != nil {
+		if err := s.Set(context.Background(), patch.Default(a)); err != nil {
 			return err
 		}
 		if err := run(); err != nil {

@@ -208,16 +208,16 @@ func input(m Model, batch int) map[string]*tensor.Tensor {
 
 func openVariant(cfg *Config, v, src, exported string) (*ort.Session, error) {
 	if v == "plain" {
-		return ort.OpenModel(src, &ort.Options{IntraOpThreads: cfg.Threads})
+		return ort.OpenModel(context.Background(), src, &ort.Options{IntraOpThreads: cfg.Threads})
 	}
 	if v == HybridKeep {
-		return ort.Open(exported, &ort.Options{IntraOpThreads: cfg.Threads, Mode: ort.ModeHybrid, KeepLiveWeights: true})
+		return ort.Open(context.Background(), exported, &ort.Options{IntraOpThreads: cfg.Threads, Mode: ort.ModeHybrid, KeepLiveWeights: true})
 	}
 	mode, err := ort.ParseMode(v)
 	if err != nil {
 		return nil, err
 	}
-	return ort.Open(exported, &ort.Options{IntraOpThreads: cfg.Threads, Mode: mode})
+	return ort.Open(context.Background(), exported, &ort.Options{IntraOpThreads: cfg.Threads, Mode: mode})
 }
 
 // roundRobin measures the steady-state Run latency of every session:
@@ -234,7 +234,7 @@ func roundRobin(cfg *Config, m Model, sessions map[string]*ort.Session, rows map
 			}
 		}
 		for _, v := range vs { // warm up
-			if _, err := sessions[v].Run(in); err != nil {
+			if _, err := sessions[v].Run(context.Background(), in); err != nil {
 				return err
 			}
 		}
@@ -244,7 +244,7 @@ func roundRobin(cfg *Config, m Model, sessions map[string]*ort.Session, rows map
 			for _, v := range vs {
 				for range 2 {
 					t0 := time.Now()
-					if _, err := sessions[v].Run(in); err != nil {
+					if _, err := sessions[v].Run(context.Background(), in); err != nil {
 						return err
 					}
 					times[v] = append(times[v], ms(time.Since(t0)))
@@ -280,16 +280,16 @@ func openAndSwitch(cfg *Config, m Model, v, src, exported string, adapters []*ad
 	fail := func(err error) (*ort.Session, []Row, error) { s.Close(); return nil, nil, err }
 	for i, b := range cfg.Batches {
 		in := input(m, b)
-		before, err := s.Run(in)
+		before, err := s.Run(context.Background(), in)
 		if err != nil {
 			return fail(err)
 		}
 		cfg.logf("%s/%s: switch, batch %d", m, v, b)
 		t0 := time.Now()
-		if err := s.Set(patch.Default(adapters[i%len(adapters)])); err != nil {
+		if err := s.Set(context.Background(), patch.Default(adapters[i%len(adapters)])); err != nil {
 			return fail(err)
 		}
-		out, err := s.Run(in)
+		out, err := s.Run(context.Background(), in)
 		if err != nil {
 			return fail(err)
 		}

@@ -1,6 +1,7 @@
 package switchbench
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -39,7 +40,7 @@ func randomLora(name string, r, in, out int, rng *rand.Rand) peft.LoraModule {
 func fuseLora(e *lora.Engine, w []byte, dt tensor.DType, m *peft.LoraModule, layout peft.Layout, sign float32, threads int) error {
 	mm := *m
 	mm.Scale *= sign
-	d, err := e.Delta(&mm, layout)
+	d, err := e.Delta(context.Background(), &mm, layout)
 	if err != nil {
 		return fmt.Errorf("switchbench: lora product: %w", err)
 	}

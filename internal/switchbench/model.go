@@ -88,10 +88,12 @@ func modelWeights(dir string, layers int) (*export.Manifest, []export.TensorEntr
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("switchbench: %w", err)
 	}
-	m, err := export.LoadManifest(exported)
+	em, err := export.Open(exported)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("switchbench: %w", err)
 	}
+	defer em.Close()
+	m := em.Manifest()
 	f, err := os.Open(filepath.Join(exported, m.WeightsFile))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("switchbench: %w", err)
@@ -465,9 +467,7 @@ func runModel(cfg ModelConfig, dt tensor.DType, ws []patch.Weight, af *adapterFi
 			ShiraCPUMs: total.cpuMedian(), LoraCPUMs: ltotal.cpuMedian(),
 			SetFloorMs: floorMs(af.floorBytes, bw)})
 	}
-	if err := p.Revert(); err != nil {
-		return nil, fmt.Errorf("switchbench: %w", err)
-	}
+	p.Revert()
 	cur.Close()
 	return rows, nil
 }

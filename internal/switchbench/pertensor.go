@@ -150,7 +150,7 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 		}{
 			{&apply, func() error { return p.Set(patch.Config{Adapter: A, Alpha: 1}) }},
 			{&sw, func() error { return p.Set(patch.Config{Adapter: B, Alpha: 1}) }},
-			{&revert, p.Revert},
+			{&revert, func() error { p.Revert(); return nil }},
 			{&fuse, func() error { return lfuse(&la, 1) }},
 			{&lsw, func() error {
 				if err := lfuse(&la, -1); err != nil {

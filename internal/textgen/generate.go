@@ -1,6 +1,7 @@
 package textgen
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/shira-ort/shira-ort/tensor"
@@ -8,7 +9,7 @@ import (
 
 // Runner runs the model; *ort.Session implements it.
 type Runner interface {
-	Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error)
+	Run(ctx context.Context, inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error)
 }
 
 // Model is a character language model behind a Runner.
@@ -36,7 +37,7 @@ func (m *Model) names() (string, string) {
 // Logits runs the model on ids (cut to the last Vocab.Context ids) and
 // returns the logits of every position, [len(ids)][vocab] flattened, and the
 // number of positions.
-func (m *Model) Logits(ids []int64) ([]float32, int, error) {
+func (m *Model) Logits(ctx context.Context, ids []int64) ([]float32, int, error) {
 	if len(ids) == 0 {
 		return nil, 0, fmt.Errorf("textgen: no input tokens")
 	}
@@ -48,7 +49,7 @@ func (m *Model) Logits(ids []int64) ([]float32, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("textgen: %w", err)
 	}
-	outs, err := m.R.Run(map[string]*tensor.Tensor{in: x})
+	outs, err := m.R.Run(ctx, map[string]*tensor.Tensor{in: x})
 	if err != nil {
 		return nil, 0, fmt.Errorf("textgen: run: %w", err)
 	}
@@ -68,8 +69,8 @@ func (m *Model) Logits(ids []int64) ([]float32, int, error) {
 }
 
 // NextLogits returns the logits of the token following ids.
-func (m *Model) NextLogits(ids []int64) ([]float32, error) {
-	l, n, err := m.Logits(ids)
+func (m *Model) NextLogits(ctx context.Context, ids []int64) ([]float32, error) {
+	l, n, err := m.Logits(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func (m *Model) NextLogits(ids []int64) ([]float32, error) {
 // (when not nil) with each new character as soon as it is drawn, and
 // returns the generated characters (without the prompt). An error from emit
 // stops generation and is returned.
-func (m *Model) Generate(prompt string, n int, o SampleOptions, emit func(string) error) (string, error) {
+func (m *Model) Generate(ctx context.Context, prompt string, n int, o SampleOptions, emit func(string) error) (string, error) {
 	s, err := NewSampler(o)
 	if err != nil {
 		return "", err
@@ -92,7 +93,7 @@ func (m *Model) Generate(prompt string, n int, o SampleOptions, emit func(string
 	}
 	start := len(ids)
 	for i := 0; i < n; i++ {
-		l, err := m.NextLogits(ids)
+		l, err := m.NextLogits(ctx, ids)
 		if err != nil {
 			return m.Vocab.Decode(ids[start:]), err
 		}
@@ -110,7 +111,7 @@ func (m *Model) Generate(prompt string, n int, o SampleOptions, emit func(string
 // Loss is the mean cross-entropy (nats per character) of the model
 // predicting each character of text from the ones before it, over windows
 // of at most Vocab.Context characters.
-func (m *Model) Loss(text string) (float64, error) {
+func (m *Model) Loss(ctx context.Context, text string) (float64, error) {
 	ids := m.Vocab.Encode(text)
 	if len(ids) < 2 {
 		return 0, fmt.Errorf("textgen: loss needs at least two characters")
@@ -124,7 +125,7 @@ func (m *Model) Loss(text string) (float64, error) {
 	var count int
 	for lo := 0; lo+1 < len(ids); lo += c {
 		hi := min(lo+c+1, len(ids))
-		l, n, err := m.Logits(ids[lo : hi-1])
+		l, n, err := m.Logits(ctx, ids[lo:hi-1])
 		if err != nil {
 			return 0, err
 		}

@@ -1,6 +1,7 @@
 package textgen
 
 import (
+	"context"
 	"errors"
 	"math"
 	"testing"
@@ -19,7 +20,7 @@ type fakeRunner struct {
 	lens  []int
 }
 
-func (f *fakeRunner) Run(in map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+func (f *fakeRunner) Run(_ context.Context, in map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
 	f.calls++
 	x := in["tokens"]
 	if x == nil {
@@ -70,7 +71,7 @@ func TestGenerateGreedyAndContext(t *testing.T) {
 	f := &fakeRunner{v: v.Size()}
 	m := &Model{R: f, Vocab: v}
 	var streamed string
-	got, err := m.Generate("a", 5, SampleOptions{}, func(s string) error { streamed += s; return nil })
+	got, err := m.Generate(context.Background(), "a", 5, SampleOptions{}, func(s string) error { streamed += s; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestGenerateGreedyAndContext(t *testing.T) {
 		}
 	}
 	stop := errors.New("stop")
-	if _, err := m.Generate("a", 5, SampleOptions{}, func(string) error { return stop }); !errors.Is(err, stop) {
+	if _, err := m.Generate(context.Background(), "a", 5, SampleOptions{}, func(string) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("emit error not returned: %v", err)
 	}
 }
@@ -92,16 +93,16 @@ func TestSamplerDeterministic(t *testing.T) {
 	v := vocab(t)
 	m := &Model{R: &fakeRunner{v: v.Size(), flat: true}, Vocab: v}
 	o := SampleOptions{Temperature: 1, TopK: 3, Seed: 42}
-	a, err := m.Generate("a", 30, o, nil)
+	a, err := m.Generate(context.Background(), "a", 30, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := m.Generate("a", 30, o, nil)
+	b, _ := m.Generate(context.Background(), "a", 30, o, nil)
 	if a != b {
 		t.Fatalf("same seed, different text: %q vs %q", a, b)
 	}
 	o.Seed = 43
-	if c, _ := m.Generate("a", 30, o, nil); c == a {
+	if c, _ := m.Generate(context.Background(), "a", 30, o, nil); c == a {
 		t.Fatalf("different seeds gave the same 30 characters %q", a)
 	}
 	// Flat logits with top-k 3: only the three lowest ids (stable order) are drawn.
@@ -121,14 +122,14 @@ func TestSamplerDeterministic(t *testing.T) {
 func TestLoss(t *testing.T) {
 	v := vocab(t)
 	m := &Model{R: &fakeRunner{v: v.Size(), flat: true}, Vocab: v}
-	l, err := m.Loss("abcab cab\nab")
+	l, err := m.Loss(context.Background(), "abcab cab\nab")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := math.Log(float64(v.Size())); math.Abs(l-want) > 1e-6 {
 		t.Fatalf("flat loss = %v, want log(V) = %v", l, want)
 	}
-	if _, err := m.Loss("a"); err == nil {
+	if _, err := m.Loss(context.Background(), "a"); err == nil {
 		t.Fatal("loss of one character accepted")
 	}
 }

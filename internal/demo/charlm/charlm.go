@@ -8,6 +8,7 @@
 package charlm
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -57,10 +58,10 @@ func WriteFiles(dir string) error {
 type Workspace struct {
 	// Dir is the directory everything was written to.
 	Dir string
-	// Exported is the export.Expose directory (for ort.Open).
+	// Exported is the export.Expose directory.
 	Exported string
-	// Manifest is the exported model's manifest.
-	Manifest *export.Manifest
+	// Model is the exported model, open (Close closes it).
+	Model *export.Model
 	// Vocab is the path of vocab.json.
 	Vocab string
 	// Shira maps each style to its converted .shira adapter.
@@ -71,17 +72,26 @@ type Workspace struct {
 
 // Prepare writes the embedded files into dir, exports the model into
 // dir/exported and converts every SHiRA checkpoint to dir/<style>.shira.
-func Prepare(dir string) (*Workspace, error) {
+// Close the workspace when done.
+func Prepare(ctx context.Context, dir string) (_ *Workspace, err error) {
 	if err := WriteFiles(dir); err != nil {
 		return nil, err
 	}
 	w := &Workspace{Dir: dir, Exported: filepath.Join(dir, "exported"), Vocab: filepath.Join(dir, "vocab.json"),
 		Shira: map[string]string{}, Lora: map[string]string{}}
-	m, err := export.Expose(filepath.Join(dir, "model.onnx"), w.Exported, export.Options{})
-	if err != nil {
+	if _, err := export.Expose(ctx, filepath.Join(dir, "model.onnx"), w.Exported, export.Options{}); err != nil {
 		return nil, fmt.Errorf("charlm: export: %w", err)
 	}
-	w.Manifest = m
+	m, err := export.Open(w.Exported)
+	if err != nil {
+		return nil, fmt.Errorf("charlm: %w", err)
+	}
+	w.Model = m
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
 	for _, s := range Styles() {
 		p := filepath.Join(dir, s+".shira")
 		if err := ConvertShira(filepath.Join(dir, "shira", s), m, s, p); err != nil {
@@ -95,9 +105,12 @@ func Prepare(dir string) (*Workspace, error) {
 	return w, nil
 }
 
+// Close closes the exported model.
+func (w *Workspace) Close() error { return w.Model.Close() }
+
 // ConvertShira converts the PEFT SHiRA checkpoint in peftDir for the
 // exported model m and writes it to out as a .shira adapter named name.
-func ConvertShira(peftDir string, m *export.Manifest, name, out string) error {
+func ConvertShira(peftDir string, m *export.Model, name, out string) error {
 	ck, err := peft.Open(peftDir)
 	if err != nil {
 		return fmt.Errorf("charlm: %w", err)

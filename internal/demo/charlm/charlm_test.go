@@ -2,6 +2,7 @@ package charlm_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"testing"
@@ -40,15 +41,16 @@ func TestEmbeddedFiles(t *testing.T) {
 // logits bit for bit), and checks the base logits against torch's.
 func TestSwitchAdapters(t *testing.T) {
 	orttest.Require(t)
-	ws, err := charlm.Prepare(t.TempDir())
+	ws, err := charlm.Prepare(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ws.Close()
 	v, err := textgen.LoadVocab(ws.Vocab)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ort.Open(ws.Exported, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	sess, err := ort.Open(context.Background(), ws.Exported, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func TestSwitchAdapters(t *testing.T) {
 	ids := v.Encode(prompt)
 	check := func(name string) []byte {
 		t.Helper()
-		l, err := m.NextLogits(ids)
+		l, err := m.NextLogits(context.Background(), ids)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +86,7 @@ func TestSwitchAdapters(t *testing.T) {
 	opts := textgen.SampleOptions{Temperature: 0.8, TopK: 40, Seed: 3}
 	const n = 40
 	baseLogits := check("base")
-	baseText, err := m.Generate("\n", n, opts, nil)
+	baseText, err := m.Generate(context.Background(), "\n", n, opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +95,13 @@ func TestSwitchAdapters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sess.Set(patch.Config{Adapter: a, Alpha: 1}); err != nil {
+		if err := sess.Set(context.Background(), patch.Config{Adapter: a, Alpha: 1}); err != nil {
 			t.Fatal(err)
 		}
 		if got := check(s); bytes.Equal(got, baseLogits) {
 			t.Errorf("%s: logits unchanged", s)
 		}
-		txt, err := m.Generate("\n", n, opts, nil)
+		txt, err := m.Generate(context.Background(), "\n", n, opts, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +109,7 @@ func TestSwitchAdapters(t *testing.T) {
 			t.Errorf("%s: sampled text unchanged: %q", s, txt)
 		}
 		t.Logf("%-9s %q", s, txt)
-		if err := sess.Revert(); err != nil {
+		if err := sess.Revert(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if got := check("base"); !bytes.Equal(got, baseLogits) {
@@ -115,7 +117,7 @@ func TestSwitchAdapters(t *testing.T) {
 		}
 		a.Close()
 	}
-	again, err := m.Generate("\n", n, opts, nil)
+	again, err := m.Generate(context.Background(), "\n", n, opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
