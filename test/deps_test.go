@@ -20,6 +20,7 @@ var allowedModules = map[string][]string{
 	"./adapter":       {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
 	"./patch":         {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
 	"./export":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf"},
+	"./ort/install":   {}, // standard library only: `shira-ort setup` needs no third-party code
 	"./ort":           {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/yalue/onnxruntime_go"},
 	"./peft":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors"},
 	"./lora":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
