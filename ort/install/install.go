@@ -103,8 +103,9 @@ type Options struct {
 	// HTTPClient makes the requests (default http.DefaultClient, which
 	// honours the HTTPS_PROXY and NO_PROXY environment variables).
 	HTTPClient *http.Client
-	// Log, when set, receives one line per step (registry, download,
-	// verification, result).
+	// Log, when set, receives a line per step of a download (registry,
+	// tarball URL and size, verified hash); nothing when the library is
+	// cached. The outcome is in Result.
 	Log io.Writer
 }
 
@@ -219,7 +220,6 @@ func Library(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 	if st, err := os.Stat(dest); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
-		logf(o.Log, "cached: %s (%s@%s, nothing downloaded)", dest, Package, version)
 		return res, nil
 	}
 
@@ -279,7 +279,6 @@ func Library(ctx context.Context, o Options) (Result, error) {
 	if err := i.extract(ctx, src, srcName, want); err != nil {
 		return Result{}, err
 	}
-	logf(o.Log, "fetched: %s (%s@%s, linux/%s, %s verified)", dest, Package, version, arch, want.alg)
 	res.Downloaded = true
 	return res, nil
 }

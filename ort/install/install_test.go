@@ -188,7 +188,7 @@ func TestLibraryDownloadsThenCaches(t *testing.T) {
 	if f := files(t, cache); len(f) != 1 {
 		t.Errorf("cache holds %v, want just the library", f)
 	}
-	for _, s := range []string{"registry: " + reg.URL, "downloading", "sha512", "fetched: " + want} {
+	for _, s := range []string{"registry: " + reg.URL, "downloading " + reg.URL + "/onnxruntime-node/-/onnxruntime-node-1.24.1.tgz", "integrity: sha512 matches"} {
 		if !strings.Contains(log.String(), s) {
 			t.Errorf("log does not mention %q:\n%s", s, log.String())
 		}
@@ -208,8 +208,8 @@ func TestLibraryDownloadsThenCaches(t *testing.T) {
 	if reg.meta.Load() != 1 || reg.downloads.Load() != 1 {
 		t.Fatalf("second call made requests: %d metadata, %d tarball", reg.meta.Load(), reg.downloads.Load())
 	}
-	if !strings.Contains(log.String(), "cached: "+want) {
-		t.Errorf("second call's log: %s", log.String())
+	if log.Len() != 0 {
+		t.Errorf("second call logged %q", log.String())
 	}
 }
 
