@@ -11,14 +11,14 @@ import (
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
+	"github.com/shira-ort/shira-ort/internal/ortcache"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
-	"github.com/shira-ort/shira-ort/ort/install"
 )
 
 // LibraryVersion is the ONNX Runtime release install.Library (and
-// `shira-ort setup`) installs by default: the one whose C API header
-// onnxruntime_go v1.27.0 uses.
-const LibraryVersion = install.DefaultVersion
+// `shira-ort setup`) installs by default, install.DefaultVersion: the one
+// whose C API header onnxruntime_go v1.27.0 uses.
+const LibraryVersion = ortcache.DefaultVersion
 
 // LibraryEnv names the environment variable that overrides the library
 // location (the same variable onnxruntime_go's documentation uses).
@@ -36,7 +36,7 @@ const howToInstall = "install it with `shira-ort setup` (go install github.com/s
 // the library for this machine:
 // $XDG_CACHE_HOME (or ~/.cache)/shira-ort/onnxruntime/<LibraryVersion>/linux-<x64|arm64>/libonnxruntime.so.1.
 func CachedLibraryPath() (string, error) {
-	p, err := install.CachePath("", LibraryVersion, runtime.GOOS, runtime.GOARCH)
+	p, err := ortcache.Path("", LibraryVersion, runtime.GOOS, runtime.GOARCH) // install.CachePath
 	if err != nil {
 		return "", fmt.Errorf("ort: %w; set %s or pass ort.WithLibraryPath", err, LibraryEnv)
 	}

@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/shira-ort/shira-ort/ort/install"
 )
 
 func TestLibraryPathFromEnvMissing(t *testing.T) {
@@ -54,6 +57,23 @@ func TestLibraryPathCacheMissing(t *testing.T) {
 		t.Fatalf("err = %v, want ErrLibraryNotFound", err)
 	}
 	checkNotFoundMessage(t, err, want+" does not exist")
+}
+
+// TestLibraryLayoutIsInstalls checks that ort looks for the library
+// exactly where install.Library puts it.
+func TestLibraryLayoutIsInstalls(t *testing.T) {
+	if LibraryVersion != install.DefaultVersion {
+		t.Fatalf("LibraryVersion %s, install.DefaultVersion %s", LibraryVersion, install.DefaultVersion)
+	}
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	got, err := CachedLibraryPath()
+	if err != nil {
+		t.Skip(err) // a platform without a prebuilt library
+	}
+	want, err := install.CachePath("", "", runtime.GOOS, runtime.GOARCH)
+	if err != nil || got != want {
+		t.Fatalf("CachedLibraryPath() = %s, install.CachePath = %s, %v", got, want, err)
+	}
 }
 
 func TestLibraryPathGivenMissing(t *testing.T) {

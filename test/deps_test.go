@@ -68,3 +68,21 @@ func TestDependencies(t *testing.T) {
 		}
 	}
 }
+
+// TestOrtDoesNotLinkDownloader checks that loading ONNX Runtime (package
+// ort) does not link ort/install's downloader: net/http and crypto/tls
+// would add ~2 MB to every program using ort (mobile ones included). ort
+// shares only the cache layout, through internal/ortcache.
+func TestOrtDoesNotLinkDownloader(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./ort")
+	cmd.Dir = repoPath()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list ./ort: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p == "net/http" || p == "github.com/shira-ort/shira-ort/ort/install" {
+			t.Errorf("./ort depends on %s; keep the downloader (ort/install) out of ort", p)
+		}
+	}
+}

@@ -31,18 +31,19 @@ import (
 	"strings"
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/ortcache"
 )
 
 // DefaultVersion is the onnxruntime-node (and ONNX Runtime) release
 // installed when Options.Version is empty: the one whose C API header
 // github.com/yalue/onnxruntime_go v1.27.0 was built against.
-const DefaultVersion = "1.24.1"
+const DefaultVersion = ortcache.DefaultVersion
 
 // Package is the npm package the library is taken from.
-const Package = "onnxruntime-node"
+const Package = ortcache.Package
 
 // LibraryName is the file name of the installed library (its soname).
-const LibraryName = "libonnxruntime.so.1"
+const LibraryName = ortcache.LibraryName
 
 // ErrIntegrity is wrapped by Library's error when the tarball's hash does
 // not match the expected integrity. Nothing is installed then.
@@ -51,7 +52,7 @@ var ErrIntegrity = errors.New("install: integrity check failed")
 // ErrUnsupported is wrapped by the errors of CachePath and Library for a
 // platform the npm package has no prebuilt library for (anything but
 // linux/amd64 and linux/arm64).
-var ErrUnsupported = errors.New("install: unsupported platform")
+var ErrUnsupported = ortcache.ErrUnsupported
 
 // ErrNoRegistry is wrapped by Registry's (and Library's) error when no npm
 // registry is configured and none was given.
@@ -130,53 +131,7 @@ type Result struct {
 // amd64 and arm64 is supported; other platforms get an error wrapping
 // ErrUnsupported.
 func CachePath(cacheDir, version, goos, goarch string) (string, error) {
-	if version == "" {
-		version = DefaultVersion
-	}
-	if err := checkVersion(version); err != nil {
-		return "", err
-	}
-	arch, err := npmArch(goos, goarch)
-	if err != nil {
-		return "", err
-	}
-	if cacheDir == "" {
-		if cacheDir, err = os.UserCacheDir(); err != nil {
-			return "", fmt.Errorf("install: locating the user cache directory (set XDG_CACHE_HOME or HOME, or give a cache directory): %w", err)
-		}
-	}
-	return filepath.Join(cacheDir, "shira-ort", "onnxruntime", version, goos+"-"+arch, LibraryName), nil
-}
-
-// npmArch maps goarch to the architecture directory of the npm package.
-func npmArch(goos, goarch string) (string, error) {
-	arch := ""
-	switch goarch {
-	case "amd64", "x64", "x86_64":
-		arch = "x64"
-	case "arm64", "aarch64":
-		arch = "arm64"
-	}
-	if goos != "linux" || arch == "" {
-		return "", fmt.Errorf("%w: %s has no prebuilt ONNX Runtime for %s/%s (only linux/amd64 and linux/arm64); build or download libonnxruntime yourself and point ONNXRUNTIME_SHARED_LIBRARY_PATH at it",
-			ErrUnsupported, Package, goos, goarch)
-	}
-	return arch, nil
-}
-
-// checkVersion refuses versions that are not plain release names (they
-// become a directory name and part of a URL).
-func checkVersion(v string) error {
-	ok := v != "" && v[0] >= '0' && v[0] <= '9' && len(v) <= 64
-	for _, c := range v {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '-' || c == '+') {
-			ok = false
-		}
-	}
-	if !ok || strings.Contains(v, "..") {
-		return fmt.Errorf("install: invalid version %q (want a release such as %s)", v, DefaultVersion)
-	}
-	return nil
+	return ortcache.Path(cacheDir, version, goos, goarch)
 }
 
 // Library makes sure the ONNX Runtime shared library of onnxruntime-node
@@ -206,7 +161,7 @@ func Library(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	arch, _ := npmArch(runtime.GOOS, goarch) // checked by CachePath
+	arch, _ := ortcache.NPMArch(runtime.GOOS, goarch) // checked by CachePath
 	res := Result{Path: dest, Version: version}
 	var want *integrity
 	if o.Integrity != "" {
