@@ -36,14 +36,15 @@ import (
 
 // DefaultVersion is the onnxruntime-node (and ONNX Runtime) release
 // installed when Options.Version is empty: the one whose C API header
-// github.com/yalue/onnxruntime_go v1.27.0 was built against.
-const DefaultVersion = ortcache.DefaultVersion
+// github.com/yalue/onnxruntime_go v1.27.0 was built against. It equals
+// ort.LibraryVersion.
+const DefaultVersion = "1.24.1"
 
 // Package is the npm package the library is taken from.
-const Package = ortcache.Package
+const Package = "onnxruntime-node"
 
 // LibraryName is the file name of the installed library (its soname).
-const LibraryName = ortcache.LibraryName
+const LibraryName = "libonnxruntime.so.1"
 
 // ErrIntegrity is wrapped by Library's error when the tarball's hash does
 // not match the expected integrity. Nothing is installed then.
@@ -138,7 +139,7 @@ func CachePath(cacheDir, version, goos, goarch string) (string, error) {
 // o.Version is in the cache and returns where it is.
 //
 // When the file already exists (and is not empty) nothing is read or
-// downloaded. Otherwise Library fetches the package metadata
+// downloaded (malformed options are still refused). Otherwise Library fetches the package metadata
 // <registry>/onnxruntime-node/<version>, downloads dist.tarball (or reads
 // o.Tarball) and, in one streaming pass, hashes the tarball while
 // extracting the member package/bin/napi-v*/linux/<x64|arm64>/libonnxruntime.so.1
@@ -201,6 +202,7 @@ func Library(ctx context.Context, o Options) (Result, error) {
 			return Result{}, fmt.Errorf("install: tarball %s is not a regular file", o.Tarball)
 		}
 		src, srcName, srcSize = f, o.Tarball, st.Size()
+		logf(o.Log, "reading %s%s", srcName, sizeNote(srcSize))
 		if want == nil {
 			meta, err := i.metadata(ctx)
 			if err != nil {

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shira-ort/shira-ort/internal/ortcache"
 )
 
 // entry is one member of a test tarball.
@@ -476,6 +478,13 @@ func TestLibraryBadInput(t *testing.T) {
 		}
 	}
 	assertEmpty(t, cache)
+}
+
+func TestConstantsMatchOrtcache(t *testing.T) {
+	if DefaultVersion != ortcache.DefaultVersion || Package != ortcache.Package || LibraryName != ortcache.LibraryName {
+		t.Fatalf("install (%s %s %s) and internal/ortcache (%s %s %s) disagree", DefaultVersion, Package, LibraryName,
+			ortcache.DefaultVersion, ortcache.Package, ortcache.LibraryName)
+	}
 }
 
 func TestCachePath(t *testing.T) {
