@@ -5,9 +5,9 @@ FUZZTIME ?= 5s
 
 .PHONY: setup demo test test-large bench fuzz arm64-test generate charlm
 
-## setup: fetch ONNX Runtime and the third-party test models into the user cache (idempotent)
+## setup: fetch ONNX Runtime (shira-ort setup) and the third-party test models into the user cache (idempotent)
 setup:
-	@bash scripts/setup-ort.sh
+	@$(GO) run ./cmd/shira-ort setup
 	@bash scripts/fetch-models.sh
 
 ## demo: set up, then switch SHiRA (and LoRA) adapters on the shipped text generator, printing samples and switch times

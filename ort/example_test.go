@@ -17,7 +17,7 @@ import (
 // into them with Set between Runs.
 func ExampleOpen() {
 	if err := ort.Init(); err != nil {
-		log.Fatal(err) // the message says to run `bash scripts/setup-ort.sh`
+		log.Fatal(err) // the message says to run `shira-ort setup`
 	}
 	s, err := ort.Open(context.Background(), "testdata/mlp", &ort.Options{IntraOpThreads: 1})
 	if err != nil {

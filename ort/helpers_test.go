@@ -18,7 +18,7 @@ func requireORT(tb testing.TB) {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("ONNX Runtime is required under CI=true: %v", err)
 		}
-		tb.Skipf("ONNX Runtime not available (run `%s`): %v", SetupCommand, err)
+		tb.Skipf("ONNX Runtime not available (run `shira-ort setup` or `make setup`): %v", err)
 	}
 }
 

@@ -20,6 +20,7 @@ var allowedModules = map[string][]string{
 	"./adapter":       {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
 	"./patch":         {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
 	"./export":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf"},
+	"./ort/install":   {}, // standard library only: `shira-ort setup` needs no third-party code
 	"./ort":           {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/yalue/onnxruntime_go"},
 	"./peft":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors"},
 	"./lora":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
@@ -64,6 +65,24 @@ func TestDependencies(t *testing.T) {
 		}
 		if seen == 0 {
 			t.Errorf("go list %s listed nothing", pkg)
+		}
+	}
+}
+
+// TestOrtDoesNotLinkDownloader checks that loading ONNX Runtime (package
+// ort) does not link ort/install's downloader: net/http and crypto/tls
+// would add ~2 MB to every program using ort (mobile ones included). ort
+// shares only the cache layout, through internal/ortcache.
+func TestOrtDoesNotLinkDownloader(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./ort")
+	cmd.Dir = repoPath()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list ./ort: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p == "net/http" || p == "github.com/shira-ort/shira-ort/ort/install" {
+			t.Errorf("./ort depends on %s; keep the downloader (ort/install) out of ort", p)
 		}
 	}
 }

@@ -15,6 +15,7 @@
 //	shira-ort overlap A.shira B.shira...
 //	shira-ort devicetest --make BUNDLE ... | --bundle BUNDLE [--provider P]
 //	shira-ort export-ort-adapter --model DIR --adapter A.shira -o A.onnx_adapter
+//	shira-ort setup [--arch x64|arm64] [--version V] [--registry URL] [--tarball FILE] [--integrity SRI]
 package main
 
 import (
@@ -35,6 +36,9 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shira-ort:", err)
+		if hint := errorHint(err); hint != "" {
+			fmt.Fprintln(os.Stderr, hint)
+		}
 		os.Exit(1)
 	}
 }
@@ -50,6 +54,6 @@ session by writing their sparse values straight into the weights ORT reads.`,
 	}
 	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
-		newDeviceTestCmd(), newGenerateCmd())
+		newDeviceTestCmd(), newGenerateCmd(), newSetupCmd())
 	return root
 }

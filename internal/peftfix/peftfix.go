@@ -32,7 +32,7 @@ func RequireORT(tb testing.TB) {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("ONNX Runtime is required under CI: %v", err)
 		}
-		tb.Skipf("ONNX Runtime not available: %v (run `bash scripts/setup-ort.sh`)", err)
+		tb.Skipf("ONNX Runtime not available: %v (run `shira-ort setup` or `make setup`)", err)
 	}
 }
 
