@@ -3,23 +3,29 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: setup demo test test-large bench fuzz arm64-test generate charlm
+.PHONY: setup setup-ort setup-models demo test test-large bench fuzz arm64-test generate charlm
 
-## setup: fetch ONNX Runtime (shira-ort setup) and the third-party test models into the user cache (idempotent)
-setup:
+## setup: setup-ort and setup-models (idempotent)
+setup: setup-ort setup-models
+
+## setup-ort: fetch ONNX Runtime's shared library into the user cache (shira-ort setup; once)
+setup-ort:
 	@$(GO) run ./cmd/shira-ort setup
+
+## setup-models: fetch the third-party models the tests use into the user cache (once)
+setup-models:
 	@bash scripts/fetch-models.sh
 
-## demo: set up, then switch SHiRA (and LoRA) adapters on the shipped text generator, printing samples and switch times
-##       (the original tiny-MLP demo: go run ./cmd/shira-ort demo --model tiny)
-demo: setup
+## demo: fetch ONNX Runtime, then switch SHiRA (and LoRA) adapters on the shipped text generator, printing samples
+##       and switch times (the original tiny-MLP demo: go run ./cmd/shira-ort demo --model tiny)
+demo: setup-ort
 	$(GO) run ./cmd/shira-ort demo
 
 ## test: set up, then run every test (CI runs exactly this)
 test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
-	SHIRA_STRESS=1 $(GO) test -count=1 -race -run 'Concurrent|Race' ./ort/ ./test/
+	SHIRA_STRESS=1 $(GO) test -count=1 -race -run 'Concurrent|Race|Cancel|Close|Context|Retain' ./ort/ ./adapter/ ./patch/
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 ## test-large: the 4.1 GB TinyLlama-shaped model (external data) in every session mode against the offline-fused

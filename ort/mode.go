@@ -7,6 +7,14 @@ import (
 
 // Mode chooses how a Session made by Open turns an adapter switch into what
 // ORT computes. The zero value, ModeDefault, means DefaultMode.
+//
+// Bit stability: for a given adapter configuration, ModeLive and ModeBaked
+// sessions compute the same output bits on every Run (and Revert restores
+// the base outputs bit for bit). ModeHybrid does not: Runs right after a
+// switch use the live kernels, Runs after the background rebuild the
+// prepacked ones, which sum in another order, so the outputs differ in the
+// last bits between the two phases. Choose ModeLive or ModeBaked when the
+// same configuration must always give the same bits.
 type Mode int
 
 // The session modes. See docs/session-modes.md for measurements.
@@ -26,7 +34,8 @@ const (
 	ModeBaked
 	// ModeHybrid applies a switch live at once (as ModeLive) and rebuilds
 	// a baked session in the background; when it is ready it replaces the
-	// live one atomically, and Runs are back at full speed.
+	// live one atomically, and Runs are back at full speed. Its outputs
+	// are not bit-stable across that replacement (see Mode).
 	ModeHybrid
 )
 
