@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
@@ -26,8 +25,8 @@ import (
 type bakedSource struct {
 	model  []byte
 	names  []string
-	values []unsafe.Pointer
-	owned  []unsafe.Pointer // values created here (not the weights' own)
+	values []*ortshim.Value
+	owned  []*ortshim.Value // values created here (not the weights' own)
 }
 
 // newBakedSource prepares the baked model from the exported model.onnx.
@@ -72,7 +71,7 @@ func newBakedSource(modelPath string, s *Session) (_ *bakedSource, err error) {
 		name := t.Name()
 		if w, ok := s.byName[name]; ok {
 			b.names = append(b.names, name)
-			b.values = append(b.values, ortshim.ValuePtr(w.value))
+			b.values = append(b.values, w.value)
 			delete(exposed, name)
 			continue
 		}
@@ -116,7 +115,7 @@ func (b *bakedSource) free() {
 		return
 	}
 	for _, v := range b.owned {
-		ortshim.ReleaseValue(v)
+		v.Release()
 	}
 	b.owned, b.values, b.names, b.model = nil, nil, nil, nil
 }
@@ -148,13 +147,13 @@ func (s *Session) buildBaked() (*engine, error) {
 
 // bakedPrepare hands ORT the mapped initializers (copied before graph
 // optimization) and the folder of other external data.
-func (s *Session) bakedPrepare(so *onnxruntime.SessionOptions) error {
-	if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
+func (s *Session) bakedPrepare(so *ortshim.SessionOptions) error {
+	if err := so.AddExternalInitializers(s.bakedSrc.names, s.bakedSrc.values); err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
 	if s.modelDir != "" {
 		// External tensors not in the weight file are resolved here.
-		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+		if err := so.AddConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
 			return fmt.Errorf("ort: %w", err)
 		}
 	}
@@ -162,18 +161,18 @@ func (s *Session) bakedPrepare(so *onnxruntime.SessionOptions) error {
 }
 
 // bakedCreate creates an ORT session from the in-memory baked model.
-func (s *Session) bakedCreate(so *onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error) {
-	return onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+func (s *Session) bakedCreate(so *ortshim.SessionOptions) (*ortshim.Session, error) {
+	return ortshim.NewSessionFromBytes(s.bakedSrc.model, so)
 }
 
 // checkEngine verifies that an engine's inputs and outputs are the
 // session's.
 func (s *Session) checkEngine(e *engine) error {
-	ins, err := ortshim.Describe(e.raw, ortshim.Inputs)
+	ins, err := e.raw.Describe(ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	outs, err := ortshim.Describe(e.raw, ortshim.Outputs)
+	outs, err := e.raw.Describe(ortshim.Outputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}

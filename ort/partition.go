@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -121,7 +120,7 @@ func (s *Session) profile(m *manifest) (*Partition, error) {
 		return nil, fmt.Errorf("ort: profiling run: %w", err)
 	}
 	e := s.cur.Load()
-	file, err := ortshim.EndProfiling(e.raw)
+	file, err := e.raw.EndProfiling()
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}

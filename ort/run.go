@@ -24,8 +24,8 @@ func (s *Session) Run(inputs map[string]*tensor.Tensor) (map[string]*tensor.Tens
 	return s.run(inputs, s.runOpts)
 }
 
-// run is Run with the given OrtRunOptions* (nil for none).
-func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) (map[string]*tensor.Tensor, error) {
+// run is Run with the given run options (nil for none).
+func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts *ortshim.RunOptions) (map[string]*tensor.Tensor, error) {
 	if s.cur.Load() == nil {
 		return nil, ErrClosed
 	}
@@ -35,10 +35,10 @@ func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) 
 
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	values := make([]unsafe.Pointer, 0, len(s.inputs)+len(s.weights))
+	values := make([]*ortshim.Value, 0, len(s.inputs)+len(s.weights))
 	defer func() { // the weight values at the end belong to the session
 		for _, v := range values[:min(len(values), len(s.inputs))] {
-			ortshim.ReleaseValue(v)
+			v.Release()
 		}
 	}()
 	for _, info := range s.inputs {
@@ -58,7 +58,7 @@ func (s *Session) run(inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) 
 	}
 	defer done()
 	values = append(values, e.feed...)
-	outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+	outs, err := e.raw.Run(runOpts, e.inNames, values, e.outNames)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/patch"
@@ -42,7 +41,7 @@ type Session struct {
 
 	mode    Mode
 	opts    Options
-	runOpts unsafe.Pointer // OrtRunOptions* or nil
+	runOpts *ortshim.RunOptions // or nil
 
 	cur      atomic.Pointer[engine] // the engine new Runs use; nil once closed
 	liveEng  *engine                // live and hybrid
@@ -204,16 +203,16 @@ func (s *Session) disabledOptimizers() []string {
 
 // describe reads the session's inputs, outputs and overridable
 // initializers and checks every exposed weight is one of the latter.
-func (s *Session) describe(raw unsafe.Pointer, modelPath string, overridable bool) error {
-	ins, err := ortshim.Describe(raw, ortshim.Inputs)
+func (s *Session) describe(raw *ortshim.Session, modelPath string, overridable bool) error {
+	ins, err := raw.Describe(ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	outs, err := ortshim.Describe(raw, ortshim.Outputs)
+	outs, err := raw.Describe(ortshim.Outputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	over, err := ortshim.Describe(raw, ortshim.Overridables)
+	over, err := raw.Describe(ortshim.Overridables)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
@@ -337,12 +336,12 @@ func (s *Session) release() error {
 		s.liveEng.retire()
 		s.liveEng = nil
 	}
-	ortshim.ReleaseRunOptions(s.runOpts)
+	s.runOpts.Release()
 	s.runOpts = nil
 	s.bakedSrc.free()
 	for _, w := range s.weights {
 		if w.value != nil {
-			w.value.Destroy()
+			w.value.Release()
 			w.value = nil
 		}
 		w.data = nil

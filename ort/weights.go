@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -26,7 +26,7 @@ type WeightInfo struct {
 type weight struct {
 	info  WeightInfo
 	data  []byte
-	value *onnxruntime.CustomDataTensor
+	value *ortshim.Value
 	// private says the session populated its own copy of every page of
 	// data (switch.go); dropping the pages clears it. Under switchMu.
 	private bool
@@ -82,7 +82,7 @@ func loadWeights(m *manifest, wf *weightFile, verify bool) ([]*weight, error) {
 	ws := make([]*weight, 0, len(m.Tensors))
 	destroy := func() {
 		for _, w := range ws {
-			w.value.Destroy()
+			w.value.Release()
 		}
 	}
 	seen := map[string]bool{}
@@ -103,7 +103,8 @@ func loadWeights(m *manifest, wf *weightFile, verify bool) ([]*weight, error) {
 			destroy()
 			return nil, fmt.Errorf("ort: weight %s: sha256 of the weight file bytes differs from the manifest", e.Name)
 		}
-		v, err := onnxruntime.NewCustomDataTensor(onnxruntime.NewShape(e.Shape...), data, onnxruntime.TensorElementDataType(e.DType))
+		// The mapping is not Go memory: nothing to pin.
+		v, err := ortshim.NewTensorValue(data, e.DType, e.Shape)
 		if err != nil {
 			destroy()
 			return nil, fmt.Errorf("ort: wrapping weight %s: %w", e.Name, err)
