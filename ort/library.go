@@ -75,10 +75,13 @@ var (
 	initDone bool
 )
 
-// Init loads ONNX Runtime (LibraryPath) and attaches internal/ortshim to it.
-// It is idempotent and safe for concurrent use; after a failure a later
-// call tries again. If the application initialized onnxruntime_go itself,
-// Init reuses that environment.
+// Init loads ONNX Runtime (LibraryPath) and creates its environment through
+// onnxruntime_go, then attaches internal/ortshim, which makes every session,
+// option set and tensor of this package in that environment (ORT has one
+// per process). It is idempotent and safe for concurrent use; after a
+// failure a later call tries again. If the application initialized
+// onnxruntime_go itself, Init reuses that library and environment, with the
+// application's environment settings.
 func Init() error {
 	initMu.Lock()
 	defer initMu.Unlock()
