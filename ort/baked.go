@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
 	"github.com/shira-ort/shira-ort/export"
@@ -25,8 +24,8 @@ import (
 type bakedSource struct {
 	model  []byte
 	names  []string
-	values []unsafe.Pointer
-	owned  []unsafe.Pointer // values created here (not the weights' own)
+	values []*ortshim.Value
+	owned  []*ortshim.Value // values created here (not the weights' own)
 }
 
 // newBakedSource prepares the baked model from the exported model m: its
@@ -50,7 +49,7 @@ func newBakedSource(m *export.Model, s *Session) (_ *bakedSource, err error) {
 				return nil, fmt.Errorf("ort: exposed weight %s has no mapped weight", t.Name)
 			}
 			b.names = append(b.names, t.Name)
-			b.values = append(b.values, ortshim.ValuePtr(w.value))
+			b.values = append(b.values, w.value)
 			continue
 		}
 		if t.Offset < 0 || t.Offset > s.file.size() || t.Length > s.file.size()-t.Offset {
@@ -72,7 +71,7 @@ func (b *bakedSource) free() {
 		return
 	}
 	for _, v := range b.owned {
-		ortshim.ReleaseValue(v)
+		v.Release()
 	}
 	b.owned, b.values, b.names, b.model = nil, nil, nil, nil
 }
@@ -104,13 +103,13 @@ func (s *Session) buildBaked() (*engine, error) {
 
 // bakedPrepare hands ORT the mapped initializers (copied before graph
 // optimization) and the folder of other external data.
-func (s *Session) bakedPrepare(so *onnxruntime.SessionOptions) error {
-	if err := ortshim.AddExternalInitializers(ortshim.SessionOptionsPtr(so), s.bakedSrc.names, s.bakedSrc.values); err != nil {
+func (s *Session) bakedPrepare(so *ortshim.SessionOptions) error {
+	if err := so.AddExternalInitializers(s.bakedSrc.names, s.bakedSrc.values); err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
 	if s.modelDir != "" {
 		// External tensors not in the weight file are resolved here.
-		if err := so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+		if err := so.AddConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
 			return fmt.Errorf("ort: %w", err)
 		}
 	}
@@ -118,18 +117,18 @@ func (s *Session) bakedPrepare(so *onnxruntime.SessionOptions) error {
 }
 
 // bakedCreate creates an ORT session from the in-memory baked model.
-func (s *Session) bakedCreate(so *onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error) {
-	return onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+func (s *Session) bakedCreate(so *ortshim.SessionOptions) (*ortshim.Session, error) {
+	return ortshim.NewSessionFromBytes(s.bakedSrc.model, so)
 }
 
 // checkEngine verifies that an engine's inputs and outputs are the
 // session's.
 func (s *Session) checkEngine(e *engine) error {
-	ins, err := ortshim.Describe(e.raw, ortshim.Inputs)
+	ins, err := e.raw.Describe(ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	outs, err := ortshim.Describe(e.raw, ortshim.Outputs)
+	outs, err := e.raw.Describe(ortshim.Outputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}

@@ -1,5 +1,5 @@
-// Package ort runs ONNX models with ONNX Runtime (through
-// github.com/yalue/onnxruntime_go and internal/ortshim) so that sparse
+// Package ort runs ONNX models with ONNX Runtime (through internal/ortshim,
+// after github.com/yalue/onnxruntime_go loaded the library) so that sparse
 // adapters can be switched in and out of a live session by writing straight
 // into the weight buffers ORT reads.
 //

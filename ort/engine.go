@@ -3,9 +3,6 @@ package ort
 import (
 	"fmt"
 	"sync/atomic"
-	"unsafe"
-
-	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 )
@@ -15,12 +12,11 @@ import (
 // Session.mu shared); a baked engine owns prepacked copies and is
 // immutable, so Runs on it only hold a reference.
 type engine struct {
-	ort  *onnxruntime.DynamicAdvancedSession
-	raw  unsafe.Pointer // OrtSession*
+	raw  *ortshim.Session // the ORT session
 	live bool
 
 	inNames, outNames *ortshim.Names
-	feed              []unsafe.Pointer // weight values appended to every Run (FeedEachRun)
+	feed              []*ortshim.Value // weight values appended to every Run (FeedEachRun)
 	providers         []ProviderStatus // the requested execution providers, as appended
 
 	// refs counts the owner's reference plus Runs in flight; the engine is
@@ -29,8 +25,8 @@ type engine struct {
 	done chan struct{}
 }
 
-func newEngine(sess *onnxruntime.DynamicAdvancedSession, live bool) *engine {
-	e := &engine{ort: sess, raw: ortshim.SessionPtr(sess), live: live, done: make(chan struct{})}
+func newEngine(sess *ortshim.Session, live bool) *engine {
+	e := &engine{raw: sess, live: live, done: make(chan struct{})}
 	e.refs.Store(1)
 	return e
 }
@@ -57,10 +53,8 @@ func (e *engine) release() {
 }
 
 func (e *engine) destroy() {
-	if e.ort != nil {
-		e.ort.Destroy()
-		e.ort, e.raw = nil, nil
-	}
+	e.raw.Release()
+	e.raw = nil
 	e.inNames.Free()
 	e.outNames.Free()
 	close(e.done)
@@ -122,19 +116,19 @@ func (s *Session) acquire() (*engine, func(), error) {
 // newLiveEngine creates the session that reads the exposed weights in
 // place (overridable initializers, AddInitializer or fed each Run).
 func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error) {
-	prepare := func(so *onnxruntime.SessionOptions) error {
+	prepare := func(so *ortshim.SessionOptions) error {
 		if s.binding != AddInitializer {
 			return nil
 		}
 		for _, w := range s.weights {
-			if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
+			if err := so.AddInitializer(w.info.Name, w.value); err != nil {
 				return fmt.Errorf("ort: %w", err)
 			}
 		}
 		return nil
 	}
-	create := func(so *onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error) {
-		return onnxruntime.NewDynamicAdvancedSession(modelPath, nil, nil, so)
+	create := func(so *ortshim.SessionOptions) (*ortshim.Session, error) {
+		return ortshim.NewSession(modelPath, so)
 	}
 	sess, st, err := newORTSession(opts, s.disabledOptimizers(), prepare, create)
 	if err != nil {
@@ -144,7 +138,7 @@ func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error
 	e.providers = st
 	if s.binding == FeedEachRun {
 		for _, w := range s.weights {
-			e.feed = append(e.feed, ortshim.ValuePtr(w.value))
+			e.feed = append(e.feed, w.value)
 		}
 	}
 	return e, nil
@@ -155,14 +149,14 @@ func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error
 // initializers, and creates the ORT session with create. With
 // ProviderFallback, a creation failure while a non-CPU provider is active
 // is retried with the CPU provider only, and the statuses say so.
-func newORTSession(opts *Options, disable []string, prepare func(*onnxruntime.SessionOptions) error,
-	create func(*onnxruntime.SessionOptions) (*onnxruntime.DynamicAdvancedSession, error)) (*onnxruntime.DynamicAdvancedSession, []ProviderStatus, error) {
-	try := func(cpuOnly bool) (*onnxruntime.DynamicAdvancedSession, []ProviderStatus, error) {
+func newORTSession(opts *Options, disable []string, prepare func(*ortshim.SessionOptions) error,
+	create func(*ortshim.SessionOptions) (*ortshim.Session, error)) (*ortshim.Session, []ProviderStatus, error) {
+	try := func(cpuOnly bool) (*ortshim.Session, []ProviderStatus, error) {
 		so, st, err := opts.sessionOptions(disable, cpuOnly)
 		if err != nil {
 			return nil, nil, err
 		}
-		defer so.Destroy()
+		defer so.Release()
 		if prepare != nil {
 			if err := prepare(so); err != nil {
 				return nil, nil, err

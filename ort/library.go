@@ -107,7 +107,9 @@ var (
 	initDone bool
 )
 
-// Init loads ONNX Runtime and attaches internal/ortshim to it. The library
+// Init loads ONNX Runtime, creates its environment through onnxruntime_go
+// and attaches internal/ortshim, which makes every session, option set and
+// tensor of this package in that environment (ORT has one per process). The library
 // is the one given by WithLibraryPath, else LibraryPath's (the
 // ONNXRUNTIME_SHARED_LIBRARY_PATH environment variable, then the cache
 // `shira-ort setup` fills). It is idempotent and safe for concurrent use;

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"unsafe"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -19,8 +18,8 @@ import (
 // its dense tensors. It is safe for concurrent use by many Runs and
 // sessions.
 type LoraAdapter struct {
-	mu   sync.RWMutex // Runs hold it shared, Close exclusively
-	ptr  unsafe.Pointer
+	mu   sync.RWMutex         // Runs hold it shared, Close exclusively
+	ptr  *ortshim.LoraAdapter // nil once closed
 	name string
 }
 
@@ -36,7 +35,7 @@ func LoadLoraAdapter(path string) (*LoraAdapter, error) {
 	if err := Init(); err != nil {
 		return nil, err
 	}
-	p, err := ortshim.CreateLoraAdapter(path)
+	p, err := ortshim.NewLoraAdapter(path)
 	if err != nil {
 		return nil, fmt.Errorf("ort: loading LoRA adapter: %w", err)
 	}
@@ -50,7 +49,7 @@ func NewLoraAdapter(data []byte) (*LoraAdapter, error) {
 	if err := Init(); err != nil {
 		return nil, err
 	}
-	p, err := ortshim.CreateLoraAdapterFromArray(data)
+	p, err := ortshim.NewLoraAdapterFromArray(data)
 	if err != nil {
 		return nil, fmt.Errorf("ort: loading LoRA adapter: %w", err)
 	}
@@ -61,7 +60,7 @@ func NewLoraAdapter(data []byte) (*LoraAdapter, error) {
 func (a *LoraAdapter) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ortshim.ReleaseLoraAdapter(a.ptr)
+	a.ptr.Release()
 	a.ptr = nil
 	return nil
 }
@@ -103,9 +102,9 @@ func (s *Session) RunLoRA(ctx context.Context, inputs map[string]*tensor.Tensor,
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
-	defer ortshim.ReleaseRunOptions(ro)
+	defer ro.Release()
 	for _, a := range adapters {
-		if err := ortshim.RunOptionsAddActiveLoraAdapter(ro, a.ptr); err != nil {
+		if err := ro.AddActiveLoraAdapter(a.ptr); err != nil {
 			return nil, fmt.Errorf("ort: activating LoRA adapter %s: %w", a.name, err)
 		}
 	}

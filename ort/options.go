@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
 )
 
 // OptimizationLevel is ORT's graph optimization level. The zero value is
@@ -42,16 +42,16 @@ func ParseOptimizationLevel(s string) (OptimizationLevel, error) {
 	return 0, fmt.Errorf("ort: unknown optimization level %q (want disable, basic, extended or all)", s)
 }
 
-func (l OptimizationLevel) ort() (onnxruntime.GraphOptimizationLevel, error) {
+func (l OptimizationLevel) ort() (ortshim.OptimizationLevel, error) {
 	switch l {
 	case OptimizeAll:
-		return onnxruntime.GraphOptimizationLevelEnableAll, nil
+		return ortshim.OptimizeAll, nil
 	case OptimizeDisable:
-		return onnxruntime.GraphOptimizationLevelDisableAll, nil
+		return ortshim.OptimizeDisableAll, nil
 	case OptimizeBasic:
-		return onnxruntime.GraphOptimizationLevelEnableBasic, nil
+		return ortshim.OptimizeBasic, nil
 	case OptimizeExtended:
-		return onnxruntime.GraphOptimizationLevelEnableExtended, nil
+		return ortshim.OptimizeExtended, nil
 	}
 	return 0, fmt.Errorf("ort: unknown %v", l)
 }
@@ -200,27 +200,27 @@ const disableOptimizersKey = "optimization.disable_specified_optimizers"
 // disabled graph transformers and appending the execution providers (none
 // but CPU when cpuOnly); the caller destroys them. The statuses say which
 // providers were appended and why the others fell back.
-func (o *Options) sessionOptions(disable []string, cpuOnly bool) (*onnxruntime.SessionOptions, []ProviderStatus, error) {
-	so, err := onnxruntime.NewSessionOptions()
+func (o *Options) sessionOptions(disable []string, cpuOnly bool) (*ortshim.SessionOptions, []ProviderStatus, error) {
+	so, err := ortshim.NewSessionOptions()
 	if err != nil {
 		return nil, nil, fmt.Errorf("ort: session options: %w", err)
 	}
-	fail := func(what string, err error) (*onnxruntime.SessionOptions, []ProviderStatus, error) {
-		so.Destroy()
+	fail := func(what string, err error) (*ortshim.SessionOptions, []ProviderStatus, error) {
+		so.Release()
 		return nil, nil, fmt.Errorf("ort: %s: %w", what, err)
 	}
 	if o.IntraOpThreads > 0 {
-		if err := so.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+		if err := so.SetIntraOpThreads(o.IntraOpThreads); err != nil {
 			return fail("intra-op threads", err)
 		}
 	}
 	if o.InterOpThreads > 0 {
-		if err := so.SetInterOpNumThreads(o.InterOpThreads); err != nil {
+		if err := so.SetInterOpThreads(o.InterOpThreads); err != nil {
 			return fail("inter-op threads", err)
 		}
 	}
 	level, _ := o.OptimizationLevel.ort()
-	if err := so.SetGraphOptimizationLevel(level); err != nil {
+	if err := so.SetOptimizationLevel(level); err != nil {
 		return fail("optimization level", err)
 	}
 	if o.profilePrefix != "" {
@@ -230,7 +230,7 @@ func (o *Options) sessionOptions(disable []string, cpuOnly bool) (*onnxruntime.S
 	}
 	statuses, err := o.appendProviders(so, cpuOnly)
 	if err != nil {
-		so.Destroy()
+		so.Release()
 		return nil, nil, err
 	}
 	cfg := map[string]string{}
@@ -245,7 +245,7 @@ func (o *Options) sessionOptions(disable []string, cpuOnly bool) (*onnxruntime.S
 		cfg[disableOptimizersKey] = strings.Join(list, ";")
 	}
 	for k, v := range cfg {
-		if err := so.AddSessionConfigEntry(k, v); err != nil {
+		if err := so.AddConfigEntry(k, v); err != nil {
 			return fail("session config "+k, err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -123,7 +122,7 @@ func (s *Session) profile(ctx context.Context, m *export.Manifest) (*Partition, 
 		return nil, fmt.Errorf("ort: profiling run: %w", err)
 	}
 	e := s.cur.Load()
-	file, err := ortshim.EndProfiling(e.raw)
+	file, err := e.raw.EndProfiling()
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}

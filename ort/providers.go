@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
-
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 )
 
@@ -152,7 +150,7 @@ type providerDef struct {
 	check func(opts map[string]string) error
 	// add appends the provider; unavailable means the build lacks it
 	// (reason set), as opposed to ORT rejecting the options (err).
-	add func(so *onnxruntime.SessionOptions, opts map[string]string) (reason string, err error)
+	add func(so *ortshim.SessionOptions, opts map[string]string) (reason string, err error)
 }
 
 var providerDefs = []providerDef{
@@ -163,7 +161,7 @@ var providerDefs = []providerDef{
 			}
 			return nil
 		},
-		add: func(*onnxruntime.SessionOptions, map[string]string) (string, error) { return "", nil }},
+		add: func(*ortshim.SessionOptions, map[string]string) (string, error) { return "", nil }},
 	{name: ProviderXNNPACK, ortName: "XnnpackExecutionProvider",
 		check: knownKeys("intra_op_num_threads"),
 		add:   genericAppend("XNNPACK", "XnnpackExecutionProvider")},
@@ -175,11 +173,11 @@ var providerDefs = []providerDef{
 		add:   appendNNAPI},
 	{name: ProviderCoreML, ortName: "CoreMLExecutionProvider",
 		check: func(map[string]string) error { return nil },
-		add: func(so *onnxruntime.SessionOptions, opts map[string]string) (string, error) {
+		add: func(so *ortshim.SessionOptions, opts map[string]string) (string, error) {
 			if r := notCompiledIn("CoreMLExecutionProvider"); r != "" {
 				return r, nil
 			}
-			return "", so.AppendExecutionProviderCoreMLV2(opts)
+			return "", so.AppendCoreML(opts)
 		}},
 }
 
@@ -266,7 +264,7 @@ func (o *Options) providerList() ([]Provider, error) {
 // provider the build lacks is an error, or with ProviderFallback a
 // status with Active false; options ORT rejects are always an error. cpuOnly records every non-CPU provider as
 // fallen back without trying it.
-func (o *Options) appendProviders(so *onnxruntime.SessionOptions, cpuOnly bool) ([]ProviderStatus, error) {
+func (o *Options) appendProviders(so *ortshim.SessionOptions, cpuOnly bool) ([]ProviderStatus, error) {
 	list, err := o.providerList()
 	if err != nil {
 		return nil, err
@@ -317,8 +315,8 @@ func notCompiledIn(ortName string) string {
 
 // genericAppend appends through OrtApi::SessionOptionsAppendExecutionProvider
 // under ORT's registration name.
-func genericAppend(regName, ortName string) func(*onnxruntime.SessionOptions, map[string]string) (string, error) {
-	return func(so *onnxruntime.SessionOptions, opts map[string]string) (string, error) {
+func genericAppend(regName, ortName string) func(*ortshim.SessionOptions, map[string]string) (string, error) {
+	return func(so *ortshim.SessionOptions, opts map[string]string) (string, error) {
 		if r := notCompiledIn(ortName); r != "" {
 			return r, nil
 		}
@@ -365,14 +363,13 @@ func nnapiFlags(opts map[string]string) (uint32, error) {
 }
 
 // appendNNAPI calls the library's OrtSessionOptionsAppendExecutionProvider_Nnapi,
-// looked up with dlsym: the generic append API does not know NNAPI, and
-// onnxruntime_go has no call for it.
-func appendNNAPI(so *onnxruntime.SessionOptions, opts map[string]string) (string, error) {
+// looked up with dlsym: the generic append API does not know NNAPI.
+func appendNNAPI(so *ortshim.SessionOptions, opts map[string]string) (string, error) {
 	flags, err := nnapiFlags(opts)
 	if err != nil {
 		return "", err
 	}
-	found, err := ortshim.AppendNnapi(ortshim.SessionOptionsPtr(so), flags)
+	found, err := so.AppendNnapi(flags)
 	if !found {
 		return "the library does not export " + ortshim.NnapiSymbol + " (only Android builds of ONNX Runtime have NNAPI)", nil
 	}

@@ -33,7 +33,7 @@ func (s *Session) Run(ctx context.Context, inputs map[string]*tensor.Tensor) (ma
 
 // run is Run with the given OrtRunOptions* (nil: the session's own, pooled
 // per cancellable Run).
-func (s *Session) run(ctx context.Context, inputs map[string]*tensor.Tensor, runOpts unsafe.Pointer) (map[string]*tensor.Tensor, error) {
+func (s *Session) run(ctx context.Context, inputs map[string]*tensor.Tensor, runOpts *ortshim.RunOptions) (map[string]*tensor.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -46,10 +46,10 @@ func (s *Session) run(ctx context.Context, inputs map[string]*tensor.Tensor, run
 
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	values := make([]unsafe.Pointer, 0, len(s.inputs)+len(s.weights))
+	values := make([]*ortshim.Value, 0, len(s.inputs)+len(s.weights))
 	defer func() { // the weight values at the end belong to the session
 		for _, v := range values[:min(len(values), len(s.inputs))] {
-			ortshim.ReleaseValue(v)
+			v.Release()
 		}
 	}()
 	for _, info := range s.inputs {
@@ -150,12 +150,12 @@ func shapeString(info IOInfo) string {
 
 // runCancellable runs e with inputs and, when ctx can be cancelled,
 // terminates the Run through its run options once ctx is done.
-func (s *Session) runCancellable(ctx context.Context, e *engine, runOpts unsafe.Pointer, values []unsafe.Pointer) ([]*tensor.Tensor, error) {
+func (s *Session) runCancellable(ctx context.Context, e *engine, runOpts *ortshim.RunOptions, values []*ortshim.Value) ([]*tensor.Tensor, error) {
 	if ctx.Done() == nil { // never cancelled: no run options of its own
 		if runOpts == nil {
 			runOpts = s.runOpts
 		}
-		outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+		outs, err := e.raw.Run(runOpts, e.inNames, values, e.outNames)
 		if err != nil {
 			return nil, fmt.Errorf("ort: %w", err)
 		}
@@ -171,17 +171,17 @@ func (s *Session) runCancellable(ctx context.Context, e *engine, runOpts unsafe.
 	}
 	terminated := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		_ = ortshim.SetTerminate(runOpts)
+		_ = runOpts.SetTerminate()
 		close(terminated)
 	})
-	outs, err := ortshim.Run(e.raw, runOpts, e.inNames, values, e.outNames)
+	outs, err := e.raw.Run(runOpts, e.inNames, values, e.outNames)
 	if !stop() { // ctx is done and the terminate ran (or is running)
 		<-terminated
 		if pooled {
-			if ortshim.UnsetTerminate(runOpts) == nil {
+			if runOpts.UnsetTerminate() == nil {
 				s.runOptsPool.put(runOpts)
 			} else {
-				ortshim.ReleaseRunOptions(runOpts)
+				runOpts.Release()
 			}
 		}
 		return nil, fmt.Errorf("ort: run terminated: %w", ctx.Err())
@@ -195,17 +195,17 @@ func (s *Session) runCancellable(ctx context.Context, e *engine, runOpts unsafe.
 	return outs, nil
 }
 
-// runOptionsPool keeps OrtRunOptions for cancellable Runs (each needs its
+// runOptionsPool keeps run options for cancellable Runs (each needs its
 // own, since terminating one stops every Run using it).
 type runOptionsPool struct {
 	mu   sync.Mutex
-	idle []unsafe.Pointer
+	idle []*ortshim.RunOptions
 }
 
 // maxPooledRunOptions bounds the idle run options a session keeps.
 const maxPooledRunOptions = 64
 
-func (p *runOptionsPool) get(config map[string]string) (unsafe.Pointer, error) {
+func (p *runOptionsPool) get(config map[string]string) (*ortshim.RunOptions, error) {
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
 		ro := p.idle[n-1]
@@ -217,14 +217,14 @@ func (p *runOptionsPool) get(config map[string]string) (unsafe.Pointer, error) {
 	return ortshim.NewRunOptions(config)
 }
 
-func (p *runOptionsPool) put(ro unsafe.Pointer) {
+func (p *runOptionsPool) put(ro *ortshim.RunOptions) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.idle) < maxPooledRunOptions {
 		p.idle = append(p.idle, ro)
 		return
 	}
-	ortshim.ReleaseRunOptions(ro)
+	ro.Release()
 }
 
 // free releases the idle run options (Close, after the last Run).
@@ -232,7 +232,7 @@ func (p *runOptionsPool) free() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, ro := range p.idle {
-		ortshim.ReleaseRunOptions(ro)
+		ro.Release()
 	}
 	p.idle = nil
 }

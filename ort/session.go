@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
@@ -45,7 +44,7 @@ type Session struct {
 
 	mode    Mode
 	opts    Options
-	runOpts unsafe.Pointer // OrtRunOptions* or nil: Runs that cannot be cancelled
+	runOpts *ortshim.RunOptions // or nil: Runs that cannot be cancelled
 	// runOptsPool holds run options for cancellable Runs.
 	runOptsPool runOptionsPool
 
@@ -235,16 +234,16 @@ func (s *Session) disabledOptimizers() []string {
 
 // describe reads the session's inputs, outputs and overridable
 // initializers and checks every exposed weight is one of the latter.
-func (s *Session) describe(raw unsafe.Pointer, modelPath string, overridable bool) error {
-	ins, err := ortshim.Describe(raw, ortshim.Inputs)
+func (s *Session) describe(raw *ortshim.Session, modelPath string, overridable bool) error {
+	ins, err := raw.Describe(ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	outs, err := ortshim.Describe(raw, ortshim.Outputs)
+	outs, err := raw.Describe(ortshim.Outputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
-	over, err := ortshim.Describe(raw, ortshim.Overridables)
+	over, err := raw.Describe(ortshim.Overridables)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)
 	}
@@ -393,7 +392,7 @@ func (s *Session) release() error {
 		s.liveEng.retire()
 		s.liveEng = nil
 	}
-	ortshim.ReleaseRunOptions(s.runOpts)
+	s.runOpts.Release()
 	s.runOpts = nil
 	s.runOptsPool.free()
 	s.bakedSrc.free()
@@ -405,7 +404,7 @@ func (s *Session) release() error {
 	s.active = nil
 	for _, w := range s.weights {
 		if w.value != nil {
-			w.value.Destroy()
+			w.value.Release()
 			w.value = nil
 		}
 		w.data = nil

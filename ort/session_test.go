@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/shira-ort/shira-ort/export"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/shira-ort/shira-ort/export"
 
 	"github.com/shira-ort/shira-ort/tensor"
 )

@@ -3,9 +3,6 @@ package ort
 import (
 	"runtime"
 	"testing"
-	"unsafe"
-
-	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/patch"
@@ -36,32 +33,32 @@ func TestStaleFoldedWeightsAreDetected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer so.Destroy()
-	so.AddSessionConfigEntry("session.disable_prepacking", "1")
-	so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", dir)
+	defer so.Release()
+	so.AddConfigEntry("session.disable_prepacking", "1")
+	so.AddConfigEntry("session.model_external_initializers_file_folder_path", dir)
 	for _, w := range s.weights {
-		if err := ortshim.AddInitializer(ortshim.SessionOptionsPtr(so), w.info.Name, ortshim.ValuePtr(w.value)); err != nil {
+		if err := so.AddInitializer(w.info.Name, w.value); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(s.bakedSrc.model, nil, nil, so)
+	sess, err := ortshim.NewSessionFromBytes(s.bakedSrc.model, so)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := newEngine(sess, false)
 	e.setNames(s)
 	defer e.release()
-	var vals []unsafe.Pointer
+	var vals []*ortshim.Value
 	for _, info := range s.inputs {
 		x := in[info.Name]
 		v, err := ortshim.NewTensorValue(x.Data, x.DType, x.Shape)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ortshim.ReleaseValue(v)
+		defer v.Release()
 		vals = append(vals, v)
 	}
-	outs, err := ortshim.Run(e.raw, nil, e.inNames, vals, e.outNames)
+	outs, err := e.raw.Run(nil, e.inNames, vals, e.outNames)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	onnxruntime "github.com/yalue/onnxruntime_go"
 	"golang.org/x/sys/unix"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -27,7 +27,7 @@ type WeightInfo struct {
 type weight struct {
 	info  WeightInfo
 	data  []byte
-	value *onnxruntime.CustomDataTensor
+	value *ortshim.Value
 	// private says the session populated its own copy of every page of
 	// data (switch.go); dropping the pages clears it. Under switchMu.
 	private bool
@@ -85,7 +85,7 @@ func loadWeights(m *export.Manifest, wf *weightFile, verify bool) ([]*weight, er
 	ws := make([]*weight, 0, len(m.Tensors))
 	destroy := func() {
 		for _, w := range ws {
-			w.value.Destroy()
+			w.value.Release()
 		}
 	}
 	seen := map[string]bool{}
@@ -106,7 +106,8 @@ func loadWeights(m *export.Manifest, wf *weightFile, verify bool) ([]*weight, er
 			destroy()
 			return nil, fmt.Errorf("ort: weight %s: sha256 of the weight file bytes differs from the manifest", e.Name)
 		}
-		v, err := onnxruntime.NewCustomDataTensor(onnxruntime.NewShape(e.Shape...), data, onnxruntime.TensorElementDataType(e.DType))
+		// The mapping is not Go memory: nothing to pin.
+		v, err := ortshim.NewTensorValue(data, e.DType, e.Shape)
 		if err != nil {
 			destroy()
 			return nil, fmt.Errorf("ort: wrapping weight %s: %w", e.Name, err)

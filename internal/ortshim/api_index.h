@@ -7,6 +7,19 @@
 #define SHIRA_ORTSHIM_API_INDEX_H
 
 #define SHIM_ONNXRUNTIME_GO_VERSION "v1.27.0"
+#define SHIM_IDX_CreateEnv 3
+#define SHIM_IDX_ReleaseEnv 92
+#define SHIM_IDX_CreateSessionOptions 10
+#define SHIM_IDX_ReleaseSessionOptions 100
+#define SHIM_IDX_SetIntraOpNumThreads 24
+#define SHIM_IDX_SetInterOpNumThreads 25
+#define SHIM_IDX_SetSessionGraphOptimizationLevel 23
+#define SHIM_IDX_EnableProfiling 14
+#define SHIM_IDX_AddSessionConfigEntry 130
+#define SHIM_IDX_SessionOptionsAppendExecutionProvider 216
+#define SHIM_IDX_CreateSession 7
+#define SHIM_IDX_CreateSessionFromArray 8
+#define SHIM_IDX_ReleaseSession 95
 #define SHIM_IDX_GetErrorMessage 2
 #define SHIM_IDX_ReleaseStatus 93
 #define SHIM_IDX_GetAllocatorWithDefaultOptions 78
@@ -53,6 +66,11 @@
 #define SHIM_IDX_ReleaseAvailableProviders 126
 #define SHIM_IDX_SessionEndProfiling 110
 #define SHIM_ORT_API_VERSION 24
+#define SHIM_ORT_LOGGING_LEVEL_ERROR 3
+#define SHIM_ORT_DISABLE_ALL 0
+#define SHIM_ORT_ENABLE_BASIC 1
+#define SHIM_ORT_ENABLE_EXTENDED 2
+#define SHIM_ORT_ENABLE_ALL 99
 #define SHIM_OrtArenaAllocator 1
 #define SHIM_OrtMemTypeDefault 0
 #define SHIM_ONNX_TYPE_TENSOR 1

@@ -49,29 +49,37 @@ type IOInfo struct {
 	SymbolicDims []string
 }
 
-// Count returns how many values of the given kind session (an OrtSession*)
-// has.
-func Count(session unsafe.Pointer, kind Kind) (int, error) {
-	if !initialized() {
-		return 0, ErrNotInitialized
+// Count returns how many values of the given kind the session has.
+func (s *Session) Count(kind Kind) (int, error) {
+	p, err := s.ptr()
+	if err != nil {
+		return 0, err
 	}
+	return count(p, kind)
+}
+
+func count(s *C.OrtSession, kind Kind) (int, error) {
 	var n C.size_t
-	if err := statusErr("Session"+kind.String()+"Count", C.shim_session_count((*C.OrtSession)(session), C.int(kind), &n)); err != nil {
+	if err := statusErr("Session"+kind.String()+"Count", C.shim_session_count(s, C.int(kind), &n)); err != nil {
 		return 0, err
 	}
 	return int(n), nil
 }
 
-// Describe lists the values of the given kind of session (an OrtSession*)
-// with their names, element types and shapes.
-func Describe(session unsafe.Pointer, kind Kind) ([]IOInfo, error) {
-	n, err := Count(session, kind)
+// Describe lists the session's values of the given kind with their names,
+// element types and shapes.
+func (s *Session) Describe(kind Kind) ([]IOInfo, error) {
+	p, err := s.ptr()
+	if err != nil {
+		return nil, err
+	}
+	n, err := count(p, kind)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]IOInfo, n)
 	for i := range out {
-		if out[i], err = describe((*C.OrtSession)(session), kind, i); err != nil {
+		if out[i], err = describe(p, kind, i); err != nil {
 			return nil, err
 		}
 	}

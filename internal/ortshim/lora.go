@@ -11,59 +11,57 @@ import (
 	"unsafe"
 )
 
-// CreateLoraAdapter calls OrtApi::CreateLoraAdapter: ORT memory-maps the
-// .onnx_adapter file at path and returns an OrtLoraAdapter* whose
-// parameters stay in host memory. Release it with ReleaseLoraAdapter.
-func CreateLoraAdapter(path string) (unsafe.Pointer, error) {
+// LoraAdapter is an OrtLoraAdapter: the parameters of an .onnx_adapter
+// file, in host memory, that RunOptions.AddActiveLoraAdapter feeds to
+// Runs. It is immutable and may be activated in many Runs at once; Release
+// it when none uses it any more.
+type LoraAdapter struct{ p *C.OrtLoraAdapter }
+
+// NewLoraAdapter calls OrtApi::CreateLoraAdapter: ORT memory-maps the
+// .onnx_adapter file at path.
+func NewLoraAdapter(path string) (*LoraAdapter, error) {
 	if !initialized() {
 		return nil, ErrNotInitialized
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	var a *C.OrtLoraAdapter
-	if err := statusErr("CreateLoraAdapter "+path, C.shim_create_lora_adapter(cpath, &a)); err != nil {
+	a := &LoraAdapter{}
+	if err := statusErr("CreateLoraAdapter "+path, C.shim_create_lora_adapter(cpath, &a.p)); err != nil {
 		return nil, err
 	}
-	return unsafe.Pointer(a), nil
+	return a, nil
 }
 
-// CreateLoraAdapterFromArray calls OrtApi::CreateLoraAdapterFromArray: ORT
-// copies the .onnx_adapter bytes in data. Release the result with
-// ReleaseLoraAdapter.
-func CreateLoraAdapterFromArray(data []byte) (unsafe.Pointer, error) {
+// NewLoraAdapterFromArray calls OrtApi::CreateLoraAdapterFromArray: ORT
+// copies the .onnx_adapter bytes in data.
+func NewLoraAdapterFromArray(data []byte) (*LoraAdapter, error) {
 	if !initialized() {
 		return nil, ErrNotInitialized
 	}
 	if len(data) == 0 {
 		return nil, errors.New("ortshim: CreateLoraAdapterFromArray: empty adapter")
 	}
-	var a *C.OrtLoraAdapter
-	st := C.shim_create_lora_adapter_from_array(unsafe.Pointer(unsafe.SliceData(data)), C.size_t(len(data)), &a)
+	a := &LoraAdapter{}
+	st := C.shim_create_lora_adapter_from_array(unsafe.Pointer(unsafe.SliceData(data)), C.size_t(len(data)), &a.p)
 	if err := statusErr("CreateLoraAdapterFromArray", st); err != nil {
 		return nil, err
 	}
-	return unsafe.Pointer(a), nil
+	return a, nil
 }
 
-// ReleaseLoraAdapter releases an OrtLoraAdapter*; nil is a no-op. No Run
-// that activated it may still be running.
-func ReleaseLoraAdapter(a unsafe.Pointer) {
-	if a != nil && initialized() {
-		C.shim_release_lora_adapter((*C.OrtLoraAdapter)(a))
+// Release releases the adapter; no Run that activated it may still be
+// running. It is a no-op on nil and on a released adapter.
+func (a *LoraAdapter) Release() {
+	if a == nil || a.p == nil {
+		return
 	}
+	C.shim_release_lora_adapter(a.p)
+	a.p = nil
 }
 
-// RunOptionsAddActiveLoraAdapter calls OrtApi::RunOptionsAddActiveLoraAdapter:
-// every Run with runOptions (an OrtRunOptions*) feeds the adapter's
-// parameters (an OrtLoraAdapter*) as inputs of the same names. The adapter
-// must outlive those Runs.
-func RunOptionsAddActiveLoraAdapter(runOptions, adapter unsafe.Pointer) error {
-	if !initialized() {
-		return ErrNotInitialized
+func (a *LoraAdapter) ptr() (*C.OrtLoraAdapter, error) {
+	if a == nil || a.p == nil {
+		return nil, errReleased("LoraAdapter")
 	}
-	if runOptions == nil || adapter == nil {
-		return errors.New("ortshim: RunOptionsAddActiveLoraAdapter: nil run options or adapter")
-	}
-	return statusErr("RunOptionsAddActiveLoraAdapter",
-		C.shim_run_options_add_active_lora_adapter((*C.OrtRunOptions)(runOptions), (*C.OrtLoraAdapter)(adapter)))
+	return a.p, nil
 }

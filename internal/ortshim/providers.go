@@ -7,6 +7,7 @@ package ortshim
 import "C"
 
 import (
+	"errors"
 	"unsafe"
 )
 
@@ -47,30 +48,35 @@ func HasSymbol(name string) bool {
 const NnapiSymbol = "OrtSessionOptionsAppendExecutionProvider_Nnapi"
 
 // AppendNnapi appends the NNAPI execution provider with flags (the
-// NNAPI_FLAG_* bits of nnapi_provider_factory.h) to options (an
-// OrtSessionOptions*), through NnapiSymbol looked up in the loaded library
-// at run time. found is false, and nothing is called, when the library does
-// not export the symbol.
-func AppendNnapi(options unsafe.Pointer, flags uint32) (found bool, err error) {
-	if !initialized() {
-		return false, ErrNotInitialized
+// NNAPI_FLAG_* bits of nnapi_provider_factory.h) to o, through NnapiSymbol
+// looked up in the loaded library at run time: the generic
+// SessionOptionsAppendExecutionProvider does not know NNAPI. found is
+// false, and nothing is called, when the library does not export the
+// symbol.
+func (o *SessionOptions) AppendNnapi(flags uint32) (found bool, err error) {
+	p, err := o.ptr()
+	if err != nil {
+		return false, err
 	}
 	var f C.int
-	st := C.shim_append_nnapi((*C.OrtSessionOptions)(options), C.uint32_t(flags), &f)
-	return f != 0, statusErr("OrtSessionOptionsAppendExecutionProvider_Nnapi", st)
+	st := C.shim_append_nnapi(p, C.uint32_t(flags), &f)
+	return f != 0, statusErr(NnapiSymbol, st)
 }
 
-// EndProfiling calls OrtApi::SessionEndProfiling on session (an
-// OrtSession* created with profiling enabled) and returns the name of the
-// JSON profile file ORT wrote.
-func EndProfiling(session unsafe.Pointer) (string, error) {
-	if !initialized() {
-		return "", ErrNotInitialized
+// CoreMLSymbol is the exported C function of Apple builds of ONNX Runtime
+// that appends the CoreML execution provider with flags.
+const CoreMLSymbol = "OrtSessionOptionsAppendExecutionProvider_CoreML"
+
+// AppendCoreML appends the CoreML execution provider with options as
+// onnxruntime_go's AppendExecutionProviderCoreMLV2 does: an error unless
+// the library exports CoreMLSymbol (Apple builds), else the generic
+// SessionOptionsAppendExecutionProvider under the name "CoreML".
+func (o *SessionOptions) AppendCoreML(options map[string]string) error {
+	if _, err := o.ptr(); err != nil {
+		return err
 	}
-	var out *C.char
-	if err := statusErr("SessionEndProfiling", C.shim_end_profiling((*C.OrtSession)(session), &out)); err != nil {
-		return "", err
+	if !HasSymbol(CoreMLSymbol) {
+		return errors.New("ortshim: the library does not export " + CoreMLSymbol + ": this platform or ONNX Runtime build does not support CoreML")
 	}
-	defer C.shim_free_string(out)
-	return C.GoString(out), nil
+	return o.AppendExecutionProvider("CoreML", options)
 }

@@ -54,14 +54,21 @@ func (n *Names) Free() {
 	n.arr = nil
 }
 
-// Run calls OrtApi::Run on session (an OrtSession*) with runOptions (an
-// OrtRunOptions* or nil), feeding inputs[i] (OrtValue*) as inputNames.At(i).
-// ORT allocates every output; each is copied into a Go-owned tensor.Tensor
-// (any fixed-size element type, float16 and bfloat16 included) and
-// released. Run is safe for concurrent use on one session, as ORT's Run is.
-func Run(session, runOptions unsafe.Pointer, inputNames *Names, inputs []unsafe.Pointer, outputNames *Names) ([]*tensor.Tensor, error) {
-	if !initialized() {
-		return nil, ErrNotInitialized
+// Run calls OrtApi::Run with runOptions (nil for none), feeding inputs[i]
+// as inputNames.At(i). ORT allocates every output; each is copied into a
+// Go-owned tensor.Tensor (any fixed-size element type, float16 and
+// bfloat16 included) and released. Run is safe for concurrent use on one
+// session, as ORT's Run is.
+func (s *Session) Run(runOptions *RunOptions, inputNames *Names, inputs []*Value, outputNames *Names) ([]*tensor.Tensor, error) {
+	sp, err := s.ptr()
+	if err != nil {
+		return nil, err
+	}
+	var ro *C.OrtRunOptions
+	if runOptions != nil {
+		if ro, err = runOptions.ptr(); err != nil {
+			return nil, err
+		}
 	}
 	if len(inputs) != inputNames.Len() {
 		return nil, fmt.Errorf("ortshim: %d input values for %d input names", len(inputs), inputNames.Len())
@@ -69,18 +76,20 @@ func Run(session, runOptions unsafe.Pointer, inputNames *Names, inputs []unsafe.
 	if outputNames.Len() == 0 {
 		return nil, errors.New("ortshim: Run needs at least one output name")
 	}
+	// One array for the inputs' OrtValue* and the outputs ORT allocates.
+	vals := make([]*C.OrtValue, len(inputs)+outputNames.Len())
+	ins, outs := vals[:len(inputs)], vals[len(inputs):]
 	for i, v := range inputs {
-		if v == nil {
-			return nil, fmt.Errorf("ortshim: input %q is a nil OrtValue", inputNames.At(i))
+		if v == nil || v.p == nil {
+			return nil, fmt.Errorf("ortshim: input %q is a nil or released Value", inputNames.At(i))
 		}
+		ins[i] = v.p
 	}
-	outs := make([]*C.OrtValue, outputNames.Len())
 	var in **C.OrtValue
-	if len(inputs) > 0 {
-		in = (**C.OrtValue)(unsafe.Pointer(&inputs[0]))
+	if len(ins) > 0 {
+		in = &ins[0]
 	}
-	st := C.shim_run((*C.OrtSession)(session), (*C.OrtRunOptions)(runOptions),
-		(**C.char)(unsafe.Pointer(inputNames.arr)), in, C.size_t(len(inputs)),
+	st := C.shim_run(sp, ro, (**C.char)(unsafe.Pointer(inputNames.arr)), in, C.size_t(len(ins)),
 		(**C.char)(unsafe.Pointer(outputNames.arr)), C.size_t(len(outs)), &outs[0])
 	defer func() {
 		for _, v := range outs {
@@ -94,7 +103,7 @@ func Run(session, runOptions unsafe.Pointer, inputNames *Names, inputs []unsafe.
 	}
 	res := make([]*tensor.Tensor, len(outs))
 	for i, v := range outs {
-		t, err := Copy(unsafe.Pointer(v))
+		t, err := copyValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("output %q: %w", outputNames.At(i), err)
 		}

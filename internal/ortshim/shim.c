@@ -20,10 +20,17 @@ static OrtMemoryInfo *cpu_info;  // for tensors over caller memory
 static OrtAllocator *default_alloc;
 static const char *version_string;
 static void *lib_handle;  // the dlopen handle of the library (kept open)
+// env is the process's OrtEnv. ORT keeps one reference-counted instance
+// per process: CreateEnv while it exists returns it (ignoring its
+// arguments) and counts a reference, ReleaseEnv drops one. shim_init takes
+// a reference and never drops it, so the env outlives every session the
+// shim creates, whatever the application does with onnxruntime_go.
+static OrtEnv *env;
 
 // FN casts slot `name` of the OrtApi table to the function type `type`.
 #define FN(name, type) ((type)api[SHIM_IDX_##name])
 
+typedef OrtStatus *(*st_create_env)(int, const char *, OrtEnv **);
 typedef OrtStatus *(*st_create_cpu_info)(int, int, OrtMemoryInfo **);
 typedef OrtStatus *(*st_get_alloc)(OrtAllocator **);
 typedef const char *(*st_error_message)(const OrtStatus *);
@@ -98,6 +105,22 @@ char *shim_init(const char *path, uint32_t api_version) {
     api = NULL;
     return e;
   }
+  OrtEnv *e = NULL;
+  st = FN(CreateEnv, st_create_env)(SHIM_ORT_LOGGING_LEVEL_ERROR, "shira-ort", &e);
+  if (st != NULL) {
+    char *msg = fmt_error("CreateEnv", st);
+    FN(ReleaseMemoryInfo, st_release)(info);
+    api = NULL;
+    return msg;
+  }
+  env = e;
+  if (!shim_env_check()) {  // a second CreateEnv must return the same instance
+    FN(ReleaseEnv, st_release)(e);
+    FN(ReleaseMemoryInfo, st_release)(info);
+    env = NULL;
+    api = NULL;
+    return strdup("CreateEnv did not return the process's single environment");
+  }
   cpu_info = info;
   default_alloc = alloc;
   lib_handle = h;
@@ -106,6 +129,86 @@ char *shim_init(const char *path, uint32_t api_version) {
 }
 
 const char *shim_version(void) { return version_string; }
+
+int shim_env_check(void) {
+  OrtEnv *e = NULL;
+  OrtStatus *st = FN(CreateEnv, st_create_env)(SHIM_ORT_LOGGING_LEVEL_ERROR, "shira-ort-check", &e);
+  if (st != NULL) {
+    FN(ReleaseStatus, st_release)(st);
+    return 0;
+  }
+  int same = e == env;
+  FN(ReleaseEnv, st_release)(e);
+  return same;
+}
+
+typedef OrtStatus *(*st_create_so)(OrtSessionOptions **);
+typedef OrtStatus *(*st_so_int)(OrtSessionOptions *, int);
+typedef OrtStatus *(*st_so_str)(OrtSessionOptions *, const char *);
+typedef OrtStatus *(*st_so_kv)(OrtSessionOptions *, const char *, const char *);
+typedef OrtStatus *(*st_append_ep)(OrtSessionOptions *, const char *, const char *const *, const char *const *,
+                                   size_t);
+typedef OrtStatus *(*st_create_session)(const OrtEnv *, const char *, const OrtSessionOptions *, OrtSession **);
+typedef OrtStatus *(*st_create_session_arr)(const OrtEnv *, const void *, size_t, const OrtSessionOptions *,
+                                            OrtSession **);
+
+OrtStatus *shim_create_session_options(OrtSessionOptions **out) {
+  return FN(CreateSessionOptions, st_create_so)(out);
+}
+
+void shim_release_session_options(OrtSessionOptions *o) {
+  if (o != NULL) FN(ReleaseSessionOptions, st_release)(o);
+}
+
+OrtStatus *shim_set_intra_op_threads(OrtSessionOptions *o, int n) { return FN(SetIntraOpNumThreads, st_so_int)(o, n); }
+
+OrtStatus *shim_set_inter_op_threads(OrtSessionOptions *o, int n) { return FN(SetInterOpNumThreads, st_so_int)(o, n); }
+
+OrtStatus *shim_set_graph_optimization_level(OrtSessionOptions *o, int level) {
+  return FN(SetSessionGraphOptimizationLevel, st_so_int)(o, level);
+}
+
+// ORTCHAR_T is char everywhere the shim builds (it uses dlopen).
+OrtStatus *shim_enable_profiling(OrtSessionOptions *o, const char *prefix) {
+  return FN(EnableProfiling, st_so_str)(o, prefix);
+}
+
+OrtStatus *shim_add_session_config_entry(OrtSessionOptions *o, const char *key, const char *value) {
+  return FN(AddSessionConfigEntry, st_so_kv)(o, key, value);
+}
+
+OrtStatus *shim_append_execution_provider(OrtSessionOptions *o, const char *name, const char *const *keys,
+                                          const char *const *values, size_t n) {
+  return FN(SessionOptionsAppendExecutionProvider, st_append_ep)(o, name, keys, values, n);
+}
+
+OrtStatus *shim_create_session(const char *path, const OrtSessionOptions *o, OrtSession **out) {
+  OrtSessionOptions *def = NULL;
+  if (o == NULL) {
+    OrtStatus *st = shim_create_session_options(&def);
+    if (st != NULL) return st;
+    o = def;
+  }
+  OrtStatus *st = FN(CreateSession, st_create_session)(env, path, o, out);
+  shim_release_session_options(def);
+  return st;
+}
+
+OrtStatus *shim_create_session_from_array(const void *data, size_t n, const OrtSessionOptions *o, OrtSession **out) {
+  OrtSessionOptions *def = NULL;
+  if (o == NULL) {
+    OrtStatus *st = shim_create_session_options(&def);
+    if (st != NULL) return st;
+    o = def;
+  }
+  OrtStatus *st = FN(CreateSessionFromArray, st_create_session_arr)(env, data, n, o, out);
+  shim_release_session_options(def);
+  return st;
+}
+
+void shim_release_session(OrtSession *s) {
+  if (s != NULL) FN(ReleaseSession, st_release)(s);
+}
 
 const char *shim_status_message(OrtStatus *st) { return FN(GetErrorMessage, st_error_message)(st); }
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 typedef struct OrtStatus OrtStatus;
+typedef struct OrtEnv OrtEnv;
 typedef struct OrtSession OrtSession;
 typedef struct OrtSessionOptions OrtSessionOptions;
 typedef struct OrtRunOptions OrtRunOptions;
@@ -23,14 +24,38 @@ typedef struct OrtLoraAdapter OrtLoraAdapter;
 enum { SHIM_INPUT = 0, SHIM_OUTPUT = 1, SHIM_OVERRIDABLE = 2 };
 
 // shim_init finds the already loaded library at path (RTLD_NOLOAD), asks it
-// for API version api_version and creates the shim's CPU memory info.
-// Returns NULL or a static/strdup'ed message the caller frees with free().
+// for API version api_version, creates the shim's CPU memory info and takes
+// a reference to the process's OrtEnv (CreateEnv returns the existing
+// singleton and counts a reference; a second CreateEnv must return the same
+// pointer), held until the process exits.
+// Returns NULL or a strdup'ed message the caller frees with free().
 char *shim_init(const char *path, uint32_t api_version);
 const char *shim_version(void);
+// shim_env_check calls CreateEnv once more and releases that reference:
+// 1 when it returned the env shim_init holds (ORT's singleton), else 0.
+int shim_env_check(void);
 
 const char *shim_status_message(OrtStatus *st);
 void shim_release_status(OrtStatus *st);
 void shim_free_string(char *s);
+
+OrtStatus *shim_create_session_options(OrtSessionOptions **out);
+void shim_release_session_options(OrtSessionOptions *o);
+OrtStatus *shim_set_intra_op_threads(OrtSessionOptions *o, int n);
+OrtStatus *shim_set_inter_op_threads(OrtSessionOptions *o, int n);
+OrtStatus *shim_set_graph_optimization_level(OrtSessionOptions *o, int level);
+OrtStatus *shim_enable_profiling(OrtSessionOptions *o, const char *prefix);
+OrtStatus *shim_add_session_config_entry(OrtSessionOptions *o, const char *key, const char *value);
+// shim_append_execution_provider is OrtApi::SessionOptionsAppendExecutionProvider
+// (provider name as ORT registers it: "XNNPACK", "QNN", "CoreML", ...).
+OrtStatus *shim_append_execution_provider(OrtSessionOptions *o, const char *name, const char *const *keys,
+                                          const char *const *values, size_t n);
+
+// Sessions, created in the env shim_init holds. o may be NULL (default
+// options, made and released here).
+OrtStatus *shim_create_session(const char *path, const OrtSessionOptions *o, OrtSession **out);
+OrtStatus *shim_create_session_from_array(const void *data, size_t n, const OrtSessionOptions *o, OrtSession **out);
+void shim_release_session(OrtSession *s);
 
 OrtStatus *shim_add_initializer(OrtSessionOptions *o, const char *name, const OrtValue *v);
 // shim_add_external_initializers replaces the n external-data initializers

@@ -108,8 +108,17 @@ def build(graph_fn, out_dir, plain_path):
     with open(os.path.join(out_dir, "model.weights"), "wb") as f:
         f.write(blob)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump({"weights_file": "model.weights", "tensors": entries}, f, indent=2)
+        json.dump({"format": "shira-ort/export/v1", "model": "model.onnx", "weights_file": "model.weights",
+                   "fingerprint": fingerprint(entries), "ir_version": 8, "alignment": ALIGN, "tensors": entries},
+                  f, indent=2)
         f.write("\n")
+
+
+def fingerprint(entries):
+    """export.Fingerprint: sha256 over the sorted "name|dtype|d0,d1|sha256" lines."""
+    lines = sorted("%s|%s|%s|%s\n" % (e["name"], e["dtype"], ",".join(str(d) for d in e["shape"]), e["sha256"])
+                   for e in entries)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def save(g, path):

@@ -23,6 +23,19 @@ const module = "github.com/yalue/onnxruntime_go"
 // functions are the OrtApi members the shim calls, in the order they are
 // written to api_index.h.
 var functions = []string{
+	"CreateEnv",
+	"ReleaseEnv",
+	"CreateSessionOptions",
+	"ReleaseSessionOptions",
+	"SetIntraOpNumThreads",
+	"SetInterOpNumThreads",
+	"SetSessionGraphOptimizationLevel",
+	"EnableProfiling",
+	"AddSessionConfigEntry",
+	"SessionOptionsAppendExecutionProvider",
+	"CreateSession",
+	"CreateSessionFromArray",
+	"ReleaseSession",
 	"GetErrorMessage",
 	"ReleaseStatus",
 	"GetAllocatorWithDefaultOptions",
@@ -73,6 +86,11 @@ var functions = []string{
 // enums are C constants whose values the shim needs.
 var enums = []string{
 	"ORT_API_VERSION",
+	"ORT_LOGGING_LEVEL_ERROR",
+	"ORT_DISABLE_ALL",
+	"ORT_ENABLE_BASIC",
+	"ORT_ENABLE_EXTENDED",
+	"ORT_ENABLE_ALL",
 	"OrtArenaAllocator",
 	"OrtMemTypeDefault",
 	"ONNX_TYPE_TENSOR",
