@@ -3,8 +3,6 @@ package lora
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
@@ -23,19 +21,9 @@ type Engine struct {
 // NewEngine builds the product graphs and opens them in CPU sessions with
 // opts (nil: ORT defaults). ort.Init must succeed.
 func NewEngine(opts *ort.Options) (*Engine, error) {
-	tmp, err := os.MkdirTemp("", "shira-ort-lora-*")
-	if err != nil {
-		return nil, fmt.Errorf("lora: %w", err)
-	}
-	defer os.RemoveAll(tmp)
 	e := &Engine{}
 	for _, layout := range []peft.Layout{peft.OutIn, peft.InOut} {
-		p := filepath.Join(tmp, fmt.Sprintf("product-%d.onnx", layout))
-		if err := productGraph(layout == peft.InOut).WriteFile(p); err != nil {
-			e.Close()
-			return nil, fmt.Errorf("lora: %w", err)
-		}
-		s, err := ort.OpenModel(context.Background(), p, opts)
+		s, err := ort.OpenModelData(context.Background(), productGraph(layout == peft.InOut).Bytes(), opts)
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("lora: product session: %w", err)

@@ -109,7 +109,7 @@ func (s *Session) bakedPrepare(so *ortshim.SessionOptions) error {
 	}
 	if s.modelDir != "" {
 		// External tensors not in the weight file are resolved here.
-		if err := so.AddConfigEntry("session.model_external_initializers_file_folder_path", s.modelDir); err != nil {
+		if err := so.AddConfigEntry(externalFolderKey, s.modelDir); err != nil {
 			return fmt.Errorf("ort: %w", err)
 		}
 	}

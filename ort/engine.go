@@ -115,7 +115,7 @@ func (s *Session) acquire() (*engine, func(), error) {
 
 // newLiveEngine creates the session that reads the exposed weights in
 // place (overridable initializers, AddInitializer or fed each Run).
-func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error) {
+func (s *Session) newLiveEngine(src modelSource, opts *Options) (*engine, error) {
 	prepare := func(so *ortshim.SessionOptions) error {
 		if s.binding != AddInitializer {
 			return nil
@@ -127,12 +127,9 @@ func (s *Session) newLiveEngine(modelPath string, opts *Options) (*engine, error
 		}
 		return nil
 	}
-	create := func(so *ortshim.SessionOptions) (*ortshim.Session, error) {
-		return ortshim.NewSession(modelPath, so)
-	}
-	sess, st, err := newORTSession(opts, s.disabledOptimizers(), prepare, create)
+	sess, st, err := newORTSession(opts, s.disabledOptimizers(), prepare, src.create)
 	if err != nil {
-		return nil, fmt.Errorf("ort: creating session for %s: %w", modelPath, err)
+		return nil, fmt.Errorf("ort: creating session for %s: %w", src.name, err)
 	}
 	e := newEngine(sess, len(s.weights) > 0)
 	e.providers = st

@@ -80,8 +80,42 @@ type Session struct {
 // the original one as a baseline). It has no exposed weights, so the
 // adapter methods return ErrNoWeights and Options.Mode is ignored.
 func OpenModel(ctx context.Context, path string, opts *Options) (*Session, error) {
-	return open(ctx, path, nil, opts)
+	return open(ctx, modelSource{path: path, name: path}, nil, opts)
 }
+
+// OpenModelData is OpenModel for a model held in memory (the bytes of an
+// .onnx file; ORT copies what it needs, data may be reused afterwards).
+// External data, if the model has any, is read relative to the working
+// directory.
+func OpenModelData(ctx context.Context, data []byte, opts *Options) (*Session, error) {
+	return open(ctx, modelSource{data: data, name: "(model in memory)"}, nil, opts)
+}
+
+// modelSource is where an ORT session's model comes from: a file, or
+// bytes (with dir the folder external data is relative to). name is for
+// messages.
+type modelSource struct {
+	path, name string
+	data       []byte
+	dir        string
+}
+
+// create creates an ORT session on the model with so.
+func (src modelSource) create(so *ortshim.SessionOptions) (*ortshim.Session, error) {
+	if src.data == nil {
+		return ortshim.NewSession(src.path, so)
+	}
+	if src.dir != "" {
+		if err := so.AddConfigEntry(externalFolderKey, src.dir); err != nil {
+			return nil, err
+		}
+	}
+	return ortshim.NewSessionFromBytes(src.data, so)
+}
+
+// externalFolderKey is ORT's session configuration key for the folder that
+// external data of a model created from bytes is relative to.
+const externalFolderKey = "session.model_external_initializers_file_folder_path"
 
 // Open opens the exported model directory dir (written by export.Expose)
 // and creates a session over it: Open is export.Open followed by
@@ -108,10 +142,11 @@ func OpenExported(ctx context.Context, m *export.Model, opts *Options) (*Session
 	if m == nil {
 		return nil, errors.New("ort: OpenExported: nil export.Model")
 	}
-	return open(ctx, filepath.Join(m.Dir(), m.Manifest().Model), m, opts)
+	src := modelSource{data: m.Graph(), dir: m.Dir(), name: filepath.Join(m.Dir(), m.Manifest().Model)}
+	return open(ctx, src, m, opts)
 }
 
-func open(ctx context.Context, modelPath string, m *export.Model, opts *Options) (_ *Session, err error) {
+func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) (_ *Session, err error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -152,10 +187,10 @@ func open(ctx context.Context, modelPath string, m *export.Model, opts *Options)
 	}
 
 	if s.mode != ModeBaked {
-		if s.liveEng, err = s.newLiveEngine(modelPath, opts); err != nil {
+		if s.liveEng, err = s.newLiveEngine(src, opts); err != nil {
 			return nil, err
 		}
-		if err := s.describe(s.liveEng.raw, modelPath, true); err != nil {
+		if err := s.describe(s.liveEng.raw, src.name, true); err != nil {
 			return nil, err
 		}
 		s.liveEng.setNames(s)
@@ -171,7 +206,7 @@ func open(ctx context.Context, modelPath string, m *export.Model, opts *Options)
 		if s.bakedSrc, err = newBakedSource(m, s); err != nil {
 			return nil, err
 		}
-		e, err := s.buildBaked0(modelPath)
+		e, err := s.buildBaked0(src.name)
 		if err != nil {
 			return nil, err
 		}
