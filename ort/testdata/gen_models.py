@@ -4,7 +4,6 @@
 Run from the repository root with Debian's python3-onnx (onnx 1.12):
 
     /usr/bin/python3 ort/testdata/gen_models.py            # rewrite ort/testdata/*
-    /usr/bin/python3 ort/testdata/gen_models.py --bench DIR --dim 1024 --layers 4
 
 Each exported model is a directory in the layout export.Expose writes:
 model.onnx (every exposed weight is an initializer AND a graph input, its data
@@ -26,7 +25,6 @@ Models (deterministic, seeded):
          exposed: Wh (float16), Wb (bfloat16)
   ids    ids i64[n] -> Gather E f32[10,8] -> MatMul W f32[8,4] -> Y f32[n,4];  next = ids + 1 (int64)
          exposed: E, W
-  bench  X f32[batch,D] -> L x (MatMul W_i f32[D,D]) -> Y   (only with --bench)
 """
 import argparse
 import hashlib
@@ -179,31 +177,8 @@ def ids():
     return nodes, ins, outs, [one], [("E", TensorProto.FLOAT, e), ("W", TensorProto.FLOAT, w)]
 
 
-def bench(dim, layers):
-    def fn():
-        r = np.random.RandomState(4)
-        nodes, weights, prev = [], [], "X"
-        for i in range(layers):
-            w = (r.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32)
-            out = "Y" if i == layers - 1 else "h%d" % i
-            nodes.append(helper.make_node("MatMul", [prev, "W%d" % i], [out], name="mm%d" % i))
-            weights.append(("W%d" % i, TensorProto.FLOAT, w))
-            prev = out
-        ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", dim])]
-        outs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", dim])]
-        return nodes, ins, outs, [], weights
-    return fn
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bench", help="write only the benchmark model into this directory")
-    ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=4)
-    a = ap.parse_args()
-    if a.bench:
-        build(bench(a.dim, a.layers), os.path.join(a.bench, "exposed"), os.path.join(a.bench, "plain.onnx"))
-        return
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     for name, fn in (("mlp", mlp), ("half", half), ("ids", ids)):
         build(fn, os.path.join(here, name), os.path.join(here, name + "_plain.onnx"))
