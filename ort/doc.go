@@ -42,7 +42,7 @@
 //
 // # Execution providers
 //
-// Options.Providers (and ExecutionProviders) select execution providers in
+// Options.Providers select execution providers in
 // priority order: cpu, xnnpack, qnn, nnapi (appended through the shim's
 // dlsym of OrtSessionOptionsAppendExecutionProvider_Nnapi) and coreml. A
 // provider the loaded build lacks fails Open with a

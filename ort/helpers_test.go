@@ -123,3 +123,12 @@ func weightBytes(tb testing.TB, s *Session, name string) []byte {
 // liveWeight returns the session's own weight memory (what a live engine
 // reads), for tests that write into it directly.
 func liveWeight(s *Session, name string) []byte { return s.byName[name].data }
+
+// providers returns Providers without options, by name.
+func providers(names ...string) []Provider {
+	out := make([]Provider, len(names))
+	for i, n := range names {
+		out[i] = Provider{Name: n}
+	}
+	return out
+}

@@ -216,7 +216,7 @@ func TestInitIdempotentConcurrent(t *testing.T) {
 }
 
 func TestUnsupportedProvider(t *testing.T) {
-	_, err := OpenModel(context.Background(), testdata("mlp_plain.onnx"), &Options{ExecutionProviders: []string{"cpu", "CUDAExecutionProvider"}})
+	_, err := OpenModel(context.Background(), testdata("mlp_plain.onnx"), &Options{Providers: providers("cpu", "CUDAExecutionProvider")})
 	if err == nil {
 		t.Fatal("CUDA accepted")
 	}
@@ -230,7 +230,7 @@ func TestUnsupportedProvider(t *testing.T) {
 func TestCPUProviderSpellings(t *testing.T) {
 	requireORT(t)
 	for _, p := range []string{"cpu", "CPU", "CPUExecutionProvider"} {
-		s := mustOpenModel(t, testdata("mlp_plain.onnx"), &Options{ExecutionProviders: []string{p}})
+		s := mustOpenModel(t, testdata("mlp_plain.onnx"), &Options{Providers: providers(p)})
 		s.Close()
 	}
 }

@@ -89,16 +89,12 @@ type Options struct {
 	IntraOpThreads, InterOpThreads int
 	// OptimizationLevel is the graph optimization level (default all).
 	OptimizationLevel OptimizationLevel
-	// ExecutionProviders lists execution providers by name, without
-	// options, in priority order: "cpu", "xnnpack", "qnn", "nnapi",
-	// "coreml" (any case; ORT's names such as "QNNExecutionProvider" are
-	// accepted too). ORT assigns each node to the first provider that
-	// takes it; CPU always comes last and takes the rest. See Providers
-	// for options, and docs/providers.md for what patching means per
-	// provider.
-	ExecutionProviders []string
-	// Providers lists execution providers with options, in priority
-	// order, after ExecutionProviders (see Provider and ParseProvider).
+	// Providers lists execution providers, with their options, in
+	// priority order: "cpu", "xnnpack", "qnn", "nnapi", "coreml" (any case;
+	// ORT's names such as "QNNExecutionProvider" are accepted too). ORT
+	// assigns each node to the first provider that takes it; CPU always
+	// comes last and takes the rest. See Provider and ParseProvider, and
+	// docs/providers.md for what patching means per provider.
 	Providers []Provider
 	// ProviderFallback makes a provider that the loaded ORT build lacks,
 	// or that fails at session creation, fall back to CPU instead of

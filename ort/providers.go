@@ -25,20 +25,17 @@ const (
 // Options by provider (values are strings, as ORT takes them):
 //   - cpu: none.
 //   - xnnpack: "intra_op_num_threads" (XNNPACK's own thread pool size).
-//   - qnn: ORT's QNN provider options, e.g. "backend_path"
-//     ("libQnnHtp.so" for the NPU, "libQnnCpu.so", "libQnnGpu.so") or
-//     "backend_type" ("htp", "cpu", "gpu"; not both), "htp_performance_mode"
-//     (burst, balanced, default, high_performance, high_power_saver,
-//     low_balanced, extreme_power_saver, low_power_saver, power_saver,
-//     sustained_high_performance), "soc_model", "htp_arch",
-//     "enable_htp_fp16_precision", "profiling_level". Passed through.
+//   - qnn: ORT's QNN provider options, passed through, e.g.
+//     "backend_path" ("libQnnHtp.so" for the NPU) or "backend_type",
+//     "htp_performance_mode"; ONNX Runtime's QNN execution provider
+//     documentation lists them all.
 //   - nnapi: flags as booleans ("1"/"true"/"0"/"false"): "fp16"
 //     (NNAPI_FLAG_USE_FP16: fp16 relaxation), "nchw" (NNAPI_FLAG_USE_NCHW),
 //     "cpu_disabled" (NNAPI_FLAG_CPU_DISABLED: no nnapi-reference CPU
 //     device), "cpu_only" (NNAPI_FLAG_CPU_ONLY).
-//   - coreml: ORT's CoreML options, e.g. "ModelFormat" (MLProgram,
-//     NeuralNetwork), "MLComputeUnits" (CPUOnly, CPUAndGPU,
-//     CPUAndNeuralEngine, ALL). Passed through.
+//   - coreml: ORT's CoreML options, passed through, e.g. "ModelFormat",
+//     "MLComputeUnits" (see ONNX Runtime's CoreML execution provider
+//     documentation).
 type Provider struct {
 	Name    string
 	Options map[string]string
@@ -234,11 +231,7 @@ func (p Provider) resolve() (*providerDef, error) {
 // providerList returns the requested providers in priority order with
 // canonical names, checked.
 func (o *Options) providerList() ([]Provider, error) {
-	var all []Provider
-	for _, n := range o.ExecutionProviders {
-		all = append(all, Provider{Name: n})
-	}
-	all = append(all, o.Providers...)
+	all := o.Providers
 	out := make([]Provider, 0, len(all))
 	seen := map[string]bool{}
 	for _, p := range all {

@@ -39,7 +39,7 @@ func TestParseProvider(t *testing.T) {
 			t.Errorf("ParseProvider(%q) accepted", in)
 		}
 	}
-	if _, err := OpenModel(context.Background(), testdata("mlp_plain.onnx"), &Options{ExecutionProviders: []string{"cpu", "xnnpack"}}); err == nil || !strings.Contains(err.Error(), "must come last") {
+	if _, err := OpenModel(context.Background(), testdata("mlp_plain.onnx"), &Options{Providers: providers("cpu", "xnnpack")}); err == nil || !strings.Contains(err.Error(), "must come last") {
 		t.Errorf("cpu before xnnpack: %v", err)
 	}
 }
@@ -80,7 +80,7 @@ func TestProviderCPU(t *testing.T) {
 func TestAbsentProviderErrors(t *testing.T) {
 	requireORT(t)
 	for _, name := range absentProviders(t) {
-		_, err := Open(context.Background(), testdata("mlp"), &Options{Mode: ModeLive, ExecutionProviders: []string{name}})
+		_, err := Open(context.Background(), testdata("mlp"), &Options{Mode: ModeLive, Providers: providers(name)})
 		if err == nil {
 			t.Errorf("%s: Open succeeded on a build without it", name)
 			continue
