@@ -4,9 +4,22 @@
 // into the weight buffers ORT reads.
 //
 // Open loads a directory written by export.Expose (model.onnx,
-// model.weights, manifest.json). The exposed weights live in a private
-// copy-on-write memory map of model.weights owned by the Session: untouched
-// pages cost no heap, and nothing is written back to the file.
+// model.weights, manifest.json; OpenExported takes an export.Model opened
+// once). The exposed weights live in a private copy-on-write memory map of
+// model.weights owned by the Session: untouched pages cost no heap, and
+// nothing is written back to the file. Init finds the ONNX Runtime library
+// (WithLibraryPath, ONNXRUNTIME_SHARED_LIBRARY_PATH, or the cache that
+// `shira-ort setup` and package ort/install fill).
+//
+// Every call that can block takes a context.Context: cancelling a Run
+// terminates it inside ORT; Open and the switches (Set, Apply, Revert)
+// check it between their steps.
+//
+// Process-wide effects: ONNX Runtime is loaded once per process. Opening a
+// baked or hybrid session fixes glibc's mmap threshold once per process
+// (so released sessions give their weights back to the operating system;
+// Options.KeepMallocSettings opts out), and releasing an ORT session
+// returns free heap pages to the operating system (malloc_trim).
 //
 // # Modes
 //
