@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -84,5 +85,19 @@ func TestOrtDoesNotLinkDownloader(t *testing.T) {
 		if p == "net/http" || p == "github.com/shira-ort/shira-ort/ort/install" {
 			t.Errorf("./ort depends on %s; keep the downloader (ort/install) out of ort", p)
 		}
+	}
+}
+
+// pureGo lists the library packages that must build without cgo (for
+// embedders who cannot use a C compiler); ort and lora need cgo.
+var pureGo = []string{"./tensor", "./adapter", "./patch", "./export", "./peft", "./ort/install"}
+
+// TestPureGoPackages builds pureGo with CGO_ENABLED=0.
+func TestPureGoPackages(t *testing.T) {
+	cmd := exec.Command("go", append([]string{"build", "-o", os.DevNull}, pureGo...)...)
+	cmd.Dir = repoPath()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build %v: %v\n%s", pureGo, err, out)
 	}
 }
