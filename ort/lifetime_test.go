@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,4 +301,23 @@ func failBakedBuildOnce(t *testing.T, fn func() error) {
 	old := failBakedBuild
 	failBakedBuild = fn
 	t.Cleanup(func() { failBakedBuild = old })
+}
+
+// TestFingerprintMismatch: an adapter made for another model is refused
+// with an error naming the way around it, and SkipFingerprintCheck
+// applies it.
+func TestFingerprintMismatch(t *testing.T) {
+	requireORT(t)
+	dir, m := optModelDir(t)
+	a := randomAdapter(t, m, 0.05, 1)
+	a.ModelFingerprint = strings.Repeat("ab", 32)
+	s := mustOpen(t, dir, &Options{Mode: ModeLive})
+	err := s.Set(context.Background(), patch.Default(a))
+	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), "SkipFingerprintCheck") {
+		t.Fatalf("Set(adapter for another model) = %v, want ErrFingerprint naming SkipFingerprintCheck", err)
+	}
+	forced := mustOpen(t, dir, &Options{Mode: ModeLive, SkipFingerprintCheck: true})
+	if err := forced.Set(context.Background(), patch.Default(a)); err != nil {
+		t.Fatalf("Set with SkipFingerprintCheck: %v", err)
+	}
 }

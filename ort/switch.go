@@ -2,6 +2,7 @@ package ort
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -89,6 +90,9 @@ func (s *Session) switchTo(ctx context.Context, next func(active []patch.Config)
 	}
 	if err != nil {
 		releaseConfigs(cfgs)
+		if errors.Is(err, patch.ErrFingerprint) {
+			err = fmt.Errorf("%w (Options.SkipFingerprintCheck applies such adapters anyway when names, dtypes and shapes fit)", err)
+		}
 		return err
 	}
 	releaseConfigs(s.active)
