@@ -80,7 +80,7 @@ func (b *bakedSource) free() {
 // creates anything: fault injection for the baked and hybrid switch paths.
 var failBakedBuild func() error
 
-// build creates a baked engine from the current bytes of the mapping.
+// buildBaked creates a baked engine from the current bytes of the mapping.
 func (s *Session) buildBaked() (*engine, error) {
 	if failBakedBuild != nil {
 		if err := failBakedBuild(); err != nil {

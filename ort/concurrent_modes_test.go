@@ -52,7 +52,7 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 			if testing.Short() {
 				nSwitches = 15
 			}
-			if os.Getenv("SHIRA_STRESS") != "" { // issue 8's full run: 8 goroutines × 1 000 switches
+			if os.Getenv("SHIRA_STRESS") != "" { // the full stress run: 8 goroutines × 1 000 switches
 				nSwitches, workers = 1000, 8
 			}
 			var stop atomic.Bool

@@ -190,7 +190,7 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		if s.liveEng, err = s.newLiveEngine(src, opts); err != nil {
 			return nil, err
 		}
-		if err := s.describe(s.liveEng.raw, src.name, true); err != nil {
+		if err := s.loadIO(s.liveEng.raw, src.name, true); err != nil {
 			return nil, err
 		}
 		s.liveEng.setNames(s)
@@ -206,7 +206,7 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		if s.bakedSrc, err = newBakedSource(m, s); err != nil {
 			return nil, err
 		}
-		e, err := s.buildBaked0(src.name)
+		e, err := s.buildFirstBaked(src.name)
 		if err != nil {
 			return nil, err
 		}
@@ -229,9 +229,9 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 	return s, nil
 }
 
-// buildBaked0 builds the first baked engine; in baked mode it also
-// describes the model from it.
-func (s *Session) buildBaked0(modelPath string) (*engine, error) {
+// buildFirstBaked builds the first baked engine; in baked mode it also
+// reads the model's inputs and outputs from it (loadIO).
+func (s *Session) buildFirstBaked(modelPath string) (*engine, error) {
 	if s.inputs == nil && s.outputs == nil {
 		sess, st, err := newORTSession(&s.opts, nil, s.bakedPrepare, s.bakedCreate)
 		if err != nil {
@@ -239,7 +239,7 @@ func (s *Session) buildBaked0(modelPath string) (*engine, error) {
 		}
 		e := newEngine(sess, false)
 		e.providers = st
-		if err := s.describe(e.raw, modelPath, false); err != nil {
+		if err := s.loadIO(e.raw, modelPath, false); err != nil {
 			e.release()
 			return nil, err
 		}
@@ -267,9 +267,9 @@ func (s *Session) disabledOptimizers() []string {
 	return nil
 }
 
-// describe reads the session's inputs, outputs and overridable
+// loadIO reads the session's inputs, outputs and overridable
 // initializers and checks every exposed weight is one of the latter.
-func (s *Session) describe(raw *ortshim.Session, modelPath string, overridable bool) error {
+func (s *Session) loadIO(raw *ortshim.Session, modelPath string, overridable bool) error {
 	ins, err := raw.Describe(ortshim.Inputs)
 	if err != nil {
 		return fmt.Errorf("ort: %w", err)

@@ -11,7 +11,7 @@ import (
 	"github.com/shira-ort/shira-ort/ort"
 )
 
-// TestOrtAdapterEqualsLivePatch is issue 4's check of export-ort-adapter's
+// TestOrtAdapterEqualsLivePatch checks export-ort-adapter's
 // output: the exposed weights with adapters applied, written as an ONNX
 // Runtime .onnx_adapter file, are accepted by ORT's LoRA API, and a live
 // session running with that adapter active (no SHiRA patch) computes,
