@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
+	"path/filepath"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/lora"
@@ -11,10 +13,21 @@ import (
 	"github.com/shira-ort/shira-ort/peft"
 )
 
-// Fuse a PEFT LoRA into the exposed weights; ORT computes scale·B·A.
+// Fuse a PEFT LoRA checkpoint into the exposed weights of a model
+// exported with export.Expose (here the fixtures in models/peft); ORT
+// computes scale·B·A.
 func ExampleFuse() {
 	ctx := context.Background()
-	m, err := export.Open("exported-model")
+	tmp, err := os.MkdirTemp("", "lora-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	exported := filepath.Join(tmp, "exported")
+	if _, err := export.Expose(ctx, "../models/peft/base.onnx", exported, export.Options{}); err != nil {
+		log.Fatal(err)
+	}
+	m, err := export.Open(exported)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -23,7 +36,7 @@ func ExampleFuse() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ck, err := peft.Open("peft-lora-adapter")
+	ck, err := peft.Open("../models/peft/lora")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,8 +60,10 @@ func ExampleFuse() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("fused", st.Tensors, "tensors in", st.Product+st.Add)
-	if err := m.WriteStandalone(ctx, weights, "fused.onnx"); err != nil {
+	fmt.Println("fused", st.Tensors, "modules,", st.Elements, "weight entries")
+	if err := m.WriteStandalone(ctx, weights, filepath.Join(tmp, "fused.onnx")); err != nil {
 		log.Fatal(err)
 	}
+	// Output:
+	// fused 5 modules, 1184 weight entries
 }

@@ -26,7 +26,7 @@ func ExampleOpen() {
 	defer s.Close()
 
 	for _, in := range s.Inputs() {
-		fmt.Println("input", in.Name, in.DType, in.Shape, in.SymbolicDims)
+		fmt.Println("input", in.Name, in.DType, in.Shape, "batch dimension:", in.SymbolicDims[0])
 	}
 	x, err := tensor.FromFloat32([]int64{1, 8}, []float32{1, 0, 0, 0, 0, 0, 0, 0})
 	if err != nil {
@@ -37,6 +37,9 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	fmt.Println("Y", out["Y"].DType, out["Y"].Shape)
+	// Output:
+	// input X float32 [-1 8] batch dimension: batch
+	// Y float32 [1 4]
 }
 
 // Choose how a switch reaches ORT. ModeHybrid (the default) applies the
