@@ -91,6 +91,20 @@ func (c *Checkpoint) key(module, suffix string) (string, safetensors.TensorView,
 	return keyPrefix + module + "." + suffix, safetensors.TensorView{}, false
 }
 
+// requireKeys returns the keys and views of module's tensors with the two
+// suffixes, or an error naming the first one missing.
+func (c *Checkpoint) requireKeys(module, s1, s2 string) (k1 string, v1 safetensors.TensorView, k2 string, v2 safetensors.TensorView, err error) {
+	k1, v1, ok := c.key(module, s1)
+	if !ok {
+		return "", v1, "", v2, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, module, k1)
+	}
+	k2, v2, ok = c.key(module, s2)
+	if !ok {
+		return "", v1, "", v2, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, module, k2)
+	}
+	return k1, v1, k2, v2, nil
+}
+
 // floats decodes a float tensor (F32, F16, BF16, F64) into float32,
 // rejecting NaN and infinities.
 func floats(key string, v safetensors.TensorView) ([]float32, error) {
@@ -193,13 +207,9 @@ func (c *Checkpoint) Shira() ([]ShiraModule, error) {
 	}
 	out := make([]ShiraModule, 0, len(mods))
 	for _, m := range mods {
-		wk, wv, ok := c.key(m, "shira_weight")
-		if !ok {
-			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, wk)
-		}
-		ik, iv, ok := c.key(m, "shira_indices")
-		if !ok {
-			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, ik)
+		wk, wv, ik, iv, err := c.requireKeys(m, "shira_weight", "shira_indices")
+		if err != nil {
+			return nil, err
 		}
 		if s := wv.Shape(); len(s) != 1 {
 			return nil, fmt.Errorf("%w: %s: shape %v, want [nnz]", ErrCheckpoint, wk, s)
@@ -240,21 +250,17 @@ func (c *Checkpoint) Lora() ([]LoraModule, error) {
 		return nil, fmt.Errorf("%w: %s: peft_type %q, want LORA", ErrCheckpoint, c.Dir, c.Config.PeftType)
 	}
 	mods, other := c.modules("lora_A.weight", "lora_B.weight")
-	for _, k := range other {
-		return nil, fmt.Errorf("%w: %s: unsupported tensor %s (only nn.Linear LoRA without DoRA or lora_bias is supported)", ErrCheckpoint, c.Dir, k)
+	if len(other) > 0 {
+		return nil, fmt.Errorf("%w: %s: unsupported tensor %s (only nn.Linear LoRA without DoRA or lora_bias is supported)", ErrCheckpoint, c.Dir, other[0])
 	}
 	if len(mods) == 0 {
 		return nil, fmt.Errorf("%w: %s: no *.lora_A.weight / *.lora_B.weight tensors", ErrCheckpoint, c.Dir)
 	}
 	out := make([]LoraModule, 0, len(mods))
 	for _, m := range mods {
-		ak, av, ok := c.key(m, "lora_A.weight")
-		if !ok {
-			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, ak)
-		}
-		bk, bv, ok := c.key(m, "lora_B.weight")
-		if !ok {
-			return nil, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, m, bk)
+		ak, av, bk, bv, err := c.requireKeys(m, "lora_A.weight", "lora_B.weight")
+		if err != nil {
+			return nil, err
 		}
 		as, bs := av.Shape(), bv.Shape()
 		// no zero dimension: then every dimension is bounded by the data
