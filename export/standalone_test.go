@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -146,9 +147,7 @@ func TestWriteStandaloneExternalFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := maxProto
-	maxProto = 100 // pretend the 2 GB limit is 100 bytes
-	defer func() { maxProto = old }()
+	testutil.Replace(t, &maxProto, 100) // pretend the 2 GB limit is 100 bytes
 	dir := t.TempDir()
 	path := filepath.Join(dir, "big.onnx")
 	x := standaloneCheck(t, out, man, map[string][]byte{"K": seq(18, 50)}, path)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -206,7 +207,7 @@ func medianOf(x []float64) float64 {
 func BenchmarkSwitchPasses(b *testing.B) { runSwitchCases(b, benchSwitchPasses) }
 
 func benchSwitchPasses(b *testing.B, dt tensor.DType, d int, dens float64, workers int) {
-	defer func(o bool) { onePass = o }(onePass)
+	testutil.Replace(b, &onePass, onePass) // toggled per op below
 	ws := benchWeights(dt, 1, []int64{int64(d), int64(d)})
 	cfgs := [2]Config{{benchAdapter(ws, dt, adapter.Overwrite, dens, 1), 1}, {benchAdapter(ws, dt, adapter.Overwrite, dens, 2), 1}}
 	p, err := New(ws, WithWorkers(workers))
