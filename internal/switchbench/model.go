@@ -131,12 +131,12 @@ func toDType(b []byte, dt tensor.DType) []byte {
 	f := tensor.Float32s(b)
 	out := alignedBytes(len(f) * 2)
 	h := tensor.Uint16s(out)
+	if dt == tensor.Float16 {
+		tensor.Float32sToFloat16(h, f)
+		return out
+	}
 	for i, v := range f {
-		if dt == tensor.Float16 {
-			h[i] = tensor.Float32ToFloat16(v)
-		} else {
-			h[i] = tensor.Float32ToBFloat16(v)
-		}
+		h[i] = tensor.Float32ToBFloat16(v)
 	}
 	return out
 }
