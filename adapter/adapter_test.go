@@ -136,11 +136,17 @@ func TestWriteOpen(t *testing.T) {
 	if err := Write(p, a); err != nil {
 		t.Fatal(err)
 	}
+	// what a writer killed midway leaves (internal/atomicfile's temporary
+	// name, a process id that cannot exist): the next Write removes it
+	stale := filepath.Join(dir, ".a.shira.tmp-999999999-1")
+	if err := os.WriteFile(stale, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := Write(p, a); err != nil { // overwrite in place
 		t.Fatal(err)
 	}
 	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
+	if len(ents) != 1 || ents[0].Name() != "a.shira" {
 		t.Fatalf("temp files left: %v", ents)
 	}
 	got, err := Open(p)
