@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/lora"
@@ -136,5 +137,34 @@ func BenchmarkCopyBandwidth(b *testing.B) {
 				b.ReportMetric(CopyBandwidth(bandwidthBytes, th, 3)/1e9, "GB/s")
 			}
 		})
+	}
+}
+
+// TestWriteLoraCheckpoint reads the LoRA baseline's checkpoint back
+// through peft.
+func TestWriteLoraCheckpoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	want := []peft.LoraModule{randomLora("layers.0.q", 2, 8, 6, rng), randomLora("layers.1.v", 3, 5, 4, rng)}
+	dir := t.TempDir()
+	if err := writeLoraCheckpoint(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	c, err := peft.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Lora()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d modules read back, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Module != w.Module || g.R != w.R || g.In != w.In || g.Out != w.Out || g.Scale != w.Scale ||
+			!slices.Equal(g.A, w.A) || !slices.Equal(g.B, w.B) {
+			t.Errorf("module %d read back as %+v, want %+v", i, g, w)
+		}
 	}
 }
