@@ -20,10 +20,10 @@ import (
 // pythonCheck runs onnx.checker.check_model on path (plus script, with the
 // model loaded as m, external data included) using Debian's python3-onnx.
 // Without it the test fails under CI=true; elsewhere only the python part
-// is skipped (testutil.PythonONNX).
+// is skipped (testutil.Python).
 func pythonCheck(t *testing.T, path, script string) string {
 	t.Helper()
-	py, ok := testutil.PythonONNX(t)
+	py, ok := testutil.Python(t, "onnx")
 	if !ok {
 		t.Log("python3 with onnx not available; skipping the independent check")
 		return ""

@@ -17,10 +17,10 @@ import (
 
 // pythonCheck runs onnx.checker.check_model (and a python script, when
 // given) on path with Debian's python3-onnx. Without it the test fails
-// under CI=true and is skipped elsewhere (testutil.PythonONNX).
+// under CI=true and is skipped elsewhere (testutil.Python).
 func pythonCheck(t *testing.T, path, script string) string {
 	t.Helper()
-	py, ok := testutil.PythonONNX(t)
+	py, ok := testutil.Python(t, "onnx")
 	if !ok {
 		t.Skip("python3 with onnx not available (apt-get install python3-onnx)")
 	}

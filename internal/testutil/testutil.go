@@ -27,29 +27,31 @@ func Replace[T any](tb testing.TB, target *T, val T) {
 	tb.Cleanup(func() { *target = old })
 }
 
-// debianPython is the interpreter Debian's python3-onnx installs into
-// (not whatever python3 comes first on PATH, such as a pyenv shim).
+// debianPython is the interpreter Debian's python3-* packages install
+// into (not whatever python3 comes first on PATH, such as a pyenv shim).
 const debianPython = "/usr/bin/python3"
 
-// pythonONNXErr is the result of checking, once per test binary, that
-// debianPython can import onnx.
-var pythonONNXErr = sync.OnceValue(func() error {
-	if out, err := exec.Command(debianPython, "-c", "import onnx").CombinedOutput(); err != nil {
-		return fmt.Errorf("%s cannot import onnx (apt-get install python3-onnx): %w\n%s", debianPython, err, out)
-	}
-	return nil
-})
+// pythonChecks caches, per module, whether debianPython imports it
+// (module -> func() error made by sync.OnceValue).
+var pythonChecks sync.Map
 
-// PythonONNX returns the python3 that has the onnx module, for tests
-// that cross-check the module's ONNX output with onnx.checker. When it is
-// missing, the test fails under CI=true (CI must never pass by skipping
-// the independent check) and ok is false elsewhere, the caller then
-// skipping its check.
-func PythonONNX(tb testing.TB) (python string, ok bool) {
+// Python returns Debian's python3 when it can import module ("onnx" from
+// python3-onnx, "numpy" from python3-numpy), for tests that cross-check
+// the module's output with the reference implementation. When it cannot,
+// the test fails under CI=true (CI must never pass by skipping the
+// independent check) and ok is false elsewhere, the caller then skipping
+// its check. The import is tried once per test binary and module.
+func Python(tb testing.TB, module string) (python string, ok bool) {
 	tb.Helper()
-	if err := pythonONNXErr(); err != nil {
+	check, _ := pythonChecks.LoadOrStore(module, sync.OnceValue(func() error {
+		if out, err := exec.Command(debianPython, "-c", "import "+module).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s cannot import %s (apt-get install python3-%s): %w\n%s", debianPython, module, module, err, out)
+		}
+		return nil
+	}))
+	if err := check.(func() error)(); err != nil {
 		if os.Getenv("CI") == "true" {
-			tb.Fatalf("python3-onnx is required under CI=true: %v", err)
+			tb.Fatalf("python3-%s is required under CI=true: %v", module, err)
 		}
 		return "", false
 	}
