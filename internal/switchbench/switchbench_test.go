@@ -9,18 +9,17 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
-
-	"github.com/shira-ort/shira-ort/internal/peftfix"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // TestTensorsSmoke runs the per-tensor benchmark on tiny weights once and
 // writes its reports: it checks the plumbing, not the speed.
 func TestTensorsSmoke(t *testing.T) {
-	peftfix.RequireORT(t)
+	orttest.Require(t)
 	rows, err := RunTensors(TensorConfig{Dims: []int{64, 128}, Densities: []float64{0.02}, DTypes: []tensor.DType{tensor.Float32, tensor.Float16},
 		Threads: []int{1, 2}, Rounds: 1, Seed: 1, BandwidthBytes: 4 << 20})
 	if err != nil {
@@ -68,7 +67,7 @@ func TestLinesTouched(t *testing.T) {
 // interleaved rounds and evicts the weight from the caches before each
 // step (this benchmark does not); use -count and benchstat here.
 func BenchmarkSwitchTensor(b *testing.B) {
-	peftfix.RequireORT(b)
+	orttest.Require(b)
 	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
 		for _, d := range []int{2048, 4096} {
 			for _, dens := range []float64{0.01, 0.02} {
