@@ -33,6 +33,9 @@ func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(res) != 5 { // the fixture's LoRA targets five modules
+		t.Fatalf("%d modules, want 5", len(res))
+	}
 	e, err := lora.NewEngine(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -45,9 +48,6 @@ func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora
 // the products) must reproduce torch's merged model.
 func TestFuseMatchesTorch(t *testing.T) {
 	e, m, w, res := setup(t)
-	if len(res) != 5 {
-		t.Fatalf("%d modules, want 5", len(res))
-	}
 	st, err := lora.Fuse(t.Context(), e, w, res)
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +102,9 @@ func TestToShira(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(reps) != len(res) {
+		t.Fatalf("%d reports for %d modules", len(reps), len(res))
+	}
 	for _, r := range reps {
 		if r.RelError > 1e-6 {
 			t.Errorf("%s: density 1 leaves relative error %g", r.Module, r.RelError)
@@ -116,6 +119,9 @@ func TestToShira(t *testing.T) {
 		_, reps, err := lora.ToShira(t.Context(), e, res, lora.ShiraOptions{Density: density})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(reps) != len(res) {
+			t.Fatalf("density %g: %d reports for %d modules", density, len(reps), len(res))
 		}
 		worst := 0.0
 		for _, r := range reps {
