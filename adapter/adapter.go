@@ -165,14 +165,14 @@ func NewTensor(name string, dtype tensor.DType, shape []int64, indices []uint32,
 	switch valueDType {
 	case tensor.Float32:
 		t.Values = append([]byte(nil), tensor.Bytes(values)...)
-	case tensor.Float16, tensor.BFloat16:
+	case tensor.Float16:
+		h := make([]uint16, len(values))
+		tensor.Float32sToFloat16(h, values)
+		t.Values = tensor.Bytes(h)
+	case tensor.BFloat16:
 		h := make([]uint16, len(values))
 		for i, v := range values {
-			if valueDType == tensor.Float16 {
-				h[i] = tensor.Float32ToFloat16(v)
-			} else {
-				h[i] = tensor.Float32ToBFloat16(v)
-			}
+			h[i] = tensor.Float32ToBFloat16(v)
 		}
 		t.Values = tensor.Bytes(h)
 	default:

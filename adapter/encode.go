@@ -2,13 +2,12 @@ package adapter
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/shira-ort/shira-ort/adapter/internal/shirafb"
+	"github.com/shira-ort/shira-ort/internal/atomicfile"
 )
 
 // fileIdentifier is the FlatBuffers file identifier of .shira files.
@@ -171,45 +170,18 @@ func Write(path string, a *Adapter) error {
 	return WriteWith(path, a, EncodeOptions{Index: DefaultIndexEncoding})
 }
 
-// WriteWith encodes a with o and writes it to path atomically: it writes a
-// temporary file in the same directory, fsyncs it, renames it over path
-// and fsyncs the directory. On error path is left untouched.
+// WriteWith encodes a with o and writes it to path atomically through
+// internal/atomicfile: a temporary file in the same directory, fsynced and
+// renamed over path, then the directory fsynced. On error path is left
+// untouched; a writer killed midway leaves a hidden temporary file that
+// the next write of path removes.
 func WriteWith(path string, a *Adapter, o EncodeOptions) error {
 	b, err := EncodeWith(a, o)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("adapter: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("adapter: write %s: %w", path, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("adapter: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("adapter: write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil { // best effort: persist the rename
-		d.Sync()
-		d.Close()
+	if err := atomicfile.WriteFile(path, b); err != nil {
+		return fmt.Errorf("adapter: %w", err)
 	}
 	return nil
 }

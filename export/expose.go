@@ -326,8 +326,8 @@ func foldTransposes(ix *graphIndex, c *candidate) error {
 			return err
 		}
 	}
-	g.RemoveValueInfos(false, stale)
-	g.RemoveValueInfos(true, map[string]bool{c.source: true})
+	g.RemoveValueInfos(stale)
+	g.RemoveInputs(map[string]bool{c.source: true})
 	delete(ix.inputs, c.source)
 	return nil
 }

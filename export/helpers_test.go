@@ -13,16 +13,18 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // pythonCheck runs onnx.checker.check_model on path (plus script, with the
-// model loaded as m, external data included) using Debian's python3-onnx;
-// it skips the python part when that is not installed.
+// model loaded as m, external data included) using Debian's python3-onnx.
+// Without it the test fails under CI=true; elsewhere only the python part
+// is skipped (testutil.Python).
 func pythonCheck(t *testing.T, path, script string) string {
 	t.Helper()
-	const py = "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
+	py, ok := testutil.Python(t, "onnx")
+	if !ok {
 		t.Log("python3 with onnx not available; skipping the independent check")
 		return ""
 	}

@@ -360,7 +360,7 @@ func (m *Model) ConstantGraph() ([]byte, []FileTensor, error) {
 	for _, e := range m.manifest.Tensors {
 		exposed[e.Name] = true
 	}
-	if n := g.RemoveValueInfos(true, exposed); n != len(exposed) {
+	if n := g.RemoveInputs(exposed); n != len(exposed) {
 		return nil, nil, fmt.Errorf("%w: %d of %d exposed weights are graph inputs of %s", ErrManifest, n, len(exposed), m.manifest.Model)
 	}
 	inits, err := g.Initializers()

@@ -89,7 +89,7 @@ func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte,
 	if err != nil {
 		return fmt.Errorf("export: standalone: %w", err)
 	}
-	g.RemoveValueInfos(true, exposedNames)
+	g.RemoveInputs(exposedNames)
 
 	projected := int64(model.Size())
 	for _, it := range items {

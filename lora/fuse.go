@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/peft"
-	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // Resolved is a LoRA module with the exposed tensor it adapts.
@@ -72,7 +72,7 @@ func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Reso
 			return st, err
 		}
 		t1 := time.Now()
-		if err := addInto(w, r.Target.Entry.DType, d); err != nil {
+		if err := dense.Add(w, r.Target.Entry.DType, d); err != nil {
 			return st, fmt.Errorf("lora: %s: %w", r.Target.Entry.Name, err)
 		}
 		st.Product += t1.Sub(t0)
@@ -81,32 +81,6 @@ func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Reso
 		st.Elements += int64(len(d))
 	}
 	return st, nil
-}
-
-func addInto(w []byte, dt tensor.DType, d []float32) error {
-	if len(w) != len(d)*dt.Size() {
-		return fmt.Errorf("%d bytes of %v for %d elements", len(w), dt, len(d))
-	}
-	switch dt {
-	case tensor.Float32:
-		f := tensor.Float32s(w)
-		for i, v := range d {
-			f[i] += v
-		}
-	case tensor.Float16:
-		h := tensor.Uint16s(w)
-		for i, v := range d {
-			h[i] = tensor.Float32ToFloat16(tensor.Float16ToFloat32(h[i]) + v)
-		}
-	case tensor.BFloat16:
-		h := tensor.Uint16s(w)
-		for i, v := range d {
-			h[i] = tensor.Float32ToBFloat16(tensor.BFloat16ToFloat32(h[i]) + v)
-		}
-	default:
-		return fmt.Errorf("dtype %v is not a float type", dt)
-	}
-	return nil
 }
 
 // TopKReport describes the SHiRA approximation of one LoRA module.

@@ -6,7 +6,8 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/export"
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
@@ -14,13 +15,13 @@ import (
 
 func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora.Resolved) {
 	t.Helper()
-	peftfix.RequireORT(t)
-	m := peftfix.Open(t, "base")
+	orttest.Require(t)
+	m := pefttest.Open(t, "base")
 	w, err := m.ReadWeights(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := peft.Open(peftfix.Path("lora"))
+	ck, err := peft.Open(pefttest.Path("lora"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +32,9 @@ func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora
 	res, err := lora.Resolve(mods, m)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(res) != 5 { // the fixture's LoRA targets five modules
+		t.Fatalf("%d modules, want 5", len(res))
 	}
 	e, err := lora.NewEngine(nil)
 	if err != nil {
@@ -44,9 +48,6 @@ func setup(t *testing.T) (*lora.Engine, *export.Model, map[string][]byte, []lora
 // the products) must reproduce torch's merged model.
 func TestFuseMatchesTorch(t *testing.T) {
 	e, m, w, res := setup(t)
-	if len(res) != 5 {
-		t.Fatalf("%d modules, want 5", len(res))
-	}
 	st, err := lora.Fuse(t.Context(), e, w, res)
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +56,8 @@ func TestFuseMatchesTorch(t *testing.T) {
 	if err := m.WriteStandalone(t.Context(), w, out); err != nil {
 		t.Fatal(err)
 	}
-	got := peftfix.RunModel(t, out)
-	d := peftfix.MaxRelDiff(got, peftfix.Reference(t, "lora", "merged_out.npy"))
+	got := pefttest.RunModel(t, out)
+	d := pefttest.MaxRelDiff(got, pefttest.Reference(t, "lora", "merged_out.npy"))
 	t.Logf("fused %d tensors (%d elements) product %v add %v; max relative difference to torch = %.3g", st.Tensors, st.Elements, st.Product, st.Add, d)
 	if d > 1e-5 {
 		t.Fatalf("fused model differs from torch by %g", d)
@@ -101,13 +102,16 @@ func TestToShira(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(reps) != len(res) {
+		t.Fatalf("%d reports for %d modules", len(reps), len(res))
+	}
 	for _, r := range reps {
 		if r.RelError > 1e-6 {
 			t.Errorf("%s: density 1 leaves relative error %g", r.Module, r.RelError)
 		}
 	}
-	got := peftfix.RunExported(t, m.Dir(), patch.Default(a))
-	if d := peftfix.MaxRelDiff(got, peftfix.Reference(t, "lora", "merged_out.npy")); d > 1e-5 {
+	got := pefttest.RunExported(t, m.Dir(), patch.Default(a))
+	if d := pefttest.MaxRelDiff(got, pefttest.Reference(t, "lora", "merged_out.npy")); d > 1e-5 {
 		t.Fatalf("density-1 SHiRA differs from torch LoRA merge by %g", d)
 	}
 	prev := 0.0
@@ -115,6 +119,9 @@ func TestToShira(t *testing.T) {
 		_, reps, err := lora.ToShira(t.Context(), e, res, lora.ShiraOptions{Density: density})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(reps) != len(res) {
+			t.Fatalf("density %g: %d reports for %d modules", density, len(reps), len(res))
 		}
 		worst := 0.0
 		for _, r := range reps {

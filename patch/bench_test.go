@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -98,13 +99,20 @@ func BenchmarkSwitchAB4096x4096fp32(b *testing.B) {
 	ws := benchWeights(tensor.Float32, 1, []int64{4096, 4096})
 	A := benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 1)
 	B := benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 2)
-	p, _ := New(ws)
+	p, err := New(ws)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.SetBytes(int64(A.NNZ() * 8))
 	b.ReportAllocs()
 	defer cpuTimer(b)()
 	for b.Loop() {
-		p.Set(Config{A, 1})
-		p.Set(Config{B, 1})
+		if err := p.Set(Config{A, 1}); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Set(Config{B, 1}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -113,12 +121,17 @@ func BenchmarkSwitchFused3x4096x4096fp32(b *testing.B) {
 	cfgs := []Config{{benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 1), 1},
 		{benchAdapter(ws, tensor.Float32, adapter.Delta, 0.01, 2), 0.5},
 		{benchAdapter(ws, tensor.Float32, adapter.Overwrite, 0.01, 3), 1}}
-	p, _ := New(ws)
+	p, err := New(ws)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.SetBytes(int64(3 * cfgs[0].Adapter.NNZ() * 8))
 	b.ReportAllocs()
 	defer cpuTimer(b)()
 	for b.Loop() {
-		p.Set(cfgs...)
+		if err := p.Set(cfgs...); err != nil {
+			b.Fatal(err)
+		}
 		p.Revert()
 	}
 }
@@ -206,7 +219,7 @@ func medianOf(x []float64) float64 {
 func BenchmarkSwitchPasses(b *testing.B) { runSwitchCases(b, benchSwitchPasses) }
 
 func benchSwitchPasses(b *testing.B, dt tensor.DType, d int, dens float64, workers int) {
-	defer func(o bool) { onePass = o }(onePass)
+	testutil.Replace(b, &onePass, onePass) // toggled per op below
 	ws := benchWeights(dt, 1, []int64{int64(d), int64(d)})
 	cfgs := [2]Config{{benchAdapter(ws, dt, adapter.Overwrite, dens, 1), 1}, {benchAdapter(ws, dt, adapter.Overwrite, dens, 2), 1}}
 	p, err := New(ws, WithWorkers(workers))

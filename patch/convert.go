@@ -4,9 +4,9 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// Element conversions for the hot loops: package tensor's (its
-// Float16Table, and Float32ToFloat16 with its normal range written out in
-// the scatter loop of kernel.go, where a call would not inline).
+// Widening for the hot loops, through package tensor's conversions (its
+// Float16Table for fp16). Narrowing is in kernel.go's scatter, a block at
+// a time through tensor.Float32sToFloat16.
 
 // widen16 converts the 16-bit elements src of dtype dt to float32 into dst
 // (len(dst) >= len(src)).

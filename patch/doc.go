@@ -20,7 +20,7 @@
 //     acc = acc + float32(alpha*d), with d = v - b for Overwrite and d = v
 //     for Delta; then w = round(acc) to the weight dtype (round to nearest
 //     even; bfloat16 as tensor.Float32ToBFloat16, float16 bit-identical to
-//     tensor.Float32ToFloat16 (x448/float16) through inlined conversions).
+//     tensor.Float32ToFloat16 (x448/float16), narrowed a block at a time).
 //     The product is rounded explicitly so no FMA fusion changes bits
 //     between architectures.
 //

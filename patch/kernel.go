@@ -1,7 +1,6 @@
 package patch
 
 import (
-	"math"
 	"math/bits"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -24,8 +23,8 @@ import (
 //     old configuration and the apply of the new one in address order
 //     (see switchChunk), so a line both touch is fetched once.
 //
-// fp16 is widened through a 64 Ki-entry table and narrowed by an inlined
-// converter (convert.go), both bit-identical to package tensor's.
+// fp16 is widened through package tensor's 64 Ki-entry table (convert.go)
+// and narrowed a block at a time by tensor.Float32sToFloat16 (scatter).
 
 // blockLen is the number of entries processed per block (its lines,
 // 64 KiB at one line per entry, stay in L2 between the passes).
@@ -38,10 +37,11 @@ var chunkEntries = 1 << 15
 // scratch is one worker's reusable buffers.
 type scratch struct {
 	base, vals, acc [blockLen]float32
-	hits            [blockLen]uint8 // contributors per union position (saturating at 2)
-	bitmap          []uint64        // union bitmap over a weight's flat indices
-	rank            []uint32        // set bits before each bitmap word
-	cursor          []int           // per adapter tensor: next entry to merge
+	half            [blockLen]uint16 // a block narrowed to fp16 before its scatter
+	hits            [blockLen]uint8  // contributors per union position (saturating at 2)
+	bitmap          []uint64         // union bitmap over a weight's flat indices
+	rank            []uint32         // set bits before each bitmap word
+	cursor          []int            // per adapter tensor: next entry to merge
 }
 
 // revertPrev writes the outgoing configuration's saved originals back at
@@ -194,7 +194,7 @@ func (ws *wstate) applySingle(e entry, lo, hi int, s *scratch) {
 				ws.widenSaved(base, lo+b0, lo+b1)
 				combineBlock(vals, base, e)
 			}
-			ws.scatter(blk, vals)
+			ws.scatter(blk, vals, s.half[:])
 		}
 	}
 }
@@ -242,8 +242,9 @@ func combineBlock(v, base []float32, e entry) {
 	}
 }
 
-// scatter rounds f to the weight dtype (nearest even) and writes it at ix.
-func (ws *wstate) scatter(ix []uint32, f []float32) {
+// scatter rounds f to the weight dtype (nearest even) and writes it at ix;
+// half is scratch for narrowing fp16 (at least len(ix) long).
+func (ws *wstate) scatter(ix []uint32, f []float32, half []uint16) {
 	f = f[:len(ix)]
 	switch ws.DType {
 	case tensor.Float32:
@@ -252,17 +253,11 @@ func (ws *wstate) scatter(ix []uint32, f []float32) {
 			w[i] = f[j]
 		}
 	case tensor.Float16:
-		w := tensor.Uint16s(ws.Data)
+		// narrow the block sequentially (in L1), then scatter the bits
+		w, h := tensor.Uint16s(ws.Data), half[:len(ix)]
+		tensor.Float32sToFloat16(h, f)
 		for j, i := range ix {
-			// tensor.Float32ToFloat16's normal range, written out: the call would not inline.
-			u := math.Float32bits(f[j])
-			if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 {
-				r := a - 0x38000000
-				r += 0x0fff + (r>>13)&1
-				w[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
-			} else {
-				w[i] = tensor.Float32ToFloat16(f[j]) // zero, subnormal, overflow, Inf, NaN
-			}
+			w[i] = h[j]
 		}
 	default:
 		w := tensor.Uint16s(ws.Data)
@@ -338,7 +333,7 @@ func (ws *wstate) applyMerged(s *scratch) {
 				}
 			}
 		}
-		ws.scatter(blk, acc)
+		ws.scatter(blk, acc, s.half[:])
 		for k, e := range ws.cur {
 			j0, j1 := cur[k], cur[k]
 			for j1 < len(e.t.Indices) && e.t.Indices[j1] <= last {
@@ -379,10 +374,11 @@ func (ws *wstate) writeSole(e entry, j0, j1 int, bm []uint64, rank []uint32, hit
 		}
 	default:
 		var one [1]float32
+		var half [1]uint16
 		for j, i := range ix {
 			if sole(i) {
 				widenValues(e.t.ValueDType, one[:], e.t.Values, j0+j, j0+j+1)
-				ws.scatter(ix[j:j+1], one[:])
+				ws.scatter(ix[j:j+1], one[:], half[:])
 			}
 		}
 	}

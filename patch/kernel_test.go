@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 )
 
 // TestChunkedParallel runs random configurations with tiny chunks and
 // parallel phases forced on, checking every state against the reference.
 func TestChunkedParallel(t *testing.T) {
-	defer func(c, s int) { chunkEntries, serialWork = c, s }(chunkEntries, serialWork)
-	chunkEntries, serialWork = 5, 0
+	testutil.Replace(t, &chunkEntries, 5)
+	testutil.Replace(t, &serialWork, 0)
 	for seed := range uint64(10) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		var specs []Weight

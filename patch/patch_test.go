@@ -290,6 +290,9 @@ func TestCorruptedFile(t *testing.T) {
 		}
 	}
 	t.Logf("%d bytes: %d rejected by Decode, %d by Set, %d valid variants applied and reverted", len(file), decodeErr, setErr, applied)
+	if decodeErr == 0 || setErr == 0 || applied == 0 {
+		t.Fatal("some outcome never happened: the corruptions did not exercise every path")
+	}
 }
 
 // TestPropertyRandomSequences runs random Set/Apply/Revert sequences,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -68,31 +69,22 @@ func (p *Patcher) planTensor(a *adapter.Adapter, t *adapter.Tensor, alpha float3
 }
 
 // candidates lists up to three weight names close to name, for messages.
+// Similar means within max(3, len(name)/3) edits, or containing name or
+// contained in it.
 func (p *Patcher) candidates(name string) string {
-	type cand struct {
-		name string
-		d    int
+	all := make([]string, len(p.weights))
+	for i := range p.weights {
+		all[i] = p.weights[i].Name
 	}
-	var cs []cand
 	limit := max(3, len(name)/3)
-	for _, w := range p.weights {
-		d := closest.Distance(name, w.Name)
-		if d <= limit || strings.Contains(w.Name, name) || strings.Contains(name, w.Name) {
-			cs = append(cs, cand{w.Name, d})
+	var names []string
+	for _, m := range closest.Rank(name, all) {
+		if len(names) < 3 && (m.Distance <= limit || strings.Contains(m.Name, name) || strings.Contains(name, m.Name)) {
+			names = append(names, strconv.Quote(m.Name))
 		}
 	}
-	if len(cs) == 0 {
+	if len(names) == 0 {
 		return fmt.Sprintf(" (%d weights, none similar)", len(p.weights))
-	}
-	slices.SortFunc(cs, func(a, b cand) int {
-		if a.d != b.d {
-			return a.d - b.d
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	names := make([]string, 0, 3)
-	for _, c := range cs[:min(3, len(cs))] {
-		names = append(names, fmt.Sprintf("%q", c.name))
 	}
 	return " (did you mean " + strings.Join(names, ", ") + "?)"
 }

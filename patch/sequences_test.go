@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 )
 
 // TestTenThousandSequences: 10 000 random sequences of Set / Apply / Revert
@@ -22,7 +23,11 @@ import (
 // step boundaries fall everywhere.
 func TestTenThousandSequences(t *testing.T) {
 	const sequences = 10000
-	defer func(c, s, b int, o bool) { chunkEntries, serialWork, switchBlock, onePass = c, s, b, o }(chunkEntries, serialWork, switchBlock, onePass)
+	// set per model below; restored when the test ends
+	testutil.Replace(t, &chunkEntries, chunkEntries)
+	testutil.Replace(t, &serialWork, serialWork)
+	testutil.Replace(t, &switchBlock, switchBlock)
+	testutil.Replace(t, &onePass, true)
 	checked, refused := 0, 0
 	rng := rand.New(rand.NewPCG(2026, 11))
 	var f, f2 *fixture

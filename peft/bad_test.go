@@ -10,7 +10,7 @@ import (
 
 	"github.com/nlpodyssey/safetensors"
 
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/peft"
 )
 
@@ -29,7 +29,7 @@ func (v view) DataLen() uint64          { return uint64(len(v.data)) }
 // tensors (key -> view).
 func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 	t.Helper()
-	b, err := os.ReadFile(peftfix.Path("shira_a", peft.WeightsFile))
+	b, err := os.ReadFile(pefttest.Path("shira_a", peft.WeightsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 		t.Fatal(err)
 	}
 	if config == "" {
-		cb, err := os.ReadFile(peftfix.Path("shira_a", peft.ConfigFile))
+		cb, err := os.ReadFile(pefttest.Path("shira_a", peft.ConfigFile))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 const q = "base_model.model.model.layers.0.self_attn.q_proj."
 
 func TestBadCheckpoints(t *testing.T) {
-	m := peftfix.Open(t, "base")
+	m := pefttest.Open(t, "base")
 	cases := []struct {
 		name, config, want string
 		edit               func(map[string]view)
@@ -131,8 +131,8 @@ func TestBadCheckpoints(t *testing.T) {
 // weight: swapping the two index rows and setting the flag gives the same
 // adapter.
 func TestFanInFanOut(t *testing.T) {
-	m := peftfix.Open(t, "base")
-	ref, err := peft.Open(peftfix.Path("shira_a"))
+	m := pefttest.Open(t, "base")
+	ref, err := peft.Open(pefttest.Path("shira_a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestFanInFanOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := os.ReadFile(peftfix.Path("shira_a", peft.ConfigFile))
+	cfg, _ := os.ReadFile(pefttest.Path("shira_a", peft.ConfigFile))
 	cfgS := strings.Replace(string(cfg), `"fan_in_fan_out": false`, `"fan_in_fan_out": true`, 1)
 	dir := mutated(t, cfgS, func(v map[string]view) {
 		for k, x := range v {

@@ -180,28 +180,19 @@ func (mp *Mapper) target(module string, c candidate) (Target, error) {
 // closest lists up to n candidates nearest to module by edit distance,
 // each as "path (tensor)".
 func (mp *Mapper) closest(module string, n int) []string {
-	type scored struct {
-		s string
-		d int
+	paths := make([]string, len(mp.cands))
+	tensors := map[string][]string{} // path -> the exposed tensors it names
+	for i, c := range mp.cands {
+		paths[i] = c.path
+		tensors[c.path] = append(tensors[c.path], mp.m.Tensors[c.entry].Name)
 	}
-	var all []scored
-	seen := map[string]bool{}
-	for _, c := range mp.cands {
-		s := c.path + " (" + mp.m.Tensors[c.entry].Name + ")"
-		if !seen[s] {
-			seen[s] = true
-			all = append(all, scored{s, closest.Distance(module, c.path)})
-		}
-	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].d != all[j].d {
-			return all[i].d < all[j].d
-		}
-		return all[i].s < all[j].s
-	})
 	var out []string
-	for i := 0; i < len(all) && i < n; i++ {
-		out = append(out, all[i].s)
+	for _, m := range closest.Rank(module, paths) {
+		for _, t := range tensors[m.Name] {
+			if len(out) < n {
+				out = append(out, m.Name+" ("+t+")")
+			}
+		}
 	}
 	if len(out) == 0 {
 		return []string{"(the model exposes no tensors)"}

@@ -5,7 +5,8 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
 )
@@ -15,16 +16,16 @@ import (
 // SHiRA checkpoint and patching the live session must reproduce torch's
 // merged output.
 func TestConvertShiraMatchesTorch(t *testing.T) {
-	peftfix.RequireORT(t)
-	m := peftfix.Open(t, "base")
+	orttest.Require(t)
+	m := pefttest.Open(t, "base")
 	dir := m.Dir()
-	base := peftfix.RunExported(t, dir)
-	if d := peftfix.MaxRelDiff(base, peftfix.Reference(t, "base_out.npy")); d > 1e-5 {
+	base := pefttest.RunExported(t, dir)
+	if d := pefttest.MaxRelDiff(base, pefttest.Reference(t, "base_out.npy")); d > 1e-5 {
 		t.Fatalf("base model differs from torch by %g", d)
 	}
 	for _, name := range []string{"shira_a", "shira_b"} { // shira_b stores indices as F32
 		t.Run(name, func(t *testing.T) {
-			ck, err := peft.Open(peftfix.Path(name))
+			ck, err := peft.Open(pefttest.Path(name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,10 +45,10 @@ func TestConvertShiraMatchesTorch(t *testing.T) {
 					t.Errorf("%s -> %s layout %s, want %s", r.Module, r.Tensor, r.Layout, want)
 				}
 			}
-			got := peftfix.RunExported(t, dir, patch.Default(a))
-			ref := peftfix.Reference(t, name, "merged_out.npy")
-			d := peftfix.MaxRelDiff(got, ref)
-			t.Logf("%s: max relative difference to torch merged = %.3g (adapter moves logits by %.3g)", name, d, peftfix.MaxRelDiff(ref, base))
+			got := pefttest.RunExported(t, dir, patch.Default(a))
+			ref := pefttest.Reference(t, name, "merged_out.npy")
+			d := pefttest.MaxRelDiff(got, ref)
+			t.Logf("%s: max relative difference to torch merged = %.3g (adapter moves logits by %.3g)", name, d, pefttest.MaxRelDiff(ref, base))
 			if d > 1e-5 {
 				t.Fatalf("patched session differs from torch merged model by %g", d)
 			}
@@ -56,7 +57,7 @@ func TestConvertShiraMatchesTorch(t *testing.T) {
 }
 
 func TestResolveTorchNames(t *testing.T) {
-	_, m, _ := peftfix.Export(t, "base")
+	_, m, _ := pefttest.Export(t, "base")
 	mp := peft.NewMapper(m)
 	for module, want := range map[string]string{
 		"base_model.model.model.layers.0.self_attn.q_proj": "onnx::MatMul_59",

@@ -266,20 +266,40 @@ func Float32ToBFloat16(f float32) uint16 {
 // BFloat16ToFloat32 widens a bfloat16 bit pattern exactly.
 func BFloat16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
-// Float32ToFloat16 rounds f to IEEE half precision with round-to-nearest-even.
-// The normal range is converted here; zero, subnormals, overflow, Inf and NaN
-// go to x448/float16. The result is bit-identical to x448/float16 for every
-// input (TestFloat32ToFloat16; SHIRA_EXHAUSTIVE=1 checks all 2^32). Hot
-// loops that need it inlined write the first branch out and call this for
-// the rest (package patch).
+// Float32ToFloat16 rounds f to IEEE half precision with round-to-nearest-even,
+// bit-identical to x448/float16 for every input. It is Float32sToFloat16
+// on one value; loops over many values call that instead.
 func Float32ToFloat16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 { // 2^-14 <= |f| < 2^16: normal half (or rounds to Inf)
-		r := a - 0x38000000 // rebias the exponent from 127 to 15
-		r += 0x0fff + (r>>13)&1
-		return uint16(u>>16)&0x8000 | uint16(r>>13)
+	var h [1]uint16
+	Float32sToFloat16(h[:], []float32{f})
+	return h[0]
+}
+
+// Float32sToFloat16 rounds src[i] to IEEE half precision with
+// round-to-nearest-even into dst[i] for every i < len(src); dst must be at
+// least as long as src (it panics otherwise). The normal range is
+// converted here, inline in the loop; zero, subnormals, overflow, Inf and
+// NaN go to x448/float16. The result is bit-identical to x448/float16 for
+// every input (TestFloat32ToFloat16; SHIRA_EXHAUSTIVE=1 checks all 2^32).
+// This is the module's only copy of the conversion: hot loops (the patch
+// kernels) narrow a block at a time through it, because a call per element
+// would not inline (and an inlined helper returning (bits, ok) measured
+// about 15 % slower than the branch written out here).
+func Float32sToFloat16(dst []uint16, src []float32) {
+	if len(dst) < len(src) {
+		panic("tensor: Float32sToFloat16: dst shorter than src")
 	}
-	return float16.Fromfloat32(f).Bits()
+	dst = dst[:len(src)]
+	for i, f := range src {
+		u := math.Float32bits(f)
+		if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 { // 2^-14 <= |f| < 2^16: normal half (or rounds to Inf)
+			r := a - 0x38000000 // rebias the exponent from 127 to 15
+			r += 0x0fff + (r>>13)&1
+			dst[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
+		} else {
+			dst[i] = float16.Fromfloat32(f).Bits()
+		}
+	}
 }
 
 // Float16ToFloat32 widens a float16 bit pattern exactly.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	peftfix "github.com/shira-ort/shira-ort/internal/pefttest"
 )
 
 // runCLI runs a root command with the given subcommands and returns the

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	peftfix "github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/patch"
 )
 

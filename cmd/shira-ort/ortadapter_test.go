@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	peftfix "github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"

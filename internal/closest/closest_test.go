@@ -1,6 +1,9 @@
 package closest
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestDistance(t *testing.T) {
 	for _, c := range []struct {
@@ -13,9 +16,15 @@ func TestDistance(t *testing.T) {
 	}
 }
 
+// TestRank checks the order (distance, then name), that duplicates are
+// kept once and the distances reported.
 func TestRank(t *testing.T) {
-	got := Rank("fc1.weigth", []string{"head.weight", "fc2.weight", "fc1.weight", "fc2.weight"})
-	if len(got) != 3 || got[0].Name != "fc1.weight" || got[1].Name != "fc2.weight" {
-		t.Fatalf("%+v", got)
+	got := Rank("fc1.weigth", []string{"head.weight", "fc2.weight", "fc1.weight", "fc2.weight", "fc0.weight"})
+	want := []Match{{"fc1.weight", 2}, {"fc0.weight", 3}, {"fc2.weight", 3}, {"head.weight", 6}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Rank = %+v, want %+v", got, want)
+	}
+	if got := Rank("x", nil); len(got) != 0 {
+		t.Fatalf("Rank of no candidates = %+v", got)
 	}
 }

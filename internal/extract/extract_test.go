@@ -6,7 +6,8 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/internal/extract"
-	"github.com/shira-ort/shira-ort/internal/peftfix"
+	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/patch"
 )
 
@@ -14,9 +15,9 @@ import (
 // exported by torch again: a full fine-tune whose change is 12.5% dense on
 // the 16x16 weights. Extracting at that density keeps all of it.
 func TestExtractRecoversFineTune(t *testing.T) {
-	peftfix.RequireORT(t)
-	base := peftfix.Open(t, "base")
-	tuned := peftfix.Open(t, "tuned_a")
+	orttest.Require(t)
+	base := pefttest.Open(t, "base")
+	tuned := pefttest.Open(t, "tuned_a")
 	for _, c := range []struct {
 		density   float64
 		semantics adapter.Semantics
@@ -27,8 +28,8 @@ func TestExtractRecoversFineTune(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("density %g %v: %d of %d changed entries kept, energy %.4f", c.density, c.semantics, rep.NNZ, rep.Changed, rep.Energy)
-		got := peftfix.RunExported(t, base.Dir(), patch.Default(a))
-		d := peftfix.MaxRelDiff(got, peftfix.Reference(t, "shira_a", "merged_out.npy"))
+		got := pefttest.RunExported(t, base.Dir(), patch.Default(a))
+		d := pefttest.MaxRelDiff(got, pefttest.Reference(t, "shira_a", "merged_out.npy"))
 		if c.exact && (rep.Energy != 1 || d > 1e-5) {
 			t.Fatalf("density %g: energy %g, output difference %g; want the full fine-tune", c.density, rep.Energy, d)
 		}
@@ -39,7 +40,7 @@ func TestExtractRecoversFineTune(t *testing.T) {
 }
 
 func TestExtractIdentical(t *testing.T) {
-	base := peftfix.Open(t, "base")
+	base := pefttest.Open(t, "base")
 	if _, _, err := extract.FromModels(context.Background(), base, base, extract.Options{Density: 0.1}); err == nil {
 		t.Fatal("extracting from identical models succeeded")
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -49,11 +50,12 @@ func TestTruncatedIsAnError(t *testing.T) {
 }
 
 // TestNumPyReadsOurFiles checks the hand-written header against NumPy itself
-// when Debian's python3-numpy is installed.
+// (Debian's python3-numpy). Without it the test fails under CI=true and is
+// skipped elsewhere (testutil.Python).
 func TestNumPyReadsOurFiles(t *testing.T) {
-	py, err := exec.LookPath("/usr/bin/python3")
-	if err != nil || exec.Command(py, "-c", "import numpy").Run() != nil {
-		t.Skip("python3 with numpy not available")
+	py, ok := testutil.Python(t, "numpy")
+	if !ok {
+		t.Skip("python3 with numpy not available (apt-get install python3-numpy)")
 	}
 	p := filepath.Join(t.TempDir(), "a.npy")
 	x, _ := tensor.FromFloat32([]int64{2, 2}, []float32{1, 2, 3, 4})

@@ -160,20 +160,6 @@ func FloatAttr(name string, v float32) *Attribute {
 	return newAttr(name, AttrTypeFloat, Fixed32Field(AttrF, math.Float32bits(v)))
 }
 
-// FloatsAttr builds a FLOATS attribute.
-func FloatsAttr(name string, v ...float32) *Attribute {
-	fs := make([]*Field, len(v))
-	for i, x := range v {
-		fs[i] = Fixed32Field(AttrFloats, math.Float32bits(x))
-	}
-	return newAttr(name, AttrTypeFloats, fs...)
-}
-
-// StringAttr builds a STRING attribute.
-func StringAttr(name, v string) *Attribute {
-	return newAttr(name, AttrTypeString, StringField(AttrS, v))
-}
-
 // TensorAttr builds a TENSOR attribute (as used by Constant's value).
 func TensorAttr(name string, t *Tensor) *Attribute {
 	return newAttr(name, AttrTypeTensor, MessageField(AttrT, t.Message))

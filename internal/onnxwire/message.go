@@ -76,10 +76,6 @@ func (m *Message) Modified() bool {
 	return false
 }
 
-// MarkModified forces m to be re-encoded from its fields (used by callers
-// that edit a message through a path this package cannot see).
-func (m *Message) MarkModified() { m.dirty = true }
-
 // Size returns the encoded size of m in bytes.
 func (m *Message) Size() int {
 	n := 0
@@ -201,17 +197,6 @@ func (m *Message) Get(num protowire.Number) *Field {
 	return nil
 }
 
-// All returns every occurrence of field num, in wire order.
-func (m *Message) All(num protowire.Number) []*Field {
-	var out []*Field
-	for _, f := range m.fields {
-		if f.Num == num {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // Has reports whether field num occurs in m.
 func (m *Message) Has(num protowire.Number) bool { return m.Get(num) != nil }
 
@@ -313,9 +298,6 @@ func (m *Message) Replace(old, nf *Field) bool {
 
 // SetVarint sets singular varint field num to v.
 func (m *Message) SetVarint(num protowire.Number, v uint64) { m.Set(VarintField(num, v)) }
-
-// SetBytes sets singular bytes/string field num to v.
-func (m *Message) SetBytes(num protowire.Number, v []byte) { m.Set(BytesField(num, v)) }
 
 // SetString sets singular string field num to v.
 func (m *Message) SetString(num protowire.Number, v string) { m.Set(BytesField(num, []byte(v))) }

@@ -17,8 +17,8 @@ type Model struct {
 
 // Opset is one entry of ModelProto.opset_import.
 type Opset struct {
-	Domain  string `json:"domain"`
-	Version int64  `json:"version"`
+	Domain  string
+	Version int64
 }
 
 // ParseModel parses a ModelProto aliasing b; dir is where external data
@@ -140,9 +140,6 @@ func (g *Graph) ValueInfos() ([]*ValueInfo, error) { return g.valueInfos(GraphVa
 // RemoveNode deletes node n from the graph.
 func (g *Graph) RemoveNode(n *Node) bool { return g.RemoveMessage(n.Message) }
 
-// RemoveInitializer deletes initializer t from the graph.
-func (g *Graph) RemoveInitializer(t *Tensor) bool { return g.RemoveMessage(t.Message) }
-
 // AddInitializer inserts t after the last initializer.
 func (g *Graph) AddInitializer(t *Tensor) {
 	g.InsertAfterLast(MessageField(GraphInitializer, t.Message))
@@ -161,13 +158,18 @@ func (g *Graph) ReplaceInitializer(old, nt *Tensor) bool {
 // AddInput appends v to graph.input (after the last existing input).
 func (g *Graph) AddInput(v *ValueInfo) { g.InsertAfterLast(MessageField(GraphInput, v.Message)) }
 
-// RemoveValueInfos removes graph.input (when inputs is true) or
-// graph.value_info entries whose name is in names, returning how many.
-func (g *Graph) RemoveValueInfos(inputs bool, names map[string]bool) int {
-	num := GraphValueInfo
-	if inputs {
-		num = GraphInput
-	}
+// RemoveInputs removes the graph.input entries whose name is in names,
+// returning how many.
+func (g *Graph) RemoveInputs(names map[string]bool) int { return g.removeNamed(GraphInput, names) }
+
+// RemoveValueInfos removes the graph.value_info entries whose name is in
+// names, returning how many.
+func (g *Graph) RemoveValueInfos(names map[string]bool) int {
+	return g.removeNamed(GraphValueInfo, names)
+}
+
+// removeNamed removes the ValueInfoProto fields num whose name is in names.
+func (g *Graph) removeNamed(num protowire.Number, names map[string]bool) int {
 	return g.RemoveFunc(func(f *Field) bool {
 		if f.Num != num {
 			return false

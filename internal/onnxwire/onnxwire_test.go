@@ -10,17 +10,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // pythonCheck runs onnx.checker.check_model (and a python script, when
-// given) on path with Debian's python3-onnx, skipping when unavailable.
+// given) on path with Debian's python3-onnx. Without it the test fails
+// under CI=true and is skipped elsewhere (testutil.Python).
 func pythonCheck(t *testing.T, path, script string) string {
 	t.Helper()
-	const py = "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
-		t.Skip("python3 with onnx not available")
+	py, ok := testutil.Python(t, "onnx")
+	if !ok {
+		t.Skip("python3 with onnx not available (apt-get install python3-onnx)")
 	}
 	src := "import onnx, sys\nonnx.checker.check_model(sys.argv[1])\nm = onnx.load(sys.argv[1])\n" + script
 	out, err := exec.Command(py, "-c", src, path).CombinedOutput()

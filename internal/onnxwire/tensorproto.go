@@ -172,7 +172,7 @@ func (t *Tensor) Open(baseDir string) (r io.Reader, size int64, closeFn func() e
 		return bytes.NewReader(b), nb, func() error { return nil }, nil
 	}
 	if ext.Length >= 0 && ext.Length != nb {
-		return nil, 0, nil, fmt.Errorf("onnxwire: tensor %q: external length %d, want %d bytes for %v %v", t.Name(), ext.Length, nb, t.DType(), mustDims(t))
+		return nil, 0, nil, fmt.Errorf("onnxwire: tensor %q: external length %d, want %d bytes for %v %v", t.Name(), ext.Length, nb, t.DType(), dimsOrNil(t))
 	}
 	path, err := ExternalPath(baseDir, ext.Location)
 	if err != nil {
@@ -194,7 +194,9 @@ func (t *Tensor) Open(baseDir string) (r io.Reader, size int64, closeFn func() e
 	return io.NewSectionReader(f, ext.Offset, nb), nb, f.Close, nil
 }
 
-func mustDims(t *Tensor) []int64 { d, _ := t.Dims(); return d }
+// dimsOrNil returns t's dims for error messages: nil when they cannot be
+// read (the message is about something else).
+func dimsOrNil(t *Tensor) []int64 { d, _ := t.Dims(); return d }
 
 // Data returns the tensor's little-endian bytes. Inline raw_data is
 // returned without copying; typed fields (float_data, int32_data, ...) are
@@ -233,7 +235,7 @@ func (t *Tensor) inlineData(nb int64) ([]byte, error) {
 	if f := t.Get(TensorRawData); f != nil {
 		b := f.Bytes()
 		if int64(len(b)) != nb {
-			return nil, fmt.Errorf("onnxwire: tensor %q: raw_data has %d bytes, want %d for %v %v", t.Name(), len(b), nb, dt, mustDims(t))
+			return nil, fmt.Errorf("onnxwire: tensor %q: raw_data has %d bytes, want %d for %v %v", t.Name(), len(b), nb, dt, dimsOrNil(t))
 		}
 		return b, nil
 	}
@@ -248,10 +250,10 @@ func (t *Tensor) inlineData(nb int64) ([]byte, error) {
 		}
 	}
 	if avail == 0 && nb > 0 {
-		return nil, fmt.Errorf("onnxwire: tensor %q: %w, want %d bytes for %v %v", t.Name(), errNoData, nb, dt, mustDims(t))
+		return nil, fmt.Errorf("onnxwire: tensor %q: %w, want %d bytes for %v %v", t.Name(), errNoData, nb, dt, dimsOrNil(t))
 	}
 	if nb/8 > avail {
-		return nil, fmt.Errorf("onnxwire: tensor %q: %w: %d bytes of data fields cannot hold the %d bytes of %v %v", t.Name(), ErrMalformed, avail, nb, dt, mustDims(t))
+		return nil, fmt.Errorf("onnxwire: tensor %q: %w: %d bytes of data fields cannot hold the %d bytes of %v %v", t.Name(), ErrMalformed, avail, nb, dt, dimsOrNil(t))
 	}
 	out := make([]byte, 0, nb)
 	var err error
@@ -284,7 +286,7 @@ func (t *Tensor) inlineData(nb int64) ([]byte, error) {
 		} else {
 			err = fmt.Errorf("%d bytes of data", len(out))
 		}
-		return nil, fmt.Errorf("onnxwire: tensor %q: %w, want %d bytes for %v %v", t.Name(), err, nb, dt, mustDims(t))
+		return nil, fmt.Errorf("onnxwire: tensor %q: %w, want %d bytes for %v %v", t.Name(), err, nb, dt, dimsOrNil(t))
 	}
 	return out, nil
 }

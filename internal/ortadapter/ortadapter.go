@@ -7,7 +7,12 @@
 // shira-ort uses it to hand ORT the exposed weights of a model with
 // adapters applied, so a stock ORT application can switch fused weight
 // sets without shira-ort.
+//
+// The file is written through the builders flatc generates from the schema
+// (internal/ortfb, committed; regenerate with go generate).
 package ortadapter
+
+//go:generate flatc --go -o internal schema/ort_adapter.fbs
 
 import (
 	"fmt"
@@ -15,6 +20,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/ortadapter/internal/ortfb"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -39,13 +45,9 @@ type Adapter struct {
 	Parameters                   []Parameter
 }
 
-// vtable slots (field ids) of the schema.
-const (
-	paramName, paramDims, paramDType, paramRaw        = 0, 1, 2, 3
-	adFormat, adAdapterVersion, adModelVersion, adPar = 0, 1, 2, 3
-)
-
-// Encode serialises a, checking every parameter's byte length.
+// Encode serialises a, checking every parameter's byte length. Scalar
+// fields equal to the schema default (0) are omitted, as FlatBuffers
+// writers do; readers see them as 0.
 func Encode(a *Adapter) ([]byte, error) {
 	size := 256
 	for i, p := range a.Parameters {
@@ -62,33 +64,34 @@ func Encode(a *Adapter) ([]byte, error) {
 	offs := make([]flatbuffers.UOffsetT, len(a.Parameters))
 	for i := range a.Parameters {
 		p := &a.Parameters[i]
-		b.Prep(8, len(p.Data)) // force_align: 8 (the data starts 8-byte aligned)
+		// raw_data is force_align: 8, which flatc's Go code ignores: align
+		// the bytes so that the data (not its length prefix) starts on 8.
+		b.Prep(8, len(p.Data))
 		raw := b.CreateByteVector(p.Data)
-		b.StartVector(8, len(p.Dims), 8)
+		ortfb.ParameterStartDimsVector(b, len(p.Dims))
 		for j := len(p.Dims) - 1; j >= 0; j-- {
-			b.PlaceInt64(p.Dims[j])
+			b.PrependInt64(p.Dims[j])
 		}
 		dims := b.EndVector(len(p.Dims))
 		name := b.CreateString(p.Name)
-		b.StartObject(4)
-		b.PrependUOffsetTSlot(paramName, name, 0)
-		b.PrependUOffsetTSlot(paramDims, dims, 0)
-		b.PrependInt32Slot(paramDType, int32(p.DType), 0)
-		b.PrependUOffsetTSlot(paramRaw, raw, 0)
-		offs[i] = b.EndObject()
+		ortfb.ParameterStart(b)
+		ortfb.ParameterAddName(b, name)
+		ortfb.ParameterAddDims(b, dims)
+		ortfb.ParameterAddDataType(b, ortfb.TensorDataType(p.DType)) // tensor.DType uses the ONNX numbering too
+		ortfb.ParameterAddRawData(b, raw)
+		offs[i] = ortfb.ParameterEnd(b)
 	}
-	b.StartVector(4, len(offs), 4)
+	ortfb.AdapterStartParametersVector(b, len(offs))
 	for i := len(offs) - 1; i >= 0; i-- {
 		b.PrependUOffsetT(offs[i])
 	}
 	params := b.EndVector(len(offs))
-	b.StartObject(4)
-	b.PrependInt32Slot(adFormat, FormatVersion, -1) // always written
-	b.PrependInt32Slot(adAdapterVersion, a.AdapterVersion, -1)
-	b.PrependInt32Slot(adModelVersion, a.ModelVersion, -1)
-	b.PrependUOffsetTSlot(adPar, params, 0)
-	root := b.EndObject()
-	b.FinishWithFileIdentifier(root, []byte(FileIdentifier))
+	ortfb.AdapterStart(b)
+	ortfb.AdapterAddFormatVersion(b, FormatVersion)
+	ortfb.AdapterAddAdapterVersion(b, a.AdapterVersion)
+	ortfb.AdapterAddModelVersion(b, a.ModelVersion)
+	ortfb.AdapterAddParameters(b, params)
+	b.FinishWithFileIdentifier(ortfb.AdapterEnd(b), []byte(FileIdentifier))
 	return b.FinishedBytes(), nil
 }
 

@@ -7,22 +7,11 @@ import "sync"
 // the threads), counting the bytes read plus the bytes written (2·size)
 // per copy. It returns the median in bytes per second.
 func CopyBandwidth(size, threads, reps int) float64 {
-	threads = max(threads, 1)
-	src, dst := make([]byte, size), make([]byte, size)
-	for i := range src { // fault every page in before timing
-		src[i] = byte(i)
-	}
-	copy(dst, src)
+	src, dst := copyBuffers(size)
 	var s samples
 	for range reps {
 		s.time(func() error {
-			var wg sync.WaitGroup
-			part := (size/threads + 63) &^ 63
-			for k := range threads {
-				lo, hi := min(k*part, size), min((k+1)*part, size)
-				wg.Go(func() { copy(dst[lo:hi], src[lo:hi]) })
-			}
-			wg.Wait()
+			parallelCopy(dst, src, threads)
 			return nil
 		})
 	}
@@ -31,6 +20,31 @@ func CopyBandwidth(size, threads, reps int) float64 {
 		return 0
 	}
 	return 2 * float64(size) / (ms / 1e3)
+}
+
+// copyBuffers returns a source and a destination of size bytes with every
+// page faulted in, so the first timed copy does not pay for page faults.
+func copyBuffers(size int) (src, dst []byte) {
+	src, dst = make([]byte, size), make([]byte, size)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	copy(dst, src)
+	return src, dst
+}
+
+// parallelCopy copies src into dst (of equal length), split evenly among
+// threads goroutines on cache-line boundaries.
+func parallelCopy(dst, src []byte, threads int) {
+	threads = max(threads, 1)
+	size := len(src)
+	part := (size/threads + 63) &^ 63
+	var wg sync.WaitGroup
+	for k := range threads {
+		lo, hi := min(k*part, size), min((k+1)*part, size)
+		wg.Go(func() { copy(dst[lo:hi], src[lo:hi]) })
+	}
+	wg.Wait()
 }
 
 // floorMs is the time to move bytes at bw bytes/s, in milliseconds.

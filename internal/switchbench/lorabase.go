@@ -2,11 +2,13 @@ package switchbench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
 
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/peft"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -14,8 +16,7 @@ import (
 
 // The LoRA baseline: W ± scale·B·A, the product computed by ONNX Runtime
 // (lora.Engine.Delta: MatMul + Mul, plus Transpose for [in, out] weights)
-// and added into W by a parallel loop (fp16 through a lookup table and an
-// inlined rounding, so the baseline is not slowed by per-element calls).
+// and added into W by lora's own add (internal/dense), split over threads.
 
 // LoraRank is PEFT's equal-parameter rank for nnz sparse entries on an
 // out×in weight: nnz = r·(in+out), rounded to nearest, at least 1.
@@ -48,7 +49,7 @@ func fuseLora(e *lora.Engine, w []byte, dt tensor.DType, m *peft.LoraModule, lay
 }
 
 // addInto adds d into the weight w of dtype dt (rounding to nearest even)
-// using threads goroutines.
+// using threads goroutines, each running dense.Add on its part.
 func addInto(w []byte, dt tensor.DType, d []float32, threads int) error {
 	if len(w) != len(d)*dt.Size() {
 		return fmt.Errorf("switchbench: %d bytes of %v for %d delta values", len(w), dt, len(d))
@@ -56,43 +57,14 @@ func addInto(w []byte, dt tensor.DType, d []float32, threads int) error {
 	threads = max(1, threads)
 	part := (len(d)/threads + 1023) &^ 1023
 	var wg sync.WaitGroup
+	errs := make([]error, threads)
 	for k := range threads {
 		lo, hi := min(k*part, len(d)), min((k+1)*part, len(d))
-		wg.Go(func() { addRange(w, dt, d, lo, hi) })
+		wg.Go(func() { errs[k] = dense.Add(w[lo*dt.Size():hi*dt.Size()], dt, d[lo:hi]) })
 	}
 	wg.Wait()
-	return nil
-}
-
-func addRange(w []byte, dt tensor.DType, d []float32, lo, hi int) {
-	d = d[lo:hi]
-	switch dt {
-	case tensor.Float32:
-		f := tensor.Float32s(w)[lo:hi]
-		f = f[:len(d)]
-		for i, v := range d {
-			f[i] += v
-		}
-	case tensor.Float16:
-		h, tab := tensor.Uint16s(w)[lo:hi], tensor.Float16Table()
-		h = h[:len(d)]
-		for i, v := range d {
-			// tensor.Float32ToFloat16's normal range, written out: the call would not inline.
-			x := tab[h[i]] + v
-			u := math.Float32bits(x)
-			if a := u & 0x7fffffff; a-0x38800000 < 0x47800000-0x38800000 {
-				r := a - 0x38000000
-				r += 0x0fff + (r>>13)&1
-				h[i] = uint16(u>>16)&0x8000 | uint16(r>>13)
-			} else {
-				h[i] = tensor.Float32ToFloat16(x)
-			}
-		}
-	default:
-		h := tensor.Uint16s(w)[lo:hi]
-		h = h[:len(d)]
-		for i, v := range d {
-			h[i] = tensor.Float32ToBFloat16(tensor.BFloat16ToFloat32(h[i]) + v)
-		}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("switchbench: %w", err)
 	}
+	return nil
 }

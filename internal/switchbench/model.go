@@ -1,7 +1,6 @@
 package switchbench
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/nlpodyssey/safetensors"
 	"golang.org/x/sys/unix"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -131,12 +131,12 @@ func toDType(b []byte, dt tensor.DType) []byte {
 	f := tensor.Float32s(b)
 	out := alignedBytes(len(f) * 2)
 	h := tensor.Uint16s(out)
+	if dt == tensor.Float16 {
+		tensor.Float32sToFloat16(h, f)
+		return out
+	}
 	for i, v := range f {
-		if dt == tensor.Float16 {
-			h[i] = tensor.Float32ToFloat16(v)
-		} else {
-			h[i] = tensor.Float32ToBFloat16(v)
-		}
+		h[i] = tensor.Float32ToBFloat16(v)
 	}
 	return out
 }
@@ -264,47 +264,27 @@ func writeLoraCheckpoint(dir string, mods []peft.LoraModule) error {
 	if err := os.WriteFile(filepath.Join(dir, peft.ConfigFile), cb, 0o644); err != nil {
 		return fmt.Errorf("switchbench: %w", err)
 	}
-	type entry struct {
-		DType   string   `json:"dtype"`
-		Shape   []int    `json:"shape"`
-		Offsets [2]int64 `json:"data_offsets"`
-	}
-	header := map[string]entry{}
-	var off int64
-	var blobs [][]float32
+	views := map[string]safetensors.TensorView{}
 	for _, m := range mods {
 		for _, t := range []struct {
 			suffix string
-			shape  []int
+			shape  []uint64
 			data   []float32
-		}{{"lora_A.weight", []int{m.R, m.In}, m.A}, {"lora_B.weight", []int{m.Out, m.R}, m.B}} {
-			n := int64(4 * len(t.data))
-			header["base_model.model."+m.Module+"."+t.suffix] = entry{"F32", t.shape, [2]int64{off, off + n}}
-			off += n
-			blobs = append(blobs, t.data)
+		}{{"lora_A.weight", []uint64{uint64(m.R), uint64(m.In)}, m.A}, {"lora_B.weight", []uint64{uint64(m.Out), uint64(m.R)}, m.B}} {
+			v, err := safetensors.NewTensorView(safetensors.F32, t.shape, tensor.Bytes(t.data))
+			if err != nil {
+				return fmt.Errorf("switchbench: %s %s: %w", m.Module, t.suffix, err)
+			}
+			views["base_model.model."+m.Module+"."+t.suffix] = v
 		}
-	}
-	hb, err := json.Marshal(header)
-	if err != nil {
-		return fmt.Errorf("switchbench: %w", err)
-	}
-	for len(hb)%8 != 0 {
-		hb = append(hb, ' ')
 	}
 	f, err := os.Create(filepath.Join(dir, peft.WeightsFile))
 	if err != nil {
 		return fmt.Errorf("switchbench: %w", err)
 	}
 	defer f.Close()
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(hb)))
-	if _, err := f.Write(append(n[:], hb...)); err != nil {
+	if err := safetensors.SerializeToWriter(views, nil, f); err != nil {
 		return fmt.Errorf("switchbench: %w", err)
-	}
-	for _, b := range blobs {
-		if _, err := f.Write(tensor.Bytes(b)); err != nil {
-			return fmt.Errorf("switchbench: %w", err)
-		}
 	}
 	if err := f.Sync(); err != nil { // clean pages, so fadvise can drop them
 		return fmt.Errorf("switchbench: %w", err)

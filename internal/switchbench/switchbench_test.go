@@ -6,20 +6,20 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
-
-	"github.com/shira-ort/shira-ort/internal/peftfix"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // TestTensorsSmoke runs the per-tensor benchmark on tiny weights once and
 // writes its reports: it checks the plumbing, not the speed.
 func TestTensorsSmoke(t *testing.T) {
-	peftfix.RequireORT(t)
+	orttest.Require(t)
 	rows, err := RunTensors(TensorConfig{Dims: []int{64, 128}, Densities: []float64{0.02}, DTypes: []tensor.DType{tensor.Float32, tensor.Float16},
 		Threads: []int{1, 2}, Rounds: 1, Seed: 1, BandwidthBytes: 4 << 20})
 	if err != nil {
@@ -67,7 +67,7 @@ func TestLinesTouched(t *testing.T) {
 // interleaved rounds and evicts the weight from the caches before each
 // step (this benchmark does not); use -count and benchstat here.
 func BenchmarkSwitchTensor(b *testing.B) {
-	peftfix.RequireORT(b)
+	orttest.Require(b)
 	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16} {
 		for _, d := range []int{2048, 4096} {
 			for _, dens := range []float64{0.01, 0.02} {
@@ -128,13 +128,46 @@ func benchSwitchTensor(b *testing.B, dt tensor.DType, d int, dens float64) {
 	})
 }
 
-// BenchmarkCopyBandwidth is the floor's denominator.
+// BenchmarkCopyBandwidth is the floor's denominator (CopyBandwidth): one
+// copy of bandwidthBytes per op, counted as 2·size bytes moved (read plus
+// write), so MB/s is the bandwidth CopyBandwidth reports.
 func BenchmarkCopyBandwidth(b *testing.B) {
+	src, dst := copyBuffers(bandwidthBytes)
 	for _, th := range []int{1, 2} {
 		b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
+			b.SetBytes(2 * bandwidthBytes)
 			for b.Loop() {
-				b.ReportMetric(CopyBandwidth(bandwidthBytes, th, 3)/1e9, "GB/s")
+				parallelCopy(dst, src, th)
 			}
 		})
+	}
+}
+
+// TestWriteLoraCheckpoint reads the LoRA baseline's checkpoint back
+// through peft.
+func TestWriteLoraCheckpoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	want := []peft.LoraModule{randomLora("layers.0.q", 2, 8, 6, rng), randomLora("layers.1.v", 3, 5, 4, rng)}
+	dir := t.TempDir()
+	if err := writeLoraCheckpoint(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	c, err := peft.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Lora()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d modules read back, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Module != w.Module || g.R != w.R || g.In != w.In || g.Out != w.Out || g.Scale != w.Scale ||
+			!slices.Equal(g.A, w.A) || !slices.Equal(g.B, w.B) {
+			t.Errorf("module %d read back as %+v, want %+v", i, g, w)
+		}
 	}
 }

@@ -134,9 +134,7 @@ func encode(v []float32, dtype tensor.DType) []byte {
 	switch dtype {
 	case tensor.Float16:
 		out := make([]uint16, len(v))
-		for i, f := range v {
-			out[i] = tensor.Float32ToFloat16(f)
-		}
+		tensor.Float32sToFloat16(out, v)
 		return tensor.Bytes(out)
 	case tensor.BFloat16:
 		out := make([]uint16, len(v))

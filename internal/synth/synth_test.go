@@ -57,6 +57,9 @@ func TestWeightMagnitudePicksLargest(t *testing.T) {
 	}
 	base := tensor.Float32s(w["w"])
 	vals := tensor.Float32s(a.Tensors[0].Values)
+	if n := len(a.Tensors[0].Indices); n != len(base)/100 { // 1 % of 64x32, rounded down
+		t.Fatalf("%d entries, want %d", n, len(base)/100)
+	}
 	for i, j := range a.Tensors[0].Indices {
 		if b := base[j]; b != 8 && b != -8 {
 			t.Errorf("index %d has |w| = %g, not the largest", j, b)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/tensor"
@@ -49,12 +50,8 @@ func vocab(t *testing.T) *Vocab {
 
 func TestVocab(t *testing.T) {
 	v := vocab(t)
-	ids := v.Encode("ab z\n")
-	want := []int64{2, 3, 1, 5, 0}
-	for i := range want {
-		if ids[i] != want[i] {
-			t.Fatalf("Encode = %v, want %v", ids, want)
-		}
+	if ids, want := v.Encode("ab z\n"), []int64{2, 3, 1, 5, 0}; !slices.Equal(ids, want) {
+		t.Fatalf("Encode = %v, want %v", ids, want)
 	}
 	if got := v.Decode([]int64{2, 3, 99}); got != "ab\uFFFD" {
 		t.Fatalf("Decode = %q", got)

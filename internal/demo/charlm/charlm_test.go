@@ -74,6 +74,9 @@ func TestSwitchAdapters(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := ref[name].([]any)
+		if len(want) == 0 || len(l) != len(want) {
+			t.Fatalf("%s: %d logits, reference has %d", name, len(l), len(want))
+		}
 		var maxDiff float64
 		for i, w := range want {
 			maxDiff = math.Max(maxDiff, math.Abs(float64(l[i])-w.(float64)))
