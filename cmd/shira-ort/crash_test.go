@@ -125,43 +125,37 @@ func TestWrongBaseRun(t *testing.T) {
 	}
 }
 
+// crashEnv carries the CLI arguments (JSON) to TestCrashChild.
 const crashEnv = "SHIRA_CRASH_CHILD"
 
-// crashSpec tells the child what to run and where to stop.
-type crashSpec struct {
-	Args  []string // CLI arguments
-	Stage string   // atomicfile.TestHook stage to stop at: "write" or "commit"
-	File  string   // base name of the destination to stop on
-}
-
 // TestCrashChild is the child process of TestKilledWritesLeaveNoTornFiles:
-// it runs the CLI and blocks forever at the chosen point of writing the
-// chosen file, printing atomicfiletest.Paused so the parent kills it.
+// it runs the CLI with the arguments in crashEnv; the parent's
+// atomicfiletest.PauseAt makes internal/atomicfile stop it at the chosen
+// point of writing the chosen file, and the parent kills it there.
 func TestCrashChild(t *testing.T) {
 	js := os.Getenv(crashEnv)
 	if js == "" {
 		t.Skip("child of TestKilledWritesLeaveNoTornFiles")
 	}
-	var spec crashSpec
-	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+	var args []string
+	if err := json.Unmarshal([]byte(js), &args); err != nil {
 		t.Fatal(err)
 	}
-	atomicfile.TestHook = func(stage, tmp string, written int64) {
-		if stage == spec.Stage && atomicfile.IsTemp(filepath.Base(tmp), spec.File) {
-			os.Stdout.WriteString(atomicfiletest.Paused + tmp + "\n")
-			select {}
-		}
-	}
-	out, err := runCLI(t, spec.Args...)
-	t.Fatalf("the CLI finished without reaching %s of %s: %v\n%s", spec.Stage, spec.File, err, out)
+	out, err := runCLI(t, args...)
+	t.Fatalf("the CLI finished without pausing: %v\n%s", err, out)
 }
 
-// killDuring runs the CLI in a child process and SIGKILLs it at the given
-// point of writing file; it returns the killed writer's temporary file.
+// killDuring runs the CLI in a child process and SIGKILLs it at stage
+// ("write" or "commit") of writing the destination named file; it returns
+// the killed writer's temporary file.
 func killDuring(t *testing.T, stage, file string, args ...string) string {
 	t.Helper()
-	js, _ := json.Marshal(crashSpec{Args: args, Stage: stage, File: file})
-	return atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestCrashChild$"), crashEnv+"="+string(js))
+	js, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestCrashChild$"),
+		crashEnv+"="+string(js), atomicfiletest.PauseAt(stage, file))
 }
 
 // noJunk fails when dir holds a temporary file of any of names.
