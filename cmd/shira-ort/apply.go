@@ -23,9 +23,6 @@ func newApplyCmd() *cobra.Command {
 		Short: "Fuse adapters offline into a self-contained ONNX model that plain ONNX Runtime loads",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || out == "" || len(adapters) == 0 {
-				return fmt.Errorf("--model DIR, at least one --adapter and -o FUSED.onnx are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -46,6 +43,7 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
 	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
+	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }
 

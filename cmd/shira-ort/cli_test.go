@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,39 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "bit for bit") {
 		t.Fatalf("demo output:\n%s", out.String())
+	}
+}
+
+// TestCommandLineErrors: cobra refuses a missing required flag or flags
+// that do not go together before the command runs, naming the flags, and
+// main adds the command's usage line to those errors (and to flags it
+// cannot parse), not to errors of a command that ran.
+func TestCommandLineErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, c := range []struct {
+		args  []string
+		want  string // in the error
+		usage bool
+	}{
+		{[]string{"apply", "--model", missing}, `required flag(s) "adapter", "output" not set`, true},
+		{[]string{"convert", "--model", missing, "-o", "a.shira"}, "[peft lora]", true},
+		{[]string{"convert", "--lora", missing, "--model", missing, "-o", "a.shira"}, "missing [density]", true},
+		{[]string{"create", "--model", missing, "-o", "a.shira", "--r", "2", "--density", "0.1"}, "[density r]", true},
+		{[]string{"run", "--model", missing, "--output-dir", missing, "--threads", "x"}, `"--threads"`, true},
+		{[]string{"export"}, "accepts 1 arg", true},
+		{[]string{"apply", "--model", missing, "--adapter", "a.shira", "-o", "f.onnx"}, "missing", false},
+	} {
+		root := newRootCmd()
+		root.SetArgs(c.args)
+		root.SetOut(io.Discard)
+		cmd, err := root.ExecuteC()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one containing %q", c.args, err, c.want)
+			continue
+		}
+		hint := usageHint(cmd, err)
+		if got := strings.HasPrefix(hint, "usage: shira-ort "+c.args[0]+" "); got != c.usage {
+			t.Errorf("%v: usage hint %q, want one: %v", c.args, hint, c.usage)
+		}
 	}
 }

@@ -39,12 +39,6 @@ module is computed by ONNX Runtime and its --density largest entries are kept; t
 relative error each tensor keeps is reported.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (peftDir == "") == (loraDir == "") || model == "" || out == "" {
-				return fmt.Errorf("exactly one of --peft DIR or --lora DIR, plus --model DIR and -o A.shira, are required")
-			}
-			if loraDir != "" && !cmd.Flags().Changed("density") {
-				return fmt.Errorf("--lora needs --density (fraction of each tensor's entries kept)")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -118,13 +112,17 @@ relative error each tensor keeps is reported.`,
 	addIndexEncodingFlag(f, &indexEnc)
 	f.StringVar(&peftDir, "peft", "", "PEFT SHiRA adapter directory (adapter_model.safetensors + adapter_config.json)")
 	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory, converted to SHiRA by top-k of scale*B*A")
-	f.Float64Var(&density, "density", 0.01, "with --lora: fraction of each tensor's entries kept")
+	f.Float64Var(&density, "density", 0, "with --lora (and required by it): fraction of each tensor's entries kept")
 	f.StringVar(&model, "model", "", "exported model directory (shira-ort export)")
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
 	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter (PEFT's runtime scaling)")
 	f.StringVar(&valueDType, "value-dtype", "", "dtype of the stored deltas (default: the weight's dtype, fp16/bf16 rounded to nearest even)")
 	f.BoolVar(&asJSON, "json", false, "print the per-module report as JSON")
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	markRequired(cmd, "model", "output")
+	cmd.MarkFlagsOneRequired("peft", "lora")
+	cmd.MarkFlagsMutuallyExclusive("peft", "lora")
+	cmd.MarkFlagsRequiredTogether("lora", "density")
 	return cmd
 }
 
@@ -137,9 +135,6 @@ func newFuseLoraCmd() *cobra.Command {
 		Short: "Fuse a PEFT LoRA checkpoint into the exposed weights (W += scale*B*A) and write a standalone model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if loraDir == "" || model == "" || out == "" {
-				return fmt.Errorf("--lora DIR, --model DIR and -o FUSED.onnx are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -172,6 +167,7 @@ func newFuseLoraCmd() *cobra.Command {
 	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory")
 	f.StringVar(&model, "model", "", "exported model directory")
 	f.StringVarP(&out, "output", "o", "", "output ONNX file")
+	markRequired(cmd, "lora", "model", "output")
 	return cmd
 }
 

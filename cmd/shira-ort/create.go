@@ -26,9 +26,6 @@ func newCreateCmd() *cobra.Command {
 		Short: "Create an adapter with random values over a random, weight-magnitude or structured mask",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || out == "" {
-				return fmt.Errorf("--model DIR and -o A.shira are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -41,9 +38,6 @@ func newCreateCmd() *cobra.Command {
 			sem, err := adapter.ParseSemantics(semantics)
 			if err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("r") && cmd.Flags().Changed("density") {
-				return fmt.Errorf("give --density or --r, not both")
 			}
 			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, R: r, Scale: scale,
 				Seed: seed, Semantics: sem, Alpha: alpha}
@@ -88,5 +82,7 @@ func newCreateCmd() *cobra.Command {
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
 	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter")
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	markRequired(cmd, "model", "output")
+	cmd.MarkFlagsMutuallyExclusive("density", "r")
 	return cmd
 }

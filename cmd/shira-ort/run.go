@@ -31,9 +31,6 @@ func newRunCmd() *cobra.Command {
 		Short: "Run an exported model with adapters patched into the live session; outputs as .npy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || outDir == "" {
-				return fmt.Errorf("--model DIR and --output-dir OUT are required")
-			}
 			feeds := map[string]*tensor.Tensor{}
 			for _, in := range inputs {
 				name, file, ok := strings.Cut(in, "=")
@@ -110,6 +107,7 @@ func newRunCmd() *cobra.Command {
 	f.BoolVar(&force, "force", false, forceUsage)
 	f.StringVar(&mode, "mode", "", "session mode: live (patch in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background; the default)")
 	provs.register(f)
+	markRequired(cmd, "model", "output-dir")
 	return cmd
 }
 
