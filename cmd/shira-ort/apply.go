@@ -40,12 +40,15 @@ func newApplyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "", "exported model directory")
-	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
 	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }
+
+// adapterUsage documents --adapter for apply, run and export-ort-adapter.
+const adapterUsage = "adapter A.shira, optionally A.shira:ALPHA to scale it (default: the alpha stored in the adapter); repeatable: several adapters are fused"
 
 // forceUsage documents --force for apply and run.
 const forceUsage = "apply adapters made for another base model (model fingerprint or base weight sha256 mismatch); names, dtypes, shapes and index bounds are still checked"

@@ -24,7 +24,17 @@ func newCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --model DIR --mask rand|wm|struct (--density 0.01 | --r R) --scale S --seed N -o A.shira",
 		Short: "Create an adapter with random values over a random, weight-magnitude or structured mask",
-		Args:  cobra.NoArgs,
+		Long: `create makes a synthetic adapter: normally distributed values (standard deviation --scale)
+at the entries a mask picks in each exposed weight (those --targets selects): rand (random
+entries), wm (the largest |weight|, the SHiRA paper's WM mask) or struct (every f-th row and
+column plus the diagonal). --density is the fraction of each weight's entries; --r gives
+PEFT's budget instead, r*(rows+cols) entries per weight.
+
+It writes delta semantics by default (w = base + alpha*value), PEFT's form: the random
+values are changes to the weights, so alpha scales them and adapters fused together add
+their changes. --semantics overwrite stores base + value instead, the new weights themselves
+(w = value at alpha 1: the paper's scatter, and extract's default).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := openExported(model)
 			if err != nil {
@@ -64,8 +74,8 @@ func newCreateCmd() *cobra.Command {
 			for i := range a.Tensors {
 				numel += a.Tensors[i].NumElements()
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %d values (%s mask, %s; overall density %.4f)\n",
-				out, len(a.Tensors), a.NNZ(), maskName, budget, float64(a.NNZ())/float64(max(numel, 1)))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%v semantics): %d tensors, %d values (%s mask, %s; overall density %.4f)\n",
+				out, a.Semantics, len(a.Tensors), a.NNZ(), maskName, budget, float64(a.NNZ())/float64(max(numel, 1)))
 			return nil
 		},
 	}

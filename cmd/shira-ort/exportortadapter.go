@@ -51,7 +51,7 @@ RunOptions to run with the adapted weights.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "exported model directory")
-	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	f.StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	f.BoolVar(&all, "all", false, "include every exposed weight, not only those the adapters touch")
 	f.StringVarP(&out, "output", "o", "", "output .onnx_adapter file")
 	markRequired(cmd, "model", "adapter", "output")

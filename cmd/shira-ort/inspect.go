@@ -48,7 +48,7 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 				}
 				defer m.Close()
 				if asJSON {
-					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: m.Inputs(), Outputs: m.Outputs()})
+					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: valuesJSON(m.Inputs()), Outputs: valuesJSON(m.Outputs())})
 				}
 				return printModel(w, m)
 			}
@@ -80,8 +80,26 @@ func writeJSON(w io.Writer, v any) error {
 // and outputs.
 type modelJSON struct {
 	*export.Manifest
-	Inputs  []export.ValueInfo `json:"inputs"`
-	Outputs []export.ValueInfo `json:"outputs"`
+	Inputs  []valueJSON `json:"inputs"`
+	Outputs []valueJSON `json:"outputs"`
+}
+
+// valueJSON is a graph input or output in `inspect --json`, with keys
+// spelled like the manifest's.
+type valueJSON struct {
+	Name         string       `json:"name"`
+	DType        tensor.DType `json:"dtype"`
+	Shape        []int64      `json:"shape"`                   // -1: dynamic
+	SymbolicDims []string     `json:"symbolic_dims,omitempty"` // the dynamic dimensions' names
+}
+
+// valuesJSON converts graph inputs or outputs for modelJSON.
+func valuesJSON(vs []export.ValueInfo) []valueJSON {
+	out := make([]valueJSON, len(vs))
+	for i, v := range vs {
+		out[i] = valueJSON{Name: v.Name, DType: v.DType, Shape: v.Shape, SymbolicDims: v.SymbolicDims}
+	}
+	return out
 }
 
 func printModel(w io.Writer, em *export.Model) error {
@@ -96,7 +114,7 @@ func printModel(w io.Writer, em *export.Model) error {
 		vs   []export.ValueInfo
 	}{{"input", em.Inputs()}, {"output", em.Outputs()}} {
 		for _, v := range io.vs {
-			fmt.Fprintf(w, "  %s %s: %v %s\n", io.what, v.Name, v.DType, shapeText(v))
+			fmt.Fprintf(w, "  %s %s: %v %s\n", io.what, v.Name, v.DType, shapeText(v.Shape, v.SymbolicDims))
 		}
 	}
 	fmt.Fprintf(w, "  %d exposed weights, %.2f MB\n\n", len(m.Tensors), float64(total)/1e6)
@@ -122,15 +140,16 @@ func printModel(w io.Writer, em *export.Model) error {
 	return tw.Flush()
 }
 
-// shapeText renders a declared shape with symbolic names, e.g. [batch 16].
-func shapeText(v export.ValueInfo) string {
-	parts := make([]string, len(v.Shape))
-	for i, d := range v.Shape {
+// shapeText renders a declared shape with the names of its symbolic
+// dimensions, e.g. [batch 16].
+func shapeText(shape []int64, symbolic []string) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
 		switch {
 		case d >= 0:
 			parts[i] = fmt.Sprint(d)
-		case i < len(v.SymbolicDims) && v.SymbolicDims[i] != "":
-			parts[i] = v.SymbolicDims[i]
+		case i < len(symbolic) && symbolic[i] != "":
+			parts[i] = symbolic[i]
 		default:
 			parts[i] = "?"
 		}

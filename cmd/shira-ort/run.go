@@ -77,6 +77,9 @@ func newRunCmd() *cobra.Command {
 				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
 			}
 			outs, err := sess.Run(cmd.Context(), feeds)
+			if errors.Is(err, ort.ErrInput) {
+				return fmt.Errorf("%w\nthe model's inputs, each given as --input NAME=FILE.npy:%s", err, inputsText(sess.Inputs()))
+			}
 			if err != nil {
 				return err
 			}
@@ -100,12 +103,12 @@ func newRunCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "exported model directory (or a plain .onnx file, without --adapter)")
-	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable; several are fused)")
+	f.StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
-	f.StringVar(&mode, "mode", "", "session mode: live (patch in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background; the default)")
+	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: live (patch the weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
 	provs.register(f)
 	markRequired(cmd, "model", "output-dir")
 	return cmd
@@ -125,6 +128,16 @@ func openForRun(ctx context.Context, model string, opts *ort.Options, adapters b
 		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
 	}
 	return ort.OpenModel(ctx, model, opts)
+}
+
+// inputsText lists a model's inputs, one per line: name, dtype and shape
+// (symbolic dimensions by name).
+func inputsText(ins []ort.IOInfo) string {
+	var b strings.Builder
+	for _, in := range ins {
+		fmt.Fprintf(&b, "\n  %s: %v %s", in.Name, in.DType, shapeText(in.Shape, in.SymbolicDims))
+	}
+	return b.String()
 }
 
 // safeFileName keeps output names like "onnx::Gemm_12" usable as file names.
