@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,17 +32,9 @@ func newRunCmd() *cobra.Command {
 		Short: "Run an exported model with adapters patched into the live session; outputs as .npy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			feeds := map[string]*tensor.Tensor{}
-			for _, in := range inputs {
-				name, file, ok := strings.Cut(in, "=")
-				if !ok || name == "" || file == "" {
-					return fmt.Errorf("--input %q: want NAME=FILE.npy", in)
-				}
-				t, err := npyfile.ReadFile(file)
-				if err != nil {
-					return fmt.Errorf("--input %s: %w", name, err)
-				}
-				feeds[name] = t
+			feeds, err := readInputFlags(inputs)
+			if err != nil {
+				return err
 			}
 			cfgs, closeAdapters, err := openAdapters(adapters, nil)
 			if err != nil {
@@ -83,20 +76,12 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(outDir, 0o755); err != nil {
+			files, err := writeTensors(outDir, "", outs)
+			if err != nil {
 				return err
 			}
-			names := make([]string, 0, len(outs))
-			for n := range outs {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				p := filepath.Join(outDir, safeFileName(n)+".npy")
-				if err := npyfile.WriteFile(p, outs[n]); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "%s %v %v -> %s\n", n, outs[n].DType, outs[n].Shape, p)
+			for _, n := range slices.Sorted(maps.Keys(outs)) {
+				fmt.Fprintf(w, "%s %v %v -> %s\n", n, outs[n].DType, outs[n].Shape, filepath.Join(outDir, files[n]))
 			}
 			return nil
 		},
@@ -128,6 +113,23 @@ func openForRun(ctx context.Context, model string, opts *ort.Options, adapters b
 		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
 	}
 	return ort.OpenModel(ctx, model, opts)
+}
+
+// readInputFlags reads the --input NAME=FILE.npy flags.
+func readInputFlags(flags []string) (map[string]*tensor.Tensor, error) {
+	feeds := map[string]*tensor.Tensor{}
+	for _, in := range flags {
+		name, file, ok := strings.Cut(in, "=")
+		if !ok || name == "" || file == "" {
+			return nil, fmt.Errorf("--input %q: want NAME=FILE.npy", in)
+		}
+		t, err := npyfile.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--input %s: %w", name, err)
+		}
+		feeds[name] = t
+	}
+	return feeds, nil
 }
 
 // inputsText lists a model's inputs, one per line: name, dtype and shape
