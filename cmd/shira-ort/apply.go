@@ -12,6 +12,7 @@ import (
 	"github.com/shira-ort/shira-ort/patch"
 )
 
+// newApplyCmd is `shira-ort apply`: offline fusion into a standalone model.
 func newApplyCmd() *cobra.Command {
 	var (
 		model, out string

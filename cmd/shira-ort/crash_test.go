@@ -171,6 +171,7 @@ func noJunk(t *testing.T, dir string, names ...string) {
 	}
 }
 
+// readFile returns p's contents or fails the test.
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)

@@ -12,6 +12,7 @@ import (
 	"github.com/shira-ort/shira-ort/internal/synth"
 )
 
+// newCreateCmd is `shira-ort create`: a synthetic adapter over a mask.
 func newCreateCmd() *cobra.Command {
 	var (
 		indexEnc                                       indexEncodingFlag

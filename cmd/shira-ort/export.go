@@ -9,6 +9,7 @@ import (
 	"github.com/shira-ort/shira-ort/export"
 )
 
+// newExportCmd is `shira-ort export`: expose a model's patchable weights.
 func newExportCmd() *cobra.Command {
 	var out, targets string
 	cmd := &cobra.Command{

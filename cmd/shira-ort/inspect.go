@@ -17,6 +17,8 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
+// newInspectCmd is `shira-ort inspect`: an exported model, an adapter, or
+// (--providers) where ONNX Runtime runs a model's nodes.
 func newInspectCmd() *cobra.Command {
 	var (
 		asJSON, providers bool
@@ -70,6 +72,7 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 	return cmd
 }
 
+// writeJSON writes v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -102,6 +105,8 @@ func valuesJSON(vs []export.ValueInfo) []valueJSON {
 	return out
 }
 
+// printModel is `inspect DIR`: the graph, its inputs and outputs, and the
+// exposed weights with their consumers and sources.
 func printModel(w io.Writer, em *export.Model) error {
 	m := em.Manifest()
 	var total int64
@@ -168,6 +173,7 @@ type adapterSummary struct {
 	Tensors          []tensorSummary   `json:"tensors"`
 }
 
+// tensorSummary is what `inspect` reports about one tensor of an adapter.
 type tensorSummary struct {
 	Name       string       `json:"name"`
 	DType      tensor.DType `json:"dtype"`
@@ -178,6 +184,7 @@ type tensorSummary struct {
 	BaseSHA256 string       `json:"base_sha256,omitempty"`
 }
 
+// summarizeAdapter summarizes a, tensors sorted by name.
 func summarizeAdapter(a *adapter.Adapter) adapterSummary {
 	s := adapterSummary{Name: a.Name, Semantics: a.Semantics.String(), DefaultAlpha: a.DefaultAlpha,
 		ModelFingerprint: a.ModelFingerprint, Metadata: a.Metadata}
@@ -196,6 +203,7 @@ func summarizeAdapter(a *adapter.Adapter) adapterSummary {
 	return s
 }
 
+// printAdapter is `inspect A.shira`.
 func printAdapter(w io.Writer, path string, s adapterSummary) error {
 	fmt.Fprintf(w, "adapter %s (%s)\n  semantics %s, default alpha %g\n  model fingerprint %s\n  %d tensors, %d values\n",
 		path, s.Name, s.Semantics, s.DefaultAlpha, s.ModelFingerprint, len(s.Tensors), s.NNZ)

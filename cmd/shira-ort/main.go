@@ -35,6 +35,8 @@ func main() {
 	}
 }
 
+// newRootCmd returns the shira-ort command with every subcommand (main and
+// the tests run it).
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "shira-ort",

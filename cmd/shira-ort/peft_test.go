@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/internal/peftfix"
 	"github.com/shira-ort/shira-ort/patch"
 )
@@ -17,7 +18,7 @@ import (
 // energy at density 0.2; every mask by density and by r; overlap; and the
 // ORT adapter export.
 func TestPEFTConvertFuseExtractThroughCLI(t *testing.T) {
-	peftfix.RequireORT(t)
+	orttest.Require(t)
 	tmp := t.TempDir()
 	dir := filepath.Join(tmp, "base")
 	mustCLI(t, "export", peftfix.Path("base.onnx"), "-o", dir)

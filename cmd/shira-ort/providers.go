@@ -25,6 +25,7 @@ const providerUsage = "execution provider cpu|xnnpack|qnn|nnapi|coreml, optional
 	"(e.g. qnn:backend_path=libQnnHtp.so,htp_performance_mode=burst or nnapi:fp16=1,cpu_disabled=1); " +
 	"repeatable, in priority order; CPU always takes the nodes the others leave"
 
+// register adds --provider and --provider-fallback to f.
 func (p *providerFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&p.specs, "provider", nil, providerUsage)
 	f.BoolVar(&p.fallback, "provider-fallback", false, "run on CPU when a provider is missing from the ONNX Runtime build or fails to create the session (default: fail)")

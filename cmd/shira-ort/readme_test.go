@@ -135,7 +135,10 @@ type usageNode interface {
 // literal is text without notation.
 type literal string
 
-func (l literal) width() int         { return 1 }
+// width is 1: a literal has one variant.
+func (l literal) width() int { return 1 }
+
+// variant is the text.
 func (l literal) variant(int) string { return string(l) }
 
 // sequence is nodes one after the other, separated by sep (" " between
@@ -145,6 +148,7 @@ type sequence struct {
 	sep   string
 }
 
+// width is the largest of the nodes' widths.
 func (s sequence) width() int {
 	w := 1
 	for _, n := range s.nodes {
@@ -153,6 +157,7 @@ func (s sequence) width() int {
 	return w
 }
 
+// variant joins variant i (modulo its width) of every node.
 func (s sequence) variant(i int) string {
 	parts := make([]string, len(s.nodes))
 	for k, n := range s.nodes {
@@ -165,6 +170,7 @@ func (s sequence) variant(i int) string {
 // option's variants in turn.
 type choice []usageNode
 
+// width is the sum of the options' widths.
 func (c choice) width() int {
 	w := 0
 	for _, n := range c {
@@ -173,6 +179,7 @@ func (c choice) width() int {
 	return w
 }
 
+// variant is variant i of the options' variants laid end to end.
 func (c choice) variant(i int) string {
 	for _, n := range c {
 		if i < n.width() {
@@ -186,8 +193,10 @@ func (c choice) variant(i int) string {
 // repeated is X...: X once (even variants) or twice (odd ones).
 type repeated struct{ x usageNode }
 
+// width covers X's variants and both counts.
 func (r repeated) width() int { return max(r.x.width(), 2) }
 
+// variant is X's variant i, twice when i is odd.
 func (r repeated) variant(i int) string {
 	v := r.x.variant(i % r.x.width())
 	if i%2 == 1 {
@@ -355,6 +364,7 @@ type readmeWorlds struct {
 	tiny, peft, charlm *readmeWorld
 }
 
+// newReadmeWorlds keeps the fixtures in a temporary directory of t.
 func newReadmeWorlds(t *testing.T) *readmeWorlds { return &readmeWorlds{tmp: t.TempDir()} }
 
 // forCommand returns the fixtures for a command's lines: the charlm model

@@ -19,6 +19,8 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
+// newRunCmd is `shira-ort run`: a model with adapters patched into a live
+// session, outputs as .npy files.
 func newRunCmd() *cobra.Command {
 	var (
 		model, outDir, mode string
@@ -62,7 +64,7 @@ func newRunCmd() *cobra.Command {
 			if len(cfgs) > 0 {
 				start := time.Now()
 				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
-					if errors.Is(err, patch.ErrFingerprint) {
+					if errors.Is(err, patch.ErrFingerprint) && !force {
 						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
 					}
 					return err

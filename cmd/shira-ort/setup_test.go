@@ -44,6 +44,7 @@ func fakePackage(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
+// sri is b's sha512 integrity string, as npm registries publish it.
 func sri(b []byte) string {
 	s := sha512.Sum512(b)
 	return "sha512-" + base64.StdEncoding.EncodeToString(s[:])

@@ -96,6 +96,7 @@ func Create(path string) (*File, error) {
 	return &File{f: f, final: path}, nil
 }
 
+// tempPrefix is the name prefix of base's temporary files.
 func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
 // IsTemp reports whether name (a base name) is a temporary file of
