@@ -111,8 +111,9 @@ func TestWrongBaseRun(t *testing.T) {
 	ma, mb := exportedManifest(t, p("A")), exportedManifest(t, p("B"))
 	mustCLI(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
 	_, err := runCLI(t, "run", "--model", p("B"), "--adapter", p("a.shira"), "--output-dir", p("out"))
-	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) {
-		t.Fatalf("run on the wrong base: %v; want ErrFingerprint naming both fingerprints", err)
+	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) ||
+		!strings.Contains(err.Error(), "--force") || strings.Contains(err.Error(), "Options.") {
+		t.Fatalf("run on the wrong base: %v; want ErrFingerprint naming both fingerprints and --force (not a Go option)", err)
 	}
 	// --force applies it anyway: the shapes fit.
 	x, _ := tensor.FromFloat32([]int64{1, 16}, make([]float32, 16))

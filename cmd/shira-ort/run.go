@@ -65,7 +65,7 @@ func newRunCmd() *cobra.Command {
 				start := time.Now()
 				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
 					if errors.Is(err, patch.ErrFingerprint) && !force {
-						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
+						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", fingerprintError(err))
 					}
 					return err
 				}
@@ -115,6 +115,17 @@ func openForRun(ctx context.Context, model string, opts *ort.Options, adapters b
 		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
 	}
 	return ort.OpenModel(ctx, model, opts)
+}
+
+// fingerprintError returns the patch package's fingerprint error inside
+// err, without the advice ort adds for Go callers (a field of
+// ort.Options), so that the CLI can name its own flag instead; err itself
+// when ort added nothing.
+func fingerprintError(err error) error {
+	if inner := errors.Unwrap(err); inner != nil && inner != patch.ErrFingerprint && errors.Is(inner, patch.ErrFingerprint) {
+		return inner
+	}
+	return err
 }
 
 // readInputFlags reads the --input NAME=FILE.npy flags.
