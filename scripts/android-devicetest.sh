@@ -2,12 +2,12 @@
 # One-step on-device check for Android (see docs/providers.md): build
 # shira-ort for android/arm64 with the NDK's clang, take libonnxruntime.so
 # from an ONNX Runtime Android AAR, make a device-test bundle from the tiny
-# model on the host, push everything with adb and run `shira-ort devicetest`
-# on the phone.
+# model on the host (`shira-ort devicetest make`), push everything with adb
+# and run `shira-ort devicetest run` on the phone.
 #
 # Usage:
 #   ANDROID_NDK_HOME=/path/to/ndk bash scripts/android-devicetest.sh --aar onnxruntime-android-1.24.1.aar \
-#       [--bundle DIR] [--api 28] [-- devicetest flags, e.g. --provider nnapi:fp16=1 --provider-fallback --rtol 1e-2]
+#       [--bundle DIR] [--api 28] [-- devicetest run flags, e.g. --provider nnapi:fp16=1 --provider-fallback --rtol 1e-2]
 #
 # Needs: Go, the Android NDK, adb with one device attached, unzip, and the host
 # ONNX Runtime (bash scripts/setup-ort.sh) to compute the reference outputs.
@@ -47,7 +47,7 @@ if [[ -z "$bundle" ]]; then
   "$h" export models/tiny/model.onnx -o "$work/tiny" >/dev/null
   "$h" create --model "$work/tiny" --mask rand --density 0.05 --scale 0.2 --seed 1 -o "$work/a.shira" >/dev/null
   "$h" create --model "$work/tiny" --mask wm --density 0.02 --scale 0.2 --seed 2 -o "$work/b.shira" >/dev/null
-  "$h" devicetest --make "$work/bundle" --model "$work/tiny" --adapter "$work/a.shira" --adapter "$work/a.shira:0.5+$work/b.shira"
+  "$h" devicetest make --model "$work/tiny" --adapter "$work/a.shira" --adapter "$work/a.shira:0.5+$work/b.shira" -o "$work/bundle"
   bundle="$work/bundle"
 fi
 
@@ -58,4 +58,4 @@ adb push "$work/shira-ort" "$work"/lib/*.so "$dev/" >/dev/null
 adb push "$bundle" "$dev/bundle" >/dev/null
 echo "== run on the device"
 adb shell "cd $dev && chmod +x shira-ort && LD_LIBRARY_PATH=$dev ADSP_LIBRARY_PATH=$dev HOME=$dev \
-  ONNXRUNTIME_SHARED_LIBRARY_PATH=$dev/libonnxruntime.so ./shira-ort devicetest --bundle bundle $*"
+  ONNXRUNTIME_SHARED_LIBRARY_PATH=$dev/libonnxruntime.so ./shira-ort devicetest run bundle $*"

@@ -16,6 +16,8 @@ type adapterSpec struct {
 	Alpha float32 // NaN: the adapter's default alpha
 }
 
+// parseAdapterSpec parses FILE[:ALPHA]; a suffix that is not a number is
+// part of the path.
 func parseAdapterSpec(s string) (adapterSpec, error) {
 	spec := adapterSpec{Path: s, Alpha: float32(math.NaN())}
 	if i := strings.LastIndexByte(s, ':'); i > 0 {

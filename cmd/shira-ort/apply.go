@@ -12,6 +12,7 @@ import (
 	"github.com/shira-ort/shira-ort/patch"
 )
 
+// newApplyCmd is `shira-ort apply`: offline fusion into a standalone model.
 func newApplyCmd() *cobra.Command {
 	var (
 		model, out string
@@ -23,9 +24,6 @@ func newApplyCmd() *cobra.Command {
 		Short: "Fuse adapters offline into a self-contained ONNX model that plain ONNX Runtime loads",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || out == "" || len(adapters) == 0 {
-				return fmt.Errorf("--model DIR, at least one --adapter and -o FUSED.onnx are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -43,11 +41,15 @@ func newApplyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "", "exported model directory")
-	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
 	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
+	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }
+
+// adapterUsage documents --adapter for apply, run and export-ort-adapter.
+const adapterUsage = "adapter A.shira, optionally A.shira:ALPHA to scale it (default: the alpha stored in the adapter); repeatable: several adapters are fused"
 
 // forceUsage documents --force for apply and run.
 const forceUsage = "apply adapters made for another base model (model fingerprint or base weight sha256 mismatch); names, dtypes, shapes and index bounds are still checked"

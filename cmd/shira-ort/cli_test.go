@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,18 +15,37 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// shira runs the CLI in-process and returns its standard output.
-func shira(t *testing.T, args ...string) string {
-	t.Helper()
-	var out bytes.Buffer
+// execCLI runs the CLI in-process over newRootCmd, as main does, and
+// returns what it wrote to standard output and standard error.
+func execCLI(ctx context.Context, args ...string) (stdout, stderr string, err error) {
+	var out, errOut bytes.Buffer
 	cmd := newRootCmd()
 	cmd.SetOut(&out)
-	cmd.SetErr(&out)
+	cmd.SetErr(&errOut)
 	cmd.SetArgs(args)
-	if err := cmd.Execute(); err != nil {
-		t.Fatalf("shira-ort %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	err = cmd.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+// runCLI runs `shira-ort args...` in-process and returns its standard
+// output and error; what it wrote to standard error goes to the test log.
+func runCLI(t testing.TB, args ...string) (stdout string, err error) {
+	t.Helper()
+	stdout, stderr, err := execCLI(t.Context(), args...)
+	if stderr != "" {
+		t.Logf("shira-ort %s (stderr):\n%s", strings.Join(args, " "), stderr)
 	}
-	return out.String()
+	return stdout, err
+}
+
+// mustCLI is runCLI for a command that must succeed.
+func mustCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := runCLI(t, args...)
+	if err != nil {
+		t.Fatalf("shira-ort %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 // exportTiny writes the shipped tiny MLP into a temporary directory tmp
@@ -37,25 +58,25 @@ func exportTiny(t *testing.T) (tmp, src, dir string) {
 		t.Fatal(err)
 	}
 	dir = filepath.Join(tmp, "exported")
-	shira(t, "export", src, "-o", dir)
+	mustCLI(t, "export", src, "-o", dir)
 	return tmp, src, dir
 }
 
-// TestExportCreateRunEqualsApplyRun is the issue's acceptance path through
-// the CLI: export → create → run with the adapter gives bit for bit the
-// outputs of apply → run on the fused model, and run without the adapter
-// gives the original model's outputs.
+// TestExportCreateRunEqualsApplyRun: through the CLI, export → create → run
+// with the adapters gives bit for bit the outputs of apply → run on the
+// fused model, and run without adapters gives the original model's
+// outputs.
 func TestExportCreateRunEqualsApplyRun(t *testing.T) {
 	orttest.Require(t)
 	tmp, src, dir := exportTiny(t)
-	if out := shira(t, "inspect", dir); !strings.Contains(out, "fc1.weight") {
+	if out := mustCLI(t, "inspect", dir); !strings.Contains(out, "fc1.weight") {
 		t.Fatalf("inspect dir:\n%s", out)
 	}
 	a := filepath.Join(tmp, "a.shira")
 	b := filepath.Join(tmp, "b.shira")
-	shira(t, "create", "--model", dir, "--mask", "rand", "--density", "0.02", "--scale", "0.3", "--seed", "4", "-o", a)
-	shira(t, "create", "--model", dir, "--mask", "wm", "--density", "0.02", "--scale", "0.3", "--seed", "5", "--semantics", "overwrite", "-o", b)
-	if out := shira(t, "inspect", "--json", a); !strings.Contains(out, `"semantics": "delta"`) {
+	mustCLI(t, "create", "--model", dir, "--mask", "rand", "--density", "0.02", "--scale", "0.3", "--seed", "4", "-o", a)
+	mustCLI(t, "create", "--model", dir, "--mask", "wm", "--density", "0.02", "--scale", "0.3", "--seed", "5", "--semantics", "overwrite", "-o", b)
+	if out := mustCLI(t, "inspect", "--json", a); !strings.Contains(out, `"semantics": "delta"`) {
 		t.Fatalf("inspect adapter:\n%s", out)
 	}
 
@@ -72,7 +93,7 @@ func TestExportCreateRunEqualsApplyRun(t *testing.T) {
 	}
 	run := func(name string, args ...string) []byte {
 		out := filepath.Join(tmp, name)
-		shira(t, append([]string{"run", "--input", "x=" + xPath, "--output-dir", out}, args...)...)
+		mustCLI(t, append([]string{"run", "--input", "x=" + xPath, "--output-dir", out}, args...)...)
 		y, err := npyfile.ReadFile(filepath.Join(out, "y.npy"))
 		if err != nil {
 			t.Fatal(err)
@@ -80,7 +101,7 @@ func TestExportCreateRunEqualsApplyRun(t *testing.T) {
 		return y.Data
 	}
 	fused := filepath.Join(tmp, "fused.onnx")
-	shira(t, "apply", "--model", dir, "--adapter", a+":0.8", "--adapter", b+":0.5", "-o", fused)
+	mustCLI(t, "apply", "--model", dir, "--adapter", a+":0.8", "--adapter", b+":0.5", "-o", fused)
 
 	live := run("live", "--model", dir, "--adapter", a+":0.8", "--adapter", b+":0.5")
 	offline := run("offline", "--model", fused)
@@ -121,5 +142,39 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "bit for bit") {
 		t.Fatalf("demo output:\n%s", out.String())
+	}
+}
+
+// TestCommandLineErrors: cobra refuses a missing required flag or flags
+// that do not go together before the command runs, naming the flags, and
+// main adds the command's usage line to those errors (and to flags it
+// cannot parse), not to errors of a command that ran.
+func TestCommandLineErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, c := range []struct {
+		args  []string
+		want  string // in the error
+		usage bool
+	}{
+		{[]string{"apply", "--model", missing}, `required flag(s) "adapter", "output" not set`, true},
+		{[]string{"convert", "--model", missing, "-o", "a.shira"}, "[peft lora]", true},
+		{[]string{"convert", "--lora", missing, "--model", missing, "-o", "a.shira"}, "missing [density]", true},
+		{[]string{"create", "--model", missing, "-o", "a.shira", "--r", "2", "--density", "0.1"}, "[density r]", true},
+		{[]string{"run", "--model", missing, "--output-dir", missing, "--threads", "x"}, `"--threads"`, true},
+		{[]string{"export"}, "accepts 1 arg", true},
+		{[]string{"apply", "--model", missing, "--adapter", "a.shira", "-o", "f.onnx"}, "missing", false},
+	} {
+		root := newRootCmd()
+		root.SetArgs(c.args)
+		root.SetOut(io.Discard)
+		cmd, err := root.ExecuteC()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one containing %q", c.args, err, c.want)
+			continue
+		}
+		hint := usageHint(cmd, err)
+		if got := strings.HasPrefix(hint, "usage: shira-ort "+c.args[0]+" "); got != c.usage {
+			t.Errorf("%v: usage hint %q, want one: %v", c.args, hint, c.usage)
+		}
 	}
 }

@@ -34,17 +34,16 @@ func newConvertCmd() *cobra.Command {
 adapter_config.json) to the exposed ONNX tensor holding its weight (through the consuming
 node's name, e.g. /model/layers.0/self_attn/q_proj/MatMul), converts (row, column) indices
 to flat indices of that tensor (transposed MatMul weights, Gemm transB=1, fan_in_fan_out),
-and writes a delta-semantics .shira adapter. With --lora the dense scale*B*A of each
-module is computed by ONNX Runtime and its --density largest entries are kept; the
-relative error each tensor keeps is reported.`,
+and writes a .shira adapter. With --lora the dense scale*B*A of each module is computed by
+ONNX Runtime and its --density largest entries are kept; the relative error each tensor
+keeps is reported.
+
+The adapter has delta semantics (w = base + alpha*value), because both sources store
+changes: PEFT's SHiRA adds its sparse values to the base weight when it merges, and
+scale*B*A is LoRA's change to it. alpha is PEFT's runtime scaling. (extract, which starts
+from the fine-tuned weights themselves, writes overwrite semantics by default.)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (peftDir == "") == (loraDir == "") || model == "" || out == "" {
-				return fmt.Errorf("exactly one of --peft DIR or --lora DIR, plus --model DIR and -o A.shira, are required")
-			}
-			if loraDir != "" && !cmd.Flags().Changed("density") {
-				return fmt.Errorf("--lora needs --density (fraction of each tensor's entries kept)")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -102,6 +101,9 @@ relative error each tensor keeps is reported.`,
 						fmt.Fprintf(tw, "%s\t%s\t%d\t%.4f\t%.4f\n", r.Module, r.Tensor, r.NNZ, r.RelError, r.Energy)
 					}
 					tw.Flush()
+					if far := farFromLora(reps); far > 0 {
+						fmt.Fprintf(w, "note: %d of %d modules keep less than 3/4 of their LoRA change's energy (rel_error > 0.5), so the adapter is far from the LoRA it comes from; a larger --density keeps more\n", far, len(reps))
+					}
 				}
 			}
 			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
@@ -110,7 +112,7 @@ relative error each tensor keeps is reported.`,
 			if asJSON {
 				return writeJSON(w, map[string]any{"output": out, "tensors": len(a.Tensors), "nnz": a.NNZ(), "modules": report})
 			}
-			fmt.Fprintf(w, "wrote %s: %d tensors, %d values\n", out, len(a.Tensors), a.NNZ())
+			fmt.Fprintf(w, "wrote %s (%v semantics): %d tensors, %d values\n", out, a.Semantics, len(a.Tensors), a.NNZ())
 			return nil
 		},
 	}
@@ -118,13 +120,17 @@ relative error each tensor keeps is reported.`,
 	addIndexEncodingFlag(f, &indexEnc)
 	f.StringVar(&peftDir, "peft", "", "PEFT SHiRA adapter directory (adapter_model.safetensors + adapter_config.json)")
 	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory, converted to SHiRA by top-k of scale*B*A")
-	f.Float64Var(&density, "density", 0.01, "with --lora: fraction of each tensor's entries kept")
+	f.Float64Var(&density, "density", 0, "with --lora (and required by it): fraction of each tensor's entries kept")
 	f.StringVar(&model, "model", "", "exported model directory (shira-ort export)")
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
 	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter (PEFT's runtime scaling)")
 	f.StringVar(&valueDType, "value-dtype", "", "dtype of the stored deltas (default: the weight's dtype, fp16/bf16 rounded to nearest even)")
 	f.BoolVar(&asJSON, "json", false, "print the per-module report as JSON")
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	markRequired(cmd, "model", "output")
+	cmd.MarkFlagsOneRequired("peft", "lora")
+	cmd.MarkFlagsMutuallyExclusive("peft", "lora")
+	cmd.MarkFlagsRequiredTogether("lora", "density")
 	return cmd
 }
 
@@ -137,9 +143,6 @@ func newFuseLoraCmd() *cobra.Command {
 		Short: "Fuse a PEFT LoRA checkpoint into the exposed weights (W += scale*B*A) and write a standalone model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if loraDir == "" || model == "" || out == "" {
-				return fmt.Errorf("--lora DIR, --model DIR and -o FUSED.onnx are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -172,7 +175,20 @@ func newFuseLoraCmd() *cobra.Command {
 	f.StringVar(&loraDir, "lora", "", "PEFT LoRA adapter directory")
 	f.StringVar(&model, "model", "", "exported model directory")
 	f.StringVarP(&out, "output", "o", "", "output ONNX file")
+	markRequired(cmd, "lora", "model", "output")
 	return cmd
+}
+
+// farFromLora counts the modules whose top-k keeps less than 3/4 of the
+// LoRA change's energy (relative error above 1/2).
+func farFromLora(reps []lora.TopKReport) int {
+	n := 0
+	for _, r := range reps {
+		if r.RelError > 0.5 {
+			n++
+		}
+	}
+	return n
 }
 
 // openLora reads a PEFT LoRA checkpoint, maps its modules to the exposed

@@ -22,17 +22,6 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// shiraErr runs the CLI in-process and returns its output and error.
-func shiraErr(args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := newRootCmd()
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	return out.String(), err
-}
-
 // otherTiny writes the demo model with one weight value changed: same
 // names and shapes, another fingerprint.
 func otherTiny(t *testing.T, path string) {
@@ -77,15 +66,15 @@ func TestWrongBaseAndForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherTiny(t, p("b.onnx"))
-	shira(t, "export", p("a.onnx"), "-o", p("A"))
-	shira(t, "export", p("b.onnx"), "-o", p("B"))
+	mustCLI(t, "export", p("a.onnx"), "-o", p("A"))
+	mustCLI(t, "export", p("b.onnx"), "-o", p("B"))
 	ma, mb := exportedManifest(t, p("A")), exportedManifest(t, p("B"))
 	if ma.Fingerprint == mb.Fingerprint {
 		t.Fatal("the two models have the same fingerprint")
 	}
-	shira(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
+	mustCLI(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
 
-	_, err := shiraErr("apply", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	_, err := runCLI(t, "apply", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
 	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) ||
 		!strings.Contains(err.Error(), mb.Fingerprint) || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("apply on the wrong base: %v; want ErrFingerprint naming %s and %s and --force", err, ma.Fingerprint, mb.Fingerprint)
@@ -93,17 +82,17 @@ func TestWrongBaseAndForce(t *testing.T) {
 	if _, err := os.Stat(p("fused.onnx")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused apply wrote its output: %v", err)
 	}
-	shira(t, "apply", "--force", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	mustCLI(t, "apply", "--force", "--model", p("B"), "--adapter", p("a.shira"), "-o", p("fused.onnx"))
 	if _, err := onnxwire.ReadModel(p("fused.onnx")); err != nil {
 		t.Fatalf("apply --force output: %v", err)
 	}
 	// the right base still works without --force
-	shira(t, "apply", "--model", p("A"), "--adapter", p("a.shira"), "-o", p("fusedA.onnx"))
+	mustCLI(t, "apply", "--model", p("A"), "--adapter", p("a.shira"), "-o", p("fusedA.onnx"))
 
 	// --force is no licence for a shape or name mismatch
 	src := filepath.Join("..", "..", "models", "testdata", "fp16", "model.onnx")
-	shira(t, "export", src, "-o", p("F"))
-	if _, err := shiraErr("apply", "--force", "--model", p("F"), "--adapter", p("a.shira"), "-o", p("bad.onnx")); err == nil {
+	mustCLI(t, "export", src, "-o", p("F"))
+	if _, err := runCLI(t, "apply", "--force", "--model", p("F"), "--adapter", p("a.shira"), "-o", p("bad.onnx")); err == nil {
 		t.Fatal("apply --force accepted an adapter for other tensors")
 	}
 }
@@ -117,62 +106,57 @@ func TestWrongBaseRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherTiny(t, p("b.onnx"))
-	shira(t, "export", p("a.onnx"), "-o", p("A"))
-	shira(t, "export", p("b.onnx"), "-o", p("B"))
+	mustCLI(t, "export", p("a.onnx"), "-o", p("A"))
+	mustCLI(t, "export", p("b.onnx"), "-o", p("B"))
 	ma, mb := exportedManifest(t, p("A")), exportedManifest(t, p("B"))
-	shira(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
-	_, err := shiraErr("run", "--model", p("B"), "--adapter", p("a.shira"), "--output-dir", p("out"))
-	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) {
-		t.Fatalf("run on the wrong base: %v; want ErrFingerprint naming both fingerprints", err)
+	mustCLI(t, "create", "--model", p("A"), "--density", "0.05", "--seed", "3", "-o", p("a.shira"))
+	_, err := runCLI(t, "run", "--model", p("B"), "--adapter", p("a.shira"), "--output-dir", p("out"))
+	if !errors.Is(err, patch.ErrFingerprint) || !strings.Contains(err.Error(), ma.Fingerprint) || !strings.Contains(err.Error(), mb.Fingerprint) ||
+		!strings.Contains(err.Error(), "--force") || strings.Contains(err.Error(), "Options.") {
+		t.Fatalf("run on the wrong base: %v; want ErrFingerprint naming both fingerprints and --force (not a Go option)", err)
 	}
 	// --force applies it anyway: the shapes fit.
 	x, _ := tensor.FromFloat32([]int64{1, 16}, make([]float32, 16))
 	if err := npyfile.WriteFile(p("x.npy"), x); err != nil {
 		t.Fatal(err)
 	}
-	shira(t, "run", "--force", "--model", p("B"), "--adapter", p("a.shira"), "--input", "x="+p("x.npy"), "--output-dir", p("out"))
+	mustCLI(t, "run", "--force", "--model", p("B"), "--adapter", p("a.shira"), "--input", "x="+p("x.npy"), "--output-dir", p("out"))
 	if _, err := os.Stat(p("out/y.npy")); err != nil {
 		t.Fatalf("run --force wrote no output: %v", err)
 	}
 }
 
+// crashEnv carries the CLI arguments (JSON) to TestCrashChild.
 const crashEnv = "SHIRA_CRASH_CHILD"
 
-// crashSpec tells the child what to run and where to stop.
-type crashSpec struct {
-	Args  []string // CLI arguments
-	Stage string   // atomicfile.TestHook stage to stop at: "write" or "commit"
-	File  string   // base name of the destination to stop on
-}
-
 // TestCrashChild is the child process of TestKilledWritesLeaveNoTornFiles:
-// it runs the CLI and blocks forever at the chosen point of writing the
-// chosen file, printing atomicfiletest.Paused so the parent kills it.
+// it runs the CLI with the arguments in crashEnv; the parent's
+// atomicfiletest.PauseAt makes internal/atomicfile stop it at the chosen
+// point of writing the chosen file, and the parent kills it there.
 func TestCrashChild(t *testing.T) {
 	js := os.Getenv(crashEnv)
 	if js == "" {
 		t.Skip("child of TestKilledWritesLeaveNoTornFiles")
 	}
-	var spec crashSpec
-	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+	var args []string
+	if err := json.Unmarshal([]byte(js), &args); err != nil {
 		t.Fatal(err)
 	}
-	atomicfile.TestHook = func(stage, tmp string, written int64) {
-		if stage == spec.Stage && atomicfile.IsTemp(filepath.Base(tmp), spec.File) {
-			os.Stdout.WriteString(atomicfiletest.Paused + tmp + "\n")
-			select {}
-		}
-	}
-	out, err := shiraErr(spec.Args...)
-	t.Fatalf("the CLI finished without reaching %s of %s: %v\n%s", spec.Stage, spec.File, err, out)
+	out, err := runCLI(t, args...)
+	t.Fatalf("the CLI finished without pausing: %v\n%s", err, out)
 }
 
-// killDuring runs the CLI in a child process and SIGKILLs it at the given
-// point of writing file; it returns the killed writer's temporary file.
+// killDuring runs the CLI in a child process and SIGKILLs it at stage
+// ("write" or "commit") of writing the destination named file; it returns
+// the killed writer's temporary file.
 func killDuring(t *testing.T, stage, file string, args ...string) string {
 	t.Helper()
-	js, _ := json.Marshal(crashSpec{Args: args, Stage: stage, File: file})
-	return atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestCrashChild$"), crashEnv+"="+string(js))
+	js, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestCrashChild$"),
+		crashEnv+"="+string(js), atomicfiletest.PauseAt(stage, file))
 }
 
 // noJunk fails when dir holds a temporary file of any of names.
@@ -188,6 +172,7 @@ func noJunk(t *testing.T, dir string, names ...string) {
 	}
 }
 
+// readFile returns p's contents or fails the test.
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -212,7 +197,7 @@ func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
 	}
 	otherTiny(t, p("b.onnx"))
 	dir := p("exported")
-	shira(t, "export", p("a.onnx"), "-o", dir)
+	mustCLI(t, "export", p("a.onnx"), "-o", dir)
 	old := map[string][]byte{}
 	for _, f := range []string{export.ModelFile, export.WeightsFile, export.ManifestFile} {
 		old[f] = readFile(t, filepath.Join(dir, f))
@@ -240,14 +225,14 @@ func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
 			t.Fatalf("Open of a half-replaced export: %v, want ErrManifest", err)
 		}
 	})
-	shira(t, "export", p("b.onnx"), "-o", dir)
+	mustCLI(t, "export", p("b.onnx"), "-o", dir)
 	if err := readExported(dir); err != nil {
 		t.Fatal(err)
 	}
 	noJunk(t, dir, files...)
 
-	shira(t, "create", "--model", dir, "--density", "0.05", "--seed", "1", "-o", p("a.shira"))
-	shira(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	mustCLI(t, "create", "--model", dir, "--density", "0.05", "--seed", "1", "-o", p("a.shira"))
+	mustCLI(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
 	oldAdapter, oldFused := readFile(t, p("a.shira")), readFile(t, p("fused.onnx"))
 
 	t.Run("create killed", func(t *testing.T) {
@@ -263,8 +248,8 @@ func TestKilledWritesLeaveNoTornFiles(t *testing.T) {
 		}
 	})
 	// the next writes of the same files succeed and sweep the killed writers' temporaries
-	shira(t, "create", "--model", dir, "--density", "0.05", "--seed", "2", "-o", p("a.shira"))
-	shira(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
+	mustCLI(t, "create", "--model", dir, "--density", "0.05", "--seed", "2", "-o", p("a.shira"))
+	mustCLI(t, "apply", "--model", dir, "--adapter", p("a.shira"), "-o", p("fused.onnx"))
 	if bytes.Equal(readFile(t, p("a.shira")), oldAdapter) {
 		t.Fatal("create did not replace a.shira")
 	}

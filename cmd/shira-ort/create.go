@@ -12,6 +12,7 @@ import (
 	"github.com/shira-ort/shira-ort/internal/synth"
 )
 
+// newCreateCmd is `shira-ort create`: a synthetic adapter over a mask.
 func newCreateCmd() *cobra.Command {
 	var (
 		indexEnc                                       indexEncodingFlag
@@ -24,11 +25,18 @@ func newCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create --model DIR --mask rand|wm|struct (--density 0.01 | --r R) --scale S --seed N -o A.shira",
 		Short: "Create an adapter with random values over a random, weight-magnitude or structured mask",
-		Args:  cobra.NoArgs,
+		Long: `create makes a synthetic adapter: normally distributed values (standard deviation --scale)
+at the entries a mask picks in each exposed weight (those --targets selects): rand (random
+entries), wm (the largest |weight|, the SHiRA paper's WM mask) or struct (every f-th row and
+column plus the diagonal). --density is the fraction of each weight's entries; --r gives
+PEFT's budget instead, r*(rows+cols) entries per weight.
+
+It writes delta semantics by default (w = base + alpha*value), PEFT's form: the random
+values are changes to the weights, so alpha scales them and adapters fused together add
+their changes. --semantics overwrite stores base + value instead, the new weights themselves
+(w = value at alpha 1: the paper's scatter, and extract's default).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || out == "" {
-				return fmt.Errorf("--model DIR and -o A.shira are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -41,9 +49,6 @@ func newCreateCmd() *cobra.Command {
 			sem, err := adapter.ParseSemantics(semantics)
 			if err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("r") && cmd.Flags().Changed("density") {
-				return fmt.Errorf("give --density or --r, not both")
 			}
 			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, R: r, Scale: scale,
 				Seed: seed, Semantics: sem, Alpha: alpha}
@@ -70,8 +75,8 @@ func newCreateCmd() *cobra.Command {
 			for i := range a.Tensors {
 				numel += a.Tensors[i].NumElements()
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %d values (%s mask, %s; overall density %.4f)\n",
-				out, len(a.Tensors), a.NNZ(), maskName, budget, float64(a.NNZ())/float64(max(numel, 1)))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%v semantics): %d tensors, %d values (%s mask, %s; overall density %.4f)\n",
+				out, a.Semantics, len(a.Tensors), a.NNZ(), maskName, budget, float64(a.NNZ())/float64(max(numel, 1)))
 			return nil
 		},
 	}
@@ -88,5 +93,7 @@ func newCreateCmd() *cobra.Command {
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
 	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter")
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	markRequired(cmd, "model", "output")
+	cmd.MarkFlagsMutuallyExclusive("density", "r")
 	return cmd
 }

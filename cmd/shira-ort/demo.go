@@ -21,6 +21,7 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
+// newDemoCmd is `shira-ort demo`: the charlm demo, or the tiny-MLP one.
 func newDemoCmd() *cobra.Command {
 	var (
 		keep, model, prompt string
@@ -70,6 +71,8 @@ times. Nothing is downloaded beyond the set-up step.`,
 	return cmd
 }
 
+// runDemo is `shira-ort demo --model tiny`: two random adapters switched in
+// one live session over the tiny MLP, and a bit-exact revert.
 func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -180,6 +183,7 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	return nil
 }
 
+// fmtVec renders a vector with three decimals and signs.
 func fmtVec(v []float32) string {
 	parts := make([]string, len(v))
 	for i, f := range v {
@@ -188,6 +192,7 @@ func fmtVec(v []float32) string {
 	return strings.Join(parts, " ")
 }
 
+// fmtDuration renders a switch time in µs below a millisecond, else in ms.
 func fmtDuration(d time.Duration) string {
 	if d < time.Millisecond {
 		return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1e3)

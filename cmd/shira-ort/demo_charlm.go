@@ -28,12 +28,34 @@ type charDemoOptions struct {
 	Pair [2]string
 }
 
-// charDemoStep is one configuration of the demo with its switch time.
+// charDemoStep is one switch of the demo: the styles it activates (fused
+// when several), or a revert to the base model, and its switch times.
 type charDemoStep struct {
-	Label  string
+	Label  string   // its row in the switch-time table
+	Name   string   // what its samples are called ("" for a revert)
+	Styles []string // the styles switched in, each at alpha 1
+	Revert bool     // switch back to the base model instead
 	Shira  time.Duration
 	Lora   time.Duration
-	LoraOK bool
+	LoraOK bool // a LoRA checkpoint exists for every style, Lora is set
+}
+
+// charDemo is one run of the charlm demo: one live session over the
+// exported text generator, the SHiRA adapters, and the steps both halves
+// (SHiRA switches, then the same switches as LoRA fusion) go through.
+type charDemo struct {
+	ctx        context.Context
+	w          io.Writer
+	o          charDemoOptions
+	ws         *charlm.Workspace
+	sess       *ort.Session
+	model      *textgen.Model
+	prompt     string
+	probe      []int64 // the tokens whose logits must come back bit for bit
+	shira      map[string]*adapter.Adapter
+	steps      []charDemoStep
+	baseText   string
+	baseLogits []byte
 }
 
 // runCharDemo is `shira-ort demo` on the charlm text generator: one live
@@ -73,131 +95,126 @@ func runCharDemo(ctx context.Context, w io.Writer, dir string, o charDemoOptions
 	}
 	fmt.Fprintf(w, "charlm: character-level transformer, %d patchable weights (%d values), exported to %s\n",
 		len(ws.Model.Manifest().Tensors), params, ws.Exported)
-	as := map[string]*adapter.Adapter{}
+	d := &charDemo{ctx: ctx, w: w, o: o, ws: ws, shira: map[string]*adapter.Adapter{},
+		prompt: strings.ReplaceAll(o.Prompt, `\n`, "\n"), probe: vocab.Encode("The GNU General Public License")}
 	for _, s := range styles {
 		a, err := adapter.Open(ws.Shira[s])
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		as[s] = a
+		d.shira[s] = a
 		fmt.Fprintf(w, "  SHiRA adapter %-9s %6d values (%.2f %% of the weights), from PEFT checkpoint shira/%s\n",
 			s, a.NNZ(), 100*float64(a.NNZ())/float64(params), s)
+		d.steps = append(d.steps, charDemoStep{Label: "+ " + s, Name: s, Styles: []string{s}})
 	}
+	pair := fmt.Sprintf("%s + %s fused (α=1 each)", o.Pair[0], o.Pair[1])
+	d.steps = append(d.steps, charDemoStep{Label: pair, Name: pair, Styles: o.Pair[:]},
+		charDemoStep{Label: "base (revert)", Revert: true})
+
 	if err := ort.Init(); err != nil {
 		return err
 	}
-	sess, err := ort.OpenExported(ctx, ws.Model, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
-	if err != nil {
+	if d.sess, err = ort.OpenExported(ctx, ws.Model, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive}); err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer d.sess.Close()
+	d.model = &textgen.Model{R: d.sess, Vocab: vocab}
 	fmt.Fprintf(w, "ONNX Runtime %s, one live session for the whole demo (set up in %s)\n",
 		ort.Version(), fmtDuration(time.Since(t0)))
 	fmt.Fprintf(w, "each sample: %d characters, temperature 0.8, top-k 40, seed %d, prompt %q\n", o.Length, o.Seed, o.Prompt)
 
-	model := &textgen.Model{R: sess, Vocab: vocab}
-	prompt := strings.ReplaceAll(o.Prompt, `\n`, "\n")
-	probe := vocab.Encode("The GNU General Public License")
-	sample := func(label string, took time.Duration, kind string) (string, error) {
-		if took >= 0 {
-			fmt.Fprintf(w, "\n== %s   (%s switch %s)\n", label, kind, fmtDuration(took))
-		} else {
-			fmt.Fprintf(w, "\n== %s\n", label)
-		}
-		iw := &indentWriter{w: w, prefix: "   | "}
-		iw.WriteString("")
-		txt, err := model.Generate(ctx, prompt, o.Length, textgen.SampleOptions{Temperature: 0.8, TopK: 40, Seed: o.Seed},
-			func(s string) error { return iw.WriteString(s) })
-		fmt.Fprintln(w)
-		return txt, err
+	if err := d.runShira(); err != nil {
+		return err
 	}
-	logits := func() ([]byte, error) {
-		l, _, err := model.Logits(ctx, probe)
-		if err != nil {
-			return nil, err
-		}
-		return tensor.Bytes(l), nil
+	if err := d.runLora(); err != nil {
+		return err
 	}
+	d.printTable()
+	return nil
+}
 
-	baseText, err := sample("base model", -1, "")
-	if err != nil {
+// runShira samples the base model, then goes through the steps with the
+// SHiRA adapters; the revert must give the base sample and logits back bit
+// for bit.
+func (d *charDemo) runShira() error {
+	var err error
+	if d.baseText, err = d.sample("base model", -1, ""); err != nil {
 		return err
 	}
-	baseLogits, err := logits()
-	if err != nil {
+	if d.baseLogits, err = d.logits(); err != nil {
 		return err
-	}
-	var steps []charDemoStep
-	timed := func(f func() error) (time.Duration, error) {
-		start := time.Now()
-		err := f()
-		return time.Since(start), err
 	}
 	texts := map[string]string{}
-	for _, s := range styles {
-		took, err := timed(func() error { return sess.Set(ctx, patch.Config{Adapter: as[s], Alpha: 1}) })
+	for i := range d.steps {
+		st := &d.steps[i]
+		if st.Shira, err = timed(func() error { return d.switchShira(st) }); err != nil {
+			return err
+		}
+		if st.Revert {
+			if err := d.checkRevert(st.Shira); err != nil {
+				return err
+			}
+			continue
+		}
+		txt, err := d.sample("SHiRA "+st.Name, st.Shira, "SHiRA")
 		if err != nil {
 			return err
 		}
-		steps = append(steps, charDemoStep{Label: "+ " + s, Shira: took})
-		if texts[s], err = sample("SHiRA "+s, took, "SHiRA"); err != nil {
-			return err
+		if len(st.Styles) == 1 {
+			texts[st.Styles[0]] = txt
 		}
 	}
-	pairLabel := fmt.Sprintf("%s + %s fused (α=1 each)", o.Pair[0], o.Pair[1])
-	took, err := timed(func() error {
-		return sess.Set(ctx, patch.Config{Adapter: as[o.Pair[0]], Alpha: 1}, patch.Config{Adapter: as[o.Pair[1]], Alpha: 1})
-	})
-	if err != nil {
-		return err
-	}
-	steps = append(steps, charDemoStep{Label: pairLabel, Shira: took})
-	if _, err := sample("SHiRA "+pairLabel, took, "SHiRA"); err != nil {
-		return err
-	}
-	took, err = timed(func() error { return sess.Revert(ctx) })
-	if err != nil {
-		return err
-	}
-	steps = append(steps, charDemoStep{Label: "base (revert)", Shira: took})
-	again, err := sample("base again (revert)", took, "SHiRA")
-	if err != nil {
-		return err
-	}
-	after, err := logits()
-	if err != nil {
-		return err
-	}
-	if again != baseText || !bytes.Equal(after, baseLogits) {
-		return fmt.Errorf("revert did not restore the base model bit for bit")
-	}
-	fmt.Fprintln(w, "   -> identical to the first base sample; logits equal bit for bit")
-	for s, t := range texts {
-		if t == baseText {
-			fmt.Fprintf(w, "   note: the %s sample equals the base sample\n", s)
+	for _, s := range charlm.Styles() {
+		if texts[s] == d.baseText {
+			fmt.Fprintf(d.w, "   note: the %s sample equals the base sample\n", s)
 		}
-	}
-
-	if err := runCharDemoLora(ctx, w, sess, ws, o, steps, sample, logits, baseLogits); err != nil {
-		return err
 	}
 	return nil
 }
 
-// runCharDemoLora repeats the switches with the LoRA checkpoints (dense
-// scale*B*A from ORT, added into the same live weights) and prints the
-// switch-time table.
-func runCharDemoLora(ctx context.Context, w io.Writer, sess *ort.Session, ws *charlm.Workspace, o charDemoOptions, steps []charDemoStep,
-	sample func(string, time.Duration, string) (string, error), logits func() ([]byte, error), baseLogits []byte) error {
-	var loraNote string
+// switchShira makes st's SHiRA adapters active (or reverts).
+func (d *charDemo) switchShira(st *charDemoStep) error {
+	if st.Revert {
+		return d.sess.Revert(d.ctx)
+	}
+	cfgs := make([]patch.Config, len(st.Styles))
+	for i, s := range st.Styles {
+		cfgs[i] = patch.Config{Adapter: d.shira[s], Alpha: 1}
+	}
+	return d.sess.Set(d.ctx, cfgs...)
+}
+
+// checkRevert samples the base model again after the SHiRA revert and
+// fails unless text and logits equal the first base sample's.
+func (d *charDemo) checkRevert(took time.Duration) error {
+	again, err := d.sample("base again (revert)", took, "SHiRA")
+	if err != nil {
+		return err
+	}
+	after, err := d.logits()
+	if err != nil {
+		return err
+	}
+	if again != d.baseText || !bytes.Equal(after, d.baseLogits) {
+		return fmt.Errorf("revert did not restore the base model bit for bit")
+	}
+	fmt.Fprintln(d.w, "   -> identical to the first base sample; logits equal bit for bit")
+	return nil
+}
+
+// runLora repeats the steps with the LoRA checkpoints (dense scale*B*A
+// from ORT, added into the same live weights); the revert must give the
+// base logits back bit for bit. A step with a style that has no LoRA
+// checkpoint is skipped.
+func (d *charDemo) runLora() error {
 	eng, err := lora.NewEngine(&ort.Options{IntraOpThreads: 1})
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
 	mods := map[string][]lora.Resolved{}
-	for s, dir := range ws.Lora {
+	for s, dir := range d.ws.Lora {
 		ck, err := peft.Open(dir)
 		if err != nil {
 			return err
@@ -206,91 +223,114 @@ func runCharDemoLora(ctx context.Context, w io.Writer, sess *ort.Session, ws *ch
 		if err != nil {
 			return err
 		}
-		if mods[s], err = lora.Resolve(lm, ws.Model); err != nil {
+		if mods[s], err = lora.Resolve(lm, d.ws.Model); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\nThe same switches as LoRA fusion (r=1 LoRA adapters with the same parameter count; ORT computes\n"+
+	fmt.Fprintf(d.w, "\nThe same switches as LoRA fusion (r=1 LoRA adapters with the same parameter count; ORT computes\n"+
 		"scale*B*A for every weight, which is then added densely into the same live session's weights):\n")
-	idx := denseIndices(ws.Model.Manifest())
-	loraSwitch := func(styles ...string) (time.Duration, error) {
-		start := time.Now()
-		var cfgs []patch.Config
-		for _, s := range styles {
-			a, err := loraDense(ctx, eng, mods[s], ws.Model.Manifest(), idx)
-			if err != nil {
-				return 0, err
+	idx := denseIndices(d.ws.Model.Manifest())
+	for i := range d.steps {
+		st := &d.steps[i]
+		if st.Revert {
+			if st.Lora, err = timed(func() error { return d.sess.Revert(d.ctx) }); err != nil {
+				return err
 			}
-			cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: 1})
-		}
-		if err := sess.Set(ctx, cfgs...); err != nil {
-			return 0, err
-		}
-		return time.Since(start), nil
-	}
-	for i := range steps {
-		st := &steps[i]
-		var styles []string
-		switch {
-		case st.Label == "base (revert)":
-			took, err := timedRevert(ctx, sess)
+			st.LoraOK = true
+			after, err := d.logits()
 			if err != nil {
 				return err
 			}
-			st.Lora, st.LoraOK = took, true
-			after, err := logits()
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(after, baseLogits) {
+			if !bytes.Equal(after, d.baseLogits) {
 				return fmt.Errorf("revert after LoRA fusion did not restore the base logits bit for bit")
 			}
 			continue
-		case strings.HasPrefix(st.Label, "+ "):
-			styles = []string{strings.TrimPrefix(st.Label, "+ ")}
-		default:
-			styles = o.Pair[:]
 		}
-		ok := true
-		for _, s := range styles {
-			if _, has := mods[s]; !has {
-				ok = false
-			}
-		}
-		if !ok {
-			loraNote = "(-: no LoRA checkpoint for that style)"
+		if !hasAll(mods, st.Styles) {
 			continue
 		}
-		took, err := loraSwitch(styles...)
+		st.Lora, err = timed(func() error {
+			var cfgs []patch.Config
+			for _, s := range st.Styles {
+				a, err := loraDense(d.ctx, eng, mods[s], d.ws.Model.Manifest(), idx)
+				if err != nil {
+					return err
+				}
+				cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: 1})
+			}
+			return d.sess.Set(d.ctx, cfgs...)
+		})
 		if err != nil {
 			return err
 		}
-		st.Lora, st.LoraOK = took, true
-		if _, err := sample("LoRA "+strings.TrimPrefix(st.Label, "+ "), took, "LoRA"); err != nil {
+		st.LoraOK = true
+		if _, err := d.sample("LoRA "+st.Name, st.Lora, "LoRA"); err != nil {
 			return err
 		}
 	}
+	return nil
+}
 
-	fmt.Fprintf(w, "\n%-36s %12s %12s\n", "switch to", "SHiRA", "LoRA fusion")
-	for _, st := range steps {
+// printTable prints the switch times of both halves.
+func (d *charDemo) printTable() {
+	fmt.Fprintf(d.w, "\n%-36s %12s %12s\n", "switch to", "SHiRA", "LoRA fusion")
+	missing := false
+	for _, st := range d.steps {
 		l := "-"
 		if st.LoraOK {
 			l = fmtDuration(st.Lora)
 		}
-		fmt.Fprintf(w, "%-36s %12s %12s\n", st.Label, fmtDuration(st.Shira), l)
+		missing = missing || !st.LoraOK
+		fmt.Fprintf(d.w, "%-36s %12s %12s\n", st.Label, fmtDuration(st.Shira), l)
 	}
-	if loraNote != "" {
-		fmt.Fprintln(w, loraNote)
+	if missing {
+		fmt.Fprintln(d.w, "(-: no LoRA checkpoint for that style)")
 	}
-	fmt.Fprintln(w, "(the first switch of a session also pays the copy-on-write faults of the weight pages it touches)")
-	fmt.Fprintln(w, "\nOne session throughout; every revert restored the base logits bit for bit.")
-	return nil
+	fmt.Fprintln(d.w, "(the first switch of a session also pays the copy-on-write faults of the weight pages it touches)")
+	fmt.Fprintln(d.w, "\nOne session throughout; every revert restored the base logits bit for bit.")
 }
 
-func timedRevert(ctx context.Context, sess *ort.Session) (time.Duration, error) {
+// sample prints a header (with the switch time when took >= 0) and streams
+// a sample of the current configuration, indented; it returns the text.
+func (d *charDemo) sample(label string, took time.Duration, kind string) (string, error) {
+	if took >= 0 {
+		fmt.Fprintf(d.w, "\n== %s   (%s switch %s)\n", label, kind, fmtDuration(took))
+	} else {
+		fmt.Fprintf(d.w, "\n== %s\n", label)
+	}
+	iw := &indentWriter{w: d.w, prefix: "   | "}
+	iw.WriteString("")
+	txt, err := d.model.Generate(d.ctx, d.prompt, d.o.Length, textgen.SampleOptions{Temperature: 0.8, TopK: 40, Seed: d.o.Seed},
+		func(s string) error { return iw.WriteString(s) })
+	fmt.Fprintln(d.w)
+	return txt, err
+}
+
+// logits returns the raw bytes of the current configuration's logits for
+// the probe text.
+func (d *charDemo) logits() ([]byte, error) {
+	l, _, err := d.model.Logits(d.ctx, d.probe)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.Bytes(l), nil
+}
+
+// timed runs f and returns how long it took.
+func timed(f func() error) (time.Duration, error) {
 	start := time.Now()
-	err := sess.Revert(ctx)
+	err := f()
 	return time.Since(start), err
+}
+
+// hasAll reports whether mods has every style.
+func hasAll(mods map[string][]lora.Resolved, styles []string) bool {
+	for _, s := range styles {
+		if _, ok := mods[s]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // denseIndices holds 0..n-1 for every exposed tensor size (shared, read-only).

@@ -9,6 +9,7 @@ import (
 	"github.com/shira-ort/shira-ort/export"
 )
 
+// newExportCmd is `shira-ort export`: expose a model's patchable weights.
 func newExportCmd() *cobra.Command {
 	var out, targets string
 	cmd := &cobra.Command{
@@ -19,9 +20,6 @@ float weight of rank >= 2 that feeds MatMul, Gemm or Conv is exposed; --targets 
 weights whose name, source name or consuming node name matches.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return fmt.Errorf("-o DIR is required")
-			}
 			var opts export.Options
 			if targets != "" {
 				re, err := regexp.Compile(targets)
@@ -47,5 +45,6 @@ weights whose name, source name or consuming node name matches.`,
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output directory")
 	cmd.Flags().StringVar(&targets, "targets", "", "regular expression selecting the weights to expose")
+	markRequired(cmd, "output")
 	return cmd
 }

@@ -25,9 +25,6 @@ application loads DIR/model.onnx, creates a LoraAdapter from the file and activa
 RunOptions to run with the adapted weights.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || out == "" || len(adapters) == 0 {
-				return fmt.Errorf("--model DIR, at least one --adapter and -o OUT.onnx_adapter are required")
-			}
 			m, err := openExported(model)
 			if err != nil {
 				return err
@@ -54,8 +51,9 @@ RunOptions to run with the adapted weights.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "exported model directory")
-	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable)")
+	f.StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	f.BoolVar(&all, "all", false, "include every exposed weight, not only those the adapters touch")
 	f.StringVarP(&out, "output", "o", "", "output .onnx_adapter file")
+	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }

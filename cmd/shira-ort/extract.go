@@ -35,9 +35,6 @@ overwrite semantics by default: the stored values are the tuned weights, so at a
 kept entries equal the fine-tune bit for bit. --semantics delta stores tuned - base instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if base == "" || tuned == "" || out == "" {
-				return fmt.Errorf("--base, --tuned and -o A.shira are required")
-			}
 			sem, err := adapter.ParseSemantics(semantics)
 			if err != nil {
 				return err
@@ -85,5 +82,6 @@ kept entries equal the fine-tune bit for bit. --semantics delta stores tuned - b
 	f.StringVar(&name, "name", "", "adapter name (default: the file name)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
+	markRequired(cmd, "base", "tuned", "output")
 	return cmd
 }

@@ -32,6 +32,7 @@ func writeAdapter(path string, a *adapter.Adapter, enc adapter.IndexEncoding) er
 // adapters.
 type indexEncodingFlag struct{ enc adapter.IndexEncoding }
 
+// String names the encoding.
 func (f *indexEncodingFlag) String() string { return f.enc.String() }
 
 // Set parses flat-u32 or gap-u16.

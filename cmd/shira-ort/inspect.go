@@ -17,6 +17,8 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
+// newInspectCmd is `shira-ort inspect`: an exported model, an adapter, or
+// (--providers) where ONNX Runtime runs a model's nodes.
 func newInspectCmd() *cobra.Command {
 	var (
 		asJSON, providers bool
@@ -48,7 +50,7 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 				}
 				defer m.Close()
 				if asJSON {
-					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: m.Inputs(), Outputs: m.Outputs()})
+					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: valuesJSON(m.Inputs()), Outputs: valuesJSON(m.Outputs())})
 				}
 				return printModel(w, m)
 			}
@@ -70,6 +72,7 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 	return cmd
 }
 
+// writeJSON writes v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -80,10 +83,30 @@ func writeJSON(w io.Writer, v any) error {
 // and outputs.
 type modelJSON struct {
 	*export.Manifest
-	Inputs  []export.ValueInfo `json:"inputs"`
-	Outputs []export.ValueInfo `json:"outputs"`
+	Inputs  []valueJSON `json:"inputs"`
+	Outputs []valueJSON `json:"outputs"`
 }
 
+// valueJSON is a graph input or output in `inspect --json`, with keys
+// spelled like the manifest's.
+type valueJSON struct {
+	Name         string       `json:"name"`
+	DType        tensor.DType `json:"dtype"`
+	Shape        []int64      `json:"shape"`                   // -1: dynamic
+	SymbolicDims []string     `json:"symbolic_dims,omitempty"` // the dynamic dimensions' names
+}
+
+// valuesJSON converts graph inputs or outputs for modelJSON.
+func valuesJSON(vs []export.ValueInfo) []valueJSON {
+	out := make([]valueJSON, len(vs))
+	for i, v := range vs {
+		out[i] = valueJSON{Name: v.Name, DType: v.DType, Shape: v.Shape, SymbolicDims: v.SymbolicDims}
+	}
+	return out
+}
+
+// printModel is `inspect DIR`: the graph, its inputs and outputs, and the
+// exposed weights with their consumers and sources.
 func printModel(w io.Writer, em *export.Model) error {
 	m := em.Manifest()
 	var total int64
@@ -96,7 +119,7 @@ func printModel(w io.Writer, em *export.Model) error {
 		vs   []export.ValueInfo
 	}{{"input", em.Inputs()}, {"output", em.Outputs()}} {
 		for _, v := range io.vs {
-			fmt.Fprintf(w, "  %s %s: %v %s\n", io.what, v.Name, v.DType, shapeText(v))
+			fmt.Fprintf(w, "  %s %s: %v %s\n", io.what, v.Name, v.DType, shapeText(v.Shape, v.SymbolicDims))
 		}
 	}
 	fmt.Fprintf(w, "  %d exposed weights, %.2f MB\n\n", len(m.Tensors), float64(total)/1e6)
@@ -122,15 +145,16 @@ func printModel(w io.Writer, em *export.Model) error {
 	return tw.Flush()
 }
 
-// shapeText renders a declared shape with symbolic names, e.g. [batch 16].
-func shapeText(v export.ValueInfo) string {
-	parts := make([]string, len(v.Shape))
-	for i, d := range v.Shape {
+// shapeText renders a declared shape with the names of its symbolic
+// dimensions, e.g. [batch 16].
+func shapeText(shape []int64, symbolic []string) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
 		switch {
 		case d >= 0:
 			parts[i] = fmt.Sprint(d)
-		case i < len(v.SymbolicDims) && v.SymbolicDims[i] != "":
-			parts[i] = v.SymbolicDims[i]
+		case i < len(symbolic) && symbolic[i] != "":
+			parts[i] = symbolic[i]
 		default:
 			parts[i] = "?"
 		}
@@ -149,6 +173,7 @@ type adapterSummary struct {
 	Tensors          []tensorSummary   `json:"tensors"`
 }
 
+// tensorSummary is what `inspect` reports about one tensor of an adapter.
 type tensorSummary struct {
 	Name       string       `json:"name"`
 	DType      tensor.DType `json:"dtype"`
@@ -159,6 +184,7 @@ type tensorSummary struct {
 	BaseSHA256 string       `json:"base_sha256,omitempty"`
 }
 
+// summarizeAdapter summarizes a, tensors sorted by name.
 func summarizeAdapter(a *adapter.Adapter) adapterSummary {
 	s := adapterSummary{Name: a.Name, Semantics: a.Semantics.String(), DefaultAlpha: a.DefaultAlpha,
 		ModelFingerprint: a.ModelFingerprint, Metadata: a.Metadata}
@@ -177,6 +203,7 @@ func summarizeAdapter(a *adapter.Adapter) adapterSummary {
 	return s
 }
 
+// printAdapter is `inspect A.shira`.
 func printAdapter(w io.Writer, path string, s adapterSummary) error {
 	fmt.Fprintf(w, "adapter %s (%s)\n  semantics %s, default alpha %g\n  model fingerprint %s\n  %d tensors, %d values\n",
 		path, s.Name, s.Semantics, s.DefaultAlpha, s.ModelFingerprint, len(s.Tensors), s.NNZ)

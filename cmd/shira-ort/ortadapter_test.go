@@ -1,92 +1,80 @@
 package main
 
 import (
-	"context"
+	"bytes"
 	"path/filepath"
 	"testing"
 
-	"github.com/shira-ort/shira-ort/adapter"
-	peftfix "github.com/shira-ort/shira-ort/internal/pefttest"
-	"github.com/shira-ort/shira-ort/ort"
-	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/tensor"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/ortadapter"
 )
 
-// TestExportOrtAdapterRunsInORT: the file `export-ort-adapter` writes is
-// accepted by ONNX Runtime's LoRA API, and a live session running with it
-// active equals, bit for bit, the live session patched with the adapter.
-func TestExportOrtAdapterRunsInORT(t *testing.T) {
-	peftfix.RequireORT(t)
-	tmp := t.TempDir()
+// TestExportOrtAdapterWritesFusedWeights: export-ort-adapter writes, for each
+// exposed weight the adapters touch (every exposed weight with --all), the
+// weight `apply` fuses, in manifest order and named like the model's
+// overridable initializer. It needs no ONNX Runtime. That ONNX Runtime
+// accepts such a file, and that a Run with it active equals the live SHiRA
+// patch bit for bit, is test/ortadapter_test.go's check (on every shipped
+// model); this test ties the command to that check.
+func TestExportOrtAdapterWritesFusedWeights(t *testing.T) {
+	tmp, _, dir := exportTiny(t)
 	p := func(n string) string { return filepath.Join(tmp, n) }
-	dir := p("tiny")
-	cli(t, "export", filepath.Join("..", "..", "models", "tiny", "model.onnx"), "-o", dir)
-	cli(t, "create", "--model", dir, "--mask", "rand", "--density", "0.05", "--scale", "0.2", "--seed", "3", "-o", p("a.shira"))
-	t.Log(cli(t, "export-ort-adapter", "--model", dir, "--adapter", p("a.shira")+":0.7", "-o", p("a.onnx_adapter")))
+	mustCLI(t, "create", "--model", dir, "--targets", "^fc2", "--density", "0.05", "--scale", "0.2", "--seed", "3", "-o", p("a.shira"))
+	mustCLI(t, "apply", "--model", dir, "--adapter", p("a.shira")+":0.7", "-o", p("fused.onnx"))
+	fused := initializerData(t, p("fused.onnx"))
 
-	la, err := ort.LoadLoraAdapter(p("a.onnx_adapter"))
-	if err != nil {
-		t.Fatalf("ORT rejects the exported adapter: %v", err)
-	}
-	defer la.Close()
-	plain, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	patched, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModeLive})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer patched.Close()
-	a, err := adapter.Open(p("a.shira"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	if err := patched.Set(context.Background(), patch.Config{Adapter: a, Alpha: 0.7}); err != nil {
-		t.Fatal(err)
-	}
-
-	feeds := map[string]*tensor.Tensor{}
-	for _, in := range plain.Inputs() {
-		shape := make([]int64, len(in.Shape))
-		for i, d := range in.Shape {
-			shape[i] = max(d, 2)
+	for _, all := range []bool{false, true} {
+		args := []string{"export-ort-adapter", "--model", dir, "--adapter", p("a.shira") + ":0.7", "-o", p("a.onnx_adapter")}
+		if all {
+			args = append(args, "--all")
 		}
-		n, _ := tensor.NumElements(shape)
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32((i*7)%13)/6 - 1
+		mustCLI(t, args...)
+		var want ortadapter.Adapter
+		for _, e := range exportedManifest(t, dir).Tensors {
+			if all || e.Name == "fc2.weight" {
+				want.Parameters = append(want.Parameters, ortadapter.Parameter{Name: e.Name, DType: e.DType, Dims: e.Shape, Data: fused[e.Name]})
+			}
 		}
-		x, err := tensor.FromFloat32(shape, v)
+		wantBytes, err := ortadapter.Encode(&want)
 		if err != nil {
 			t.Fatal(err)
 		}
-		feeds[in.Name] = x
-	}
-	base, err := plain.Run(context.Background(), feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := plain.RunLoRA(context.Background(), feeds, la)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := patched.Run(context.Background(), feeds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := false
-	for name, w := range want {
-		if string(got[name].Data) != string(w.Data) {
-			t.Errorf("output %s: ORT adapter run != patched session", name)
-		}
-		if string(base[name].Data) != string(w.Data) {
-			changed = true
+		if !bytes.Equal(readFile(t, p("a.onnx_adapter")), wantBytes) {
+			t.Errorf("--all=%v: the .onnx_adapter file does not hold the apply-fused weights %v", all, names(want.Parameters))
 		}
 	}
-	if !changed {
-		t.Error("the adapter changed no output")
+}
+
+// initializerData returns the raw bytes of every initializer of an ONNX file
+// with its data inline.
+func initializerData(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	m, err := onnxwire.ReadModel(path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	g, err := m.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inits, err := g.Initializers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, in := range inits {
+		if out[in.Name()], err = in.Data(""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// names lists the parameters' names.
+func names(ps []ortadapter.Parameter) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.Name
+	}
+	return out
 }

@@ -24,7 +24,12 @@ func newOverlapCmd() *cobra.Command {
 		Long: `For every pair of adapters and every tensor both touch: the shared indices, their Jaccard
 index, AWOM = ‖A₁ᵀA₂‖₂ (spectral norm; Frobenius also shown) and AWOR = 1 − ‖A₁ᵀA₂‖₀/m²
 of the sparse delta matrices (scaled by each adapter's default alpha), computed sparsely.
-Overwrite-semantics adapters need --model to turn their values into deltas.`,
+Overwrite-semantics adapters (extract's default) store new weights rather than changes:
+they need --model, the base model, to turn their values into deltas.
+
+Reading the numbers: Jaccard 0 and AWOR 1 mean the adapters touch no common entry and
+their products share no non-zero, so fused they do not interfere; a larger AWOM means
+more interference between the two deltas (0: none).`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var as []*adapter.Adapter
@@ -42,6 +47,9 @@ Overwrite-semantics adapters need --model to turn their values into deltas.`,
 					a.Name = p
 				}
 				as = append(as, a)
+				if a.Semantics == adapter.Overwrite && model == "" {
+					return fmt.Errorf("adapter %s (%s) stores overwrite values, new weights rather than changes: give its base model with --model EXPORTED_DIR to turn them into deltas", a.Name, p)
+				}
 			}
 			var o overlap.Options
 			if model != "" {

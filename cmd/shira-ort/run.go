@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
+// newRunCmd is `shira-ort run`: a model with adapters patched into a live
+// session, outputs as .npy files.
 func newRunCmd() *cobra.Command {
 	var (
 		model, outDir, mode string
@@ -31,20 +34,9 @@ func newRunCmd() *cobra.Command {
 		Short: "Run an exported model with adapters patched into the live session; outputs as .npy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if model == "" || outDir == "" {
-				return fmt.Errorf("--model DIR and --output-dir OUT are required")
-			}
-			feeds := map[string]*tensor.Tensor{}
-			for _, in := range inputs {
-				name, file, ok := strings.Cut(in, "=")
-				if !ok || name == "" || file == "" {
-					return fmt.Errorf("--input %q: want NAME=FILE.npy", in)
-				}
-				t, err := npyfile.ReadFile(file)
-				if err != nil {
-					return fmt.Errorf("--input %s: %w", name, err)
-				}
-				feeds[name] = t
+			feeds, err := readInputFlags(inputs)
+			if err != nil {
+				return err
 			}
 			cfgs, closeAdapters, err := openAdapters(adapters, nil)
 			if err != nil {
@@ -72,44 +64,40 @@ func newRunCmd() *cobra.Command {
 			if len(cfgs) > 0 {
 				start := time.Now()
 				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
-					if errors.Is(err, patch.ErrFingerprint) {
-						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", err)
+					if errors.Is(err, patch.ErrFingerprint) && !force {
+						return fmt.Errorf("%w (--force applies it anyway when the shapes fit)", fingerprintError(err))
 					}
 					return err
 				}
 				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
 			}
 			outs, err := sess.Run(cmd.Context(), feeds)
+			if errors.Is(err, ort.ErrInput) {
+				return fmt.Errorf("%w\nthe model's inputs, each given as --input NAME=FILE.npy:%s", err, inputsText(sess.Inputs()))
+			}
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(outDir, 0o755); err != nil {
+			files, err := writeTensors(outDir, "", outs)
+			if err != nil {
 				return err
 			}
-			names := make([]string, 0, len(outs))
-			for n := range outs {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				p := filepath.Join(outDir, safeFileName(n)+".npy")
-				if err := npyfile.WriteFile(p, outs[n]); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "%s %v %v -> %s\n", n, outs[n].DType, outs[n].Shape, p)
+			for _, n := range slices.Sorted(maps.Keys(outs)) {
+				fmt.Fprintf(w, "%s %v %v -> %s\n", n, outs[n].DType, outs[n].Shape, filepath.Join(outDir, files[n]))
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&model, "model", "", "exported model directory (or a plain .onnx file, without --adapter)")
-	f.StringArrayVar(&adapters, "adapter", nil, "adapter file, optionally with :ALPHA (repeatable; several are fused)")
+	f.StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
-	f.StringVar(&mode, "mode", "", "session mode: live (patch in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background; the default)")
+	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: live (patch the weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
 	provs.register(f)
+	markRequired(cmd, "model", "output-dir")
 	return cmd
 }
 
@@ -127,6 +115,44 @@ func openForRun(ctx context.Context, model string, opts *ort.Options, adapters b
 		return nil, fmt.Errorf("--adapter needs an exported model directory (shira-ort export), not the file %s", model)
 	}
 	return ort.OpenModel(ctx, model, opts)
+}
+
+// fingerprintError returns the patch package's fingerprint error inside
+// err, without the advice ort adds for Go callers (a field of
+// ort.Options), so that the CLI can name its own flag instead; err itself
+// when ort added nothing.
+func fingerprintError(err error) error {
+	if inner := errors.Unwrap(err); inner != nil && inner != patch.ErrFingerprint && errors.Is(inner, patch.ErrFingerprint) {
+		return inner
+	}
+	return err
+}
+
+// readInputFlags reads the --input NAME=FILE.npy flags.
+func readInputFlags(flags []string) (map[string]*tensor.Tensor, error) {
+	feeds := map[string]*tensor.Tensor{}
+	for _, in := range flags {
+		name, file, ok := strings.Cut(in, "=")
+		if !ok || name == "" || file == "" {
+			return nil, fmt.Errorf("--input %q: want NAME=FILE.npy", in)
+		}
+		t, err := npyfile.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--input %s: %w", name, err)
+		}
+		feeds[name] = t
+	}
+	return feeds, nil
+}
+
+// inputsText lists a model's inputs, one per line: name, dtype and shape
+// (symbolic dimensions by name).
+func inputsText(ins []ort.IOInfo) string {
+	var b strings.Builder
+	for _, in := range ins {
+		fmt.Fprintf(&b, "\n  %s: %v %s", in.Name, in.DType, shapeText(in.Shape, in.SymbolicDims))
+	}
+	return b.String()
 }
 
 // safeFileName keeps output names like "onnx::Gemm_12" usable as file names.

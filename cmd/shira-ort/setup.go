@@ -14,6 +14,8 @@ import (
 	"github.com/shira-ort/shira-ort/ort/install"
 )
 
+// newSetupCmd is `shira-ort setup`: ONNX Runtime's shared library into the
+// user cache.
 func newSetupCmd() *cobra.Command {
 	var (
 		o    install.Options

@@ -25,18 +25,6 @@ import (
 	"github.com/shira-ort/shira-ort/ort/install"
 )
 
-// shiraSplit runs the CLI in-process and returns its standard output,
-// standard error and error.
-func shiraSplit(args ...string) (stdout, stderr string, err error) {
-	var out, errOut bytes.Buffer
-	cmd := newRootCmd()
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SetArgs(args)
-	err = cmd.Execute()
-	return out.String(), errOut.String(), err
-}
-
 // fakePackage is a gzipped onnxruntime-node-like tarball holding a fake
 // library for each architecture.
 func fakePackage(t *testing.T) []byte {
@@ -56,6 +44,7 @@ func fakePackage(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
+// sri is b's sha512 integrity string, as npm registries publish it.
 func sri(b []byte) string {
 	s := sha512.Sum512(b)
 	return "sha512-" + base64.StdEncoding.EncodeToString(s[:])
@@ -82,7 +71,7 @@ func TestSetupCommand(t *testing.T) {
 
 	cache := t.TempDir()
 	lib := filepath.Join(cache, "shira-ort", "onnxruntime", "1.24.1", "linux-arm64", "libonnxruntime.so.1")
-	out, log, err := shiraSplit("setup", "--arch", "aarch64", "--registry", srv.URL, "--cache-dir", cache)
+	out, log, err := execCLI(t.Context(), "setup", "--arch", "aarch64", "--registry", srv.URL, "--cache-dir", cache)
 	if err != nil {
 		t.Fatalf("setup: %v\n%s%s", err, out, log)
 	}
@@ -96,7 +85,7 @@ func TestSetupCommand(t *testing.T) {
 	if got, _ := os.ReadFile(lib); string(got) != "fake arm64 library" {
 		t.Fatalf("installed %q", got)
 	}
-	out, log, err = shiraSplit("setup", "--arch", "arm64", "--registry", srv.URL, "--cache-dir", cache)
+	out, log, err = execCLI(t.Context(), "setup", "--arch", "arm64", "--registry", srv.URL, "--cache-dir", cache)
 	if err != nil || !strings.HasPrefix(out, "cached: "+lib+" (onnxruntime-node@1.24.1, nothing downloaded)\n") || log != "" || downloads != 1 {
 		t.Fatalf("second run: %v, %d downloads\n%s%s", err, downloads, out, log)
 	}
@@ -107,15 +96,15 @@ func TestSetupCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache2 := t.TempDir()
-	out, log, err = shiraSplit("setup", "--arch", "x64", "--tarball", file, "--integrity", sri(tarball), "--registry", "http://127.0.0.1:1", "--cache-dir", cache2)
+	out, log, err = execCLI(t.Context(), "setup", "--arch", "x64", "--tarball", file, "--integrity", sri(tarball), "--registry", "http://127.0.0.1:1", "--cache-dir", cache2)
 	if err != nil || !strings.HasPrefix(out, "fetched: "+filepath.Join(cache2, "shira-ort", "onnxruntime", "1.24.1", "linux-x64", "libonnxruntime.so.1")) {
 		t.Fatalf("offline: %v\n%s%s", err, out, log)
 	}
-	_, _, err = shiraSplit("setup", "--arch", "x64", "--tarball", file, "--integrity", sri([]byte("other")), "--cache-dir", t.TempDir())
+	_, _, err = execCLI(t.Context(), "setup", "--arch", "x64", "--tarball", file, "--integrity", sri([]byte("other")), "--cache-dir", t.TempDir())
 	if !errors.Is(err, install.ErrIntegrity) {
 		t.Fatalf("wrong --integrity: %v", err)
 	}
-	if _, _, err := shiraSplit("setup", "--arch", "sparc"); err == nil || !strings.Contains(err.Error(), "--arch") {
+	if _, _, err := execCLI(t.Context(), "setup", "--arch", "sparc"); err == nil || !strings.Contains(err.Error(), "--arch") {
 		t.Fatalf("--arch sparc: %v", err)
 	}
 }

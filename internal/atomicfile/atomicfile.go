@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // Mode is the permission of committed files.
@@ -25,25 +27,58 @@ const Mode = 0o644
 
 // noSync, set by DisableSync, skips fsync (for tests that write thousands
 // of files).
-var noSync bool
+var noSync atomic.Bool
 
 // DisableSync turns off fsync of files and directories for the rest of the
-// process. Only tests use it: atomicity (old or new file, never a mix)
-// still holds, durability across a power loss does not.
-func DisableSync() { noSync = true }
+// process. It is for tests only (fuzz targets that write thousands of
+// files): atomicity (old or new file, never a mix) still holds, durability
+// across a power loss does not. Nothing undoes it.
+func DisableSync() { noSync.Store(true) }
 
-// TestHook, when set, is called with the temporary file's name and the
-// number of bytes written so far: after every Write (stage "write") and
-// at the start of Commit (stage "commit"). Tests use it to pause or kill a
-// writer at a chosen point; it must be nil in production.
-var TestHook func(stage, tmp string, written int64)
+// pauseEnv names the environment variable through which a crash test stops
+// a child process at a chosen point of a write, to SIGKILL it there. Its
+// value is STAGE:NAME: STAGE is "write" (after any Write) or "commit" (at
+// the start of Commit), NAME the base name of the destination. On reaching
+// that point the process prints pausedLine and the temporary file's path on
+// standard output and sleeps forever. It is read once, when the package is
+// initialized; atomicfiletest (which spells the same two strings, checked
+// by this package's tests) sets it for a child. Nothing else sets it.
+const (
+	pauseEnv   = "SHIRA_ATOMICFILE_PAUSE"
+	pausedLine = "PAUSED "
+)
+
+// pausePoint is where pauseEnv asks the process to stop (zero: nowhere).
+type pausePoint struct{ stage, name string }
+
+var pauseAt = parsePause(os.Getenv(pauseEnv))
+
+// parsePause parses a pauseEnv value; anything malformed means no pause.
+func parsePause(v string) pausePoint {
+	stage, name, ok := strings.Cut(v, ":")
+	if !ok || name == "" || (stage != "write" && stage != "commit") {
+		return pausePoint{}
+	}
+	return pausePoint{stage, name}
+}
+
+// reached stops the process forever when pauseEnv names this stage of
+// writing f's destination.
+func (f *File) reached(stage string) {
+	if pauseAt.stage != stage || filepath.Base(f.final) != pauseAt.name {
+		return
+	}
+	os.Stdout.WriteString(pausedLine + f.f.Name() + "\n")
+	for {
+		time.Sleep(time.Hour)
+	}
+}
 
 // File is a temporary file that becomes the destination on Commit.
 type File struct {
-	f       *os.File
-	final   string
-	written int64
-	done    bool
+	f     *os.File
+	final string
+	done  bool
 }
 
 // Create starts writing path. Stale temporary files of path left by
@@ -61,6 +96,7 @@ func Create(path string) (*File, error) {
 	return &File{f: f, final: path}, nil
 }
 
+// tempPrefix is the name prefix of base's temporary files.
 func tempPrefix(base string) string { return "." + base + ".tmp-" }
 
 // IsTemp reports whether name (a base name) is a temporary file of
@@ -101,10 +137,7 @@ func (f *File) OS() *os.File { return f.f }
 // Write writes to the temporary file.
 func (f *File) Write(p []byte) (int, error) {
 	n, err := f.f.Write(p)
-	f.written += int64(n)
-	if TestHook != nil {
-		TestHook("write", f.f.Name(), f.written)
-	}
+	f.reached("write")
 	return n, err
 }
 
@@ -114,9 +147,7 @@ func (f *File) Commit() error {
 	if f.done {
 		return fmt.Errorf("atomicfile: %s: already committed or discarded", f.final)
 	}
-	if TestHook != nil {
-		TestHook("commit", f.f.Name(), f.written)
-	}
+	f.reached("commit")
 	f.done = true
 	fail := func(err error) error {
 		f.f.Close()
@@ -126,7 +157,7 @@ func (f *File) Commit() error {
 	if err := f.f.Chmod(Mode); err != nil {
 		return fail(err)
 	}
-	if !noSync {
+	if !noSync.Load() {
 		if err := f.f.Sync(); err != nil {
 			return fail(err)
 		}
@@ -157,7 +188,7 @@ func (f *File) Discard() {
 // syncDir persists a rename (best effort: not every platform can fsync a
 // directory).
 func syncDir(dir string) {
-	if noSync {
+	if noSync.Load() {
 		return
 	}
 	if d, err := os.Open(dir); err == nil {

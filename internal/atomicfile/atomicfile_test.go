@@ -64,18 +64,12 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 const childEnv = "ATOMICFILE_KILL_CHILD"
 
 // TestKillChild is the child of TestKilledWriter: it writes its argument
-// file in 64 KiB chunks and stops forever after 1 MiB, telling the parent
-// on stdout.
+// file in 64 KiB chunks forever; the parent's PauseAt stops it after the
+// first chunk and kills it.
 func TestKillChild(t *testing.T) {
 	path := os.Getenv(childEnv)
 	if path == "" {
 		t.Skip("child of TestKilledWriter")
-	}
-	TestHook = func(stage, tmp string, written int64) {
-		if written >= 1<<20 {
-			os.Stdout.WriteString(atomicfiletest.Paused + tmp + "\n")
-			select {}
-		}
 	}
 	f, err := Create(path)
 	if err != nil {
@@ -98,10 +92,11 @@ func TestKilledWriter(t *testing.T) {
 	if err := WriteFile(p, []byte("old complete file")); err != nil {
 		t.Fatal(err)
 	}
-	tmp := atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestKillChild$"), childEnv+"="+p)
+	tmp := atomicfiletest.KillWhilePaused(t, exec.Command(os.Args[0], "-test.run=^TestKillChild$"),
+		childEnv+"="+p, atomicfiletest.PauseAt("write", "model.weights"))
 	st, err := os.Stat(tmp)
-	if err != nil || st.Size() < 1<<20 {
-		t.Fatalf("the killed writer's temporary file: %v, %v (want a partial file of >= 1 MiB)", st, err)
+	if err != nil || st.Size() != 64<<10 {
+		t.Fatalf("the killed writer's temporary file: %v, %v (want the first 64 KiB chunk)", st, err)
 	}
 	if !IsTemp(filepath.Base(tmp), "model.weights") || !strings.HasPrefix(filepath.Base(tmp), ".") {
 		t.Fatalf("temporary file %s is not a hidden .model.weights.tmp-* file", tmp)
@@ -113,4 +108,21 @@ func TestKilledWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertOnly(t, dir, "model.weights")
+}
+
+// TestPauseProtocol: this package and atomicfiletest spell the pause
+// variable and the line the same way, and only well-formed values pause.
+func TestPauseProtocol(t *testing.T) {
+	if pauseEnv != atomicfiletest.PauseEnv || pausedLine != atomicfiletest.Paused {
+		t.Fatalf("atomicfile %q %q, atomicfiletest %q %q", pauseEnv, pausedLine, atomicfiletest.PauseEnv, atomicfiletest.Paused)
+	}
+	env, value, _ := strings.Cut(atomicfiletest.PauseAt("commit", "manifest.json"), "=")
+	if env != pauseEnv || parsePause(value) != (pausePoint{"commit", "manifest.json"}) {
+		t.Fatalf("PauseAt gives %s=%s, parsed as %+v", env, value, parsePause(value))
+	}
+	for _, v := range []string{"", "commit", "commit:", "rename:x", "write"} {
+		if p := parsePause(v); p != (pausePoint{}) {
+			t.Errorf("parsePause(%q) = %+v, want no pause", v, p)
+		}
+	}
 }

@@ -89,6 +89,7 @@ func Read(r io.Reader, size int64) (*tensor.Tensor, error) {
 	return tensor.New(dt, shape64(h.shape), data)
 }
 
+// shape64 returns s, or an empty shape for nil (a 0-d tensor).
 func shape64(s []int64) []int64 {
 	if s == nil {
 		return []int64{}
@@ -143,6 +144,7 @@ func readHeader(r io.Reader, size int64) (header, int64, error) {
 	return h, prefix + hlen, nil
 }
 
+// truncate returns b as a string, cut after n bytes with "..." added.
 func truncate(b []byte, n int) string {
 	if len(b) > n {
 		return string(b[:n]) + "..."
@@ -214,6 +216,7 @@ type lit struct {
 	i int
 }
 
+// space skips white space.
 func (p *lit) space() {
 	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\n' || p.s[p.i] == '\t' || p.s[p.i] == '\r') {
 		p.i++
@@ -262,6 +265,7 @@ func (p *lit) word() string {
 	return w
 }
 
+// boolean parses True or False.
 func (p *lit) boolean() (bool, error) {
 	switch w := p.word(); w {
 	case "True":

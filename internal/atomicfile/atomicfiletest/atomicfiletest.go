@@ -12,14 +12,26 @@ import (
 	"time"
 )
 
-// Paused is the line a child prints (followed by the temporary file name)
-// when its atomicfile.TestHook has stopped it mid-write.
+// Paused is the line a child prints (followed by the temporary file's
+// path) when it has stopped mid-write at the point PauseAt named.
 const Paused = "PAUSED "
+
+// PauseEnv is the environment variable internal/atomicfile reads once, at
+// start-up, to stop the process at a chosen point of a write (atomicfile's
+// tests check that both packages spell it, and Paused, the same way).
+const PauseEnv = "SHIRA_ATOMICFILE_PAUSE"
+
+// PauseAt returns the environment entry that makes a child process stop
+// forever at stage ("write": after any Write; "commit": at the start of
+// Commit) of writing the destination whose base name is file, after
+// printing Paused and the temporary file's path. Pass it to
+// KillWhilePaused.
+func PauseAt(stage, file string) string { return PauseEnv + "=" + stage + ":" + file }
 
 // KillWhilePaused starts cmd (with the extra environment), waits for a
 // "PAUSED <tmp>" line on its standard output, kills it with SIGKILL, reaps
 // it and returns <tmp>. Tests of packages that write through atomicfile
-// use it with a TestHook that prints that line and blocks.
+// pass PauseAt(...) in env so that the child prints that line and blocks.
 func KillWhilePaused(tb testing.TB, cmd *exec.Cmd, env ...string) string {
 	tb.Helper()
 	cmd.Env = append(os.Environ(), env...)

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/internal/npyfile"
+	"github.com/shira-ort/shira-ort/internal/orttest"
+	"github.com/shira-ort/shira-ort/ort"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// TestProviderReportWording: a provider that fell back (which only happens
+// with --provider-fallback) is reported without ORT's advice to set that
+// flag, and a weight consumer ORT did not run under its name reads as a
+// sentence, not as "on not run under this name".
+func TestProviderReportWording(t *testing.T) {
+	fell := ort.ProviderStatus{Provider: ort.Provider{Name: "nnapi"}, Err: &ort.ProviderUnavailableError{
+		Provider: "nnapi", ORTName: "NnapiExecutionProvider", Version: "1.24.1",
+		Available: []string{"CPUExecutionProvider"}, Reason: "NnapiExecutionProvider is not compiled into this build"}}
+	if got := fell.Err.Error(); !strings.Contains(got, "--provider-fallback") {
+		t.Fatalf("test premise: ORT's error no longer advises --provider-fallback: %s", got)
+	}
+	var b strings.Builder
+	printPartition(&b, &ort.Partition{Mode: ort.ModeLive, Providers: []ort.ProviderStatus{fell},
+		Nodes: []ort.NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}},
+		Count: map[string]int{"CPUExecutionProvider": 1},
+		Weights: []ort.WeightPlacement{
+			{Weight: "fc1.weight", Consumers: []ort.NodePlacement{{Node: "/fc1/Gemm", OpType: "Gemm"}}},
+			{Weight: "fc2.weight", Consumers: []ort.NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}}},
+		}})
+	out := b.String()
+	for _, want := range []string{
+		"live session:\n",
+		"provider nnapi: fell back to CPU: NnapiExecutionProvider is not compiled into this build; ONNX Runtime 1.24.1 has CPUExecutionProvider\n",
+		`weight fc1.weight: read by "/fc1/Gemm" (Gemm), which ORT did not run under that name`,
+		`weight fc2.weight: read by "/fc2/MatMul" (MatMul) on CPUExecutionProvider`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("partition report lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"fallback", "Fallback", "on not run"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("partition report says %q:\n%s", bad, out)
+		}
+	}
+}
+
+// TestOverlapOverwriteNeedsModel: overlap of an overwrite-semantics adapter
+// without --model says to give --model, and works with it.
+func TestOverlapOverwriteNeedsModel(t *testing.T) {
+	tmp, _, dir := exportTiny(t)
+	a, b := filepath.Join(tmp, "a.shira"), filepath.Join(tmp, "b.shira")
+	mustCLI(t, "create", "--model", dir, "--density", "0.1", "--seed", "1", "-o", a)
+	mustCLI(t, "create", "--model", dir, "--density", "0.1", "--seed", "2", "--semantics", "overwrite", "-o", b)
+	if _, err := runCLI(t, "overlap", a, b); err == nil || !strings.Contains(err.Error(), "--model") {
+		t.Fatalf("overlap of an overwrite adapter without --model: %v", err)
+	}
+	if out := mustCLI(t, "overlap", a, b, "--model", dir); !strings.Contains(out, "(overall)") {
+		t.Fatalf("overlap --model:\n%s", out)
+	}
+}
+
+// TestInspectJSONKeys: `inspect --json DIR` spells the graph's inputs and
+// outputs like the manifest (snake_case keys).
+func TestInspectJSONKeys(t *testing.T) {
+	_, _, dir := exportTiny(t)
+	var got struct {
+		Fingerprint string `json:"fingerprint"`
+		Inputs      []map[string]any
+		Outputs     []map[string]any
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, "inspect", "--json", dir)), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Fingerprint == "" || len(got.Inputs) != 1 || len(got.Outputs) != 1 {
+		t.Fatalf("inspect --json: %+v", got)
+	}
+	in := got.Inputs[0]
+	if in["name"] != "x" || in["dtype"] != "float32" || in["shape"] == nil || in["symbolic_dims"] == nil || in["Name"] != nil {
+		t.Fatalf("input x in inspect --json: %v", in)
+	}
+}
+
+// TestRunShowsInputsOnBadInput: when run's inputs do not fit the model, the
+// error wraps ort.ErrInput and lists the model's inputs with their dtypes
+// and shapes.
+func TestRunShowsInputsOnBadInput(t *testing.T) {
+	orttest.Require(t)
+	tmp, _, dir := exportTiny(t)
+	x, err := tensor.FromFloat32([]int64{2, 16}, make([]float32, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xPath := filepath.Join(tmp, "x.npy")
+	if err := npyfile.WriteFile(xPath, x); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(tmp, "out")
+	for _, args := range [][]string{{"--input", "X=" + xPath}, nil} {
+		_, err := runCLI(t, append([]string{"run", "--model", dir, "--output-dir", out}, args...)...)
+		if !errors.Is(err, ort.ErrInput) || !strings.Contains(err.Error(), "\n  x: float32 [batch 16]") {
+			t.Errorf("run %v: %v; want ort.ErrInput listing x: float32 [batch 16]", args, err)
+		}
+	}
+	mustCLI(t, "run", "--model", dir, "--output-dir", out, "--input", "x="+xPath)
+}
