@@ -12,7 +12,6 @@ import (
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/npyfile"
-	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -22,13 +21,6 @@ import (
 func Path(parts ...string) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(append([]string{filepath.Dir(file), "..", "..", "models", "peft"}, parts...)...)
-}
-
-// RequireORT is orttest.Require, kept for the tests in cmd/shira-ort
-// that call it; others call orttest.Require.
-func RequireORT(tb testing.TB) {
-	tb.Helper()
-	orttest.Require(tb)
 }
 
 // Open exposes models/peft/NAME.onnx into a temporary directory and opens
