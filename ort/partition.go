@@ -213,21 +213,24 @@ func (p *Partition) Summary() string {
 		var names []string
 		for _, n := range p.Nodes {
 			if n.Provider == k {
-				names = append(names, fmt.Sprintf("%q(%s)", n.Node, n.OpType))
+				names = append(names, nodeText(n))
 			}
 		}
-		fmt.Fprintf(&b, "  %-28s %3d nodes: %s\n", k, p.Count[k], strings.Join(names, " "))
+		fmt.Fprintf(&b, "  %-28s %3d nodes: %s\n", k, p.Count[k], strings.Join(names, ", "))
 	}
 	for _, w := range p.Weights {
 		var parts []string
 		for _, c := range w.Consumers {
-			where := c.Provider
-			if where == "" {
-				where = "not run under this name (fused, compiled into a provider subgraph, or not executed)"
+			if c.Provider == "" {
+				parts = append(parts, nodeText(c)+", which ORT did not run under that name (fused into another node, compiled into a provider's subgraph, or not executed)")
+			} else {
+				parts = append(parts, nodeText(c)+" on "+c.Provider)
 			}
-			parts = append(parts, fmt.Sprintf("%q(%s) on %s", c.Node, c.OpType, where))
 		}
 		fmt.Fprintf(&b, "  weight %s: read by %s\n", w.Weight, strings.Join(parts, "; "))
 	}
 	return b.String()
 }
+
+// nodeText is a node as `"name" (OpType)`.
+func nodeText(n NodePlacement) string { return fmt.Sprintf("%q (%s)", n.Node, n.OpType) }

@@ -38,3 +38,39 @@ func TestProfilePartition(t *testing.T) {
 		t.Fatalf("plain model: %v %v", plain, err)
 	}
 }
+
+// TestProviderReportWording: a provider that fell back (which only happens
+// with Options.ProviderFallback) is reported without the advice to set it, and a weight consumer ORT did not run under its name reads as a
+// sentence, not as "on not run under this name".
+func TestProviderReportWording(t *testing.T) {
+	pe := &ProviderUnavailableError{
+		Provider: "nnapi", ORTName: "NnapiExecutionProvider", Version: "1.24.1",
+		Available: []string{"CPUExecutionProvider"}, Reason: "NnapiExecutionProvider is not compiled into this build"}
+	if got := pe.Error(); !strings.Contains(got, "ProviderFallback") {
+		t.Errorf("the error of a session that did not fall back should say how to fall back: %s", got)
+	}
+	pe.fellBack = true
+	fell := ProviderStatus{Provider: Provider{Name: "nnapi"}, Err: pe}
+	out := (&Partition{Mode: ModeLive, Providers: []ProviderStatus{fell},
+		Nodes: []NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}},
+		Count: map[string]int{"CPUExecutionProvider": 1},
+		Weights: []WeightPlacement{
+			{Weight: "fc1.weight", Consumers: []NodePlacement{{Node: "/fc1/Gemm", OpType: "Gemm"}}},
+			{Weight: "fc2.weight", Consumers: []NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}}},
+		}}).Summary()
+	for _, want := range []string{
+		"live session:\n",
+		"provider nnapi: fell back to CPU: NnapiExecutionProvider is not compiled into this build; ONNX Runtime 1.24.1 has CPUExecutionProvider\n",
+		`weight fc1.weight: read by "/fc1/Gemm" (Gemm), which ORT did not run under that name`,
+		`weight fc2.weight: read by "/fc2/MatMul" (MatMul) on CPUExecutionProvider`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("partition report lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"fallback", "Fallback", "on not run"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("partition report says %q:\n%s", bad, out)
+		}
+	}
+}

@@ -117,10 +117,21 @@ type ProviderUnavailableError struct {
 	Available []string // the providers compiled into the library
 	Reason    string   // what was checked
 	Err       error    // ORT's error, if ORT was asked
+
+	fellBack bool // recorded in a ProviderStatus: the session fell back to CPU
 }
 
-// Error names the provider, the build and what it has.
+// Error names the provider, the build and what it has. When the session
+// fell back to CPU instead (the error is a ProviderStatus's), it says only
+// why the provider is missing.
 func (e *ProviderUnavailableError) Error() string {
+	if e.fellBack {
+		why := fmt.Sprintf("%s; ONNX Runtime %s has %s", e.Reason, e.Version, strings.Join(e.Available, ", "))
+		if e.Err != nil {
+			why += ": " + e.Err.Error()
+		}
+		return why
+	}
 	lib := e.Library
 	if lib == "" {
 		lib = "(library loaded by the application)"
@@ -130,7 +141,7 @@ func (e *ProviderUnavailableError) Error() string {
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
-	return msg + "; use an ONNX Runtime build with it (see docs/providers.md) or set ProviderFallback (--provider-fallback) to run on CPU"
+	return msg + "; use an ONNX Runtime build that has it (see docs/providers.md), or let the session fall back to CPU (Options.ProviderFallback)"
 }
 
 // Unwrap returns ORT's error.
@@ -284,6 +295,7 @@ func (o *Options) appendProviders(so *ortshim.SessionOptions, cpuOnly bool) ([]P
 		if !o.ProviderFallback {
 			return nil, uerr
 		}
+		uerr.fellBack = true
 		st.Err = uerr
 		out = append(out, st)
 	}

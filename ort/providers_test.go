@@ -90,7 +90,7 @@ func TestAbsentProviderErrors(t *testing.T) {
 			t.Errorf("%s: error %v is not a ProviderUnavailableError for it", name, err)
 			continue
 		}
-		for _, want := range []string{name, Version(), "CPUExecutionProvider", "fallback"} {
+		for _, want := range []string{name, Version(), "CPUExecutionProvider", "ProviderFallback"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("%s: error %q does not mention %q", name, err, want)
 			}

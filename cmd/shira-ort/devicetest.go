@@ -301,7 +301,7 @@ func runBundle(ctx context.Context, w io.Writer, dir string, opts *ort.Options, 
 	defer sess.Close()
 	fmt.Fprintf(w, "opened %s in %v, mode %v\n", spec.Model, time.Since(start).Round(time.Millisecond), sess.Mode())
 	for _, st := range sess.Providers() {
-		fmt.Fprintf(w, "  provider %s\n", providerStatusText(st))
+		fmt.Fprintf(w, "  provider %s\n", st)
 	}
 
 	order := append(slices.Clone(spec.Configs), spec.Configs[0])

@@ -13,43 +13,6 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// TestProviderReportWording: a provider that fell back (which only happens
-// with --provider-fallback) is reported without ORT's advice to set that
-// flag, and a weight consumer ORT did not run under its name reads as a
-// sentence, not as "on not run under this name".
-func TestProviderReportWording(t *testing.T) {
-	fell := ort.ProviderStatus{Provider: ort.Provider{Name: "nnapi"}, Err: &ort.ProviderUnavailableError{
-		Provider: "nnapi", ORTName: "NnapiExecutionProvider", Version: "1.24.1",
-		Available: []string{"CPUExecutionProvider"}, Reason: "NnapiExecutionProvider is not compiled into this build"}}
-	if got := fell.Err.Error(); !strings.Contains(got, "--provider-fallback") {
-		t.Fatalf("test premise: ORT's error no longer advises --provider-fallback: %s", got)
-	}
-	var b strings.Builder
-	printPartition(&b, &ort.Partition{Mode: ort.ModeLive, Providers: []ort.ProviderStatus{fell},
-		Nodes: []ort.NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}},
-		Count: map[string]int{"CPUExecutionProvider": 1},
-		Weights: []ort.WeightPlacement{
-			{Weight: "fc1.weight", Consumers: []ort.NodePlacement{{Node: "/fc1/Gemm", OpType: "Gemm"}}},
-			{Weight: "fc2.weight", Consumers: []ort.NodePlacement{{Node: "/fc2/MatMul", OpType: "MatMul", Provider: "CPUExecutionProvider"}}},
-		}})
-	out := b.String()
-	for _, want := range []string{
-		"live session:\n",
-		"provider nnapi: fell back to CPU: NnapiExecutionProvider is not compiled into this build; ONNX Runtime 1.24.1 has CPUExecutionProvider\n",
-		`weight fc1.weight: read by "/fc1/Gemm" (Gemm), which ORT did not run under that name`,
-		`weight fc2.weight: read by "/fc2/MatMul" (MatMul) on CPUExecutionProvider`,
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("partition report lacks %q:\n%s", want, out)
-		}
-	}
-	for _, bad := range []string{"fallback", "Fallback", "on not run"} {
-		if strings.Contains(out, bad) {
-			t.Errorf("partition report says %q:\n%s", bad, out)
-		}
-	}
-}
-
 // TestOverlapOverwriteNeedsModel: overlap of an overwrite-semantics adapter
 // without --model says to give --model, and works with it.
 func TestOverlapOverwriteNeedsModel(t *testing.T) {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -50,38 +48,12 @@ func printProviders(w io.Writer, st []ort.ProviderStatus) {
 	var parts []string
 	fell := false
 	for _, s := range st {
-		parts = append(parts, providerStatusText(s))
+		parts = append(parts, s.String())
 		fell = fell || !s.Active
 	}
 	if fell {
 		fmt.Fprintf(w, "execution providers: %s\n", strings.Join(parts, "; "))
 	}
-}
-
-// providerStatusText is "xnnpack: active" or "xnnpack: fell back to CPU:
-// WHY". A provider only falls back when --provider-fallback is set, so WHY
-// leaves out the advice ORT's error gives to set it.
-func providerStatusText(st ort.ProviderStatus) string {
-	if st.Active {
-		return st.String()
-	}
-	return fmt.Sprintf("%s: fell back to CPU: %s", st.Provider, fallbackReason(st.Err))
-}
-
-// fallbackReason is why a provider fell back: for one missing from the
-// ONNX Runtime build, what was checked and what the build has (without
-// ort.ProviderUnavailableError's advice to set the fallback option);
-// otherwise the error itself.
-func fallbackReason(err error) string {
-	var pu *ort.ProviderUnavailableError
-	if !errors.As(err, &pu) {
-		return fmt.Sprint(err)
-	}
-	why := fmt.Sprintf("%s; ONNX Runtime %s has %s", pu.Reason, pu.Version, strings.Join(pu.Available, ", "))
-	if pu.Err != nil {
-		why += ": " + pu.Err.Error()
-	}
-	return why
 }
 
 // inspectProviders is `inspect --providers`.
@@ -118,7 +90,7 @@ func inspectProviders(ctx context.Context, w io.Writer, path string, pf *provide
 			for _, st := range p.Providers {
 				s := status{Provider: st.Provider.String(), Active: st.Active}
 				if !st.Active {
-					s.Error = fallbackReason(st.Err)
+					s.Error = st.Err.Error()
 				}
 				mr.Providers = append(mr.Providers, s)
 			}
@@ -128,44 +100,7 @@ func inspectProviders(ctx context.Context, w io.Writer, path string, pf *provide
 	}
 	fmt.Fprintf(w, "ONNX Runtime %s, providers in this build: %s\n", ort.Version(), strings.Join(avail, ", "))
 	for _, p := range parts {
-		printPartition(w, p)
+		fmt.Fprint(w, p.Summary())
 	}
 	return nil
 }
-
-// printPartition renders one session's partition: its providers, the nodes
-// each provider ran and, per exposed weight, where the nodes reading it ran.
-func printPartition(w io.Writer, p *ort.Partition) {
-	fmt.Fprintf(w, "%s session:\n", p.Mode)
-	for _, st := range p.Providers {
-		fmt.Fprintf(w, "  provider %s\n", providerStatusText(st))
-	}
-	provs := make([]string, 0, len(p.Count))
-	for k := range p.Count {
-		provs = append(provs, k)
-	}
-	sort.Strings(provs)
-	for _, k := range provs {
-		var nodes []string
-		for _, n := range p.Nodes {
-			if n.Provider == k {
-				nodes = append(nodes, nodeText(n))
-			}
-		}
-		fmt.Fprintf(w, "  %-28s %3d nodes: %s\n", k, p.Count[k], strings.Join(nodes, ", "))
-	}
-	for _, wp := range p.Weights {
-		var readers []string
-		for _, c := range wp.Consumers {
-			if c.Provider == "" {
-				readers = append(readers, nodeText(c)+", which ORT did not run under that name (fused into another node, compiled into a provider's subgraph, or not executed)")
-			} else {
-				readers = append(readers, nodeText(c)+" on "+c.Provider)
-			}
-		}
-		fmt.Fprintf(w, "  weight %s: read by %s\n", wp.Weight, strings.Join(readers, "; "))
-	}
-}
-
-// nodeText is a node as `"name" (OpType)`.
-func nodeText(n ort.NodePlacement) string { return fmt.Sprintf("%q (%s)", n.Node, n.OpType) }
