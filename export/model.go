@@ -44,10 +44,10 @@ type Model struct {
 // Shape has -1 for every dimension that is not a fixed size; SymbolicDims
 // holds each dimension's symbolic name ("" when none).
 type ValueInfo struct {
-	Name         string
-	DType        tensor.DType
-	Shape        []int64
-	SymbolicDims []string
+	Name         string       `json:"name"`
+	DType        tensor.DType `json:"dtype"`
+	Shape        []int64      `json:"shape"`
+	SymbolicDims []string     `json:"symbolic_dims,omitempty"`
 }
 
 // Open opens the exported model directory dir: it reads and validates
@@ -218,9 +218,6 @@ func cloneValueInfos(in []ValueInfo) []ValueInfo {
 // Graph returns model.onnx as read at Open (the exposed weights are graph
 // inputs there, their bytes external in the weight file).
 func (m *Model) Graph() []byte { return m.graph }
-
-// WeightsPath returns the path of the weight file.
-func (m *Model) WeightsPath() string { return filepath.Join(m.dir, m.manifest.WeightsFile) }
 
 // WithWeightFile calls fn with the open weight file and its size at Open,
 // holding off Close until fn returns. fn must not close the file or keep

@@ -50,7 +50,7 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 				}
 				defer m.Close()
 				if asJSON {
-					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: valuesJSON(m.Inputs()), Outputs: valuesJSON(m.Outputs())})
+					return writeJSON(w, modelJSON{Manifest: m.Manifest(), Inputs: m.Inputs(), Outputs: m.Outputs()})
 				}
 				return printModel(w, m)
 			}
@@ -83,26 +83,8 @@ func writeJSON(w io.Writer, v any) error {
 // and outputs.
 type modelJSON struct {
 	*export.Manifest
-	Inputs  []valueJSON `json:"inputs"`
-	Outputs []valueJSON `json:"outputs"`
-}
-
-// valueJSON is a graph input or output in `inspect --json`, with keys
-// spelled like the manifest's.
-type valueJSON struct {
-	Name         string       `json:"name"`
-	DType        tensor.DType `json:"dtype"`
-	Shape        []int64      `json:"shape"`                   // -1: dynamic
-	SymbolicDims []string     `json:"symbolic_dims,omitempty"` // the dynamic dimensions' names
-}
-
-// valuesJSON converts graph inputs or outputs for modelJSON.
-func valuesJSON(vs []export.ValueInfo) []valueJSON {
-	out := make([]valueJSON, len(vs))
-	for i, v := range vs {
-		out[i] = valueJSON{Name: v.Name, DType: v.DType, Shape: v.Shape, SymbolicDims: v.SymbolicDims}
-	}
-	return out
+	Inputs  []export.ValueInfo `json:"inputs"`
+	Outputs []export.ValueInfo `json:"outputs"`
 }
 
 // printModel is `inspect DIR`: the graph, its inputs and outputs, and the
