@@ -18,7 +18,6 @@ typedef struct {
 static void *const *api;         // the OrtApi table, viewed as slots
 static OrtMemoryInfo *cpu_info;  // for tensors over caller memory
 static OrtAllocator *default_alloc;
-static const char *version_string;
 static void *lib_handle;  // the dlopen handle of the library (kept open)
 // env is the process's OrtEnv. ORT keeps one reference-counted instance
 // per process: CreateEnv while it exists returns it (ignoring its
@@ -124,11 +123,8 @@ char *shim_init(const char *path, uint32_t api_version) {
   cpu_info = info;
   default_alloc = alloc;
   lib_handle = h;
-  version_string = base->GetVersionString();
   return NULL;
 }
-
-const char *shim_version(void) { return version_string; }
 
 int shim_env_check(void) {
   OrtEnv *e = NULL;

@@ -80,15 +80,6 @@ func EnvShared() bool {
 	return C.shim_env_check() == 1
 }
 
-// Version returns the version string of the attached library, or "" before
-// Init.
-func Version() string {
-	if !initialized() {
-		return ""
-	}
-	return C.GoString(C.shim_version())
-}
-
 func initialized() bool { return ready.Load() }
 
 // errReleased is returned by a method called on a nil or released handle.

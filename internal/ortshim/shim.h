@@ -30,7 +30,6 @@ enum { SHIM_INPUT = 0, SHIM_OUTPUT = 1, SHIM_OVERRIDABLE = 2 };
 // pointer), held until the process exits.
 // Returns NULL or a strdup'ed message the caller frees with free().
 char *shim_init(const char *path, uint32_t api_version);
-const char *shim_version(void);
 // shim_env_check calls CreateEnv once more and releases that reference:
 // 1 when it returned the env shim_init holds (ORT's singleton), else 0.
 int shim_env_check(void);

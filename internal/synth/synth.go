@@ -64,7 +64,12 @@ func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Ada
 	a := &adapter.Adapter{Name: o.Name, DefaultAlpha: alpha, Semantics: o.Semantics,
 		ModelFingerprint: m.Fingerprint, Metadata: map[string]string{
 			"created_by": "shira-ort create", "mask": string(o.Mask),
-			"density": fmt.Sprint(o.Density), "r": fmt.Sprint(o.R), "scale": fmt.Sprint(o.Scale), "seed": fmt.Sprint(o.Seed)}}
+			"scale": fmt.Sprint(o.Scale), "seed": fmt.Sprint(o.Seed)}}
+	if o.R > 0 { // the budget that chose the entries: r or density, not both
+		a.Metadata["r"] = fmt.Sprint(o.R)
+	} else {
+		a.Metadata["density"] = fmt.Sprint(o.Density)
+	}
 	for k, v := range o.Metadata {
 		a.Metadata[k] = v
 	}
