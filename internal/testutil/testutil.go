@@ -3,9 +3,12 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -56,4 +59,53 @@ func Python(tb testing.TB, module string) (python string, ok bool) {
 		return "", false
 	}
 	return debianPython, true
+}
+
+// CheckFlatcOutput runs `flatc --go -o TMP schema` in dir and fails the
+// test when a file flatc writes differs from the one committed under
+// dir/out (the go:generate output): generated code that drifts from its
+// schema. Without flatc (Debian's flatbuffers-compiler) the test fails
+// under CI=true and is skipped elsewhere.
+func CheckFlatcOutput(tb testing.TB, dir, schema, out string) {
+	tb.Helper()
+	flatc, err := exec.LookPath("flatc")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("flatc is required under CI=true (apt-get install flatbuffers-compiler): %v", err)
+		}
+		tb.Skipf("flatc not installed (apt-get install flatbuffers-compiler): %v", err)
+	}
+	tmp := tb.TempDir()
+	cmd := exec.Command(flatc, "--go", "-o", tmp, schema)
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("flatc --go %s: %v\n%s", schema, err, b)
+	}
+	n := 0
+	err = filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(tmp, p)
+		want, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		got, err := os.ReadFile(filepath.Join(dir, out, rel))
+		if err != nil {
+			tb.Errorf("flatc writes %s, which is not committed under %s: run go generate", rel, out)
+			return nil
+		}
+		if !bytes.Equal(got, want) {
+			tb.Errorf("%s differs from what flatc generates from %s: run go generate", filepath.Join(out, rel), schema)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if n == 0 {
+		tb.Fatalf("flatc wrote nothing for %s", schema)
+	}
 }
