@@ -3,7 +3,7 @@ package adapter
 import (
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 )
 
 // ErrClosed is returned by [Adapter.Retain] (and so by the patch and ort
@@ -13,12 +13,19 @@ var ErrClosed = errors.New("adapter: closed")
 // mapping is the memory an adapter made by Open aliases, with the count of
 // its users. It is shared by copies of the Adapter value.
 type mapping struct {
-	mu      sync.Mutex
-	refs    int  // outstanding Retains
-	closed  bool // Close was called
+	// state holds the outstanding Retains in its low bits and the closed
+	// and freed flags above them; Retain and Release are a compare-and-swap
+	// each (they run on every switch).
+	state   atomic.Uint64
 	unmap   func() error
 	tensors []Tensor // the decoded tensors, cleared when unmapped
 }
+
+const (
+	closedBit = 1 << 62 // Close was called
+	freedBit  = 1 << 61 // the mapping is gone (or going)
+	countMask = freedBit - 1
+)
 
 // Retain marks the adapter as in use: the memory its tensors alias stays
 // mapped until the matching [Adapter.Release], even if [Adapter.Close] is
@@ -32,13 +39,15 @@ func (a *Adapter) Retain() error {
 	if m == nil {
 		return nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return fmt.Errorf("%w: %q", ErrClosed, a.Name)
+	for {
+		s := m.state.Load()
+		if s&closedBit != 0 {
+			return fmt.Errorf("%w: %q", ErrClosed, a.Name)
+		}
+		if m.state.CompareAndSwap(s, s+1) {
+			return nil
+		}
 	}
-	m.refs++
-	return nil
 }
 
 // Release ends one [Adapter.Retain]. The last Release after Close unmaps
@@ -48,14 +57,12 @@ func (a *Adapter) Release() {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.refs <= 0 {
+	s := m.state.Add(^uint64(0)) // -1
+	if s&countMask == countMask {
 		panic("adapter: Release without Retain")
 	}
-	m.refs--
-	if m.refs == 0 && m.closed {
-		_ = m.free() // no caller to report to; munmap of a valid mapping does not fail
+	if s == closedBit { // closed, and that was the last user
+		m.free()
 	}
 }
 
@@ -69,40 +76,37 @@ func (a *Adapter) Close() error {
 	if m == nil {
 		return nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil
+	for {
+		s := m.state.Load()
+		if s&closedBit != 0 {
+			return nil
+		}
+		if m.state.CompareAndSwap(s, s|closedBit) {
+			if s&countMask == 0 {
+				return m.free()
+			}
+			return nil // the last Release frees it
+		}
 	}
-	m.closed = true
-	if m.refs > 0 {
-		return nil
-	}
-	return m.free()
 }
 
 // Closed reports whether Close was called on the adapter (or a copy).
 func (a *Adapter) Closed() bool {
 	m := a.m
-	if m == nil {
-		return false
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closed
+	return m != nil && m.state.Load()&closedBit != 0
 }
 
-// free unmaps the file and clears the tensors' slices into it. Under mu.
+// free unmaps the file and clears the tensors' slices into it, once: it
+// runs when the mapping is closed and unused, which only one caller
+// observes.
 func (m *mapping) free() error {
-	if m.unmap == nil {
+	if !m.state.CompareAndSwap(closedBit, closedBit|freedBit) {
 		return nil
 	}
 	for i := range m.tensors {
 		m.tensors[i].Indices, m.tensors[i].Values = nil, nil
 	}
-	unmap := m.unmap
-	m.unmap = nil
-	if err := unmap(); err != nil {
+	if err := m.unmap(); err != nil {
 		return fmt.Errorf("adapter: close: %w", err)
 	}
 	return nil

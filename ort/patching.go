@@ -58,14 +58,14 @@ func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (*patch.
 // rebuild: a ctx done before the new configuration serves Runs returns
 // ctx.Err() with the previous configuration still active.
 func (s *Session) Set(ctx context.Context, cfgs ...patch.Config) error {
-	cfgs = slices.Clone(cfgs)
 	return s.switchTo(ctx, func([]patch.Config) []patch.Config { return cfgs })
 }
 
 // Apply adds cfg on top of the active configuration (see Set).
 func (s *Session) Apply(ctx context.Context, cfg patch.Config) error {
 	return s.switchTo(ctx, func(active []patch.Config) []patch.Config {
-		return append(slices.Clone(active), cfg)
+		s.scratch = append(append(s.scratch[:0], active...), cfg) // under switchMu
+		return s.scratch
 	})
 }
 

@@ -68,6 +68,7 @@ type Session struct {
 	// base weights between switches, see switch.go); gen is the switch
 	// generation and rebuild the background rebuild (hybrid).
 	active  []patch.Config
+	scratch []patch.Config // Apply's next configuration (under switchMu)
 	patched bool // the mapping holds active (not the base weights)
 	gen     uint64
 	rebuild *rebuildState
@@ -160,7 +161,6 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		return nil, err
 	}
 	s := &Session{binding: opts.WeightBinding, byName: map[string]*weight{}, opts: *opts, mode: ModeLive}
-	s.switchMu.init()
 	defer func() {
 		if err != nil {
 			s.release()

@@ -60,7 +60,9 @@ func (rb *rebuildState) waitStart(delay time.Duration) {
 // switchTo validates next(active) and switches to it as the mode says. The
 // session retains the adapters of the configuration it makes active
 // (adapter.Adapter.Retain) and lets go of those it replaces, so closing an
-// active adapter never unmaps memory a switch or a revert still reads.
+// active adapter never unmaps memory a switch or a revert still reads. The
+// slice next returns is only read during the call (it may be the caller's):
+// the session keeps a copy.
 func (s *Session) switchTo(ctx context.Context, next func(active []patch.Config) []patch.Config) error {
 	if err := s.switchMu.lockCtx(ctx); err != nil {
 		return err
@@ -96,7 +98,8 @@ func (s *Session) switchTo(ctx context.Context, next func(active []patch.Config)
 		return err
 	}
 	releaseConfigs(s.active)
-	s.active = cfgs
+	s.active = append(s.active[:0], cfgs...)
+	clear(s.scratch) // drop adapter pointers the session no longer holds
 	return nil
 }
 

@@ -20,7 +20,7 @@ import (
 func BenchmarkDemoModelSwitch(b *testing.B) {
 	orttest.Require(b)
 	dir, m, w := exportModel(b, repoPath("models", "tiny", "model.onnx"), export.Options{})
-	sess, err := ort.Open(context.Background(), dir, &ort.Options{IntraOpThreads: 1})
+	sess, err := ort.Open(context.Background(), dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -29,13 +29,13 @@ func BenchmarkDemoModelSwitch(b *testing.B) {
 		{Adapter: makeAdapter(b, m, w, synth.Options{Mask: synth.MaskRandom, Density: 0.02, Scale: 0.8, Seed: 11, Semantics: adapter.Delta}), Alpha: 1},
 		{Adapter: makeAdapter(b, m, w, synth.Options{Mask: synth.MaskWeightMagnitude, Density: 0.02, Scale: 0.8, Seed: 12, Semantics: adapter.Delta}), Alpha: 1},
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	i := 0
+	for b.Loop() {
 		if err := sess.Set(context.Background(), cfgs[i%2]); err != nil {
 			b.Fatal(err)
 		}
+		i++
 	}
-	b.StopTimer()
 	if err := sess.Revert(context.Background()); err != nil {
 		b.Fatal(err)
 	}
