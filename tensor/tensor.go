@@ -307,8 +307,10 @@ func Float16ToFloat32(h uint16) float32 { return float16.Frombits(h).Float32() }
 
 // Float16Table returns Float16ToFloat32 of every float16 bit pattern (a
 // 256 KiB table built on first use, NaN payloads included), for hot loops
-// that widen many values.
-var Float16Table = sync.OnceValue(func() *[1 << 16]float32 {
+// that widen many values. The table is shared: do not modify it.
+func Float16Table() *[1 << 16]float32 { return float16Table() }
+
+var float16Table = sync.OnceValue(func() *[1 << 16]float32 {
 	t := new([1 << 16]float32)
 	for i := range t {
 		t[i] = Float16ToFloat32(uint16(i))
