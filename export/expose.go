@@ -66,6 +66,9 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
 	}
+	if err := checkIO(g); err != nil { // what Expose writes, Open must read
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
 	ix, err := indexGraph(g)
 	if err != nil {
 		return nil, fmt.Errorf("export: %s: %w", modelPath, err)

@@ -52,7 +52,9 @@ type ValueInfo struct {
 
 // Open opens the exported model directory dir: it reads and validates
 // manifest.json, checks that every tensor it lists lies inside the weight
-// file, and reads the graph's inputs and outputs from model.onnx.
+// file, and reads the graph's inputs and outputs from model.onnx. Every
+// error about the directory's content wraps ErrManifest (and, for a file
+// that cannot be read, the file system's error, e.g. fs.ErrNotExist).
 func Open(dir string) (_ *Model, err error) {
 	mp := filepath.Join(dir, ManifestFile)
 	b, err := os.ReadFile(mp)
@@ -66,17 +68,19 @@ func Open(dir string) (_ *Model, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", mp, err)
 	}
+	// the files the manifest names: failing to read them makes the
+	// directory unusable, so the errors wrap ErrManifest too
 	graph, err := os.ReadFile(filepath.Join(dir, m.Model))
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	ins, outs, err := graphIO(graph, dir, m)
 	if err != nil {
-		return nil, fmt.Errorf("export: %s: %w", filepath.Join(dir, m.Model), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, filepath.Join(dir, m.Model), err)
 	}
 	wf, err := os.Open(filepath.Join(dir, m.WeightsFile))
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	defer func() {
 		if err != nil {
@@ -114,6 +118,23 @@ func parseManifest(b []byte) (*Manifest, error) {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// checkIO checks that the type of every graph input and output can be read
+// (Open reads them).
+func checkIO(g *onnxwire.Graph) error {
+	for _, list := range []func() ([]*onnxwire.ValueInfo, error){g.Inputs, g.Outputs} {
+		vs, err := list()
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			if _, _, _, _, err := v.TensorType(); err != nil {
+				return fmt.Errorf("value %q: %w", v.Name(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // graphIO reads the model's inputs (exposed weights and other
