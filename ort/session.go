@@ -69,7 +69,7 @@ type Session struct {
 	// generation and rebuild the background rebuild (hybrid).
 	active  []patch.Config
 	scratch []patch.Config // Apply's next configuration (under switchMu)
-	patched bool // the mapping holds active (not the base weights)
+	patched bool           // the mapping holds active (not the base weights)
 	gen     uint64
 	rebuild *rebuildState
 	// pendingRebuild is the rebuild waiting for the first Run after a
@@ -86,8 +86,8 @@ func OpenModel(ctx context.Context, path string, opts *Options) (*Session, error
 
 // OpenModelData is OpenModel for a model held in memory (the bytes of an
 // .onnx file; ORT copies what it needs, data may be reused afterwards).
-// External data, if the model has any, is read relative to the working
-// directory.
+// For a model whose tensors are external data, use OpenModel: ORT resolves
+// their locations relative to the model file's directory.
 func OpenModelData(ctx context.Context, data []byte, opts *Options) (*Session, error) {
 	return open(ctx, modelSource{data: data, name: "(model in memory)"}, nil, opts)
 }
