@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/patch"
 
@@ -89,19 +91,20 @@ func TestConcurrentRunsAndSwitches(t *testing.T) {
 		t.Fatal("the two configurations give the same output")
 	}
 
-	// 400 switches, while the workers Run (at least until the last)
-	switched := make(chan struct{})
-	go func() {
-		defer close(switched)
+	// 400 switches while the workers Run
+	seen := runAndClassify(t, s, in, [][]byte{wantA, wantB}, 4, 200, func(ranSince func()) error {
 		for i := range 400 {
 			if i%2 == 0 {
 				install(confB)
 			} else {
 				install(confA)
 			}
+			if i%40 == 0 {
+				ranSince() // let the Runs see this configuration
+			}
 		}
-	}()
-	seen := runAndClassify(t, s, in, [][]byte{wantA, wantB}, 4, 200, switched)
+		return nil
+	})
 	t.Logf("runs per worker that saw [A B]: %v", seen)
 	requireBoth(t, seen)
 }
@@ -132,27 +135,20 @@ func TestConcurrentRunsAndSets(t *testing.T) {
 					want = append(want, mustRun(t, s, in)["Z"].Data)
 				}
 			}
-			// 20 switches, while the workers Run (at least until the last)
-			switched := make(chan struct{})
-			switchErr := make(chan error, 1)
-			go func() {
-				defer close(switchErr)
-				defer close(switched)
+			// 20 switches while the workers Run
+			seen := runAndClassify(t, s, in, want, 3, 60, func(ranSince func()) error {
 				for i := range 20 {
 					c := A
 					if i%2 == 0 {
 						c = B
 					}
 					if err := s.Set(context.Background(), c); err != nil {
-						switchErr <- err
-						return
+						return err
 					}
+					ranSince() // let the Runs see this configuration
 				}
-			}()
-			seen := runAndClassify(t, s, in, want, 3, 60, switched)
-			if err := <-switchErr; err != nil {
-				t.Fatal(err)
-			}
+				return nil
+			})
 			t.Logf("runs per worker per expected output: %v", seen)
 			// A and B (either phase) must both have been observed
 			byConf := make([][2]int, len(seen))
@@ -166,11 +162,15 @@ func TestConcurrentRunsAndSets(t *testing.T) {
 	}
 }
 
-// runAndClassify runs s from workers goroutines, iters times each and, when
-// until is not nil, on until it is closed; it counts per worker which of
-// want each output equals. An output equal to none of them (a mixed
-// configuration) or an error fails the test.
-func runAndClassify(t *testing.T, s *Session, in map[string]*tensor.Tensor, want [][]byte, workers, iters int, until <-chan struct{}) [][]int {
+// runAndClassify runs s from workers goroutines and, once every worker
+// has finished a Run, calls switcher in another; the workers go on until
+// switcher has returned and each has done iters Runs, so the switches
+// overlap the Runs. switcher may call ranSince, which waits until some
+// Run has finished after the call (a switch then cannot all happen
+// between two Runs). It counts per worker which of want each output
+// equals. An output equal to none of them (a mixed configuration), an
+// error of a Run or of switcher fails the test.
+func runAndClassify(t *testing.T, s *Session, in map[string]*tensor.Tensor, want [][]byte, workers, iters int, switcher func(ranSince func()) error) [][]int {
 	t.Helper()
 	out := "Y"
 	for name := range mustRun(t, s, in) {
@@ -178,14 +178,27 @@ func runAndClassify(t *testing.T, s *Session, in map[string]*tensor.Tensor, want
 			out = "Z"
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
+	var wg, started sync.WaitGroup
+	started.Add(workers)
+	switched := make(chan struct{})
+	var runs atomic.Int64 // Runs finished
+	ranSince := func() {
+		n := runs.Load()
+		for deadline := time.Now().Add(10 * time.Second); runs.Load() <= n+int64(workers) && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+	errs := make(chan error, workers+1)
 	seen := make([][]int, workers)
 	for g := range workers {
 		seen[g] = make([]int, len(want))
 		wg.Go(func() {
-			for i := 0; i < iters || (until != nil && !closed(until)); i++ {
+			for i := 0; i < iters || !closed(switched); i++ {
 				res, err := s.Run(context.Background(), in)
+				runs.Add(1)
+				if i == 0 {
+					started.Done()
+				}
 				if err != nil {
 					errs <- err
 					return
@@ -199,7 +212,15 @@ func runAndClassify(t *testing.T, s *Session, in map[string]*tensor.Tensor, want
 			}
 		})
 	}
+	go func() {
+		defer close(switched)
+		started.Wait()
+		if err := switcher(ranSince); err != nil {
+			errs <- fmt.Errorf("switching: %w", err)
+		}
+	}()
 	wg.Wait()
+	<-switched
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
