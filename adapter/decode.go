@@ -3,7 +3,6 @@ package adapter
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"unsafe"
 
 	flatbuffers "github.com/google/flatbuffers/go"
@@ -155,13 +154,17 @@ func alignedBytes(n int) []byte {
 	return tensor.Bytes(w)[:n]
 }
 
-// Open memory-maps the .shira file at path read-only and decodes it
-// without copying (see [Decode]). The returned adapter aliases the
-// mapping: call [Adapter.Close] when done. Users that keep reading the
-// adapter's slices (patch.Patcher, ort.Session) [Adapter.Retain] it, and
-// the mapping lives until the last of them lets go.
+// Open loads the .shira file at path and decodes it without copying (see
+// [Decode]). The adapter is a snapshot: the file may be rewritten,
+// truncated or removed afterwards without affecting it. Where the kernel
+// grants a read lease (Linux, the caller's own file), the file is mapped
+// and another process that begins to write it waits until the mapped bytes
+// have been copied; otherwise the file is read into memory at once. Call [Adapter.Close] when
+// done; users that keep reading the adapter's slices (patch.Patcher,
+// ort.Session) [Adapter.Retain] it, and the memory lives until the last of
+// them lets go.
 func Open(path string) (*Adapter, error) {
-	f, err := os.Open(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("adapter: open: %w", err)
 	}
@@ -176,7 +179,7 @@ func Open(path string) (*Adapter, error) {
 	if st.Size() < 8 || st.Size() > maxFileSize {
 		return nil, fmt.Errorf("adapter: open %s: %w: size %d bytes", path, ErrInvalid, st.Size())
 	}
-	b, unmap, err := mapFile(f, int(st.Size()))
+	b, unmap, err := loadFile(f, int(st.Size()))
 	if err != nil {
 		return nil, fmt.Errorf("adapter: open %s: %w", path, err)
 	}
