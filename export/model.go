@@ -379,7 +379,7 @@ func (m *Model) ConstantGraph() ([]byte, []FileTensor, error) {
 		exposed[e.Name] = true
 	}
 	if n := g.RemoveInputs(exposed); n != len(exposed) {
-		return nil, nil, fmt.Errorf("%w: %d of %d exposed weights are graph inputs of %s", ErrManifest, n, len(exposed), m.manifest.Model)
+		return nil, nil, fmt.Errorf("%w: only %d of %d exposed weights are overridable initializers (initializers and graph inputs) of %s; ORT could fold or prepack the others, so patches would be lost", ErrManifest, n, len(exposed), m.manifest.Model)
 	}
 	inits, err := g.Initializers()
 	if err != nil {

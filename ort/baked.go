@@ -21,11 +21,18 @@ import (
 // values into the graph before optimization (AddExternalInitializers), so
 // neither the model protobuf nor the weight file is read again, and every
 // optimizer (constant folding, NCHWc, prepacking) sees the patched bytes.
+//
+// The live engine takes the non-exposed ones (others) the same way, so ORT
+// never maps the weight file itself: only the session's mapping reads it,
+// and that mapping is guarded (see weightFile).
 type bakedSource struct {
 	model  []byte
 	names  []string
 	values []*ortshim.Value
 	owned  []*ortshim.Value // values created here (not the weights' own)
+
+	otherNames  []string // the initializers of the weight file that are not exposed
+	otherValues []*ortshim.Value
 }
 
 // newBakedSource prepares the baked model from the exported model m: its
@@ -62,6 +69,8 @@ func newBakedSource(m *export.Model, s *Session) (_ *bakedSource, err error) {
 		b.owned = append(b.owned, v)
 		b.names = append(b.names, t.Name)
 		b.values = append(b.values, v)
+		b.otherNames = append(b.otherNames, t.Name)
+		b.otherValues = append(b.otherValues, v)
 	}
 	return b, nil
 }
@@ -73,7 +82,7 @@ func (b *bakedSource) free() {
 	for _, v := range b.owned {
 		v.Release()
 	}
-	b.owned, b.values, b.names, b.model = nil, nil, nil, nil
+	b.owned, b.values, b.names, b.model, b.otherNames, b.otherValues = nil, nil, nil, nil, nil, nil
 }
 
 // failBakedBuild, when set (by tests), makes buildBaked fail before it
@@ -142,7 +151,7 @@ func (s *Session) checkEngine(e *engine) error {
 // the weights were reverted to the file's bytes): the mapping reads the
 // file again, and the pages no longer count in the process's memory.
 func (w *weightFile) dropPages() {
-	if w == nil || len(w.mem) == 0 {
+	if w == nil || len(w.mem) == 0 || w.anon {
 		return
 	}
 	_ = unix.Madvise(w.mem, unix.MADV_DONTNEED)

@@ -117,6 +117,11 @@ func (s *Session) acquire() (*engine, func(), error) {
 // place (overridable initializers, AddInitializer or fed each Run).
 func (s *Session) newLiveEngine(src modelSource, opts *Options) (*engine, error) {
 	prepare := func(so *ortshim.SessionOptions) error {
+		if s.bakedSrc != nil { // the weight file's other tensors, copied by ORT
+			if err := so.AddExternalInitializers(s.bakedSrc.otherNames, s.bakedSrc.otherValues); err != nil {
+				return fmt.Errorf("ort: %w", err)
+			}
+		}
 		if s.binding != AddInitializer {
 			return nil
 		}

@@ -50,7 +50,7 @@ type Session struct {
 
 	cur      atomic.Pointer[engine] // the engine new Runs use; nil once closed
 	liveEng  *engine                // live and hybrid
-	bakedSrc *bakedSource           // baked and hybrid
+	bakedSrc *bakedSource           // sessions made by Open: what baked engines are built from
 	modelDir string
 
 	inputs, outputs []IOInfo
@@ -181,6 +181,12 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		for _, w := range s.weights {
 			s.byName[w.info.Name] = w
 		}
+		if err := s.guardWeights(m); err != nil {
+			return nil, err
+		}
+		if s.bakedSrc, err = newBakedSource(m, s); err != nil {
+			return nil, err
+		}
 	}
 	if err := step(); err != nil {
 		return nil, err
@@ -202,9 +208,6 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		}
 		if !opts.KeepMallocSettings {
 			tuneMalloc()
-		}
-		if s.bakedSrc, err = newBakedSource(m, s); err != nil {
-			return nil, err
 		}
 		e, err := s.buildFirstBaked(src.name)
 		if err != nil {

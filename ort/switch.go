@@ -326,6 +326,9 @@ func (s *Session) privatize(cfgs []patch.Config) (validated bool, err error) {
 			nnz[t.Name] += t.NNZ()
 		}
 	}
+	if s.file.anon { // anonymous memory: nothing to populate, nothing to unmap
+		return false, nil
+	}
 	page := os.Getpagesize()
 	var ws []*weight
 	var ranges [][]byte

@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"errors"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/filelease"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -36,8 +38,81 @@ type weight struct {
 // weightFile is a private, writable, copy-on-write mapping of the weight
 // file: writes land in anonymous pages of this process and never reach the
 // file.
+//
+// A file mapping is not a snapshot: if another process truncated the file,
+// touching a mapped page past the new end would kill the process (SIGBUS,
+// also inside ORT's kernels, and also for pages the session wrote), and a
+// rewrite in place would change every page not written yet. So the session
+// holds a read lease on the file (internal/filelease): a writer waits until
+// the mapping has become anonymous memory with the same contents (anon),
+// and nothing reaches the mapping afterwards. Where no lease is granted,
+// the mapping is made anonymous at Open.
 type weightFile struct {
-	mem []byte
+	mem   []byte
+	lease *filelease.Lease
+	// anon says the mapping no longer follows the file: its pages must
+	// not be dropped (they would read as zeros). Under switchMu.
+	anon bool
+}
+
+// snapshot makes the mapping anonymous memory with the same contents.
+// Under switchMu (nothing writes the mapping meanwhile; Runs may read it).
+func (w *weightFile) snapshot() error {
+	if w == nil || w.anon || len(w.mem) == 0 {
+		return nil
+	}
+	if err := filelease.Snapshot(w.mem, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+		return fmt.Errorf("ort: copying the weights into memory: %w", err)
+	}
+	w.anon = true
+	return nil
+}
+
+// guardWeights protects the session's mapping of m's weight file against
+// other writers of the file (see weightFile): a read lease whose break
+// snapshots the mapping, or, without a lease, the snapshot now.
+func (s *Session) guardWeights(m *export.Model) error {
+	if s.file == nil || len(s.file.mem) == 0 {
+		return nil
+	}
+	var lease *filelease.Lease
+	err := m.WithWeightFile(func(f *os.File, size int64) error {
+		var err error
+		lease, err = filelease.Hold(f, s.weightFileChanging)
+		if err != nil {
+			return err
+		}
+		// the lease was granted while nobody had the file open for
+		// writing; a truncation before that shows in the size
+		if st, err := f.Stat(); err != nil || st.Size() != size {
+			lease.Release()
+			lease = nil
+			return fmt.Errorf("ort: %s changed since it was opened", f.Name())
+		}
+		return nil
+	})
+	if err == nil {
+		s.file.lease = lease
+		return nil
+	}
+	if errors.Is(err, filelease.ErrUnsupported) {
+		return s.file.snapshot()
+	}
+	return err
+}
+
+// weightFileChanging runs when another process begins to write or truncate
+// the weight file (the lease breaks): the mapping becomes anonymous
+// memory, so the Runs in progress and every later one read the weights the
+// session had, never the changed file.
+func (s *Session) weightFileChanging() {
+	s.switchMu.lock() // no patch, populate or drop meanwhile
+	defer s.switchMu.unlock()
+	if err := s.file.snapshot(); err != nil {
+		// cannot happen short of running out of memory; the lease is
+		// released anyway (the writer would go on after the break time)
+		panic(err)
+	}
 }
 
 // mapWeights maps m's weight file privately (the file m opened, so a file
@@ -71,6 +146,7 @@ func (w *weightFile) close() error {
 	if w == nil || w.mem == nil {
 		return nil
 	}
+	w.lease.Release() // first: a break in progress finishes before the unmap
 	err := unix.Munmap(w.mem)
 	w.mem = nil
 	if err != nil {
