@@ -1,8 +1,8 @@
 package ort
 
 import (
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 
