@@ -233,8 +233,10 @@ func (a *Adapter) Sort() error {
 // Validate checks an adapter built in memory: known semantics, finite
 // default alpha, unique non-empty tensor names, float weight and value
 // dtypes, valid shapes, len(Values) == NNZ*ValueDType.Size(), values
-// aligned, indices strictly increasing and in range. Errors wrap
-// [ErrInvalid] or [ErrUnsupported] and name the tensor.
+// aligned, indices strictly increasing and in range, values finite (no
+// NaN or infinity: ErrNonFinite). Errors wrap [ErrInvalid] or
+// [ErrUnsupported] and name the tensor. (patch.Patcher checks each tensor
+// with Tensor.Validate, which leaves the values to patch's finite check.)
 func (a *Adapter) Validate() error {
 	if !a.Semantics.valid() {
 		return fmt.Errorf("%w: unknown semantics %d", ErrUnsupported, uint8(a.Semantics))
@@ -252,8 +254,42 @@ func (a *Adapter) Validate() error {
 		if err := t.Validate(); err != nil {
 			return err
 		}
+		if k := t.firstNonFinite(); k >= 0 {
+			return fmt.Errorf("%w: tensor %q: value %d (index %d) is not finite (NaN or infinite)", ErrNonFinite, t.Name, k, t.Indices[k])
+		}
 	}
 	return nil
+}
+
+// ErrNonFinite is wrapped (together with ErrInvalid) by the error about an
+// adapter value that is NaN or infinite: Adapter.Validate, and so Decode,
+// Open and Encode, refuse such adapters.
+var ErrNonFinite = fmt.Errorf("%w: non-finite value", ErrInvalid)
+
+// firstNonFinite returns the position of the first NaN or infinite value
+// of t, or -1. t must be valid (Tensor.Validate).
+func (t *Tensor) firstNonFinite() int {
+	switch t.ValueDType {
+	case tensor.Float32:
+		for k, b := range tensor.Uint32s(t.Values) {
+			if b&0x7f800000 == 0x7f800000 {
+				return k
+			}
+		}
+	case tensor.Float16:
+		for k, b := range tensor.Uint16s(t.Values) {
+			if b&0x7c00 == 0x7c00 {
+				return k
+			}
+		}
+	case tensor.BFloat16:
+		for k, b := range tensor.Uint16s(t.Values) {
+			if b&0x7f80 == 0x7f80 {
+				return k
+			}
+		}
+	}
+	return -1
 }
 
 // Validate checks one tensor (see [Adapter.Validate]).

@@ -18,7 +18,7 @@ import (
 
 func sample(t testing.TB) *Adapter {
 	t.Helper()
-	t1, err := NewTensor("w1", tensor.Float32, []int64{4, 5}, []uint32{7, 1, 19}, []float32{1.5, -2, float32(math.Inf(1))}, tensor.Float32)
+	t1, err := NewTensor("w1", tensor.Float32, []int64{4, 5}, []uint32{7, 1, 19}, []float32{1.5, -2, 3.25e38}, tensor.Float32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,4 +366,42 @@ func FuzzDecode(f *testing.F) {
 		}
 		equalAdapters(t, a2, a)
 	})
+}
+
+// TestNonFiniteValuesRefused: a NaN or infinite value, in any value dtype,
+// is refused by Validate, Encode and Decode (ErrNonFinite, ErrInvalid).
+func TestNonFiniteValuesRefused(t *testing.T) {
+	for _, vdt := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.BFloat16} {
+		for _, v := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+			at, err := NewTensor("w", tensor.Float32, []int64{4}, []uint32{0, 2}, []float32{1, v}, vdt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &Adapter{Name: "bad", DefaultAlpha: 1, Tensors: []Tensor{at}}
+			if err := a.Validate(); !errors.Is(err, ErrNonFinite) || !errors.Is(err, ErrInvalid) {
+				t.Errorf("%v %v: Validate = %v, want ErrNonFinite", vdt, v, err)
+			}
+			if _, err := Encode(a); !errors.Is(err, ErrNonFinite) {
+				t.Errorf("%v %v: Encode = %v, want ErrNonFinite", vdt, v, err)
+			}
+		}
+	}
+	// a file written before the check (values set after encoding) is refused on Decode
+	good, err := NewTensor("w", tensor.Float32, []int64{4}, []uint32{0, 2}, []float32{1, 7}, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(&Adapter{Name: "ok", DefaultAlpha: 1, Tensors: []Tensor{good}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seven := []byte{0, 0, 0xe0, 0x40} // 7.0f little-endian
+	i := bytes.Index(b, seven)
+	if i < 0 {
+		t.Fatal("value not found in the encoding")
+	}
+	copy(b[i:], []byte{0, 0, 0xc0, 0x7f}) // NaN
+	if _, err := Decode(b); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("Decode of a NaN value = %v, want ErrNonFinite", err)
+	}
 }

@@ -69,6 +69,17 @@ func randomTensor(name string, dt, vdt tensor.DType, shape []int64, density floa
 	return adapter.Tensor{Name: name, DType: dt, ValueDType: vdt, Shape: slices.Clone(shape), Indices: ix, Values: vals}
 }
 
+// finiteValues replaces the NaN and infinite values of t by 1, for adapters that
+// must pass adapter.Validate (files).
+func finiteValues(t adapter.Tensor) adapter.Tensor {
+	for k := range t.Indices {
+		if v := widen(t.ValueDType, t.Values, k); math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			put(t.ValueDType, t.Values, k, 1)
+		}
+	}
+	return t
+}
+
 func widen(dt tensor.DType, b []byte, i int) float32 {
 	switch dt {
 	case tensor.Float32:

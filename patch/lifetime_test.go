@@ -27,7 +27,7 @@ func TestClosedActiveAdapter(t *testing.T) {
 	dir := t.TempDir()
 	open := func(name string) *adapter.Adapter {
 		a := &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta,
-			Tensors: []adapter.Tensor{randomTensor("w", tensor.Float32, tensor.Float32, shape, 0.05, rng)}}
+			Tensors: []adapter.Tensor{finiteValues(randomTensor("w", tensor.Float32, tensor.Float32, shape, 0.05, rng))}}
 		path := filepath.Join(dir, name+".shira")
 		if err := adapter.Write(path, a); err != nil {
 			t.Fatal(err)

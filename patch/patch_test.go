@@ -263,7 +263,7 @@ func TestCorruptedFile(t *testing.T) {
 	shape := []int64{6, 6}
 	f := newFixture(rng, Weight{Name: "w", DType: tensor.Float16, Shape: shape}, Weight{Name: "x", DType: tensor.Float32, Shape: shape})
 	a := &adapter.Adapter{Name: "a", DefaultAlpha: 1, Tensors: []adapter.Tensor{
-		randomTensor("w", tensor.Float16, tensor.Float16, shape, 0.3, rng), randomTensor("x", tensor.Float32, tensor.Float32, shape, 0.3, rng)}}
+		finiteValues(randomTensor("w", tensor.Float16, tensor.Float16, shape, 0.3, rng)), finiteValues(randomTensor("x", tensor.Float32, tensor.Float32, shape, 0.3, rng))}}
 	file, err := adapter.Encode(a)
 	if err != nil {
 		t.Fatal(err)

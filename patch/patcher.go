@@ -64,6 +64,7 @@ type options struct {
 	workers          int
 	noFingerprint    bool
 	modelFingerprint string
+	finite           bool // WithFiniteCheck
 }
 
 // WithWorkers bounds the number of tensors patched in parallel (default
@@ -202,7 +203,18 @@ func (p *Patcher) Validate(cfgs ...Config) error {
 		return err
 	}
 	defer release(cfgs)
-	return p.plan(cfgs)
+	return p.planChecked(cfgs)
+}
+
+// planChecked is plan, then (WithFiniteCheck) the check of the results.
+func (p *Patcher) planChecked(cfgs []Config) error {
+	if err := p.plan(cfgs); err != nil {
+		return err
+	}
+	if p.opts.finite {
+		return p.checkFinite()
+	}
+	return nil
 }
 
 // Set makes exactly cfgs active (in this order; an empty list means the
@@ -215,7 +227,7 @@ func (p *Patcher) Set(cfgs ...Config) error {
 	if err := retain(cfgs); err != nil {
 		return err
 	}
-	if err := p.plan(cfgs); err != nil {
+	if err := p.planChecked(cfgs); err != nil {
 		release(cfgs)
 		return err
 	}
