@@ -1,8 +1,11 @@
 package overlap_test
 
 import (
+	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
@@ -37,7 +40,7 @@ func TestCompareMatchesDense(t *testing.T) {
 	const rows, cols = 40, 30
 	a, da := randomAdapter(t, "a", rows, cols, 60, 1, 1)
 	b, db := randomAdapter(t, "b", rows, cols, 90, 2, 0.5)
-	per, all, err := overlap.Compare([]*adapter.Adapter{a, b}, overlap.Options{})
+	per, all, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +85,7 @@ func TestDisjointRowsOrthogonal(t *testing.T) {
 		at, _ := adapter.NewTensor("w", tensor.Float32, []int64{8, 8}, idx, vals, tensor.Float32)
 		return &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{at}}
 	}
-	per, _, err := overlap.Compare([]*adapter.Adapter{mk("a", 0), mk("b", 3)}, overlap.Options{})
+	per, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{mk("a", 0), mk("b", 3)}, overlap.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +98,103 @@ func TestOverwriteNeedsBase(t *testing.T) {
 	a, _ := randomAdapter(t, "a", 4, 4, 3, 1, 1)
 	b, _ := randomAdapter(t, "b", 4, 4, 3, 2, 1)
 	b.Semantics = adapter.Overwrite
-	if _, _, err := overlap.Compare([]*adapter.Adapter{a, b}, overlap.Options{}); err == nil {
+	if _, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{}); err == nil {
 		t.Fatal("overwrite adapter without base accepted")
+	}
+}
+
+// allocated returns the bytes f allocates on the heap.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// rowAdapter is an adapter whose tensor "w" of the given shape touches
+// entries cols of row 0, all with value v.
+func rowAdapter(t *testing.T, name string, shape []int64, cols []uint32, v float32) *adapter.Adapter {
+	t.Helper()
+	vals := make([]float32, len(cols))
+	for i := range vals {
+		vals[i] = v
+	}
+	at, err := adapter.NewTensor("w", tensor.Float32, shape, cols, vals, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{at}}
+}
+
+// A few entries in a tensor declaring a huge shape cost memory by what
+// the adapters hold, not by the declared dimensions (a 200-byte file
+// declaring [1, 2^36] used to make overlap ask for 512 GB).
+func TestHugeDeclaredShapeBoundedMemory(t *testing.T) {
+	for _, m := range []int64{1 << 24, 1 << 31, 1 << 36} {
+		shape := []int64{1, m}
+		a := rowAdapter(t, "a", shape, []uint32{1, 1 << 20}, 2)
+		b := rowAdapter(t, "b", shape, []uint32{1, 5, 1 << 20}, 3)
+		var per []overlap.Pair
+		var err error
+		n := allocated(func() {
+			per, _, err = overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 1<<20 {
+			t.Fatalf("shape %v: Compare of 2 and 3 entries allocated %d bytes", shape, n)
+		}
+		// AᵀB is the outer product of a = (2, 2) and b = (3, 3, 3) on
+		// columns {1, 2^20} × {1, 5, 2^20}: σ = ‖a‖‖b‖ = √8·√27.
+		p := per[0]
+		if want := math.Sqrt(8 * 27); math.Abs(p.AWOM-want) > 1e-9*want || math.Abs(p.AWOMFro-want) > 1e-9*want ||
+			p.ProductNNZ != 6 || p.Shared != 2 || p.M != m {
+			t.Fatalf("shape %v: %+v, want AWOM = AWOMFro = %g, ProductNNZ 6, Shared 2", shape, p, want)
+		}
+	}
+}
+
+// Two adapters filling one row: the product AᵀB has k² non-zeros, yet
+// Compare allocates O(k), not O(k²).
+func TestDenseRowProductBoundedMemory(t *testing.T) {
+	const k = 1024
+	cols := make([]uint32, k)
+	for i := range cols {
+		cols[i] = uint32(i)
+	}
+	a := rowAdapter(t, "a", []int64{4, k}, cols, 1)
+	b := rowAdapter(t, "b", []int64{4, k}, cols, -0.5)
+	var per []overlap.Pair
+	var err error
+	n := allocated(func() {
+		per, _, err = overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 1<<20 {
+		t.Fatalf("Compare of two %d-entry rows allocated %d bytes", k, n)
+	}
+	p := per[0]
+	if want := 0.5 * k; math.Abs(p.AWOM-want) > 1e-9*want || math.Abs(p.AWOMFro-want) > 1e-9*want || p.ProductNNZ != k*k || p.AWOR != 0 {
+		t.Fatalf("%+v, want AWOM = AWOMFro = %g, ProductNNZ %d, AWOR 0", p, want, k*k)
+	}
+}
+
+// A cancelled context stops a large product.
+func TestCompareCancelled(t *testing.T) {
+	const k = 4096
+	cols := make([]uint32, k)
+	for i := range cols {
+		cols[i] = uint32(i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a, b := rowAdapter(t, "a", []int64{1, k}, cols, 1), rowAdapter(t, "b", []int64{1, k}, cols, 1)
+	if _, _, err := overlap.Compare(ctx, []*adapter.Adapter{a, b}, overlap.Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Compare with a cancelled context: %v", err)
 	}
 }
