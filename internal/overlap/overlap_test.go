@@ -103,14 +103,31 @@ func TestOverwriteNeedsBase(t *testing.T) {
 	}
 }
 
-// allocated returns the bytes f allocates on the heap.
-func allocated(f func()) uint64 {
+// comparePairBounded compares a and b, fails the test when that allocates
+// more than 1 MiB, and returns their one per-tensor pair.
+func comparePairBounded(t *testing.T, a, b *adapter.Adapter) overlap.Pair {
+	t.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	f()
+	per, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
 	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("Compare of %d and %d entries (shape %v) allocated %d bytes", a.NNZ(), b.NNZ(), a.Tensors[0].Shape, n)
+	}
+	return per[0]
+}
+
+// checkRankOne fails unless p is the pair of a rank-one product AᵀB with
+// singular value sigma and nnz non-zeros.
+func checkRankOne(t *testing.T, p overlap.Pair, sigma float64, nnz int64) {
+	t.Helper()
+	if math.Abs(p.AWOM-sigma) > 1e-9*sigma || math.Abs(p.AWOMFro-sigma) > 1e-9*sigma || p.ProductNNZ != nnz {
+		t.Fatalf("%+v, want AWOM = AWOMFro = %g, ProductNNZ %d", p, sigma, nnz)
+	}
 }
 
 // rowAdapter is an adapter whose tensor "w" of the given shape touches
@@ -128,31 +145,27 @@ func rowAdapter(t *testing.T, name string, shape []int64, cols []uint32, v float
 	return &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{at}}
 }
 
+// firstCols returns 0, 1, ..., k-1.
+func firstCols(k int) []uint32 {
+	cols := make([]uint32, k)
+	for i := range cols {
+		cols[i] = uint32(i)
+	}
+	return cols
+}
+
 // A few entries in a tensor declaring a huge shape cost memory by what
 // the adapters hold, not by the declared dimensions (a 200-byte file
 // declaring [1, 2^36] used to make overlap ask for 512 GB).
 func TestHugeDeclaredShapeBoundedMemory(t *testing.T) {
 	for _, m := range []int64{1 << 24, 1 << 31, 1 << 36} {
 		shape := []int64{1, m}
-		a := rowAdapter(t, "a", shape, []uint32{1, 1 << 20}, 2)
-		b := rowAdapter(t, "b", shape, []uint32{1, 5, 1 << 20}, 3)
-		var per []overlap.Pair
-		var err error
-		n := allocated(func() {
-			per, _, err = overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 1<<20 {
-			t.Fatalf("shape %v: Compare of 2 and 3 entries allocated %d bytes", shape, n)
-		}
+		p := comparePairBounded(t, rowAdapter(t, "a", shape, []uint32{1, 1 << 20}, 2), rowAdapter(t, "b", shape, []uint32{1, 5, 1 << 20}, 3))
 		// AᵀB is the outer product of a = (2, 2) and b = (3, 3, 3) on
 		// columns {1, 2^20} × {1, 5, 2^20}: σ = ‖a‖‖b‖ = √8·√27.
-		p := per[0]
-		if want := math.Sqrt(8 * 27); math.Abs(p.AWOM-want) > 1e-9*want || math.Abs(p.AWOMFro-want) > 1e-9*want ||
-			p.ProductNNZ != 6 || p.Shared != 2 || p.M != m {
-			t.Fatalf("shape %v: %+v, want AWOM = AWOMFro = %g, ProductNNZ 6, Shared 2", shape, p, want)
+		checkRankOne(t, p, math.Sqrt(8*27), 6)
+		if p.Shared != 2 || p.M != m {
+			t.Fatalf("shape %v: shared %d, M %d", shape, p.Shared, p.M)
 		}
 	}
 }
@@ -161,39 +174,19 @@ func TestHugeDeclaredShapeBoundedMemory(t *testing.T) {
 // Compare allocates O(k), not O(k²).
 func TestDenseRowProductBoundedMemory(t *testing.T) {
 	const k = 1024
-	cols := make([]uint32, k)
-	for i := range cols {
-		cols[i] = uint32(i)
-	}
-	a := rowAdapter(t, "a", []int64{4, k}, cols, 1)
-	b := rowAdapter(t, "b", []int64{4, k}, cols, -0.5)
-	var per []overlap.Pair
-	var err error
-	n := allocated(func() {
-		per, _, err = overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n > 1<<20 {
-		t.Fatalf("Compare of two %d-entry rows allocated %d bytes", k, n)
-	}
-	p := per[0]
-	if want := 0.5 * k; math.Abs(p.AWOM-want) > 1e-9*want || math.Abs(p.AWOMFro-want) > 1e-9*want || p.ProductNNZ != k*k || p.AWOR != 0 {
-		t.Fatalf("%+v, want AWOM = AWOMFro = %g, ProductNNZ %d, AWOR 0", p, want, k*k)
+	p := comparePairBounded(t, rowAdapter(t, "a", []int64{4, k}, firstCols(k), 1), rowAdapter(t, "b", []int64{4, k}, firstCols(k), -0.5))
+	checkRankOne(t, p, 0.5*k, k*k)
+	if p.AWOR != 0 {
+		t.Fatalf("AWOR %g, want 0", p.AWOR)
 	}
 }
 
 // A cancelled context stops a large product.
 func TestCompareCancelled(t *testing.T) {
 	const k = 4096
-	cols := make([]uint32, k)
-	for i := range cols {
-		cols[i] = uint32(i)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	a, b := rowAdapter(t, "a", []int64{1, k}, cols, 1), rowAdapter(t, "b", []int64{1, k}, cols, 1)
+	a, b := rowAdapter(t, "a", []int64{1, k}, firstCols(k), 1), rowAdapter(t, "b", []int64{1, k}, firstCols(k), 1)
 	if _, _, err := overlap.Compare(ctx, []*adapter.Adapter{a, b}, overlap.Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Compare with a cancelled context: %v", err)
 	}
