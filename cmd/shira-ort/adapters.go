@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 
@@ -16,16 +18,23 @@ type adapterSpec struct {
 	Alpha float32 // NaN: the adapter's default alpha
 }
 
-// parseAdapterSpec parses FILE[:ALPHA]; a suffix that is not a number is
-// part of the path.
+// parseAdapterSpec parses FILE[:ALPHA]. A suffix after the last ':' that
+// is not a number is part of the path. One that is a number but not a
+// finite float32 (1e39, inf, NaN) is an error about the alpha — unless the
+// whole of s names an existing file, whose name then really ends so.
 func parseAdapterSpec(s string) (adapterSpec, error) {
 	spec := adapterSpec{Path: s, Alpha: float32(math.NaN())}
 	if i := strings.LastIndexByte(s, ':'); i > 0 {
-		if a, err := strconv.ParseFloat(s[i+1:], 32); err == nil {
-			if math.IsNaN(a) || math.IsInf(a, 0) {
-				return spec, fmt.Errorf("--adapter %q: alpha must be finite", s)
-			}
+		suffix := s[i+1:]
+		a, err := strconv.ParseFloat(suffix, 32)
+		switch {
+		case err == nil && !math.IsNaN(a) && !math.IsInf(a, 0):
 			spec.Path, spec.Alpha = s[:i], float32(a)
+		case errors.Is(err, strconv.ErrSyntax): // not a number: part of the path
+		default: // out of range, NaN or infinite
+			if _, serr := os.Stat(s); serr != nil {
+				return spec, fmt.Errorf("--adapter %q: alpha %s is not a finite float32", s, suffix)
+			}
 		}
 	}
 	if spec.Path == "" {

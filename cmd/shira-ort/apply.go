@@ -29,6 +29,9 @@ func newApplyCmd() *cobra.Command {
 				return err
 			}
 			defer m.Close()
+			if err := refuseStandaloneOver(out, m, adapterInputs(adapters)...); err != nil {
+				return err
+			}
 			fm, err := loadFused(cmd.Context(), m, adapters, force)
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,8 +130,22 @@ func TestAdapterSpec(t *testing.T) {
 			t.Errorf("parseAdapterSpec(%q) = %+v, %v", in, got, err)
 		}
 	}
-	if _, err := parseAdapterSpec("a.shira:NaN"); err == nil {
-		t.Error("NaN alpha accepted")
+	for _, alpha := range []string{"NaN", "inf", "-Inf", "1e39", "-3.5e38", "0x1p128"} {
+		_, err := parseAdapterSpec("a.shira:" + alpha)
+		if want := "alpha " + alpha + " is not a finite float32"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("alpha %s: %v, want an error saying %q", alpha, err, want)
+		}
+	}
+	// A path that really contains ':' is taken whole when it exists.
+	dir := t.TempDir()
+	for _, name := range []string{"x.shira:1e39", "x.shira:inf", "b:c.shira"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := parseAdapterSpec(p); err != nil || got.Path != p || !math.IsNaN(float64(got.Alpha)) {
+			t.Errorf("parseAdapterSpec(%q) of an existing file = %+v, %v", p, got, err)
+		}
 	}
 }
 

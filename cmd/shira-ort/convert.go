@@ -148,6 +148,9 @@ func newFuseLoraCmd() *cobra.Command {
 				return err
 			}
 			defer m.Close()
+			if err := refuseStandaloneOver(out, m); err != nil {
+				return err
+			}
 			res, e, err := openLora(loraDir, m)
 			if err != nil {
 				return err

@@ -83,8 +83,9 @@ func (s *bundleSpec) readInputs(dir string) (map[string]*tensor.Tensor, error) {
 	return feeds, nil
 }
 
-// writeTensors writes each tensor to root/sub/NAME.npy (NAME made safe for
-// a file name) and returns each name's path relative to root.
+// writeTensors writes each tensor to root/sub/NAME.npy (NAME escaped by
+// safeFileName, so distinct names never share a file) and returns each
+// name's path relative to root.
 func writeTensors(root, sub string, ts map[string]*tensor.Tensor) (map[string]string, error) {
 	if err := os.MkdirAll(filepath.Join(root, sub), 0o755); err != nil {
 		return nil, err

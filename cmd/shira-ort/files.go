@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
 )
 
 // writeAdapter encodes a and writes it to path atomically through
@@ -109,4 +112,122 @@ func (m *exportedModel) Close() error {
 		os.RemoveAll(m.tmp)
 	}
 	return err
+}
+
+// errOverwritesInput is wrapped by the error of a command asked to write
+// over a file it reads (apply -o onto its exported model, export into its
+// source's directory over the source).
+var errOverwritesInput = errors.New("output would replace an input")
+
+// inputFile is a file a command reads, and what it is (for messages).
+type inputFile struct{ path, what string }
+
+// refuseOverwrite returns an error wrapping errOverwritesInput when
+// writing any of outputs — by renaming a new file into place, as every
+// file the CLI writes is — would replace one of inputs. It is called
+// before anything is written. flag and value are the option that chose
+// the outputs, for the message.
+func refuseOverwrite(flag, value string, outputs []string, inputs []inputFile) error {
+	for _, o := range outputs {
+		for _, in := range inputs {
+			if !replaces(o, in.path) {
+				continue
+			}
+			what := in.what
+			if filepath.Clean(in.path) != filepath.Clean(o) {
+				what += " " + in.path
+			}
+			if filepath.Clean(o) != filepath.Clean(value) {
+				what = o + " is " + what
+			} else {
+				what = "it is " + what
+			}
+			return fmt.Errorf("%s %s: %w: %s; write somewhere else", flag, value, errOverwritesInput, what)
+		}
+	}
+	return nil
+}
+
+// replaces reports whether renaming a file onto out would replace the
+// file in reads, or the directory entry it is read through: out is the
+// same file as in (os.SameFile, which sees through symbolic links in the
+// directories, hard links and a file system that ignores case), the same
+// symbolic link, or — when out does not exist yet — the same name in the
+// same directory.
+func replaces(out, in string) bool {
+	if lo, err := os.Lstat(out); err == nil {
+		if si, err := os.Stat(in); err == nil && os.SameFile(lo, si) {
+			return true
+		}
+		if li, err := os.Lstat(in); err == nil && os.SameFile(lo, li) {
+			return true
+		}
+	}
+	if filepath.Base(out) != filepath.Base(in) {
+		return false
+	}
+	od, err1 := os.Stat(filepath.Dir(out))
+	id, err2 := os.Stat(filepath.Dir(in))
+	return err1 == nil && err2 == nil && os.SameFile(od, id)
+}
+
+// refuseStandaloneOver refuses (see refuseOverwrite) an -o out for
+// export.Model.WriteStandalone that would replace a file of the exported
+// model m or one of more inputs. WriteStandalone writes out, and out.data
+// beside it for a model over 2 GB.
+func refuseStandaloneOver(out string, m *export.Model, more ...inputFile) error {
+	outs := []string{out, filepath.Join(filepath.Dir(out), filepath.Base(out)+".data")}
+	man := m.Manifest()
+	inputs := append([]inputFile{
+		{filepath.Join(m.Dir(), export.ManifestFile), "the --model directory's manifest"},
+		{filepath.Join(m.Dir(), man.Model), "the --model directory's model"},
+		{filepath.Join(m.Dir(), man.WeightsFile), "the --model directory's weight file"},
+	}, more...)
+	return refuseOverwrite("-o", out, outs, inputs)
+}
+
+// adapterInputs lists the files named by --adapter flags (flags that do
+// not parse are left to openAdapters to report).
+func adapterInputs(flags []string) []inputFile {
+	var out []inputFile
+	for _, f := range flags {
+		if spec, err := parseAdapterSpec(f); err == nil {
+			out = append(out, inputFile{spec.Path, "an --adapter file"})
+		}
+	}
+	return out
+}
+
+// sourceInputs lists an ONNX model file and, when it can be read, the
+// external data files it names. It parses the model only when one of
+// outputs exists already: writing new files cannot replace an input.
+func sourceInputs(model string, outputs []string) []inputFile {
+	in := []inputFile{{model, "the source model"}}
+	exists := false
+	for _, o := range outputs {
+		if _, err := os.Lstat(o); err == nil {
+			exists = true
+		}
+	}
+	if !exists {
+		return in
+	}
+	m, err := onnxwire.ReadModel(model)
+	if err != nil {
+		return in // export reports it
+	}
+	seen := map[string]bool{}
+	// an error leaves the list short: Expose reports it
+	_ = m.WalkTensors(func(t *onnxwire.Tensor) error {
+		ext, ok, err := t.External()
+		if !ok || err != nil || seen[ext.Location] {
+			return nil
+		}
+		seen[ext.Location] = true
+		if p, err := onnxwire.ExternalPath(filepath.Dir(model), ext.Location); err == nil {
+			in = append(in, inputFile{p, "external data of the source model"})
+		}
+		return nil
+	})
+	return in
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,4 +72,24 @@ func TestRunShowsInputsOnBadInput(t *testing.T) {
 		}
 	}
 	mustCLI(t, "run", "--model", dir, "--output-dir", out, "--input", "x="+xPath)
+}
+
+// TestCreateRefusesNonFiniteOptions: create with a NaN or infinite
+// --scale, --density or --alpha fails with an error naming it and writes
+// nothing.
+func TestCreateRefusesNonFiniteOptions(t *testing.T) {
+	tmp, _, dir := exportTiny(t)
+	out := filepath.Join(tmp, "n.shira")
+	for _, c := range []struct{ flag, value, want string }{
+		{"--scale", "NaN", "scale NaN"}, {"--scale", "Inf", "scale +Inf"}, {"--scale", "-Inf", "scale -Inf"},
+		{"--density", "NaN", "density NaN"}, {"--alpha", "Inf", "alpha +Inf"},
+	} {
+		_, err := runCLI(t, "create", "--model", dir, c.flag, c.value, "-o", out)
+		if err == nil || !strings.Contains(err.Error(), c.want+" is not finite") {
+			t.Errorf("create %s %s: %v, want an error saying %s is not finite", c.flag, c.value, err, c.want)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Fatalf("create %s %s wrote %s", c.flag, c.value, out)
+		}
+	}
 }

@@ -69,7 +69,7 @@ more interference between the two deltas (0: none).`,
 					return 0, nil, false
 				})
 			}
-			per, all, err := overlap.Compare(as, o)
+			per, all, err := overlap.Compare(cmd.Context(), as, o)
 			if err != nil {
 				return err
 			}

@@ -92,7 +92,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&model, "model", "", "exported model directory (or a plain .onnx file, without --adapter)")
 	f.StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	f.StringArrayVar(&inputs, "input", nil, "model input as NAME=FILE.npy (repeatable)")
-	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each")
+	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each (characters a file name cannot hold, such as '/' and ':', written as %XX)")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
 	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: live (patch the weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
@@ -155,12 +155,22 @@ func inputsText(ins []ort.IOInfo) string {
 	return b.String()
 }
 
-// safeFileName keeps output names like "onnx::Gemm_12" usable as file names.
+// safeFileName turns a tensor name into a file name (before ".npy"): an
+// ordinary name ("logits", "a_b", "y.0") is kept as it is; a byte a file
+// name cannot hold or that would surprise — '/', '\', ':', control
+// characters, the characters Windows refuses (<>"|?*) and a leading '.' —
+// is written as %XX (its hex value), and so is '%' itself. Distinct names
+// therefore give distinct files ("a/b", "a:b" and "a_b" become a%2Fb, a%3Ab
+// and a_b), and a file name can be turned back into its tensor name.
 func safeFileName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '/' || r == ':' || r == '\\' || r == 0 {
-			return '_'
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || strings.IndexByte(`%/\:<>"|?*`, c) >= 0 || (i == 0 && c == '.') {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
 		}
-		return r
-	}, s)
+		b.WriteByte(c)
+	}
+	return b.String()
 }

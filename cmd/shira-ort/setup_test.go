@@ -216,8 +216,8 @@ func TestSetupFromEmptyHome(t *testing.T) {
 	if len(data) < 1<<20 || !bytes.HasPrefix(data, []byte("\x7fELF")) {
 		t.Fatalf("%s: %d bytes, not a shared library", wantLib, len(data))
 	}
-	if st, _ := os.Stat(wantLib); st.Mode().Perm() != 0o644 {
-		t.Errorf("%s: mode %v, want 0644", wantLib, st.Mode())
+	if st, _ := os.Stat(wantLib); st.Mode().Perm() != createMode(t) {
+		t.Errorf("%s: mode %v, want %v (what os.Create gives under this umask)", wantLib, st.Mode(), createMode(t))
 	}
 
 	// Second run: nothing downloaded, so an unreachable registry is fine.
@@ -234,4 +234,20 @@ func TestSetupFromEmptyHome(t *testing.T) {
 	if entries, _ := os.ReadDir(work); len(entries) != 1 {
 		t.Errorf("the working directory got files: %v", entries)
 	}
+}
+
+// createMode is the permission os.Create gives a new file: 0666 less the
+// umask.
+func createMode(t *testing.T) os.FileMode {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
 }

@@ -14,6 +14,8 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,9 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 )
-
-// Mode is the permission of committed files.
-const Mode = 0o644
 
 // noSync, set by DisableSync, skips fsync (for tests that write thousands
 // of files).
@@ -83,17 +82,45 @@ type File struct {
 
 // Create starts writing path. Stale temporary files of path left by
 // killed processes are removed first.
+//
+// The file gets the permission bits of the file it replaces, or, when path
+// does not exist, 0666 less the process umask, as os.Create would give it;
+// the temporary file is never more open than that while it is written.
 func Create(path string) (*File, error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	sweep(dir, base)
-	f, err := os.CreateTemp(dir, tempPrefix(base)+strconv.Itoa(os.Getpid())+"-*")
+	perm, keep := os.FileMode(0o666), false // the kernel applies the umask
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+		perm, keep = st.Mode().Perm(), true
+	}
+	f, err := createTemp(dir, tempPrefix(base)+strconv.Itoa(os.Getpid())+"-", perm)
 	if err != nil {
 		return nil, fmt.Errorf("atomicfile: %w", err)
 	}
+	if keep { // the umask may have removed some of perm's bits
+		if err := f.Chmod(perm); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("atomicfile: %w", err)
+		}
+	}
 	return &File{f: f, final: path}, nil
+}
+
+// createTemp creates a new file dir/PREFIX+RANDOM with permission perm
+// (less the umask), like os.CreateTemp, which always uses 0600.
+func createTemp(dir, prefix string, perm os.FileMode) (*os.File, error) {
+	for range 10000 {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, prefix+"*"), Err: fs.ErrExist}
 }
 
 // tempPrefix is the name prefix of base's temporary files.
@@ -149,20 +176,11 @@ func (f *File) Commit() error {
 	}
 	f.reached("commit")
 	f.done = true
-	fail := func(err error) error {
-		f.f.Close()
-		os.Remove(f.f.Name())
-		return fmt.Errorf("atomicfile: write %s: %w", f.final, err)
-	}
-	if err := f.f.Chmod(Mode); err != nil {
-		return fail(err)
-	}
+	var err error
 	if !noSync.Load() {
-		if err := f.f.Sync(); err != nil {
-			return fail(err)
-		}
+		err = f.f.Sync()
 	}
-	if err := f.f.Close(); err != nil {
+	if err = errors.Join(err, f.f.Close()); err != nil {
 		os.Remove(f.f.Name())
 		return fmt.Errorf("atomicfile: write %s: %w", f.final, err)
 	}

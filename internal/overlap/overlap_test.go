@@ -1,8 +1,11 @@
 package overlap_test
 
 import (
+	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
@@ -37,7 +40,7 @@ func TestCompareMatchesDense(t *testing.T) {
 	const rows, cols = 40, 30
 	a, da := randomAdapter(t, "a", rows, cols, 60, 1, 1)
 	b, db := randomAdapter(t, "b", rows, cols, 90, 2, 0.5)
-	per, all, err := overlap.Compare([]*adapter.Adapter{a, b}, overlap.Options{})
+	per, all, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +85,7 @@ func TestDisjointRowsOrthogonal(t *testing.T) {
 		at, _ := adapter.NewTensor("w", tensor.Float32, []int64{8, 8}, idx, vals, tensor.Float32)
 		return &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{at}}
 	}
-	per, _, err := overlap.Compare([]*adapter.Adapter{mk("a", 0), mk("b", 3)}, overlap.Options{})
+	per, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{mk("a", 0), mk("b", 3)}, overlap.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +98,96 @@ func TestOverwriteNeedsBase(t *testing.T) {
 	a, _ := randomAdapter(t, "a", 4, 4, 3, 1, 1)
 	b, _ := randomAdapter(t, "b", 4, 4, 3, 2, 1)
 	b.Semantics = adapter.Overwrite
-	if _, _, err := overlap.Compare([]*adapter.Adapter{a, b}, overlap.Options{}); err == nil {
+	if _, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{}); err == nil {
 		t.Fatal("overwrite adapter without base accepted")
+	}
+}
+
+// comparePairBounded compares a and b, fails the test when that allocates
+// more than 1 MiB, and returns their one per-tensor pair.
+func comparePairBounded(t *testing.T, a, b *adapter.Adapter) overlap.Pair {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	per, _, err := overlap.Compare(context.Background(), []*adapter.Adapter{a, b}, overlap.Options{})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("Compare of %d and %d entries (shape %v) allocated %d bytes", a.NNZ(), b.NNZ(), a.Tensors[0].Shape, n)
+	}
+	return per[0]
+}
+
+// checkRankOne fails unless p is the pair of a rank-one product AᵀB with
+// singular value sigma and nnz non-zeros.
+func checkRankOne(t *testing.T, p overlap.Pair, sigma float64, nnz int64) {
+	t.Helper()
+	if math.Abs(p.AWOM-sigma) > 1e-9*sigma || math.Abs(p.AWOMFro-sigma) > 1e-9*sigma || p.ProductNNZ != nnz {
+		t.Fatalf("%+v, want AWOM = AWOMFro = %g, ProductNNZ %d", p, sigma, nnz)
+	}
+}
+
+// rowAdapter is an adapter whose tensor "w" of the given shape touches
+// entries cols of row 0, all with value v.
+func rowAdapter(t *testing.T, name string, shape []int64, cols []uint32, v float32) *adapter.Adapter {
+	t.Helper()
+	vals := make([]float32, len(cols))
+	for i := range vals {
+		vals[i] = v
+	}
+	at, err := adapter.NewTensor("w", tensor.Float32, shape, cols, vals, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &adapter.Adapter{Name: name, DefaultAlpha: 1, Semantics: adapter.Delta, Tensors: []adapter.Tensor{at}}
+}
+
+// firstCols returns 0, 1, ..., k-1.
+func firstCols(k int) []uint32 {
+	cols := make([]uint32, k)
+	for i := range cols {
+		cols[i] = uint32(i)
+	}
+	return cols
+}
+
+// A few entries in a tensor declaring a huge shape cost memory by what
+// the adapters hold, not by the declared dimensions (a 200-byte file
+// declaring [1, 2^36] used to make overlap ask for 512 GB).
+func TestHugeDeclaredShapeBoundedMemory(t *testing.T) {
+	for _, m := range []int64{1 << 24, 1 << 31, 1 << 36} {
+		shape := []int64{1, m}
+		p := comparePairBounded(t, rowAdapter(t, "a", shape, []uint32{1, 1 << 20}, 2), rowAdapter(t, "b", shape, []uint32{1, 5, 1 << 20}, 3))
+		// AᵀB is the outer product of a = (2, 2) and b = (3, 3, 3) on
+		// columns {1, 2^20} × {1, 5, 2^20}: σ = ‖a‖‖b‖ = √8·√27.
+		checkRankOne(t, p, math.Sqrt(8*27), 6)
+		if p.Shared != 2 || p.M != m {
+			t.Fatalf("shape %v: shared %d, M %d", shape, p.Shared, p.M)
+		}
+	}
+}
+
+// Two adapters filling one row: the product AᵀB has k² non-zeros, yet
+// Compare allocates O(k), not O(k²).
+func TestDenseRowProductBoundedMemory(t *testing.T) {
+	const k = 1024
+	p := comparePairBounded(t, rowAdapter(t, "a", []int64{4, k}, firstCols(k), 1), rowAdapter(t, "b", []int64{4, k}, firstCols(k), -0.5))
+	checkRankOne(t, p, 0.5*k, k*k)
+	if p.AWOR != 0 {
+		t.Fatalf("AWOR %g, want 0", p.AWOR)
+	}
+}
+
+// A cancelled context stops a large product.
+func TestCompareCancelled(t *testing.T) {
+	const k = 4096
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a, b := rowAdapter(t, "a", []int64{1, k}, firstCols(k), 1), rowAdapter(t, "b", []int64{1, k}, firstCols(k), 1)
+	if _, _, err := overlap.Compare(ctx, []*adapter.Adapter{a, b}, overlap.Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Compare with a cancelled context: %v", err)
 	}
 }

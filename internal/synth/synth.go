@@ -5,6 +5,7 @@ package synth
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"regexp"
 
@@ -45,17 +46,36 @@ type Options struct {
 	Metadata  map[string]string // copied into the adapter
 }
 
-// New builds an adapter for the exposed weights of an exported model.
-// weights holds each exposed weight's bytes by name (export.ReadWeights).
-func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Adapter, error) {
+// Validate checks o: a known mask, a finite scale, density and alpha, r
+// not negative and, when r is 0, a density in (0, 1]. New calls it first.
+func (o Options) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"scale", o.Scale}, {"density", o.Density}, {"alpha", float64(o.Alpha)}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return fmt.Errorf("synth: %s %v is not finite", f.name, f.v)
+		}
+	}
 	if o.R < 0 {
-		return nil, fmt.Errorf("synth: r %d is negative", o.R)
+		return fmt.Errorf("synth: r %d is negative", o.R)
 	}
 	if o.R == 0 && !(o.Density > 0 && o.Density <= 1) {
-		return nil, fmt.Errorf("synth: density %g is not in (0, 1]", o.Density)
+		return fmt.Errorf("synth: density %g is not in (0, 1]", o.Density)
 	}
 	if o.Mask != MaskRandom && o.Mask != MaskWeightMagnitude && o.Mask != MaskStruct {
-		return nil, fmt.Errorf("synth: unknown mask %q (want rand, wm or struct)", o.Mask)
+		return fmt.Errorf("synth: unknown mask %q (want rand, wm or struct)", o.Mask)
+	}
+	return nil
+}
+
+// New builds an adapter for the exposed weights of an exported model.
+// weights holds each exposed weight's bytes by name (export.ReadWeights).
+// Options are checked first ([Options.Validate]); a scale so large that a
+// value is not finite in the weight's dtype is an error too.
+func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Adapter, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	alpha := o.Alpha
 	if alpha == 0 {
@@ -130,6 +150,16 @@ func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.R
 	}
 	t := adapter.Tensor{Name: e.Name, DType: e.DType, ValueDType: e.DType,
 		Shape: append([]int64(nil), e.Shape...), Indices: idx, Values: encode(vals, e.DType)}
+	stored, err := t.ValuesFloat32() // as rounded to the dtype
+	if err != nil {
+		return adapter.Tensor{}, err
+	}
+	for i, v := range stored {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return adapter.Tensor{}, fmt.Errorf("synth: weight %q: scale %g gives a value (%g) beyond the range of %v; use a smaller scale",
+				e.Name, o.Scale, vals[i], e.DType)
+		}
+	}
 	t.BaseSHA256, _ = e.Sum()
 	return t, nil
 }

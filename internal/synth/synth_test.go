@@ -2,6 +2,9 @@ package synth
 
 import (
 	"bytes"
+	"math"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -79,6 +82,33 @@ func TestBadOptions(t *testing.T) {
 	} {
 		if _, err := New(m, w, o); err == nil {
 			t.Errorf("%+v accepted", o)
+		}
+	}
+}
+
+// TestNonFiniteOptions: a NaN or infinite scale, density or alpha is
+// refused with an error naming it, and so is a finite scale whose values
+// do not fit the weight's dtype (1e6 in float16, 1e300 in float32).
+func TestNonFiniteOptions(t *testing.T) {
+	m, w := manifest()
+	inf := math.Inf(1)
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Mask: MaskRandom, Density: 0.1, Scale: math.NaN()}, "scale NaN"},
+		{Options{Mask: MaskRandom, Density: 0.1, Scale: inf}, "scale +Inf"},
+		{Options{Mask: MaskRandom, Density: 0.1, Scale: -inf}, "scale -Inf"},
+		{Options{Mask: MaskRandom, Density: math.NaN(), Scale: 0.1}, "density NaN"},
+		{Options{Mask: MaskRandom, R: 1, Density: inf, Scale: 0.1}, "density +Inf"},
+		{Options{Mask: MaskRandom, Density: 0.1, Scale: 0.1, Alpha: float32(math.NaN())}, "alpha NaN"},
+		{Options{Mask: MaskRandom, Density: 0.1, Scale: 0.1, Alpha: float32(inf)}, "alpha +Inf"},
+		{Options{Mask: MaskRandom, Density: 0.5, Scale: 1e6}, `"h"`},
+		{Options{Mask: MaskRandom, Density: 0.5, Scale: 1e300, Targets: regexp.MustCompile("^w$")}, `"w"`},
+	} {
+		_, err := New(m, w, c.o)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error about %s", c.o, err, c.want)
 		}
 	}
 }
