@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/closest"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -34,7 +35,7 @@ func (p *Patcher) checkFinite() error {
 			continue
 		}
 		if err := ws.checkFinite(); err != nil {
-			return fmt.Errorf("weight %q: %w", ws.Name, err)
+			return fmt.Errorf("weight %s: %w", closest.Quote(ws.Name), err)
 		}
 	}
 	return nil
@@ -100,8 +101,8 @@ func (ws *wstate) checkFinite() error {
 		if finite(r) {
 			what = fmt.Sprintf("%v, beyond the range of %v (+Inf or -Inf once rounded)", r, ws.DType)
 		}
-		return fmt.Errorf("%w: adapter %q value %d (index %d) turns the finite base value %v into %s (alpha %v)",
-			ErrNonFinite, e.owner.Name, k, e.t.Indices[k], b, what, e.alpha)
+		return fmt.Errorf("%w: adapter %s value %d (index %d) turns the finite base value %v into %s (alpha %v)",
+			ErrNonFinite, closest.Quote(e.owner.Name), k, e.t.Indices[k], b, what, e.alpha)
 	}
 	if len(ws.next) == 1 {
 		e := ws.next[0]

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -97,5 +98,31 @@ func TestFiniteCheckMessage(t *testing.T) {
 	}
 	if math.IsInf(float64(widen(tensor.Float16, w.Data, 2)), 0) {
 		t.Fatal("a refused configuration was written")
+	}
+}
+
+// TestLongTargetName: an adapter naming a 4 MB target gets a short error,
+// fast (the "did you mean" hint is bounded).
+func TestLongTargetName(t *testing.T) {
+	w := Weight{Name: "w", DType: tensor.Float32, Shape: []int64{4}, Data: make([]byte, 16)}
+	p, err := New([]Weight{w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("x", 4<<20)
+	at, err := adapter.NewTensor(name, tensor.Float32, []int64{4}, []uint32{1}, []float32{1}, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = p.Set(Default(&adapter.Adapter{Name: name, DefaultAlpha: 1, Tensors: []adapter.Tensor{at}}))
+	if !errors.Is(err, ErrUnknownTarget) {
+		t.Fatalf("Set = %v", err)
+	}
+	if len(err.Error()) > 1024 {
+		t.Fatalf("the error is %d bytes long", len(err.Error()))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refusing the unknown target took %v", d)
 	}
 }

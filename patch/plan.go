@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -24,18 +23,18 @@ func (p *Patcher) plan(cfgs []Config) error {
 			return fmt.Errorf("%w: config %d has no adapter", ErrConfig, k)
 		}
 		if f := float64(c.Alpha); math.IsNaN(f) || math.IsInf(f, 0) {
-			return fmt.Errorf("%w: adapter %q: alpha %v is not finite", ErrConfig, a.Name, c.Alpha)
+			return fmt.Errorf("%w: adapter %s: alpha %v is not finite", ErrConfig, closest.Quote(a.Name), c.Alpha)
 		}
 		if a.Semantics != adapter.Overwrite && a.Semantics != adapter.Delta {
-			return fmt.Errorf("%w: adapter %q: unknown semantics %v", ErrConfig, a.Name, a.Semantics)
+			return fmt.Errorf("%w: adapter %s: unknown semantics %v", ErrConfig, closest.Quote(a.Name), a.Semantics)
 		}
 		if fp := p.opts.modelFingerprint; fp != "" && a.ModelFingerprint != "" && !p.opts.noFingerprint && !strings.EqualFold(fp, a.ModelFingerprint) {
-			return fmt.Errorf("%w: adapter %q was made for model %s, this model is %s", ErrFingerprint, a.Name, a.ModelFingerprint, fp)
+			return fmt.Errorf("%w: adapter %s was made for model %s, this model is %s", ErrFingerprint, closest.Quote(a.Name), closest.Elide(a.ModelFingerprint), fp)
 		}
 		for ti := range a.Tensors {
 			t := &a.Tensors[ti]
 			if err := p.planTensor(a, t, c.Alpha); err != nil {
-				return fmt.Errorf("adapter %q tensor %q: %w", a.Name, t.Name, err)
+				return fmt.Errorf("adapter %s tensor %s: %w", closest.Quote(a.Name), closest.Quote(t.Name), err)
 			}
 		}
 	}
@@ -45,7 +44,7 @@ func (p *Patcher) plan(cfgs []Config) error {
 func (p *Patcher) planTensor(a *adapter.Adapter, t *adapter.Tensor, alpha float32) error {
 	wi, ok := p.byName[t.Name]
 	if !ok {
-		return fmt.Errorf("%w: no weight named %q%s", ErrUnknownTarget, t.Name, p.candidates(t.Name))
+		return fmt.Errorf("%w: no weight named %s%s", ErrUnknownTarget, closest.Quote(t.Name), p.candidates(t.Name))
 	}
 	ws := &p.weights[wi]
 	if t.DType != ws.DType {
@@ -80,7 +79,7 @@ func (p *Patcher) candidates(name string) string {
 	var names []string
 	for _, m := range closest.Rank(name, all) {
 		if len(names) < 3 && (m.Distance <= limit || strings.Contains(m.Name, name) || strings.Contains(name, m.Name)) {
-			names = append(names, strconv.Quote(m.Name))
+			names = append(names, closest.Quote(m.Name))
 		}
 	}
 	if len(names) == 0 {
