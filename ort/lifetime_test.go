@@ -399,3 +399,27 @@ func TestWeightFileChangedUnderSession(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckFinite: with Options.CheckFinite a configuration that would
+// make weights non-finite is refused and changes nothing; without it, it
+// is applied (and the outputs are not finite).
+func TestCheckFinite(t *testing.T) {
+	requireORT(t)
+	dir, m := optModelDir(t)
+	in := optInputs(t, 2, 1)
+	huge := patch.Config{Adapter: randomAdapter(t, m, 0.05, 1), Alpha: 3e38}
+	for _, mode := range []Mode{ModeLive, ModeBaked, ModeHybrid} {
+		s := mustOpen(t, dir, &Options{Mode: mode, IntraOpThreads: 1, CheckFinite: true})
+		base := mustRun(t, s, in)
+		if err := s.Set(context.Background(), huge); !errors.Is(err, patch.ErrNonFinite) {
+			t.Fatalf("%v: Set(alpha 3e38) = %v, want patch.ErrNonFinite", mode, err)
+		}
+		if len(s.Active()) != 0 || !sameOutputs(mustRun(t, s, in), base) {
+			t.Fatalf("%v: a refused configuration changed the session", mode)
+		}
+	}
+	s := mustOpen(t, dir, &Options{Mode: ModeLive, IntraOpThreads: 1})
+	if err := s.Set(context.Background(), huge); err != nil {
+		t.Fatalf("without CheckFinite: %v", err)
+	}
+}

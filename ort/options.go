@@ -140,6 +140,12 @@ type Options struct {
 	// session's prepacked weights may stay in the heap, so RSS after a
 	// switch can grow by up to the weights' size.
 	KeepMallocSettings bool
+	// CheckFinite makes Set and Apply refuse a configuration that would
+	// turn a finite weight entry into NaN or an infinity (NaN values, a
+	// huge alpha, a sum beyond float16's range), before writing anything:
+	// patch.WithFiniteCheck, one more pass over the configuration's
+	// entries per switch. The CLI turns it on.
+	CheckFinite bool
 	// SkipFingerprintCheck lets Set apply adapters made for another base
 	// (model or per-weight fingerprint mismatch) as long as names, dtypes
 	// and shapes fit: the CLI's --force.

@@ -9,8 +9,9 @@ import (
 )
 
 // newPatcher builds the patcher over the session's mapped weights; adapters
-// recording another model fingerprint than the manifest's are refused.
-func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (*patch.Patcher, error) {
+// recording another model fingerprint than the manifest's are refused, and
+// with Options.CheckFinite configurations with non-finite results.
+func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, error) {
 	pw := make([]patch.Weight, len(ws))
 	for i, w := range ws {
 		pw[i] = patch.Weight{
@@ -23,10 +24,13 @@ func newPatcher(ws []*weight, fingerprint string, skipFingerprint bool) (*patch.
 	}
 	var opts []patch.Option
 	switch {
-	case skipFingerprint:
+	case o.SkipFingerprintCheck:
 		opts = append(opts, patch.WithoutFingerprintCheck())
 	case fingerprint != "":
 		opts = append(opts, patch.WithModelFingerprint(fingerprint))
+	}
+	if o.CheckFinite {
+		opts = append(opts, patch.WithFiniteCheck())
 	}
 	p, err := patch.New(pw, opts...)
 	if err != nil {

@@ -222,7 +222,7 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		}
 	}
 	if len(s.weights) > 0 {
-		if s.patcher, err = newPatcher(s.weights, s.fingerprint, opts.SkipFingerprintCheck); err != nil {
+		if s.patcher, err = newPatcher(s.weights, s.fingerprint, opts); err != nil {
 			return nil, err
 		}
 	}

@@ -81,7 +81,7 @@ func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, forc
 	if err != nil {
 		return nil, err
 	}
-	var opts []patch.Option
+	opts := []patch.Option{patch.WithFiniteCheck()} // never write NaN or Inf weights
 	if force {
 		opts = append(opts, patch.WithoutFingerprintCheck())
 	}

@@ -92,7 +92,7 @@ bit, and prints the switch and Run timings. It exits non-zero on any mismatch.`,
 			if err != nil {
 				return fmt.Errorf("--mode: %w", err)
 			}
-			opts := &ort.Options{Mode: m, IntraOpThreads: threads}
+			opts := &ort.Options{Mode: m, IntraOpThreads: threads, CheckFinite: true}
 			if err := provs.apply(opts); err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ func makeBundle(ctx context.Context, w io.Writer, dir, model string, configs []s
 	if err := copyDir(model, filepath.Join(dir, spec.Model)); err != nil {
 		return err
 	}
-	sess, err := ort.Open(ctx, filepath.Join(dir, spec.Model), &ort.Options{Mode: ort.ModeLive, IntraOpThreads: threads})
+	sess, err := ort.Open(ctx, filepath.Join(dir, spec.Model), &ort.Options{Mode: ort.ModeLive, IntraOpThreads: threads, CheckFinite: true})
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ The same --seed gives the same text for the same weights.`,
 			if err := ort.Init(); err != nil {
 				return err
 			}
-			sess, err := ort.Open(cmd.Context(), model, &ort.Options{IntraOpThreads: threads, Mode: ort.ModeLive})
+			sess, err := ort.Open(cmd.Context(), model, &ort.Options{IntraOpThreads: threads, Mode: ort.ModeLive, CheckFinite: true})
 			if err != nil {
 				return err
 			}

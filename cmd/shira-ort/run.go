@@ -50,7 +50,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--mode: %w", err)
 			}
-			opts := &ort.Options{IntraOpThreads: threads, Mode: m, SkipFingerprintCheck: force}
+			opts := &ort.Options{IntraOpThreads: threads, Mode: m, SkipFingerprintCheck: force, CheckFinite: true}
 			if err := provs.apply(opts); err != nil {
 				return err
 			}

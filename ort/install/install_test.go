@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,8 +185,8 @@ func TestLibraryDownloadsThenCaches(t *testing.T) {
 	if err != nil || !bytes.Equal(got, libX64) {
 		t.Fatalf("library content %q, %v", got, err)
 	}
-	if st, _ := os.Stat(res.Path); st.Mode().Perm() != 0o644 {
-		t.Errorf("mode %v, want 0644", st.Mode())
+	if st, _ := os.Stat(res.Path); st.Mode().Perm() != 0o666&^umask() {
+		t.Errorf("mode %v, want what os.Create gives (0666 less the umask)", st.Mode())
 	}
 	if f := files(t, cache); len(f) != 1 {
 		t.Errorf("cache holds %v, want just the library", f)
@@ -589,4 +590,11 @@ func TestRegistryFromNpm(t *testing.T) {
 	if _, err := Registry(context.Background()); !errors.Is(err, ErrNoRegistry) || !strings.Contains(err.Error(), "broken") {
 		t.Fatalf("err = %v, want ErrNoRegistry with npm's message", err)
 	}
+}
+
+// umask returns the process's umask (set and restored at once).
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
 }
