@@ -21,7 +21,7 @@ type Resolved struct {
 // Resolve maps every module to its exposed tensor, checking that the
 // tensor's features match lora_A/lora_B and that no two modules share one.
 func Resolve(mods []peft.LoraModule, m *export.Model) ([]Resolved, error) {
-	mp := peft.NewMapper(m.Manifest())
+	mp := peft.NewMapper(m)
 	used := map[string]string{}
 	out := make([]Resolved, 0, len(mods))
 	for _, mod := range mods {

@@ -53,7 +53,7 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 	if c.Config.BaseModel != "" {
 		a.Metadata["base_model"] = c.Config.BaseModel
 	}
-	mp := NewMapper(m)
+	mp := NewMapper(model)
 	used := map[string]string{}
 	var reports []ModuleReport
 	for i := range mods {

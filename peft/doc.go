@@ -31,6 +31,16 @@
 // from its own and its source's names (a trailing ".weight" removed), and
 // resolves a checkpoint module by exact match, then by a unique match where
 // one path is a dot-boundary suffix of the other (a model exported from an
-// inner module). The consumer also fixes the layout: MatMul's B and Gemm's B
-// without transB read [in, out]; Gemm with transB=1 reads [out, in].
+// inner module).
+//
+// The module's consumer also fixes the layout, how the exposed tensor holds
+// the module's [out, in] matrix: MatMul's B and Gemm's B without transB read
+// [in, out]; Gemm's B with transB=1, and MatMul's or Gemm's A, read
+// [out, in]. A Transpose that export could not fold (a tied embedding and
+// lm_head: embed.weight read by a Gather and, as lm_head, through a
+// Transpose by a MatMul) stays between the tensor and the consumer
+// (Consumer.Via); its permutation, read from the exported graph, is
+// composed with the consumer's layout. When a tensor has several consumers
+// that disagree, the one whose node name names the module decides; when
+// none does, Resolve refuses (ErrLayout) rather than guess.
 package peft
