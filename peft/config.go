@@ -32,7 +32,9 @@ type Config struct {
 	// FanInFanOut is true for modules storing their weight [in, out].
 	FanInFanOut bool `json:"fan_in_fan_out"`
 	// LoraAlpha, UseRSLoRA, RankPattern and AlphaPattern set LoRA scales.
-	LoraAlpha    float64            `json:"lora_alpha,omitempty"`
+	// LoraAlpha is nil when the config has none (then the scale is 1:
+	// alpha = r); 0 is a real alpha, giving scale 0, as in PEFT.
+	LoraAlpha    *float64           `json:"lora_alpha,omitempty"`
 	UseRSLoRA    bool               `json:"use_rslora,omitempty"`
 	RankPattern  map[string]int     `json:"rank_pattern,omitempty"`
 	AlphaPattern map[string]float64 `json:"alpha_pattern,omitempty"`

@@ -2,6 +2,7 @@ package peft
 
 import (
 	"fmt"
+	"math/big"
 	"sort"
 	"strconv"
 
@@ -66,9 +67,8 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 			return nil, nil, fmt.Errorf("%w: modules %s and %s both map to %s", ErrCheckpoint, prev, mod.Module, t.Entry.Name)
 		}
 		used[t.Entry.Name] = mod.Module
-		if r := c.Config.R; r > 0 && mod.NNZ() != r*(t.In+t.Out) {
-			return nil, nil, fmt.Errorf("%w: module %s: %d values but r=%d and weight %dx%d give r*(in+out) = %d",
-				ErrCheckpoint, mod.Module, mod.NNZ(), r, t.Out, t.In, r*(t.In+t.Out))
+		if err := checkBudget(mod, c.Config.R, &t); err != nil {
+			return nil, nil, err
 		}
 		idx, err := flatIndices(mod, &t, c.Config.FanInFanOut)
 		if err != nil {
@@ -92,6 +92,20 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 	}
 	sort.Slice(reports, func(i, j int) bool { return reports[i].Module < reports[j].Module })
 	return a, reports, a.Validate()
+}
+
+// checkBudget checks that mod has SHiRA's r*(in+out) entries (r <= 0:
+// unchecked); the product is compared and printed without overflow.
+func checkBudget(mod *ShiraModule, r int, t *Target) error {
+	if r <= 0 {
+		return nil
+	}
+	want := new(big.Int).Mul(big.NewInt(int64(r)), big.NewInt(int64(t.In)+int64(t.Out)))
+	if want.Cmp(big.NewInt(int64(mod.NNZ()))) != 0 {
+		return fmt.Errorf("%w: module %s: %d values but r=%d and weight %dx%d give r*(in+out) = %v",
+			ErrCheckpoint, mod.Module, mod.NNZ(), r, t.Out, t.In, want)
+	}
+	return nil
 }
 
 // flatIndices converts a module's (dim0, dim1) pairs to flat indices of

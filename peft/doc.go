@@ -14,7 +14,9 @@
 // value is a whole number). A LoRA checkpoint (peft_type "LORA") holds
 // lora_A.weight [r, in] and lora_B.weight [out, r] per module, and the scale
 // is lora_alpha/r (lora_alpha/sqrt(r) with use_rslora), with rank_pattern
-// and alpha_pattern overrides.
+// and alpha_pattern overrides; a config without lora_alpha gets scale 1
+// (alpha = r), and lora_alpha 0 gives scale 0. A module's tensors may be
+// keyed with or without the base_model.model. prefix, but not both.
 //
 // With fan_in_fan_out (GPT-2 style Conv1D modules, whose weight is stored
 // [in, out]) the SHiRA indices address that stored [in, out] weight and

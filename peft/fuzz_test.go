@@ -4,8 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nlpodyssey/safetensors"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
@@ -19,6 +22,37 @@ func fixture(tb testing.TB, parts ...string) []byte {
 	return b
 }
 
+// tensorView is a safetensors.TensorView to serialize.
+type tensorView struct {
+	dt    safetensors.DType
+	shape []uint64
+	data  []byte
+}
+
+func (v tensorView) DType() safetensors.DType { return v.dt }
+func (v tensorView) Shape() []uint64          { return v.shape }
+func (v tensorView) Data() []byte             { return v.data }
+func (v tensorView) DataLen() uint64          { return uint64(len(v.data)) }
+
+// withBareCopy returns the safetensors file b with the tensor key also
+// stored under its name without "base_model.model.".
+func withBareCopy(tb testing.TB, b []byte, key string) []byte {
+	st, err := safetensors.Deserialize(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := map[string]tensorView{}
+	for _, t := range st.Tensors() {
+		m[t.Name] = tensorView{t.TensorView.DType(), t.TensorView.Shape(), t.TensorView.Data()}
+	}
+	m[strings.TrimPrefix(key, keyPrefix)] = m[key]
+	out, err := safetensors.Serialize(m, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
 // FuzzOpen writes an arbitrary adapter_config.json and
 // adapter_model.safetensors into a checkpoint directory, opens it and reads
 // it as SHiRA (converted against the exported fixture base model) or LoRA.
@@ -28,6 +62,13 @@ func FuzzOpen(f *testing.F) {
 	for _, d := range []string{"shira_a", "shira_b", "lora"} {
 		f.Add(fixture(f, d, ConfigFile), fixture(f, d, WeightsFile))
 	}
+	// lora_alpha 0 and missing, an r whose r*(in+out) overflows, and a
+	// module under both a prefixed and a bare key
+	f.Add([]byte(`{"peft_type": "LORA", "r": 4, "lora_alpha": 0, "alpha_pattern": {"q_proj": 0}}`), fixture(f, "lora", WeightsFile))
+	f.Add([]byte(`{"peft_type": "LORA", "r": 4}`), fixture(f, "lora", WeightsFile))
+	f.Add([]byte(`{"peft_type": "SHIRA", "r": 9223372036854775807}`), fixture(f, "shira_a", WeightsFile))
+	f.Add(fixture(f, "lora", ConfigFile), withBareCopy(f, fixture(f, "lora", WeightsFile), "base_model.model.lm_head.lora_A.weight"))
+	f.Add(fixture(f, "shira_a", ConfigFile), withBareCopy(f, fixture(f, "shira_a", WeightsFile), "base_model.model.lm_head.shira_weight"))
 	atomicfile.DisableSync()
 	base := filepath.Join(f.TempDir(), "base")
 	if _, err := export.Expose(context.Background(), filepath.Join("..", "models", "peft", "base.onnx"), base, export.Options{}); err != nil {
