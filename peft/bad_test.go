@@ -14,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
 )
 
 type view struct {
@@ -240,6 +241,42 @@ func TestLoraPrefixedAndBare(t *testing.T) {
 	_, err = ck.Lora()
 	if !errors.Is(err, peft.ErrCheckpoint) || !strings.Contains(err.Error(), "both "+k+" and lm_head.lora_A.weight") {
 		t.Fatalf("err = %v, want ErrCheckpoint naming both keys", err)
+	}
+	t.Log(err)
+}
+
+// A finite checkpoint value that overflows the stored value dtype (1e5 in
+// fp16) is refused before anything is written, naming the module; the
+// same checkpoint converts with float32 or bfloat16 values.
+func TestConvertNonFiniteAfterRounding(t *testing.T) {
+	m := pefttest.Open(t, "base")
+	ck, err := peft.Open(mutated(t, "", func(v map[string]view) {
+		binary.LittleEndian.PutUint32(v[q+"shira_weight"].data[4*5:], math.Float32bits(1e5))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = peft.ConvertShira(ck, m, peft.ConvertOptions{ValueDType: tensor.Float16})
+	if !errors.Is(err, peft.ErrNonFinite) || !strings.Contains(err.Error(), "model.layers.0.self_attn.q_proj") {
+		t.Fatalf("err = %v, want ErrNonFinite naming the module", err)
+	}
+	t.Log(err)
+	for _, vd := range []tensor.DType{tensor.Undefined, tensor.Float32, tensor.BFloat16} {
+		if _, _, err := peft.ConvertShira(ck, m, peft.ConvertOptions{ValueDType: vd}); err != nil {
+			t.Errorf("value dtype %v: %v", vd, err)
+		}
+	}
+}
+
+// A lora_alpha whose scale overflows float32 is refused, naming the module.
+func TestLoraHugeAlpha(t *testing.T) {
+	ck, err := peft.Open(mutatedFrom(t, "lora", `{"peft_type": "LORA", "r": 4, "lora_alpha": 1e300}`, func(map[string]view) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ck.Lora()
+	if !errors.Is(err, peft.ErrNonFinite) || !strings.Contains(err.Error(), "lm_head") {
+		t.Fatalf("err = %v, want ErrNonFinite naming the module", err)
 	}
 	t.Log(err)
 }

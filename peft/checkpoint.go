@@ -250,7 +250,8 @@ type LoraModule struct {
 }
 
 // Lora returns the modules of a LoRA checkpoint, sorted by path. DoRA
-// magnitudes, LoRA biases and embedding/conv LoRA are refused.
+// magnitudes, LoRA biases and embedding/conv LoRA are refused, and so is a
+// scale that overflows float32 (ErrNonFinite).
 func (c *Checkpoint) Lora() ([]LoraModule, error) {
 	if c.Config.PeftType != "LORA" {
 		return nil, fmt.Errorf("%w: %s: peft_type %q, want LORA", ErrCheckpoint, c.Dir, c.Config.PeftType)
@@ -300,6 +301,9 @@ func (c *Checkpoint) Lora() ([]LoraModule, error) {
 		scale := alpha / float64(r)
 		if c.Config.UseRSLoRA {
 			scale = alpha / math.Sqrt(float64(r))
+		}
+		if s := float32(scale); math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {
+			return nil, fmt.Errorf("%w: module %s: lora_alpha %g with r=%d gives scale %g, beyond float32", ErrNonFinite, m, alpha, r, scale)
 		}
 		out = append(out, LoraModule{Module: m, R: r, In: int(as[1]), Out: int(bs[0]), A: a, B: b, Scale: float32(scale)})
 	}

@@ -20,6 +20,12 @@ const (
 // inconsistent checkpoint.
 var ErrCheckpoint = errors.New("peft: bad checkpoint")
 
+// ErrNonFinite is wrapped by every error about a value that would be
+// written as NaN or an infinity: a checkpoint value that overflows the
+// stored value dtype once rounded, or a LoRA scale (lora_alpha/r) that
+// overflows float32. Package lora wraps it too (lora.ErrNonFinite).
+var ErrNonFinite = errors.New("peft: non-finite value")
+
 // Config is the subset of adapter_config.json that shira-ort uses.
 type Config struct {
 	// PeftType is "SHIRA" or "LORA".

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -37,7 +38,8 @@ type ModuleReport struct {
 // the exported model m: each module is resolved to its exposed tensor and
 // its (row, column) indices become flat indices of that tensor. A module
 // without a match, an index out of range, a duplicate index, an nnz other
-// than r*(in+out) or a non-finite value is an error naming the module.
+// than r*(in+out), a non-finite value or one that overflows the stored
+// value dtype once rounded (ErrNonFinite) is an error naming the module.
 func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapter.Adapter, []ModuleReport, error) {
 	m := model.Manifest()
 	mods, err := c.Shira()
@@ -77,6 +79,10 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 		vd := o.ValueDType
 		if vd == tensor.Undefined {
 			vd = t.Entry.DType
+		}
+		if k := dense.NonFinite(mod.Values, vd); k >= 0 {
+			return nil, nil, fmt.Errorf("%w: module %s: value %d = %g at (%d, %d) is beyond the range of %v, the dtype the values are stored in",
+				ErrNonFinite, mod.Module, k, mod.Values[k], mod.Dim0[k], mod.Dim1[k], vd)
 		}
 		at, err := adapter.NewTensor(t.Entry.Name, t.Entry.DType, t.Entry.Shape, idx, mod.Values, vd)
 		if err != nil {
