@@ -2,6 +2,7 @@ package peft
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,18 +23,6 @@ func fixture(tb testing.TB, parts ...string) []byte {
 	return b
 }
 
-// tensorView is a safetensors.TensorView to serialize.
-type tensorView struct {
-	dt    safetensors.DType
-	shape []uint64
-	data  []byte
-}
-
-func (v tensorView) DType() safetensors.DType { return v.dt }
-func (v tensorView) Shape() []uint64          { return v.shape }
-func (v tensorView) Data() []byte             { return v.data }
-func (v tensorView) DataLen() uint64          { return uint64(len(v.data)) }
-
 // withBareCopy returns the safetensors file b with the tensor key also
 // stored under its name without "base_model.model.".
 func withBareCopy(tb testing.TB, b []byte, key string) []byte {
@@ -41,9 +30,9 @@ func withBareCopy(tb testing.TB, b []byte, key string) []byte {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := map[string]tensorView{}
+	m := map[string]safetensors.TensorView{}
 	for _, t := range st.Tensors() {
-		m[t.Name] = tensorView{t.TensorView.DType(), t.TensorView.Shape(), t.TensorView.Data()}
+		m[t.Name] = t.TensorView
 	}
 	m[strings.TrimPrefix(key, keyPrefix)] = m[key]
 	out, err := safetensors.Serialize(m, nil)
@@ -117,6 +106,9 @@ func FuzzOpen(f *testing.F) {
 			for _, mod := range mods {
 				if mod.R <= 0 || mod.In < 0 || mod.Out < 0 || len(mod.A) != mod.R*mod.In || len(mod.B) != mod.Out*mod.R {
 					t.Fatalf("module %s: r=%d in=%d out=%d with |A|=%d |B|=%d", mod.Module, mod.R, mod.In, mod.Out, len(mod.A), len(mod.B))
+				}
+				if s := float64(mod.Scale); math.IsNaN(s) || math.IsInf(s, 0) {
+					t.Fatalf("module %s: scale %g", mod.Module, s)
 				}
 			}
 		}

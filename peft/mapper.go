@@ -218,24 +218,17 @@ func (mp *Mapper) target(module string, i int, paths []string) (Target, error) {
 // consumerLayout returns how the exposed tensor e holds the [out, in]
 // weight that consumer c reads as an nn.Linear weight.
 func (mp *Mapper) consumerLayout(e *export.TensorEntry, c *export.Consumer) (Layout, error) {
-	var l Layout
-	switch {
-	case c.OpType == "MatMul" && c.InputIndex == 1:
-		l = InOut // y = x W
-	case c.OpType == "Gemm" && c.InputIndex == 1:
-		l = InOut
-		if c.TransB != nil && *c.TransB {
-			l = OutIn
-		}
-	case c.OpType == "MatMul" && c.InputIndex == 0:
-		l = OutIn // y = W x
-	case c.OpType == "Gemm" && c.InputIndex == 0:
-		l = OutIn
-		if c.TransA != nil && *c.TransA {
-			l = InOut
-		}
-	default:
+	if c.OpType != "MatMul" && c.OpType != "Gemm" || c.InputIndex > 1 {
 		return 0, fmt.Errorf("%w: it is read by %s; only nn.Linear weights (MatMul, Gemm) are supported", ErrLayout, describe(c))
+	}
+	// B (y = x W) reads [in, out], A (y = W x) reads [out, in]; Gemm's
+	// transB or transA transposes it
+	l, trans := InOut, c.TransB
+	if c.InputIndex == 0 {
+		l, trans = OutIn, c.TransA
+	}
+	if c.OpType == "Gemm" && trans != nil && *trans {
+		l = l.flip()
 	}
 	swapped, err := mp.viaSwaps(e, c)
 	if err != nil {
