@@ -43,6 +43,7 @@
 // Transpose by a MatMul) stays between the tensor and the consumer
 // (Consumer.Via); its permutation, read from the exported graph, is
 // composed with the consumer's layout. When a tensor has several consumers
-// that disagree, the one whose node name names the module decides; when
-// none does, Resolve refuses (ErrLayout) rather than guess.
+// that disagree (linear layers reading it directly and through a
+// Transpose), the one whose node name names the module decides; when none
+// does, Resolve refuses (ErrLayout) rather than guess.
 package peft

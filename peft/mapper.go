@@ -126,10 +126,12 @@ func dotSuffix(long, short string) bool {
 // the module's own consumer sees: its op (MatMul's B and Gemm's B without
 // transB read [in, out]; Gemm's B with transB=1 and MatMul's or Gemm's A
 // read [out, in]) composed with the Transposes left between the tensor and
-// the consumer. When the tensor has several consumers (a tied embedding
-// and lm_head), the ones whose node names name the module decide; the
-// others are ignored (patching the tensor changes what they read too, as
-// merging into a tied torch Parameter does). An error wraps ErrNoMatch when
+// the consumer. When the tensor has several consumers (one weight read by
+// two linear layers, directly and through a Transpose), the ones whose
+// node names name the module decide; the others are ignored. Patching the
+// tensor changes what every reader sees (a tied embedding's Gather too,
+// which the manifest does not list as a consumer), as merging into a tied
+// torch Parameter does. An error wraps ErrNoMatch when
 // no tensor (or more than one) matches, ErrLayout when the layout cannot be
 // told. fan_in_fan_out does not change the layout; it only changes how
 // SHiRA indices are read.
