@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/peft"
@@ -58,7 +59,8 @@ func productGraph(transpose bool) *onnxwire.Builder {
 
 // Delta returns scale·B·A of module m as float32 in the given layout:
 // [out, in] for OutIn, [in, out] for InOut. (lora_B·lora_A is [out, in]
-// whatever fan_in_fan_out says; the exposed tensor's layout decides.)
+// whatever fan_in_fan_out says; the exposed tensor's layout decides.) A
+// product with a NaN or infinite value is an error wrapping ErrNonFinite.
 func (e *Engine) Delta(ctx context.Context, m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
 	if len(m.A) != m.R*m.In || len(m.B) != m.Out*m.R {
 		return nil, fmt.Errorf("lora: module %s: A has %d values, B %d, for r=%d in=%d out=%d", m.Module, len(m.A), len(m.B), m.R, m.In, m.Out)
@@ -85,6 +87,9 @@ func (e *Engine) Delta(ctx context.Context, m *peft.LoraModule, layout peft.Layo
 	d, err := out["D"].AsFloat32()
 	if err != nil {
 		return nil, err
+	}
+	if k := dense.NonFinite(d, tensor.Float32); k >= 0 {
+		return nil, fmt.Errorf("%w: module %s: scale·B·A (scale %g) is %g at flat index %d of its %v layout", ErrNonFinite, m.Module, m.Scale, d[k], k, layout)
 	}
 	return d, nil
 }

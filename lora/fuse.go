@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -12,6 +13,10 @@ import (
 	"github.com/shira-ort/shira-ort/peft"
 )
 
+// ErrNonFinite is peft.ErrNonFinite. Delta, Fuse and ToShira wrap it when
+// scale·B·A, a fused weight or a stored value would be NaN or infinite.
+var ErrNonFinite = peft.ErrNonFinite
+
 // Resolved is a LoRA module with the exposed tensor it adapts.
 type Resolved struct {
 	Module peft.LoraModule
@@ -21,7 +26,7 @@ type Resolved struct {
 // Resolve maps every module to its exposed tensor, checking that the
 // tensor's features match lora_A/lora_B and that no two modules share one.
 func Resolve(mods []peft.LoraModule, m *export.Model) ([]Resolved, error) {
-	mp := peft.NewMapper(m.Manifest())
+	mp := peft.NewMapper(m)
 	used := map[string]string{}
 	out := make([]Resolved, 0, len(mods))
 	for _, mod := range mods {
@@ -55,30 +60,48 @@ type FuseStats struct {
 // tensor name -> bytes, as export.Model.ReadWeights returns), in place. fp16
 // and bf16 weights are updated in float32 and rounded to nearest even. ctx
 // is checked between modules.
+//
+// Fuse changes weights only when every module succeeded: the sums are
+// computed into scratch copies of the adapted tensors first (so it needs
+// that much memory again) and copied in at the end. A product or a sum
+// that is NaN or infinite where the weight was finite is an error wrapping
+// ErrNonFinite, naming the module.
 func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Resolved) (FuseStats, error) {
 	var st FuseStats
+	sums := make([][]byte, len(mods))
 	for i := range mods {
 		if err := ctx.Err(); err != nil {
-			return st, err
+			return FuseStats{}, err
 		}
 		r := &mods[i]
-		w, ok := weights[r.Target.Entry.Name]
+		name := r.Target.Entry.Name
+		w, ok := weights[name]
 		if !ok {
-			return st, fmt.Errorf("lora: no data for exposed weight %q", r.Target.Entry.Name)
+			return FuseStats{}, fmt.Errorf("lora: no data for exposed weight %q", name)
 		}
 		t0 := time.Now()
 		d, err := e.Delta(ctx, &r.Module, r.Target.Layout)
 		if err != nil {
-			return st, err
+			return FuseStats{}, err
 		}
 		t1 := time.Now()
-		if err := dense.Add(w, r.Target.Entry.DType, d); err != nil {
-			return st, fmt.Errorf("lora: %s: %w", r.Target.Entry.Name, err)
+		sum := bytes.Clone(w)
+		dt := r.Target.Entry.DType
+		if err := dense.Add(sum, dt, d); err != nil {
+			return FuseStats{}, fmt.Errorf("lora: %s: %w", name, err)
 		}
+		if k := dense.NewNonFinite(sum, w, dt); k >= 0 {
+			return FuseStats{}, fmt.Errorf("%w: module %s: adding scale·B·A (%g at flat index %d) to %s makes that %v element non-finite",
+				ErrNonFinite, r.Module.Module, d[k], k, name, dt)
+		}
+		sums[i] = sum
 		st.Product += t1.Sub(t0)
 		st.Add += time.Since(t1)
 		st.Tensors++
 		st.Elements += int64(len(d))
+	}
+	for i := range mods {
+		copy(weights[mods[i].Target.Entry.Name], sums[i])
 	}
 	return st, nil
 }

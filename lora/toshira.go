@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/shira-ort/shira-ort/adapter"
-	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/internal/mask"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -24,7 +24,9 @@ type ShiraOptions struct {
 
 // ToShira builds a delta-semantics SHiRA adapter holding, per resolved
 // module, the mask.Count(numel, Density) entries of scale·B·A with the
-// largest magnitude, and reports the relative error each leaves.
+// largest magnitude, and reports the relative error each leaves. A
+// product or a kept value that is NaN or infinite once rounded to the
+// value dtype is an error wrapping ErrNonFinite, naming the module.
 func ToShira(ctx context.Context, e *Engine, mods []Resolved, o ShiraOptions) (*adapter.Adapter, []TopKReport, error) {
 	if !(o.Density > 0 && o.Density <= 1) {
 		return nil, nil, fmt.Errorf("lora: density %g is not in (0, 1]", o.Density)
@@ -41,11 +43,10 @@ func ToShira(ctx context.Context, e *Engine, mods []Resolved, o ShiraOptions) (*
 		if err != nil {
 			return nil, nil, err
 		}
-		at, rep, err := topK(d, r.Target.Entry, o)
+		at, rep, err := topK(d, r, o)
 		if err != nil {
 			return nil, nil, err
 		}
-		rep.Module = r.Module.Module
 		a.Tensors = append(a.Tensors, at)
 		reps = append(reps, rep)
 	}
@@ -59,7 +60,9 @@ func ToShira(ctx context.Context, e *Engine, mods []Resolved, o ShiraOptions) (*
 	return a, reps, nil
 }
 
-func topK(d []float32, entry *export.TensorEntry, o ShiraOptions) (adapter.Tensor, TopKReport, error) {
+// topK builds the adapter tensor of r from its product d.
+func topK(d []float32, r *Resolved, o ShiraOptions) (adapter.Tensor, TopKReport, error) {
+	entry := r.Target.Entry
 	dt, err := tensor.FromFloat32(entry.Shape, d)
 	if err != nil {
 		return adapter.Tensor{}, TopKReport{}, fmt.Errorf("lora: %s: %w", entry.Name, err)
@@ -85,11 +88,15 @@ func topK(d []float32, entry *export.TensorEntry, o ShiraOptions) (adapter.Tenso
 	if vd == tensor.Undefined {
 		vd = entry.DType
 	}
+	if k := dense.NonFinite(vals, vd); k >= 0 {
+		return adapter.Tensor{}, TopKReport{}, fmt.Errorf("%w: module %s: value %g at flat index %d of %s is beyond the range of %v, the dtype the values are stored in",
+			ErrNonFinite, r.Module.Module, vals[k], keep[k], entry.Name, vd)
+	}
 	at, err := adapter.NewTensor(entry.Name, entry.DType, entry.Shape, keep, vals, vd)
 	if err != nil {
 		return adapter.Tensor{}, TopKReport{}, err
 	}
 	at.BaseSHA256, _ = entry.Sum()
 	re, en := relError(kept, total)
-	return at, TopKReport{Tensor: entry.Name, NNZ: len(keep), RelError: re, Energy: en}, nil
+	return at, TopKReport{Module: r.Module.Module, Tensor: entry.Name, NNZ: len(keep), RelError: re, Energy: en}, nil
 }

@@ -2,6 +2,8 @@ package peft_test
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/peft"
+	"github.com/shira-ort/shira-ort/tensor"
 )
 
 type view struct {
@@ -26,10 +29,16 @@ func (v view) Data() []byte             { return v.data }
 func (v view) DataLen() uint64          { return uint64(len(v.data)) }
 
 // mutated writes a copy of models/peft/shira_a after edit changes its
-// tensors (key -> view).
+// tensors (key -> view); config "" keeps the fixture's.
 func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 	t.Helper()
-	b, err := os.ReadFile(pefttest.Path("shira_a", peft.WeightsFile))
+	return mutatedFrom(t, "shira_a", config, edit)
+}
+
+// mutatedFrom is mutated for the checkpoint models/peft/fixture.
+func mutatedFrom(t *testing.T, fixture, config string, edit func(map[string]view)) string {
+	t.Helper()
+	b, err := os.ReadFile(pefttest.Path(fixture, peft.WeightsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +60,7 @@ func mutated(t *testing.T, config string, edit func(map[string]view)) string {
 		t.Fatal(err)
 	}
 	if config == "" {
-		cb, err := os.ReadFile(pefttest.Path("shira_a", peft.ConfigFile))
+		cb, err := os.ReadFile(pefttest.Path(fixture, peft.ConfigFile))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,6 +110,14 @@ func TestBadCheckpoints(t *testing.T) {
 			}
 		}},
 		{"nnz not r*(in+out)", `{"peft_type": "SHIRA", "r": 2}`, "r*(in+out) = 52", func(map[string]view) {}},
+		{"nnz check with r = MaxInt64", `{"peft_type": "SHIRA", "r": 9223372036854775807}`, // lm_head: 26 * MaxInt64
+			"r*(in+out) = 239807672958224170982", func(map[string]view) {}},
+		{"prefixed and bare keys", "", "both " + q + "shira_weight and model.layers.0.self_attn.q_proj.shira_weight", func(v map[string]view) {
+			for _, s := range []string{"shira_weight", "shira_indices"} {
+				x := v[q+s]
+				v[strings.TrimPrefix(q, "base_model.model.")+s] = view{x.dt, x.shape, append([]byte(nil), x.data...)}
+			}
+		}},
 		{"wrong peft type", `{"peft_type": "LORA", "r": 1}`, "want SHIRA", func(map[string]view) {}},
 		{"duplicate index", "", "duplicate index", func(v map[string]view) {
 			ix := v[q+"shira_indices"].data
@@ -170,4 +187,96 @@ func TestFanInFanOut(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lora_alpha 0 gives scale 0 (PEFT: lora_alpha/r), as an alpha_pattern
+// entry of 0 does; a missing lora_alpha means scale 1.
+func TestLoraAlpha(t *testing.T) {
+	const cfg = `{"peft_type": "LORA", "r": 4%s}`
+	for _, c := range []struct {
+		name, config string
+		q, other     float32 // scale of the q_proj modules and of the others
+	}{
+		{"alpha 6", `, "lora_alpha": 6`, 1.5, 1.5},
+		{"alpha 0", `, "lora_alpha": 0`, 0, 0},
+		{"alpha missing", ``, 1, 1},
+		{"alpha null", `, "lora_alpha": null`, 1, 1},
+		{"alpha_pattern 0", `, "lora_alpha": 6, "alpha_pattern": {"q_proj": 0}`, 0, 1.5},
+		{"rslora", `, "lora_alpha": 6, "use_rslora": true`, 3, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ck, err := peft.Open(mutatedFrom(t, "lora", fmt.Sprintf(cfg, c.config), func(map[string]view) {}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mods, err := ck.Lora()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range mods {
+				want := c.other
+				if strings.HasSuffix(m.Module, "q_proj") {
+					want = c.q
+				}
+				if m.Scale != want {
+					t.Errorf("%s: scale %g, want %g", m.Module, m.Scale, want)
+				}
+			}
+		})
+	}
+}
+
+// A LoRA checkpoint holding a module's tensors under both the prefixed and
+// the bare key is refused, naming both.
+func TestLoraPrefixedAndBare(t *testing.T) {
+	const k = "base_model.model.lm_head.lora_A.weight"
+	dir := mutatedFrom(t, "lora", "", func(v map[string]view) {
+		x := v[k]
+		v["lm_head.lora_A.weight"] = view{x.dt, x.shape, append([]byte(nil), x.data...)}
+	})
+	ck, err := peft.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ck.Lora()
+	if !errors.Is(err, peft.ErrCheckpoint) || !strings.Contains(err.Error(), "both "+k+" and lm_head.lora_A.weight") {
+		t.Fatalf("err = %v, want ErrCheckpoint naming both keys", err)
+	}
+	t.Log(err)
+}
+
+// A finite checkpoint value that overflows the stored value dtype (1e5 in
+// fp16) is refused before anything is written, naming the module; the
+// same checkpoint converts with float32 or bfloat16 values.
+func TestConvertNonFiniteAfterRounding(t *testing.T) {
+	m := pefttest.Open(t, "base")
+	ck, err := peft.Open(mutated(t, "", func(v map[string]view) {
+		binary.LittleEndian.PutUint32(v[q+"shira_weight"].data[4*5:], math.Float32bits(1e5))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = peft.ConvertShira(ck, m, peft.ConvertOptions{ValueDType: tensor.Float16})
+	if !errors.Is(err, peft.ErrNonFinite) || !strings.Contains(err.Error(), "model.layers.0.self_attn.q_proj") {
+		t.Fatalf("err = %v, want ErrNonFinite naming the module", err)
+	}
+	t.Log(err)
+	for _, vd := range []tensor.DType{tensor.Undefined, tensor.Float32, tensor.BFloat16} {
+		if _, _, err := peft.ConvertShira(ck, m, peft.ConvertOptions{ValueDType: vd}); err != nil {
+			t.Errorf("value dtype %v: %v", vd, err)
+		}
+	}
+}
+
+// A lora_alpha whose scale overflows float32 is refused, naming the module.
+func TestLoraHugeAlpha(t *testing.T) {
+	ck, err := peft.Open(mutatedFrom(t, "lora", `{"peft_type": "LORA", "r": 4, "lora_alpha": 1e300}`, func(map[string]view) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ck.Lora()
+	if !errors.Is(err, peft.ErrNonFinite) || !strings.Contains(err.Error(), "lm_head") {
+		t.Fatalf("err = %v, want ErrNonFinite naming the module", err)
+	}
+	t.Log(err)
 }

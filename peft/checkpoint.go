@@ -80,27 +80,33 @@ func (c *Checkpoint) modules(suffixes ...string) (mods []string, other []string)
 	return mods, other
 }
 
-// key returns the full checkpoint key of module's tensor suffix: the
-// prefixed form when present, else the bare one.
-func (c *Checkpoint) key(module, suffix string) (string, safetensors.TensorView, bool) {
-	for _, k := range []string{keyPrefix + module + "." + suffix, module + "." + suffix} {
-		if v, ok := c.st.Tensor(k); ok {
-			return k, v, true
-		}
+// key returns the full checkpoint key and view of module's tensor suffix,
+// prefixed ("base_model.model.") or bare; an error wrapping ErrCheckpoint
+// when it is missing, or present under both keys (which one PEFT would
+// load cannot be told, and the other set must not be dropped silently).
+func (c *Checkpoint) key(module, suffix string) (string, safetensors.TensorView, error) {
+	pk, bk := keyPrefix+module+"."+suffix, module+"."+suffix
+	pv, pok := c.st.Tensor(pk)
+	bv, bok := c.st.Tensor(bk)
+	switch {
+	case pok && bok:
+		return "", pv, fmt.Errorf("%w: module %s: both %s and %s are present; keep one", ErrCheckpoint, module, pk, bk)
+	case pok:
+		return pk, pv, nil
+	case bok:
+		return bk, bv, nil
 	}
-	return keyPrefix + module + "." + suffix, safetensors.TensorView{}, false
+	return "", pv, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, module, pk)
 }
 
 // requireKeys returns the keys and views of module's tensors with the two
-// suffixes, or an error naming the first one missing.
+// suffixes, or key's error for the first one that fails.
 func (c *Checkpoint) requireKeys(module, s1, s2 string) (k1 string, v1 safetensors.TensorView, k2 string, v2 safetensors.TensorView, err error) {
-	k1, v1, ok := c.key(module, s1)
-	if !ok {
-		return "", v1, "", v2, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, module, k1)
+	if k1, v1, err = c.key(module, s1); err != nil {
+		return "", v1, "", v2, err
 	}
-	k2, v2, ok = c.key(module, s2)
-	if !ok {
-		return "", v1, "", v2, fmt.Errorf("%w: module %s: missing key %s", ErrCheckpoint, module, k2)
+	if k2, v2, err = c.key(module, s2); err != nil {
+		return "", v1, "", v2, err
 	}
 	return k1, v1, k2, v2, nil
 }
@@ -244,7 +250,8 @@ type LoraModule struct {
 }
 
 // Lora returns the modules of a LoRA checkpoint, sorted by path. DoRA
-// magnitudes, LoRA biases and embedding/conv LoRA are refused.
+// magnitudes, LoRA biases and embedding/conv LoRA are refused, and so is a
+// scale that overflows float32 (ErrNonFinite).
 func (c *Checkpoint) Lora() ([]LoraModule, error) {
 	if c.Config.PeftType != "LORA" {
 		return nil, fmt.Errorf("%w: %s: peft_type %q, want LORA", ErrCheckpoint, c.Dir, c.Config.PeftType)
@@ -284,16 +291,19 @@ func (c *Checkpoint) Lora() ([]LoraModule, error) {
 		if err != nil {
 			return nil, err
 		}
-		alpha := c.Config.LoraAlpha
+		alpha := float64(r) // no lora_alpha: scale 1 (PEFT's own default, 8, is not assumed)
+		if c.Config.LoraAlpha != nil {
+			alpha = *c.Config.LoraAlpha
+		}
 		if v, ok := patternFor(c.Config.AlphaPattern, m); ok {
 			alpha = v
-		}
-		if alpha == 0 {
-			alpha = float64(r) // PEFT's default lora_alpha is 8 with r 8; a missing alpha means scale 1
 		}
 		scale := alpha / float64(r)
 		if c.Config.UseRSLoRA {
 			scale = alpha / math.Sqrt(float64(r))
+		}
+		if s := float32(scale); math.IsInf(float64(s), 0) || math.IsNaN(float64(s)) {
+			return nil, fmt.Errorf("%w: module %s: lora_alpha %g with r=%d gives scale %g, beyond float32", ErrNonFinite, m, alpha, r, scale)
 		}
 		out = append(out, LoraModule{Module: m, R: r, In: int(as[1]), Out: int(bs[0]), A: a, B: b, Scale: float32(scale)})
 	}

@@ -20,6 +20,12 @@ const (
 // inconsistent checkpoint.
 var ErrCheckpoint = errors.New("peft: bad checkpoint")
 
+// ErrNonFinite is wrapped by every error about a value that would be
+// written as NaN or an infinity: a checkpoint value that overflows the
+// stored value dtype once rounded, or a LoRA scale (lora_alpha/r) that
+// overflows float32. Package lora wraps it too (lora.ErrNonFinite).
+var ErrNonFinite = errors.New("peft: non-finite value")
+
 // Config is the subset of adapter_config.json that shira-ort uses.
 type Config struct {
 	// PeftType is "SHIRA" or "LORA".
@@ -32,7 +38,9 @@ type Config struct {
 	// FanInFanOut is true for modules storing their weight [in, out].
 	FanInFanOut bool `json:"fan_in_fan_out"`
 	// LoraAlpha, UseRSLoRA, RankPattern and AlphaPattern set LoRA scales.
-	LoraAlpha    float64            `json:"lora_alpha,omitempty"`
+	// LoraAlpha is nil when the config has none (then the scale is 1:
+	// alpha = r); 0 is a real alpha, giving scale 0, as in PEFT.
+	LoraAlpha    *float64           `json:"lora_alpha,omitempty"`
 	UseRSLoRA    bool               `json:"use_rslora,omitempty"`
 	RankPattern  map[string]int     `json:"rank_pattern,omitempty"`
 	AlphaPattern map[string]float64 `json:"alpha_pattern,omitempty"`

@@ -2,11 +2,13 @@ package peft
 
 import (
 	"fmt"
+	"math/big"
 	"sort"
 	"strconv"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/dense"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -36,7 +38,8 @@ type ModuleReport struct {
 // the exported model m: each module is resolved to its exposed tensor and
 // its (row, column) indices become flat indices of that tensor. A module
 // without a match, an index out of range, a duplicate index, an nnz other
-// than r*(in+out) or a non-finite value is an error naming the module.
+// than r*(in+out), a non-finite value or one that overflows the stored
+// value dtype once rounded (ErrNonFinite) is an error naming the module.
 func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapter.Adapter, []ModuleReport, error) {
 	m := model.Manifest()
 	mods, err := c.Shira()
@@ -53,7 +56,7 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 	if c.Config.BaseModel != "" {
 		a.Metadata["base_model"] = c.Config.BaseModel
 	}
-	mp := NewMapper(m)
+	mp := NewMapper(model)
 	used := map[string]string{}
 	var reports []ModuleReport
 	for i := range mods {
@@ -66,9 +69,8 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 			return nil, nil, fmt.Errorf("%w: modules %s and %s both map to %s", ErrCheckpoint, prev, mod.Module, t.Entry.Name)
 		}
 		used[t.Entry.Name] = mod.Module
-		if r := c.Config.R; r > 0 && mod.NNZ() != r*(t.In+t.Out) {
-			return nil, nil, fmt.Errorf("%w: module %s: %d values but r=%d and weight %dx%d give r*(in+out) = %d",
-				ErrCheckpoint, mod.Module, mod.NNZ(), r, t.Out, t.In, r*(t.In+t.Out))
+		if err := checkBudget(mod, c.Config.R, &t); err != nil {
+			return nil, nil, err
 		}
 		idx, err := flatIndices(mod, &t, c.Config.FanInFanOut)
 		if err != nil {
@@ -77,6 +79,10 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 		vd := o.ValueDType
 		if vd == tensor.Undefined {
 			vd = t.Entry.DType
+		}
+		if k := dense.NonFinite(mod.Values, vd); k >= 0 {
+			return nil, nil, fmt.Errorf("%w: module %s: value %d = %g at (%d, %d) is beyond the range of %v, the dtype the values are stored in",
+				ErrNonFinite, mod.Module, k, mod.Values[k], mod.Dim0[k], mod.Dim1[k], vd)
 		}
 		at, err := adapter.NewTensor(t.Entry.Name, t.Entry.DType, t.Entry.Shape, idx, mod.Values, vd)
 		if err != nil {
@@ -92,6 +98,20 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 	}
 	sort.Slice(reports, func(i, j int) bool { return reports[i].Module < reports[j].Module })
 	return a, reports, a.Validate()
+}
+
+// checkBudget checks that mod has SHiRA's r*(in+out) entries (r <= 0:
+// unchecked); the product is compared and printed without overflow.
+func checkBudget(mod *ShiraModule, r int, t *Target) error {
+	if r <= 0 {
+		return nil
+	}
+	want := new(big.Int).Mul(big.NewInt(int64(r)), big.NewInt(int64(t.In)+int64(t.Out)))
+	if want.Cmp(big.NewInt(int64(mod.NNZ()))) != 0 {
+		return fmt.Errorf("%w: module %s: %d values but r=%d and weight %dx%d give r*(in+out) = %v",
+			ErrCheckpoint, mod.Module, mod.NNZ(), r, t.Out, t.In, want)
+	}
+	return nil
 }
 
 // flatIndices converts a module's (dim0, dim1) pairs to flat indices of

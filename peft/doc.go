@@ -14,7 +14,9 @@
 // value is a whole number). A LoRA checkpoint (peft_type "LORA") holds
 // lora_A.weight [r, in] and lora_B.weight [out, r] per module, and the scale
 // is lora_alpha/r (lora_alpha/sqrt(r) with use_rslora), with rank_pattern
-// and alpha_pattern overrides.
+// and alpha_pattern overrides; a config without lora_alpha gets scale 1
+// (alpha = r), and lora_alpha 0 gives scale 0. A module's tensors may be
+// keyed with or without the base_model.model. prefix, but not both.
 //
 // With fan_in_fan_out (GPT-2 style Conv1D modules, whose weight is stored
 // [in, out]) the SHiRA indices address that stored [in, out] weight and
@@ -31,6 +33,17 @@
 // from its own and its source's names (a trailing ".weight" removed), and
 // resolves a checkpoint module by exact match, then by a unique match where
 // one path is a dot-boundary suffix of the other (a model exported from an
-// inner module). The consumer also fixes the layout: MatMul's B and Gemm's B
-// without transB read [in, out]; Gemm with transB=1 reads [out, in].
+// inner module).
+//
+// The module's consumer also fixes the layout, how the exposed tensor holds
+// the module's [out, in] matrix: MatMul's B and Gemm's B without transB read
+// [in, out]; Gemm's B with transB=1, and MatMul's or Gemm's A, read
+// [out, in]. A Transpose that export could not fold (a tied embedding and
+// lm_head: embed.weight read by a Gather and, as lm_head, through a
+// Transpose by a MatMul) stays between the tensor and the consumer
+// (Consumer.Via); its permutation, read from the exported graph, is
+// composed with the consumer's layout. When a tensor has several consumers
+// that disagree (linear layers reading it directly and through a
+// Transpose), the one whose node name names the module decides; when none
+// does, Resolve refuses (ErrLayout) rather than guess.
 package peft

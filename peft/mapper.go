@@ -3,8 +3,10 @@ package peft
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/closest"
@@ -13,6 +15,12 @@ import (
 // ErrNoMatch is wrapped by Resolve's error for a module with no (or an
 // ambiguous) exposed tensor.
 var ErrNoMatch = errors.New("peft: no exposed tensor for module")
+
+// ErrLayout is wrapped by Resolve's error when a module's exposed tensor
+// was found but it is not an nn.Linear weight, or how it holds the
+// module's [out, in] matrix cannot be told (consumers that read it in
+// different orientations, a Transpose whose permutation is unknown).
+var ErrLayout = errors.New("peft: cannot tell how the exposed tensor holds the module's weight")
 
 // Layout says how an exposed rank-2 tensor stores a module's weight.
 type Layout int
@@ -31,6 +39,9 @@ func (l Layout) String() string {
 	}
 	return "[out,in]"
 }
+
+// flip returns the other layout.
+func (l Layout) flip() Layout { return 1 - l }
 
 // Target is the exposed tensor holding a module's weight.
 type Target struct {
@@ -54,8 +65,13 @@ func (t *Target) Flat(o, i int64) int64 {
 
 // Mapper resolves PEFT module paths to exposed tensors.
 type Mapper struct {
+	model *export.Model
 	m     *export.Manifest
 	cands []candidate
+
+	graphOnce sync.Once
+	graph     *graphIndex // read from model.onnx on first need
+	graphErr  error
 }
 
 type candidate struct {
@@ -63,9 +79,12 @@ type candidate struct {
 	entry int
 }
 
-// NewMapper indexes the exposed tensors of m by candidate module path.
-func NewMapper(m *export.Manifest) *Mapper {
-	mp := &Mapper{m: m}
+// NewMapper indexes the exposed tensors of model by candidate module path.
+// The graph is read only when a consumer reads a tensor through a
+// Transpose that export could not fold, to learn its permutation.
+func NewMapper(model *export.Model) *Mapper {
+	m := model.Manifest()
+	mp := &Mapper{model: model, m: m}
 	for i, e := range m.Tensors {
 		seen := map[string]bool{}
 		add := func(p string) {
@@ -102,8 +121,20 @@ func dotSuffix(long, short string) bool {
 }
 
 // Resolve returns the exposed tensor of module (a path like
-// "model.layers.0.self_attn.q_proj", with or without "base_model.model.").
-// fanInFanOut is ignored here; it only changes how indices are read.
+// "model.layers.0.self_attn.q_proj", with or without "base_model.model.")
+// and how it holds the module's [out, in] weight. That layout is the one
+// the module's own consumer sees: its op (MatMul's B and Gemm's B without
+// transB read [in, out]; Gemm's B with transB=1 and MatMul's or Gemm's A
+// read [out, in]) composed with the Transposes left between the tensor and
+// the consumer. When the tensor has several consumers (one weight read by
+// two linear layers, directly and through a Transpose), the ones whose
+// node names name the module decide; the others are ignored. Patching the
+// tensor changes what every reader sees (a tied embedding's Gather too,
+// which the manifest does not list as a consumer), as merging into a tied
+// torch Parameter does. An error wraps ErrNoMatch when
+// no tensor (or more than one) matches, ErrLayout when the layout cannot be
+// told. fan_in_fan_out does not change the layout; it only changes how
+// SHiRA indices are read.
 func (mp *Mapper) Resolve(module string) (Target, error) {
 	module = strings.TrimPrefix(module, keyPrefix)
 	var exact, suffix []candidate
@@ -116,13 +147,13 @@ func (mp *Mapper) Resolve(module string) (Target, error) {
 		}
 	}
 	for _, set := range [][]candidate{exact, suffix} {
-		entries := map[int]candidate{}
+		entries := map[int][]string{} // entry -> the matching paths
 		for _, c := range set {
-			entries[c.entry] = c
+			entries[c.entry] = append(entries[c.entry], c.path)
 		}
 		if len(entries) == 1 {
-			for _, c := range entries {
-				return mp.target(module, c)
+			for i, paths := range entries {
+				return mp.target(module, i, paths)
 			}
 		}
 		if len(entries) > 1 {
@@ -137,44 +168,116 @@ func (mp *Mapper) Resolve(module string) (Target, error) {
 	return Target{}, fmt.Errorf("%w: %s; closest candidates: %s", ErrNoMatch, module, strings.Join(mp.closest(module, 5), "; "))
 }
 
-func (mp *Mapper) target(module string, c candidate) (Target, error) {
-	e := &mp.m.Tensors[c.entry]
+// target builds the Target of module in entry i, which it matched through
+// paths.
+func (mp *Mapper) target(module string, i int, paths []string) (Target, error) {
+	e := &mp.m.Tensors[i]
 	if len(e.Shape) != 2 {
-		return Target{}, fmt.Errorf("peft: module %s maps to %s of shape %v, want a rank-2 weight", module, e.Name, e.Shape)
+		return Target{}, fmt.Errorf("%w: module %s maps to %s of shape %v, want a rank-2 weight", ErrLayout, module, e.Name, e.Shape)
+	}
+	if len(e.Consumers) == 0 {
+		return Target{}, fmt.Errorf("%w: module %s maps to %s, which no node reads", ErrLayout, module, e.Name)
+	}
+	// the consumers named after the module; none: the name matched the
+	// tensor itself, and every consumer must agree
+	var mine []*export.Consumer
+	for k := range e.Consumers {
+		if slices.Contains(paths, nodeModule(e.Consumers[k].Node)) {
+			mine = append(mine, &e.Consumers[k])
+		}
+	}
+	byName := len(mine) > 0
+	if !byName {
+		for k := range e.Consumers {
+			mine = append(mine, &e.Consumers[k])
+		}
 	}
 	var layout Layout
-	for i, cons := range e.Consumers {
-		var l Layout
-		switch {
-		case cons.OpType == "MatMul" && cons.InputIndex == 1:
-			l = InOut
-		case cons.OpType == "Gemm" && cons.InputIndex == 1:
-			l = InOut
-			if cons.TransB != nil && *cons.TransB {
-				l = OutIn
-			}
-		case cons.OpType == "MatMul" && cons.InputIndex == 0:
-			l = OutIn // y = W x
-		case cons.OpType == "Gemm" && cons.InputIndex == 0:
-			l = OutIn
-			if cons.TransA != nil && *cons.TransA {
-				l = InOut
-			}
-		default:
-			return Target{}, fmt.Errorf("peft: module %s maps to %s read by %s %q (input %d); only nn.Linear weights (MatMul, Gemm) are supported", module, e.Name, cons.OpType, cons.Node, cons.InputIndex)
+	for k, c := range mine {
+		l, err := mp.consumerLayout(e, c)
+		if err != nil {
+			return Target{}, fmt.Errorf("module %s maps to %s: %w", module, e.Name, err)
 		}
-		if i > 0 && l != layout {
-			return Target{}, fmt.Errorf("peft: module %s maps to %s whose consumers read it in different layouts", module, e.Name)
+		if k > 0 && l != layout {
+			why := "no consumer's node name names the module, so which one is the module's cannot be told"
+			if byName {
+				why = "they are all named after the module"
+			}
+			return Target{}, fmt.Errorf("%w: module %s maps to %s, which %s reads as %v and %s as %v; %s",
+				ErrLayout, module, e.Name, describe(mine[0]), layout, describe(c), l, why)
 		}
 		layout = l
 	}
-	t := Target{Entry: e, Layout: layout, MatchedBy: c.path}
+	t := Target{Entry: e, Layout: layout, MatchedBy: paths[0]}
 	if layout == InOut {
 		t.In, t.Out = int(e.Shape[0]), int(e.Shape[1])
 	} else {
 		t.Out, t.In = int(e.Shape[0]), int(e.Shape[1])
 	}
 	return t, nil
+}
+
+// consumerLayout returns how the exposed tensor e holds the [out, in]
+// weight that consumer c reads as an nn.Linear weight.
+func (mp *Mapper) consumerLayout(e *export.TensorEntry, c *export.Consumer) (Layout, error) {
+	if c.OpType != "MatMul" && c.OpType != "Gemm" || c.InputIndex > 1 {
+		return 0, fmt.Errorf("%w: it is read by %s; only nn.Linear weights (MatMul, Gemm) are supported", ErrLayout, describe(c))
+	}
+	// B (y = x W) reads [in, out], A (y = W x) reads [out, in]; Gemm's
+	// transB or transA transposes it
+	l, trans := InOut, c.TransB
+	if c.InputIndex == 0 {
+		l, trans = OutIn, c.TransA
+	}
+	if c.OpType == "Gemm" && trans != nil && *trans {
+		l = l.flip()
+	}
+	swapped, err := mp.viaSwaps(e, c)
+	if err != nil {
+		return 0, err
+	}
+	if swapped {
+		l = l.flip()
+	}
+	return l, nil
+}
+
+// viaSwaps reports whether the nodes between e and c (c.Via) transpose
+// the tensor's two axes. Casts keep them; Transposes are looked up in the
+// graph for their permutations (the manifest does not record them).
+func (mp *Mapper) viaSwaps(e *export.TensorEntry, c *export.Consumer) (bool, error) {
+	hasT := false
+	for _, v := range c.Via {
+		switch v.OpType {
+		case "Cast":
+		case "Transpose":
+			hasT = true
+		default:
+			return false, fmt.Errorf("%w: %s reads it through %s %q", ErrLayout, describe(c), v.OpType, v.Node)
+		}
+	}
+	if !hasT {
+		return false, nil
+	}
+	mp.graphOnce.Do(func() { mp.graph, mp.graphErr = indexGraph(mp.model) })
+	if mp.graphErr != nil {
+		return false, fmt.Errorf("%w: reading the permutations of %s: %w", ErrLayout, describe(c), mp.graphErr)
+	}
+	return mp.graph.swaps(e.Name, c)
+}
+
+// describe names a consumer and the nodes it reads the tensor through,
+// e.g. `MatMul "/lm_head/MatMul" (input 1) through Transpose "/lm_head/Transpose"`.
+func describe(c *export.Consumer) string {
+	s := fmt.Sprintf("%s %q (input %d)", c.OpType, c.Node, c.InputIndex)
+	for k, v := range c.Via {
+		sep := ", "
+		if k == 0 {
+			sep = " through "
+		}
+		s += fmt.Sprintf("%s%s %q", sep, v.OpType, v.Node)
+	}
+	return s
 }
 
 // closest lists up to n candidates nearest to module by edit distance,

@@ -57,8 +57,7 @@ func TestConvertShiraMatchesTorch(t *testing.T) {
 }
 
 func TestResolveTorchNames(t *testing.T) {
-	_, m, _ := pefttest.Export(t, "base")
-	mp := peft.NewMapper(m)
+	mp := peft.NewMapper(pefttest.Open(t, "base"))
 	for module, want := range map[string]string{
 		"base_model.model.model.layers.0.self_attn.q_proj": "onnx::MatMul_59",
 		"model.layers.1.mlp.down_proj":                     "onnx::MatMul_70",

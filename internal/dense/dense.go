@@ -1,10 +1,12 @@
 // Package dense adds dense float32 deltas into weights: the add of a LoRA
 // fusion (W += scale·B·A), shared by package lora and the LoRA baseline of
-// internal/switchbench, so the benchmark measures the library's code.
+// internal/switchbench, so the benchmark measures the library's code. It
+// also finds values that are, or become once rounded, NaN or infinite.
 package dense
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -50,4 +52,53 @@ func Add(w []byte, dt tensor.DType, d []float32) error {
 		return fmt.Errorf("dense: dtype %v is not a float type", dt)
 	}
 	return nil
+}
+
+// NonFinite returns the index of the first value of v that is NaN or
+// infinite once rounded to dt (Float32, Float16 or BFloat16; for any other
+// dt, as float32), or -1 when every value stays finite.
+func NonFinite(v []float32, dt tensor.DType) int {
+	for i, x := range v {
+		var inf bool
+		switch dt {
+		case tensor.Float16:
+			inf = tensor.Float32ToFloat16(x)&0x7c00 == 0x7c00
+		case tensor.BFloat16:
+			inf = tensor.Float32ToBFloat16(x)&0x7f80 == 0x7f80
+		default:
+			inf = math.IsNaN(float64(x)) || math.IsInf(float64(x), 0)
+		}
+		if inf {
+			return i
+		}
+	}
+	return -1
+}
+
+// NewNonFinite returns the index of the first element that is NaN or
+// infinite in sum but finite in base (both raw little-endian elements of
+// the float dtype dt, of the same length), or -1: the elements an Add
+// made non-finite.
+func NewNonFinite(sum, base []byte, dt tensor.DType) int {
+	switch dt {
+	case tensor.Float16, tensor.BFloat16:
+		mask := uint16(0x7c00)
+		if dt == tensor.BFloat16 {
+			mask = 0x7f80
+		}
+		b := tensor.Uint16s(base)
+		for i, h := range tensor.Uint16s(sum) {
+			if h&mask == mask && b[i]&mask != mask {
+				return i
+			}
+		}
+	default:
+		b := tensor.Float32s(base)
+		for i, f := range tensor.Float32s(sum) {
+			if math.Float32bits(f)&0x7f800000 == 0x7f800000 && math.Float32bits(b[i])&0x7f800000 != 0x7f800000 {
+				return i
+			}
+		}
+	}
+	return -1
 }

@@ -54,3 +54,50 @@ func TestAddRefuses(t *testing.T) {
 		t.Error("int32 was accepted")
 	}
 }
+
+// NonFinite finds the values that overflow (or are NaN or infinite) once
+// rounded to each dtype; NewNonFinite only the elements a sum made
+// non-finite.
+func TestNonFinite(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	for _, c := range []struct {
+		dt   tensor.DType
+		v    []float32
+		want int
+	}{
+		{tensor.Float32, []float32{1, math.MaxFloat32, -math.MaxFloat32}, -1},
+		{tensor.Float32, []float32{1, 2, nan}, 2},
+		{tensor.Float32, []float32{-inf}, 0},
+		{tensor.Float16, []float32{65504, -65519}, -1}, // 65519 rounds down to 65504
+		{tensor.Float16, []float32{1, 65520}, 1},       // rounds up to Inf
+		{tensor.Float16, []float32{1, 1e5}, 1},
+		{tensor.BFloat16, []float32{1e5, 3e38}, -1},
+		{tensor.BFloat16, []float32{1, math.MaxFloat32}, 1},
+		{tensor.BFloat16, []float32{nan}, 0},
+	} {
+		if got := NonFinite(c.v, c.dt); got != c.want {
+			t.Errorf("NonFinite(%v, %v) = %d, want %d", c.v, c.dt, got, c.want)
+		}
+	}
+
+	base := tensor.Bytes([]float32{1, inf, nan, 1})
+	sum := tensor.Bytes([]float32{2, inf, nan, inf})
+	if got := NewNonFinite(sum, base, tensor.Float32); got != 3 {
+		t.Errorf("float32: NewNonFinite = %d, want 3", got)
+	}
+	for _, dt := range []tensor.DType{tensor.Float16, tensor.BFloat16} {
+		conv := tensor.Float32ToFloat16
+		if dt == tensor.BFloat16 {
+			conv = tensor.Float32ToBFloat16
+		}
+		b := []uint16{conv(1), conv(inf), conv(nan), conv(1)}
+		s := []uint16{conv(2), conv(-inf), conv(nan), conv(2)}
+		if got := NewNonFinite(tensor.Bytes(s), tensor.Bytes(b), dt); got != -1 {
+			t.Errorf("%v: NewNonFinite = %d, want -1", dt, got)
+		}
+		s[3] = conv(nan)
+		if got := NewNonFinite(tensor.Bytes(s), tensor.Bytes(b), dt); got != 3 {
+			t.Errorf("%v: NewNonFinite = %d, want 3", dt, got)
+		}
+	}
+}
