@@ -5,9 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/pefttest"
 	"github.com/shira-ort/shira-ort/peft"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -114,4 +116,21 @@ func TestResolveDisagreeingConsumers(t *testing.T) {
 		t.Fatalf("err = %v, want ErrLayout saying why", err)
 	}
 	t.Log(err)
+}
+
+// TestLongModuleName: a 4 MB module name (from an untrusted checkpoint)
+// is refused fast, with a short message.
+func TestLongModuleName(t *testing.T) {
+	mp := peft.NewMapper(pefttest.Open(t, "base"))
+	start := time.Now()
+	_, err := mp.Resolve(strings.Repeat("layers.", 600_000))
+	if !errors.Is(err, peft.ErrNoMatch) {
+		t.Fatalf("Resolve = %v, want ErrNoMatch", err)
+	}
+	if len(err.Error()) > 2048 {
+		t.Fatalf("the error is %d bytes long", len(err.Error()))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Resolve took %v", d)
+	}
 }

@@ -165,7 +165,7 @@ func (mp *Mapper) Resolve(module string) (Target, error) {
 			return Target{}, fmt.Errorf("%w: %s matches several exposed tensors: %s", ErrNoMatch, module, strings.Join(names, ", "))
 		}
 	}
-	return Target{}, fmt.Errorf("%w: %s; closest candidates: %s", ErrNoMatch, module, strings.Join(mp.closest(module, 5), "; "))
+	return Target{}, fmt.Errorf("%w: %s; closest candidates: %s", ErrNoMatch, closest.Elide(module), strings.Join(mp.closest(module, 5), "; "))
 }
 
 // target builds the Target of module in entry i, which it matched through
@@ -293,7 +293,7 @@ func (mp *Mapper) closest(module string, n int) []string {
 	for _, m := range closest.Rank(module, paths) {
 		for _, t := range tensors[m.Name] {
 			if len(out) < n {
-				out = append(out, m.Name+" ("+t+")")
+				out = append(out, closest.Elide(m.Name)+" ("+closest.Elide(t)+")")
 			}
 		}
 	}
