@@ -347,6 +347,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Add(buildRaw(1, 0, nil, 1))
+	f.Add(nanValued(f)) // a non-finite value: refused
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := Decode(data)
 		if err != nil {
@@ -386,22 +387,28 @@ func TestNonFiniteValuesRefused(t *testing.T) {
 			}
 		}
 	}
-	// a file written before the check (values set after encoding) is refused on Decode
+	// a file written before the check (a value set after encoding) is refused on Decode
+	if _, err := Decode(nanValued(t)); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("Decode of a NaN value = %v, want ErrNonFinite", err)
+	}
+}
+
+// nanValued returns the encoding of an adapter whose second value is NaN
+// (set in the bytes after encoding, as an old or hostile writer could).
+func nanValued(tb testing.TB) []byte {
+	tb.Helper()
 	good, err := NewTensor("w", tensor.Float32, []int64{4}, []uint32{0, 2}, []float32{1, 7}, tensor.Float32)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	b, err := Encode(&Adapter{Name: "ok", DefaultAlpha: 1, Tensors: []Tensor{good}})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	seven := []byte{0, 0, 0xe0, 0x40} // 7.0f little-endian
-	i := bytes.Index(b, seven)
+	i := bytes.Index(b, []byte{0, 0, 0xe0, 0x40}) // 7.0f, little-endian
 	if i < 0 {
-		t.Fatal("value not found in the encoding")
+		tb.Fatal("value not found in the encoding")
 	}
 	copy(b[i:], []byte{0, 0, 0xc0, 0x7f}) // NaN
-	if _, err := Decode(b); !errors.Is(err, ErrNonFinite) {
-		t.Fatalf("Decode of a NaN value = %v, want ErrNonFinite", err)
-	}
+	return b
 }
