@@ -40,6 +40,12 @@ var maxProto int64 = math.MaxInt32
 // model.weights with their bytes (and every other external tensor), and
 // manifest.json. See the package documentation for the rules.
 //
+// External data of the source model is read only from regular files
+// inside the source model's directory, after following symbolic links
+// (links that stay inside are followed); other locations are refused with
+// an error wrapping ErrEscapesModelDir or ErrNotRegularFile, as ONNX
+// Runtime refuses them.
+//
 // Files are written under temporary names and renamed into place, the
 // manifest last (an old manifest is removed first): a process killed at
 // any point leaves either the old directory, a directory without a

@@ -1,0 +1,212 @@
+//go:build unix
+
+package export
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// secretBytes is what a file outside a source model's directory holds:
+// nothing an export writes may contain it.
+var secretBytes = bytes.Repeat([]byte("SECRET!!"), 8) // 64 bytes: a float32 [4, 4]
+
+// untrustedSourceDir makes a source model directory with, besides
+// w.bin (the real 64-byte weight) and data/w.bin (a copy), links and
+// special files an external-data location may name:
+//
+//	in.bin -> data/w.bin     stays inside
+//	out.bin -> ../secret.bin leaves the directory (secret.bin is beside it)
+//	lnk -> ..                a directory link out
+//	chain -> out.bin         a chain that ends outside
+//	fifo                     a FIFO (nobody ever writes to it)
+//
+// It returns the directory.
+func untrustedSourceDir(tb testing.TB) string {
+	tb.Helper()
+	root := tb.TempDir()
+	dir := filepath.Join(root, "src")
+	must := func(err error) {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(dir, "data"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "secret.bin"), secretBytes, 0o644))
+	must(os.WriteFile(filepath.Join(dir, "w.bin"), seq(16, 1), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "data", "w.bin"), seq(16, 1), 0o644))
+	for link, target := range map[string]string{"in.bin": "data/w.bin", "out.bin": "../secret.bin", "lnk": "..", "chain": "out.bin"} {
+		must(os.Symlink(target, filepath.Join(dir, link)))
+	}
+	must(syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+	return dir
+}
+
+// externalModel is y = x·W with W [4, 4] float32 external at loc.
+func externalModel(loc string) *onnxwire.Builder {
+	b := onnxwire.NewBuilder()
+	b.AddInput("x", tensor.Float32, []int64{-1, 4}, "batch")
+	b.AddInitializer(onnxwire.TensorSpec{Name: "W", DType: tensor.Float32, Dims: []int64{4, 4},
+		External: &onnxwire.ExternalData{Location: loc, Length: 64}}.Tensor())
+	b.AddNode("mm", "MatMul", []string{"x", "W"}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, 4}, "batch")
+	return b
+}
+
+// within fails the test when fn does not return within 10 s (reading a
+// FIFO must not block).
+func within(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s hangs", what)
+	}
+}
+
+// TestExposeExternalDataStaysInside: Expose reads external data only from
+// regular files inside the source model's directory once symbolic links
+// are followed (as ONNX Runtime does, "escapes model directory"), and a
+// FIFO is refused instead of blocking the export forever.
+func TestExposeExternalDataStaysInside(t *testing.T) {
+	src := untrustedSourceDir(t)
+	for _, loc := range []string{"w.bin", "in.bin", "data/w.bin"} {
+		mp := writeModel(t, externalModel(loc), src)
+		out := filepath.Join(t.TempDir(), "out")
+		man, err := Expose(context.Background(), mp, out, Options{})
+		if err != nil {
+			t.Fatalf("location %q: %v", loc, err)
+		}
+		if got := entryBytes(t, out, man.Entry("W")); !bytes.Equal(got, seq(16, 1)) {
+			t.Errorf("location %q: exported %v", loc, got)
+		}
+	}
+	for loc, want := range map[string]error{
+		"out.bin":           ErrEscapesModelDir,
+		"lnk/secret.bin":    ErrEscapesModelDir,
+		"lnk/src/chain":     ErrEscapesModelDir,
+		"chain":             ErrEscapesModelDir,
+		"../secret.bin":     ErrEscapesModelDir,
+		"/etc/passwd":       ErrEscapesModelDir,
+		"data/../../x.bin":  ErrEscapesModelDir,
+		"fifo":              ErrNotRegularFile,
+		"data":              ErrNotRegularFile,
+		"lnk/src/data/../w": os.ErrNotExist,
+	} {
+		mp := writeModel(t, externalModel(loc), src)
+		out := filepath.Join(t.TempDir(), "out")
+		within(t, "export of external data "+loc, func() {
+			_, err := Expose(context.Background(), mp, out, Options{})
+			if !errors.Is(err, want) {
+				t.Errorf("location %q: %v, want %v", loc, err, want)
+			}
+		})
+		noSecretIn(t, out)
+	}
+}
+
+// noSecretIn fails when a file under dir holds secretBytes.
+func noSecretIn(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, secretBytes) {
+				t.Errorf("%s holds the bytes of a file outside the source directory", p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestOpenRefusesUntrustedDirectoryFiles: the files an exported directory
+// consists of are read like external data: a weight file, model or
+// manifest that is a link out of the directory or a FIFO is refused (and
+// does not block Open).
+func TestOpenRefusesUntrustedDirectoryFiles(t *testing.T) {
+	src := writeModel(t, mixedModel(), t.TempDir())
+	for _, name := range []string{WeightsFile, ModelFile, ManifestFile} {
+		for what, want := range map[string]error{"link": ErrEscapesModelDir, "fifo": ErrNotRegularFile} {
+			out := filepath.Join(t.TempDir(), "out")
+			if _, err := Expose(context.Background(), src, out, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(out, name)
+			// the link points to a faithful copy: only where it lies is wrong
+			cp := filepath.Join(t.TempDir(), name)
+			if err := os.Rename(p, cp); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if what == "link" {
+				err = os.Symlink(cp, p)
+			} else {
+				err = syscall.Mkfifo(p, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			within(t, "Open with "+name+" a "+what, func() {
+				m, err := Open(out)
+				if err == nil {
+					m.Close()
+				}
+				if !errors.Is(err, want) || !errors.Is(err, ErrManifest) {
+					t.Errorf("%s a %s: Open = %v, want ErrManifest and %v", name, what, err, want)
+				}
+			})
+		}
+	}
+}
+
+// TestWriteStandaloneExternalDataStaysInside: a tensor of an exported
+// model.onnx whose data is external elsewhere than the weight file is read
+// under the same rules.
+func TestWriteStandaloneExternalDataStaysInside(t *testing.T) {
+	src := untrustedSourceDir(t)
+	out := filepath.Join(src, "out")
+	b := externalModel("w.bin")
+	b.AddInitializer(onnxwire.TensorSpec{Name: "bias", DType: tensor.Float32, Dims: []int64{16},
+		External: &onnxwire.ExternalData{Location: "w.bin", Length: 64}}.Tensor())
+	if _, err := Expose(context.Background(), writeModel(t, b, src), out, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// point bias (not exposed, so not in the manifest) at a link out of
+	// the export directory: ../out.bin -> ../secret.bin
+	x := loadExported(t, filepath.Join(out, ModelFile))
+	for loc, want := range map[string]error{"bias.bin": ErrEscapesModelDir, "fifo": ErrNotRegularFile} {
+		x.inits["bias"].SetExternal(onnxwire.ExternalData{Location: loc, Length: 64})
+		if err := os.WriteFile(filepath.Join(out, ModelFile), x.model.Encode(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(out, loc))
+		var err error
+		if loc == "fifo" {
+			err = syscall.Mkfifo(filepath.Join(out, loc), 0o644)
+		} else {
+			err = os.Symlink("../out.bin", filepath.Join(out, loc))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := openT(t, out)
+		dest := filepath.Join(t.TempDir(), "s.onnx")
+		within(t, "WriteStandalone with "+loc, func() {
+			if err := m.WriteStandalone(context.Background(), nil, dest); !errors.Is(err, want) {
+				t.Errorf("%s: WriteStandalone = %v, want %v", loc, err, want)
+			}
+		})
+		noSecretIn(t, filepath.Dir(dest))
+	}
+}
