@@ -38,6 +38,9 @@ func (b *Builder) AddInput(name string, dtype tensor.DType, dims []int64, params
 	return b
 }
 
+// AddInputProto appends a graph input built elsewhere.
+func (b *Builder) AddInputProto(v *ValueInfo) *Builder { b.inputs = append(b.inputs, v.Message); return b }
+
 // AddOutput appends a tensor graph output.
 func (b *Builder) AddOutput(name string, dtype tensor.DType, dims []int64, params ...string) *Builder {
 	b.outputs = append(b.outputs, NewTensorValueInfo(name, dtype, dims, params).Message)
