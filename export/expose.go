@@ -48,8 +48,10 @@ var maxProto int64 = math.MaxInt32
 // an error wrapping ErrEscapesModelDir or ErrNotRegularFile, as ONNX
 // Runtime refuses them.
 //
-// Files are written under temporary names and renamed into place, the
-// manifest last (an old manifest is removed first): a process killed at
+// An export that would replace the source model or one of its external
+// files (outDir is the source's directory) is refused with
+// ErrOverwritesInput before anything is written. Files are written under
+// temporary names and renamed into place, the manifest last (an old manifest is removed first): a process killed at
 // any point leaves either the old directory, a directory without a
 // manifest (which Open refuses), or the complete new export. ctx is checked
 // between tensors; a cancelled Expose leaves the old directory or none.
@@ -62,6 +64,10 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		return nil, fmt.Errorf("export: alignment %d must be positive", align)
 	}
 	raw, err := os.ReadFile(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	srcInfo, err := os.Stat(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -96,6 +102,15 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		return nil, noTargetsError(modelPath, all, opts.Targets)
 	}
 
+	ext, err := externalInputs(model, srcDir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	inputs := append([]input{{what: "the source model", fi: srcInfo}}, ext...)
+	if err := checkOutputs([]string{filepath.Join(outDir, WeightsFile), filepath.Join(outDir, ModelFile),
+		filepath.Join(outDir, ManifestFile)}, inputs); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}

@@ -451,9 +451,10 @@ func TestReExportIsStable(t *testing.T) {
 	if len(ins) != 5 {
 		t.Errorf("re-export duplicated graph inputs: %d", len(ins))
 	}
-	// exporting in place (out == source dir) works too
-	if _, err := Expose(context.Background(), filepath.Join(out2, ModelFile), out2, Options{}); err != nil {
-		t.Fatal(err)
+	// exporting in place (out == source dir) would replace the source:
+	// refused, and the directory stays a valid export
+	if _, err := Expose(context.Background(), filepath.Join(out2, ModelFile), out2, Options{}); !errors.Is(err, ErrOverwritesInput) {
+		t.Fatalf("in-place export: %v, want ErrOverwritesInput", err)
 	}
 	checkExport(t, out2, m2)
 }

@@ -131,8 +131,12 @@ func readInDir(dir, name string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, dir, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(f)
+	fi, err := f.Stat()
 	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+	}
+	b := make([]byte, fi.Size()) // a regular file: OpenInDir checked
+	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, f.Name(), err)
 	}
 	return b, nil

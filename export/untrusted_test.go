@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -209,4 +210,126 @@ func TestWriteStandaloneExternalDataStaysInside(t *testing.T) {
 		})
 		noSecretIn(t, filepath.Dir(dest))
 	}
+}
+
+// dirState returns the names and contents of dir's files.
+func dirState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := map[string]string{}
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		st[e.Name()] = string(b)
+	}
+	return st
+}
+
+// unchanged fails when dir's files differ from before.
+func unchanged(t *testing.T, what, dir string, before map[string]string) {
+	t.Helper()
+	after := dirState(t, dir)
+	for name, b := range before {
+		if a, ok := after[name]; !ok || a != b {
+			t.Errorf("%s: %s changed or vanished", what, name)
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("%s: %s appeared", what, name)
+		}
+	}
+}
+
+// TestExposeRefusesToOverwriteItsInputs: an export whose output files
+// would replace the source model or one of its external-data files (the
+// output directory is the source's, reached by any path, or holds hard
+// links to them) is refused with ErrOverwritesInput before anything is
+// written.
+func TestExposeRefusesToOverwriteItsInputs(t *testing.T) {
+	// source model.onnx in the output directory
+	dir := t.TempDir()
+	src := filepath.Join(dir, ModelFile)
+	if err := mixedModel().WriteFile(src); err != nil {
+		t.Fatal(err)
+	}
+	via := filepath.Join(t.TempDir(), "via")
+	if err := os.Symlink(dir, via); err != nil {
+		t.Fatal(err)
+	}
+	linked := t.TempDir()
+	if err := os.Link(src, filepath.Join(linked, ModelFile)); err != nil {
+		t.Fatal(err)
+	}
+	// source src.onnx whose external data is called model.weights
+	extDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(extDir, WeightsFile), seq(16, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	extSrc := writeModel(t, externalModel(WeightsFile), extDir)
+	for _, c := range []struct{ what, src, out string }{
+		{"into the source's directory", src, dir},
+		{"into the source's directory through a link", src, via},
+		{"beside a hard link of the source", src, linked},
+		{"over its external data", extSrc, extDir},
+	} {
+		before := dirState(t, c.out)
+		_, err := Expose(context.Background(), c.src, c.out, Options{})
+		if !errors.Is(err, ErrOverwritesInput) {
+			t.Errorf("%s: %v, want ErrOverwritesInput", c.what, err)
+		}
+		unchanged(t, c.what, c.out, before)
+	}
+}
+
+// TestWriteStandaloneRefusesToOverwriteItsInputs: WriteStandalone refuses
+// (ErrOverwritesInput) an output that is one of the exported directory's
+// files or an external-data file of its model, however it is reached, and
+// leaves them alone.
+func TestWriteStandaloneRefusesToOverwriteItsInputs(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Expose(context.Background(), writeModel(t, mixedModel(), t.TempDir()), out, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	via := filepath.Join(t.TempDir(), "via")
+	if err := os.Symlink(out, via); err != nil {
+		t.Fatal(err)
+	}
+	linked := filepath.Join(t.TempDir(), "w")
+	if err := os.Link(filepath.Join(out, WeightsFile), linked); err != nil {
+		t.Fatal(err)
+	}
+	m := openT(t, out)
+	before := dirState(t, out)
+	for _, p := range []string{
+		filepath.Join(out, ModelFile), filepath.Join(out, WeightsFile), filepath.Join(out, ManifestFile),
+		filepath.Join(via, ModelFile), linked,
+	} {
+		if err := m.WriteStandalone(context.Background(), nil, p); !errors.Is(err, ErrOverwritesInput) {
+			t.Errorf("WriteStandalone to %s: %v, want ErrOverwritesInput", p, err)
+		}
+	}
+	unchanged(t, "WriteStandalone", out, before)
+	if b, err := os.ReadFile(linked); err != nil || string(b) != before[WeightsFile] {
+		t.Errorf("the hard link of the weight file changed: %v", err)
+	}
+
+	// the data file of the 2 GB fallback (OUT.data) counts too: make the
+	// model read one of its tensors from s.onnx.data
+	x := loadExported(t, filepath.Join(out, ModelFile))
+	x.inits["bias"].SetExternal(onnxwire.ExternalData{Location: "s.onnx.data", Length: 20})
+	if err := os.WriteFile(filepath.Join(out, "s.onnx.data"), seq(5, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, ModelFile), x.model.Encode(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Replace(t, &maxProto, 100) // force the fallback
+	before = dirState(t, out)
+	if err := openT(t, out).WriteStandalone(context.Background(), nil, filepath.Join(out, "s.onnx")); !errors.Is(err, ErrOverwritesInput) {
+		t.Errorf("WriteStandalone whose data file is an input: %v, want ErrOverwritesInput", err)
+	}
+	unchanged(t, "WriteStandalone fallback", out, before)
 }
