@@ -39,7 +39,10 @@ func (b *Builder) AddInput(name string, dtype tensor.DType, dims []int64, params
 }
 
 // AddInputProto appends a graph input built elsewhere.
-func (b *Builder) AddInputProto(v *ValueInfo) *Builder { b.inputs = append(b.inputs, v.Message); return b }
+func (b *Builder) AddInputProto(v *ValueInfo) *Builder {
+	b.inputs = append(b.inputs, v.Message)
+	return b
+}
 
 // AddOutput appends a tensor graph output.
 func (b *Builder) AddOutput(name string, dtype tensor.DType, dims []int64, params ...string) *Builder {
