@@ -17,12 +17,12 @@ import (
 
 // secret is what a file outside the model directory holds: no read of
 // external data may ever return it.
-var secret = bytes.Repeat([]byte("SECRET!!"), 2) // 16 bytes: a float32 [2, 2]
+var secret = bytes.Repeat([]byte("SECRET!!"), 8) // 64 bytes: a float32 [4, 4]
 
 // hostileDir builds, under a fresh temporary directory,
 //
 //	secret.bin                 outside the model directory
-//	m/data/w.bin               the real weights (16 bytes)
+//	m/data/w.bin               the real weights (float32 1, 2, ..., 16)
 //	m/in.bin -> data/w.bin     symlink inside the directory
 //	m/inabs.bin -> /ABS/m/data/w.bin   absolute symlink inside
 //	m/chainin -> in.bin        chain that stays inside
@@ -35,7 +35,7 @@ var secret = bytes.Repeat([]byte("SECRET!!"), 2) // 16 bytes: a float32 [2, 2]
 //	m/sock                     a unix socket (when one can be bound)
 //
 // and returns the model directory m.
-func hostileDir(t *testing.T) string {
+func hostileDir(t testing.TB) string {
 	t.Helper()
 	root := t.TempDir()
 	m := filepath.Join(root, "m")
@@ -47,7 +47,7 @@ func hostileDir(t *testing.T) string {
 	}
 	must(os.MkdirAll(filepath.Join(m, "data"), 0o755))
 	must(os.WriteFile(filepath.Join(root, "secret.bin"), secret, 0o644))
-	must(os.WriteFile(filepath.Join(m, "data", "w.bin"), f32bytes(1, 2, 3, 4), 0o644))
+	must(os.WriteFile(filepath.Join(m, "data", "w.bin"), f32bytes(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16), 0o644))
 	for link, target := range map[string]string{
 		"in.bin":     "data/w.bin",
 		"inabs.bin":  filepath.Join(m, "data", "w.bin"),
