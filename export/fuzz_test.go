@@ -15,6 +15,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/onnxwire/onnxwiretest"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -42,17 +43,18 @@ func watchdog(d time.Duration) func() bool {
 
 // FuzzExpose writes arbitrary bytes as model.onnx (beside the external
 // data file of models/testdata/external, so external tensors resolve, and
-// the links and FIFO of untrustedSourceDir, so fuzzed locations can name
-// them) and exports it. Expose must return a manifest or an error, without
+// the links and FIFO of onnxwiretest.UntrustedDir, so fuzzed locations can
+// name them) and exports it. Expose must return a manifest or an error, without
 // hanging; what it exports must open (Open, ReadWeights), parse again and
 // turn into a standalone model, and must not hold the bytes of the file
-// outside the source directory (secretBytes) unless the model itself does.
+// outside the source directory (onnxwiretest.Secret) unless the model
+// itself does.
 func FuzzExpose(f *testing.F) {
 	for _, b := range repoModels(f) {
 		f.Add(b)
 	}
 	atomicfile.DisableSync() // thousands of exports: atomicity is kept, fsync is not needed
-	src := untrustedSourceDir(f)
+	src := onnxwiretest.UntrustedDir(f)
 	ext, err := os.ReadFile(filepath.Join("..", "models", "testdata", "external", "model.onnx.data"))
 	if err != nil {
 		f.Fatal(err)
@@ -91,7 +93,7 @@ func FuzzExpose(f *testing.F) {
 		if err := om.WriteStandalone(context.Background(), nil, filepath.Join(out, "standalone.onnx")); err != nil {
 			t.Fatalf("standalone of an exported model: %v", err)
 		}
-		if !bytes.Contains(data, secretBytes[:8]) {
+		if !bytes.Contains(data, onnxwiretest.Secret[:8]) {
 			noSecretIn(t, out)
 		}
 	})

@@ -50,8 +50,8 @@ func fuzzSeedModels() map[string][]byte {
 
 	return map[string][]byte{"if_conv": ifModel.Bytes(), "constant_transpose_cast": tr.Bytes(),
 		"huge_dims_float_data": huge.Bytes(), "external_4x4": externalModel("model.onnx.data").Bytes(),
-		// external data through the links and the FIFO both fuzz targets'
-		// directories have (untrustedSourceDir, onnxwire's hostileDir)
+		// external data through the links and the FIFO of the fuzz
+		// targets' directory (onnxwiretest.UntrustedDir)
 		"external_link_inside": externalModel("in.bin").Bytes(), "external_link_out": externalModel("out.bin").Bytes(),
 		"external_dir_link_out": externalModel("lnk/secret.bin").Bytes(), "external_chain_out": externalModel("c1").Bytes(),
 		"external_fifo": externalModel("fifo").Bytes(),

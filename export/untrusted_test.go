@@ -13,45 +13,10 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/onnxwire/onnxwiretest"
 	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/tensor"
 )
-
-// secretBytes is what a file outside a source model's directory holds:
-// nothing an export writes may contain it.
-var secretBytes = bytes.Repeat([]byte("SECRET!!"), 8) // 64 bytes: a float32 [4, 4]
-
-// untrustedSourceDir makes a source model directory with, besides
-// w.bin (the real 64-byte weight) and data/w.bin (a copy), links and
-// special files an external-data location may name:
-//
-//	in.bin -> data/w.bin     stays inside
-//	out.bin -> ../secret.bin leaves the directory (secret.bin is beside it)
-//	lnk -> ..                a directory link out
-//	c1 -> c2 -> out.bin      a chain that ends outside
-//	fifo                     a FIFO (nobody ever writes to it)
-//
-// It returns the directory.
-func untrustedSourceDir(tb testing.TB) string {
-	tb.Helper()
-	root := tb.TempDir()
-	dir := filepath.Join(root, "src")
-	must := func(err error) {
-		tb.Helper()
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(dir, "data"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "secret.bin"), secretBytes, 0o644))
-	must(os.WriteFile(filepath.Join(dir, "w.bin"), seq(16, 1), 0o644))
-	must(os.WriteFile(filepath.Join(dir, "data", "w.bin"), seq(16, 1), 0o644))
-	for link, target := range map[string]string{"in.bin": "data/w.bin", "out.bin": "../secret.bin", "lnk": "..", "c1": "c2", "c2": "out.bin"} {
-		must(os.Symlink(target, filepath.Join(dir, link)))
-	}
-	must(syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
-	return dir
-}
 
 // within fails the test when fn does not return within 10 s (reading a
 // FIFO must not block).
@@ -71,7 +36,7 @@ func within(t *testing.T, what string, fn func()) {
 // are followed (as ONNX Runtime does, "escapes model directory"), and a
 // FIFO is refused instead of blocking the export forever.
 func TestExposeExternalDataStaysInside(t *testing.T) {
-	src := untrustedSourceDir(t)
+	src := onnxwiretest.UntrustedDir(t)
 	for _, loc := range []string{"w.bin", "in.bin", "data/w.bin"} {
 		mp := writeModel(t, externalModel(loc), src)
 		out := filepath.Join(t.TempDir(), "out")
@@ -84,16 +49,16 @@ func TestExposeExternalDataStaysInside(t *testing.T) {
 		}
 	}
 	for loc, want := range map[string]error{
-		"out.bin":           ErrEscapesModelDir,
-		"lnk/secret.bin":    ErrEscapesModelDir,
-		"lnk/src/c1":        ErrEscapesModelDir,
-		"c1":                ErrEscapesModelDir,
-		"../secret.bin":     ErrEscapesModelDir,
-		"/etc/passwd":       ErrEscapesModelDir,
-		"data/../../x.bin":  ErrEscapesModelDir,
-		"fifo":              ErrNotRegularFile,
-		"data":              ErrNotRegularFile,
-		"lnk/src/data/../w": os.ErrNotExist,
+		"out.bin":          ErrEscapesModelDir,
+		"lnk/secret.bin":   ErrEscapesModelDir,
+		"lnk/m/c1":         ErrEscapesModelDir,
+		"c1":               ErrEscapesModelDir,
+		"../secret.bin":    ErrEscapesModelDir,
+		"/etc/passwd":      ErrEscapesModelDir,
+		"data/../../x.bin": ErrEscapesModelDir,
+		"fifo":             ErrNotRegularFile,
+		"data":             ErrNotRegularFile,
+		"lnk/m/data/../w":  os.ErrNotExist,
 	} {
 		mp := writeModel(t, externalModel(loc), src)
 		out := filepath.Join(t.TempDir(), "out")
@@ -107,13 +72,13 @@ func TestExposeExternalDataStaysInside(t *testing.T) {
 	}
 }
 
-// noSecretIn fails when a file under dir holds 8 bytes of secretBytes (its
-// pattern) or more.
+// noSecretIn fails when a file under dir holds 8 bytes of
+// onnxwiretest.Secret (its pattern) or more.
 func noSecretIn(t *testing.T, dir string) {
 	t.Helper()
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
-			if b, _ := os.ReadFile(p); bytes.Contains(b, secretBytes[:8]) {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, onnxwiretest.Secret[:8]) {
 				t.Errorf("%s holds the bytes of a file outside the source directory", p)
 			}
 		}
@@ -165,7 +130,7 @@ func TestOpenRefusesUntrustedDirectoryFiles(t *testing.T) {
 // model.onnx whose data is external elsewhere than the weight file is read
 // under the same rules.
 func TestWriteStandaloneExternalDataStaysInside(t *testing.T) {
-	src := untrustedSourceDir(t)
+	src := onnxwiretest.UntrustedDir(t)
 	out := filepath.Join(src, "out")
 	b := externalModel("w.bin")
 	b.AddInitializer(onnxwire.TensorSpec{Name: "bias", DType: tensor.Float32, Dims: []int64{16},

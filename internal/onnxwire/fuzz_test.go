@@ -8,16 +8,18 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire/onnxwiretest"
 )
 
 // FuzzParseModel parses arbitrary bytes as a ModelProto and walks
 // everything a reader of this package can reach: opsets, the graph, nodes,
 // attributes (ints, floats, tensors, subgraphs, at every depth Parse
 // allows), initializers and their data (inline and external, resolved
-// against the links, FIFO and socket of hostileDir), value infos,
+// against the links, FIFO and socket of onnxwiretest.UntrustedDir), value infos,
 // WalkTensors and SubgraphReferences. Every input must give a result or an
 // error: no panic, no hang, no allocation beyond what the input holds, no
-// bytes of the file outside the directory (secret) unless the input holds
+// bytes of the file outside the directory (Secret) unless the input holds
 // them. An untouched model must encode back to its input byte for byte.
 func FuzzParseModel(f *testing.F) {
 	f.Add(NewBuilder().AddInput("x", 1, []int64{-1, 4}, "batch").Bytes())
@@ -29,7 +31,7 @@ func FuzzParseModel(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	dir := hostileDir(f)
+	dir := onnxwiretest.UntrustedDir(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// a hang is a bug like a crash
 		tm := time.AfterFunc(10*time.Second, func() { panic("fuzz input took longer than 10s") })
@@ -41,7 +43,7 @@ func FuzzParseModel(f *testing.F) {
 		if !bytes.Equal(m.Encode(), data) {
 			t.Fatal("parse + encode changed the bytes")
 		}
-		v := &visitor{t: t, dir: dir, secretOK: bytes.Contains(data, secret[:8])}
+		v := &visitor{t: t, dir: dir, secretOK: bytes.Contains(data, onnxwiretest.Secret[:8])}
 		m.IRVersion()
 		m.Opsets()
 		m.WalkTensors(func(tp *Tensor) error {
@@ -75,7 +77,7 @@ func (v *visitor) tensor(tp *Tensor) {
 	tp.Dims()
 	tp.NumBytes()
 	tp.External()
-	if b, err := tp.Data(v.dir); err == nil && !v.secretOK && bytes.Contains(b, secret[:8]) {
+	if b, err := tp.Data(v.dir); err == nil && !v.secretOK && bytes.Contains(b, onnxwiretest.Secret[:8]) {
 		v.t.Fatalf("tensor %q read the file outside the model directory", tp.Name())
 	}
 	if r, _, closeFn, err := tp.Open(v.dir); err == nil {
