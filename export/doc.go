@@ -55,4 +55,16 @@
 //
 // Every file is written to a temporary name in the destination directory
 // and renamed into place once complete; the manifest is renamed last.
+//
+// # Untrusted models and directories
+//
+// Source models and exported directories may come from anyone. External
+// data, like the files of an exported directory that Open reads, must be a
+// regular file inside the model's directory once symbolic links are
+// followed (links that stay inside are fine; ONNX Runtime applies the same
+// rule): a location outside is refused with ErrEscapesModelDir, a
+// directory, FIFO, socket or device with ErrNotRegularFile, without
+// reading or blocking on it. Subgraphs nested deeper than protobuf allows
+// (onnxwire.MaxDepth) are refused before they are parsed. Expose and
+// WriteStandalone never write over a file they read (ErrOverwritesInput).
 package export

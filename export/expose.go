@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // ErrNoTargets reports that no weight qualified (or none matched Targets).
@@ -40,8 +42,16 @@ var maxProto int64 = math.MaxInt32
 // model.weights with their bytes (and every other external tensor), and
 // manifest.json. See the package documentation for the rules.
 //
-// Files are written under temporary names and renamed into place, the
-// manifest last (an old manifest is removed first): a process killed at
+// External data of the source model is read only from regular files
+// inside the source model's directory, after following symbolic links
+// (links that stay inside are followed); other locations are refused with
+// an error wrapping ErrEscapesModelDir or ErrNotRegularFile, as ONNX
+// Runtime refuses them.
+//
+// An export that would replace the source model or one of its external
+// files (outDir is the source's directory) is refused with
+// ErrOverwritesInput before anything is written. Files are written under
+// temporary names and renamed into place, the manifest last (an old manifest is removed first): a process killed at
 // any point leaves either the old directory, a directory without a
 // manifest (which Open refuses), or the complete new export. ctx is checked
 // between tensors; a cancelled Expose leaves the old directory or none.
@@ -54,6 +64,10 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		return nil, fmt.Errorf("export: alignment %d must be positive", align)
 	}
 	raw, err := os.ReadFile(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	srcInfo, err := os.Stat(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -88,6 +102,15 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		return nil, noTargetsError(modelPath, all, opts.Targets)
 	}
 
+	ext, err := externalInputs(model, srcDir)
+	if err != nil {
+		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+	}
+	inputs := append([]input{{what: "the source model", fi: srcInfo}}, ext...)
+	if err := checkOutputs([]string{filepath.Join(outDir, WeightsFile), filepath.Join(outDir, ModelFile),
+		filepath.Join(outDir, ManifestFile)}, inputs); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
@@ -127,9 +150,12 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		e, t, err := exposeOne(ix, c, aw, srcDir)
+		e, t, note, err := exposeOne(ix, c, aw, srcDir)
 		if err != nil {
 			return nil, err
+		}
+		if note != "" {
+			man.Notes = append(man.Notes, note)
 		}
 		exposed[t.Message] = true
 		man.Tensors = append(man.Tensors, *e)
@@ -216,16 +242,16 @@ func noTargetsError(modelPath string, all []*candidate, re *regexp.Regexp) error
 }
 
 // exposeOne writes c's bytes to the weight file and rewrites the graph so
-// that c is an overridable initializer. It returns the manifest entry and
-// the exposed TensorProto.
-func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (*TensorEntry, *onnxwire.Tensor, error) {
+// that c is an overridable initializer. It returns the manifest entry, the
+// exposed TensorProto and a note for the manifest ("" when none).
+func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (*TensorEntry, *onnxwire.Tensor, string, error) {
 	g := ix.g
 	shape := c.exposedShape()
 	e := &TensorEntry{Name: c.name, DType: c.dtype, Shape: shape,
 		Source: TensorSource{Name: c.source, Shape: c.dims, FromConstant: c.constNode != nil}}
 	var err error
 	if e.Consumers, err = c.consumers(); err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	// the bytes
 	var r io.Reader
@@ -233,22 +259,22 @@ func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (
 	if c.fold {
 		data, err := c.tensor.Data(srcDir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("export: %w", err)
+			return nil, nil, "", fmt.Errorf("export: %w", err)
 		}
 		if data, err = transposeBytes(data, c.dims, c.perm, c.dtype.Size()); err != nil {
-			return nil, nil, fmt.Errorf("export: %s: %w", c.source, err)
+			return nil, nil, "", fmt.Errorf("export: %s: %w", c.source, err)
 		}
 		r, size = bytes.NewReader(data), int64(len(data))
 		e.Source.Perm = c.perm
 	} else {
 		var closeFn func() error
 		if r, size, closeFn, err = c.tensor.Open(srcDir); err != nil {
-			return nil, nil, fmt.Errorf("export: %w", err)
+			return nil, nil, "", fmt.Errorf("export: %w", err)
 		}
 		defer closeFn()
 	}
 	if e.Offset, e.SHA256, err = aw.put(r, size); err != nil {
-		return nil, nil, fmt.Errorf("export: tensor %q: %w", c.name, err)
+		return nil, nil, "", fmt.Errorf("export: tensor %q: %w", c.name, err)
 	}
 	e.Length = size
 	ext := onnxwire.ExternalData{Location: WeightsFile, Offset: e.Offset, Length: size}
@@ -269,7 +295,7 @@ func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (
 	}
 	if c.fold {
 		if err := foldTransposes(ix, c); err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		for _, n := range c.paths[0].chain {
 			if n.OpType() == "Transpose" {
@@ -277,11 +303,69 @@ func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (
 			}
 		}
 	}
-	if !ix.inputs[c.name] {
-		g.AddInput(onnxwire.NewTensorValueInfo(c.name, c.dtype, shape, nil))
-		ix.inputs[c.name] = true
+	if ix.inputs[c.name] {
+		note, err := declareInput(g, c.name, c.dtype, shape)
+		return e, t, note, err
 	}
-	return e, t, nil
+	g.AddInput(onnxwire.NewTensorValueInfo(c.name, c.dtype, shape, nil))
+	ix.inputs[c.name] = true
+	return e, t, "", nil
+}
+
+// declareInput makes the graph.input entry of the exposed weight name,
+// which the source model already lists, declare the weight's static type
+// (Open, and so package ort, checks the exposed weights against it). A
+// declaration without a shape or with symbolic dimensions, which ONNX
+// Runtime accepts for an initializer, is rewritten (the returned note says
+// so); one that contradicts the initializer is refused.
+func declareInput(g *onnxwire.Graph, name string, dtype tensor.DType, shape []int64) (string, error) {
+	ins, err := g.Inputs()
+	if err != nil {
+		return "", fmt.Errorf("export: %w", err)
+	}
+	var rewrite []string
+	for _, v := range ins {
+		if v.Name() != name {
+			continue
+		}
+		dt, dims, _, ok, err := v.TensorType()
+		if err != nil {
+			return "", fmt.Errorf("export: graph input %q: %w", name, err)
+		}
+		if !ok && v.Has(onnxwire.ValueInfoType) {
+			return "", fmt.Errorf("export: graph input %q is not declared a tensor, but it is a %v %v initializer", name, dtype, shape)
+		}
+		if ok && (dt != dtype || dims != nil && !compatible(dims, shape)) {
+			return "", fmt.Errorf("export: graph input %q is declared %v %v, but its initializer is %v %v", name, dt, dims, dtype, shape)
+		}
+		switch {
+		case !ok:
+			rewrite = append(rewrite, "without a type")
+		case dims == nil:
+			rewrite = append(rewrite, fmt.Sprintf("%v without a shape", dt))
+		case !slices.Equal(dims, shape):
+			rewrite = append(rewrite, fmt.Sprintf("%v %v", dt, dims))
+		}
+	}
+	if len(rewrite) == 0 {
+		return "", nil
+	}
+	g.ReplaceInput(onnxwire.NewTensorValueInfo(name, dtype, shape, nil))
+	return fmt.Sprintf("graph input %s was declared %s; now %v %v, the shape of its initializer", name, strings.Join(rewrite, ", "), dtype, shape), nil
+}
+
+// compatible reports whether declared dims (-1 for a symbolic or unknown
+// dimension) can describe shape.
+func compatible(declared, shape []int64) bool {
+	if len(declared) != len(shape) {
+		return false
+	}
+	for i, d := range declared {
+		if d >= 0 && d != shape[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // foldTransposes removes the Transposes on c's paths and rewires their

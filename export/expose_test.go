@@ -451,9 +451,10 @@ func TestReExportIsStable(t *testing.T) {
 	if len(ins) != 5 {
 		t.Errorf("re-export duplicated graph inputs: %d", len(ins))
 	}
-	// exporting in place (out == source dir) works too
-	if _, err := Expose(context.Background(), filepath.Join(out2, ModelFile), out2, Options{}); err != nil {
-		t.Fatal(err)
+	// exporting in place (out == source dir) would replace the source:
+	// refused, and the directory stays a valid export
+	if _, err := Expose(context.Background(), filepath.Join(out2, ModelFile), out2, Options{}); !errors.Is(err, ErrOverwritesInput) {
+		t.Fatalf("in-place export: %v, want ErrOverwritesInput", err)
 	}
 	checkExport(t, out2, m2)
 }
@@ -542,4 +543,67 @@ func TestSubgraphConsumers(t *testing.T) {
 		t.Errorf("consumers %+v", cons)
 	}
 	pythonCheck(t, filepath.Join(out, ModelFile), "")
+}
+
+// TestExposeRedeclaresWeightInputs: a weight the source already lists in
+// graph.input keeps a declaration that matches it, gets its static shape
+// declared when the declaration has symbolic dims or no shape (a note
+// says so), and is refused when the declaration contradicts it.
+func TestExposeRedeclaresWeightInputs(t *testing.T) {
+	declare := func(add func(b *onnxwire.Builder)) string {
+		b := onnxwire.NewBuilder()
+		b.AddInput("x", tensor.Float32, []int64{-1, 4}, "batch")
+		add(b)
+		b.AddInitializer(onnxwire.NewTensor("W", tensor.Float32, []int64{4, 3}, seq(12, 1)))
+		b.AddNode("mm", "MatMul", []string{"x", "W"}, []string{"y"})
+		b.AddOutput("y", tensor.Float32, []int64{-1, 3}, "batch")
+		return writeModel(t, b, t.TempDir())
+	}
+	input := func(dtype tensor.DType, dims []int64, params ...string) func(*onnxwire.Builder) {
+		return func(b *onnxwire.Builder) { b.AddInput("W", dtype, dims, params...) }
+	}
+	noShape := func(b *onnxwire.Builder) {
+		v := onnxwire.NewTensorValueInfo("W", tensor.Float32, nil, nil)
+		tp, _ := v.Get(onnxwire.ValueInfoType).Message()
+		tt, _ := tp.Get(onnxwire.TypeTensorType).Message()
+		tt.Remove(onnxwire.TypeTensorShape)
+		b.AddInputProto(v)
+	}
+	noType := func(b *onnxwire.Builder) {
+		v := &onnxwire.ValueInfo{Message: &onnxwire.Message{}}
+		v.Append(onnxwire.StringField(onnxwire.ValueInfoName, "W"))
+		b.AddInputProto(v)
+	}
+	const now = "; now float32 [4 3], the shape of its initializer"
+	for name, c := range map[string]struct {
+		add  func(*onnxwire.Builder)
+		note string // "" when the declaration is kept
+	}{
+		"static":   {input(tensor.Float32, []int64{4, 3}), ""},
+		"symbolic": {input(tensor.Float32, []int64{-1, -1}, "rows", "cols"), "graph input W was declared float32 [-1 -1]" + now},
+		"partial":  {input(tensor.Float32, []int64{4, -1}), "graph input W was declared float32 [4 -1]" + now},
+		"no shape": {noShape, "graph input W was declared float32 without a shape" + now},
+		"no type":  {noType, "graph input W was declared without a type" + now},
+	} {
+		out := t.TempDir()
+		man, err := Expose(context.Background(), declare(c.add), out, Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		checkExport(t, out, man) // the graph input declares the manifest's type
+		if got := strings.Join(man.Notes, "\n"); got != c.note {
+			t.Errorf("%s: notes %q, want %q", name, got, c.note)
+		}
+	}
+	for name, add := range map[string]func(*onnxwire.Builder){
+		"dtype":  input(tensor.Float16, []int64{4, 3}),
+		"dim":    input(tensor.Float32, []int64{3, -1}),
+		"rank":   input(tensor.Float32, []int64{12}),
+		"scalar": func(b *onnxwire.Builder) { b.AddInput("W", tensor.Float32, nil) },
+	} {
+		out := filepath.Join(t.TempDir(), "out")
+		if _, err := Expose(context.Background(), declare(add), out, Options{}); err == nil || !strings.Contains(err.Error(), "graph input \"W\" is declared") {
+			t.Errorf("%s: %v, want a refusal", name, err)
+		}
+	}
 }

@@ -4,11 +4,70 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
 )
+
+// ErrOverwritesInput is wrapped by the errors of Expose and
+// Model.WriteStandalone when a file they would write is one they read: the
+// source model or one of its external-data files, the files of the
+// exported directory. Such a call is refused before anything is written.
+var ErrOverwritesInput = errors.New("export: output would overwrite an input")
+
+// input is a file an export or standalone model is made from.
+type input struct {
+	what string // for messages: "the source model", ...
+	fi   os.FileInfo
+}
+
+// externalInputs returns the files that model's external tensors are read
+// from (each opened as Tensor.Open does, so its errors are Open's).
+func externalInputs(model *onnxwire.Model, dir string) ([]input, error) {
+	var out []input
+	seen := map[string]bool{}
+	err := model.WalkTensors(func(t *onnxwire.Tensor) error {
+		ext, isExt, err := t.External()
+		if err != nil || !isExt || seen[ext.Location] {
+			return err
+		}
+		seen[ext.Location] = true
+		f, err := onnxwire.OpenInDir(dir, ext.Location)
+		if err != nil {
+			return fmt.Errorf("tensor %q external data: %w", t.Name(), err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		out = append(out, input{what: "external data " + ext.Location, fi: fi})
+		return nil
+	})
+	return out, err
+}
+
+// checkOutputs refuses, with ErrOverwritesInput, an output path that names
+// one of the inputs (after following symbolic links; hard links are the
+// same file too). Outputs that do not exist yet overwrite nothing.
+func checkOutputs(outputs []string, inputs []input) error {
+	for _, p := range outputs {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue // nothing there to lose (or creating it fails later)
+		}
+		for _, in := range inputs {
+			if os.SameFile(fi, in.fi) {
+				return fmt.Errorf("%w: %s is %s", ErrOverwritesInput, p, in.what)
+			}
+		}
+	}
+	return nil
+}
 
 // pending is a file written under a temporary name, renamed on commit
 // (see internal/atomicfile).

@@ -1,6 +1,9 @@
+//go:build unix
+
 package export
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/onnxwire/onnxwiretest"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -38,16 +42,19 @@ func watchdog(d time.Duration) func() bool {
 }
 
 // FuzzExpose writes arbitrary bytes as model.onnx (beside the external
-// data file of models/testdata/external, so external tensors resolve) and
-// exports it. Expose must return a manifest or an error; what it exports
-// must open (Open, ReadWeights), parse again and turn into a
-// standalone model.
+// data file of models/testdata/external, so external tensors resolve, and
+// the links and FIFO of onnxwiretest.UntrustedDir, so fuzzed locations can
+// name them) and exports it. Expose must return a manifest or an error, without
+// hanging; what it exports must open (Open, ReadWeights), parse again and
+// turn into a standalone model, and must not hold the bytes of the file
+// outside the source directory (onnxwiretest.Secret) unless the model
+// itself does.
 func FuzzExpose(f *testing.F) {
 	for _, b := range repoModels(f) {
 		f.Add(b)
 	}
 	atomicfile.DisableSync() // thousands of exports: atomicity is kept, fsync is not needed
-	src := f.TempDir()
+	src := onnxwiretest.UntrustedDir(f)
 	ext, err := os.ReadFile(filepath.Join("..", "models", "testdata", "external", "model.onnx.data"))
 	if err != nil {
 		f.Fatal(err)
@@ -85,6 +92,9 @@ func FuzzExpose(f *testing.F) {
 		}
 		if err := om.WriteStandalone(context.Background(), nil, filepath.Join(out, "standalone.onnx")); err != nil {
 			t.Fatalf("standalone of an exported model: %v", err)
+		}
+		if !bytes.Contains(data, onnxwiretest.Secret[:8]) {
+			noSecretIn(t, out)
 		}
 	})
 }

@@ -170,3 +170,14 @@ func openT(tb testing.TB, dir string) *Model {
 	tb.Cleanup(func() { m.Close() })
 	return m
 }
+
+// externalModel is y = x·W with W [4, 4] float32 external at loc.
+func externalModel(loc string) *onnxwire.Builder {
+	b := onnxwire.NewBuilder()
+	b.AddInput("x", tensor.Float32, []int64{-1, 4}, "batch")
+	b.AddInitializer(onnxwire.TensorSpec{Name: "W", DType: tensor.Float32, Dims: []int64{4, 4},
+		External: &onnxwire.ExternalData{Location: loc, Length: 64}}.Tensor())
+	b.AddNode("mm", "MatMul", []string{"x", "W"}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, 4}, "batch")
+	return b
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,20 @@ import (
 
 // ErrClosed is returned by the methods of a Model after Close.
 var ErrClosed = errors.New("export: model is closed")
+
+// ErrEscapesModelDir is wrapped by the errors about a file that a model
+// names relative to its directory (external data of a source model, the
+// files of an exported directory) but that lies outside that directory:
+// an absolute location, one through "..", or one that leaves the
+// directory once symbolic links are followed. Symbolic links that stay
+// inside the directory are followed. ONNX Runtime refuses such models too
+// ("escapes model directory").
+var ErrEscapesModelDir = onnxwire.ErrEscapesModelDir
+
+// ErrNotRegularFile is wrapped by the errors about a file that a model
+// names (see ErrEscapesModelDir) but that is a directory, FIFO, socket or
+// device: such files are refused without being read.
+var ErrNotRegularFile = onnxwire.ErrNotRegularFile
 
 // Model is an exported model directory (written by Expose) opened for
 // reading, the way archive/zip hands out a reader: Open reads and validates
@@ -54,45 +69,44 @@ type ValueInfo struct {
 // manifest.json, checks that every tensor it lists lies inside the weight
 // file, and reads the graph's inputs and outputs from model.onnx. Every
 // error about the directory's content wraps ErrManifest (and, for a file
-// that cannot be read, the file system's error, e.g. fs.ErrNotExist).
+// that cannot be read, the file system's error, e.g. fs.ErrNotExist). The
+// directory's files are read like external data (onnxwire.OpenInDir): a
+// file that is not a regular file inside dir once symbolic links are
+// followed is refused (ErrNotRegularFile, ErrEscapesModelDir).
 func Open(dir string) (_ *Model, err error) {
-	mp := filepath.Join(dir, ManifestFile)
-	b, err := os.ReadFile(mp)
+	b, err := readInDir(dir, ManifestFile)
 	if err != nil {
 		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
 			return nil, fmt.Errorf("%w: %s is a file, not an exported model directory (shira-ort export / export.Expose writes one)", ErrManifest, dir)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+		return nil, err
 	}
 	m, err := parseManifest(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", mp, err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestFile), err)
 	}
 	// the files the manifest names: failing to read them makes the
 	// directory unusable, so the errors wrap ErrManifest too
-	graph, err := os.ReadFile(filepath.Join(dir, m.Model))
+	graph, err := readInDir(dir, m.Model)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+		return nil, err
 	}
 	ins, outs, err := graphIO(graph, dir, m)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, filepath.Join(dir, m.Model), err)
 	}
-	wf, err := os.Open(filepath.Join(dir, m.WeightsFile))
+	wf, err := onnxwire.OpenInDir(dir, m.WeightsFile)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, dir, err)
 	}
 	defer func() {
 		if err != nil {
 			wf.Close()
 		}
 	}()
-	st, err := wf.Stat()
+	st, err := wf.Stat() // a regular file: OpenInDir checked
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrManifest, wf.Name())
 	}
 	size := st.Size()
 	for _, e := range m.Tensors {
@@ -106,6 +120,26 @@ func Open(dir string) (_ *Model, err error) {
 		}
 	}
 	return &Model{dir: dir, manifest: m, graph: graph, inputs: ins, outputs: outs, wf: wf, wfSize: size}, nil
+}
+
+// readInDir reads the file name of the exported directory dir
+// (onnxwire.OpenInDir: a regular file inside dir); errors wrap
+// ErrManifest.
+func readInDir(dir, name string) ([]byte, error) {
+	f, err := onnxwire.OpenInDir(dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, dir, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+	}
+	b := make([]byte, fi.Size()) // a regular file: OpenInDir checked
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrManifest, f.Name(), err)
+	}
+	return b, nil
 }
 
 // parseManifest decodes and validates manifest.json.

@@ -44,15 +44,20 @@ func fuzzSeedModels() map[string][]byte {
 	huge.AddNode("mm", "MatMul", []string{"x", "W"}, []string{"y"})
 	huge.AddOutput("y", tensor.Float32, []int64{1, 1 << 20})
 
-	ext := onnxwire.NewBuilder()
-	ext.AddInput("x", tensor.Float32, []int64{-1, 4}, "batch")
-	ext.AddInitializer(onnxwire.TensorSpec{Name: "W", DType: tensor.Float32, Dims: []int64{4, 4},
-		External: &onnxwire.ExternalData{Location: "model.onnx.data", Offset: 0, Length: 64}}.Tensor())
-	ext.AddNode("mm", "MatMul", []string{"x", "W"}, []string{"y"})
-	ext.AddOutput("y", tensor.Float32, []int64{-1, 4}, "batch")
+	// a weight declared as a graph input with symbolic dims
+	dyn := externalModel("model.onnx.data")
+	dyn.AddInput("W", tensor.Float32, []int64{-1, -1}, "rows", "cols")
 
 	return map[string][]byte{"if_conv": ifModel.Bytes(), "constant_transpose_cast": tr.Bytes(),
-		"huge_dims_float_data": huge.Bytes(), "external_4x4": ext.Bytes()}
+		"huge_dims_float_data": huge.Bytes(), "external_4x4": externalModel("model.onnx.data").Bytes(),
+		// external data through the links and the FIFO of the fuzz
+		// targets' directory (onnxwiretest.UntrustedDir)
+		"external_link_inside": externalModel("in.bin").Bytes(), "external_link_out": externalModel("out.bin").Bytes(),
+		"external_dir_link_out": externalModel("lnk/secret.bin").Bytes(), "external_chain_out": externalModel("c1").Bytes(),
+		"external_fifo": externalModel("fifo").Bytes(),
+		// subgraphs nested as deep as allowed, and deeper
+		"nested_if_32": deepGemmModel(32).Bytes(), "nested_if_34": deepGemmModel(34).Bytes(),
+		"weight_input_dynamic": dyn.Bytes()}
 }
 
 // TestWriteFuzzSeeds regenerates the committed seed corpora of FuzzExpose,

@@ -24,7 +24,10 @@ import (
 // page alignment as the manifest), referenced by its base name. Files are
 // written under temporary names and renamed into place (the data file
 // first, after removing an old outPath, so an old model never reads a new
-// data file).
+// data file). An outPath (or data file) that is one of the files the
+// model is read from (the exported directory's model.onnx, weight file and
+// manifest.json, other external data of the model), however it is named,
+// is refused with ErrOverwritesInput before anything is written.
 func (m *Model) WriteStandalone(ctx context.Context, weights map[string][]byte, outPath string) error {
 	return m.WithWeightFile(func(wf *os.File, _ int64) error {
 		return writeStandalone(ctx, m.dir, m.manifest, m.graph, wf, weights, outPath)
@@ -95,6 +98,16 @@ func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte,
 	for _, it := range items {
 		projected += it.size + 16 // payload + tag/length overhead
 	}
+	inline := projected <= maxProto
+	dataName := filepath.Base(outPath) + ".data"
+	dataPath := filepath.Join(filepath.Dir(outPath), dataName)
+	outputs := []string{outPath}
+	if !inline {
+		outputs = append(outputs, dataPath)
+	}
+	if err := checkStandaloneOutputs(model, dir, m, wf, outputs); err != nil {
+		return err
+	}
 	bytesOf := func(it item) ([]byte, error) {
 		if it.entry == nil {
 			return it.t.Data(dir)
@@ -107,7 +120,7 @@ func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte,
 
 	var df, mf *pending
 	defer func() { df.discard(); mf.discard() }()
-	if projected <= maxProto {
+	if inline {
 		for _, it := range items {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -119,8 +132,7 @@ func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte,
 			it.t.SetRawData(b)
 		}
 	} else {
-		dataName := filepath.Base(outPath) + ".data"
-		if df, err = createPending(filepath.Join(filepath.Dir(outPath), dataName)); err != nil {
+		if df, err = createPending(dataPath); err != nil {
 			return err
 		}
 		align := m.Alignment
@@ -160,6 +172,28 @@ func writeStandalone(ctx context.Context, dir string, m *Manifest, graph []byte,
 		}
 	}
 	return mf.commit()
+}
+
+// checkStandaloneOutputs refuses (ErrOverwritesInput) outputs that are
+// files the standalone model is made from: the exported directory's model,
+// manifest and weight file (wf, as opened), and the external files of
+// model.
+func checkStandaloneOutputs(model *onnxwire.Model, dir string, m *Manifest, wf *os.File, outputs []string) error {
+	fi, err := wf.Stat()
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	inputs := []input{{what: "the weight file of " + dir, fi: fi}}
+	for _, name := range []string{m.Model, ManifestFile} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			inputs = append(inputs, input{what: name + " of " + dir, fi: fi})
+		}
+	}
+	ext, err := externalInputs(model, dir)
+	if err != nil {
+		return fmt.Errorf("export: standalone: %w", err)
+	}
+	return checkOutputs(outputs, append(inputs, ext...))
 }
 
 // putStandalone streams one tensor into the standalone data file: a given

@@ -38,6 +38,12 @@ func (b *Builder) AddInput(name string, dtype tensor.DType, dims []int64, params
 	return b
 }
 
+// AddInputProto appends a graph input built elsewhere.
+func (b *Builder) AddInputProto(v *ValueInfo) *Builder {
+	b.inputs = append(b.inputs, v.Message)
+	return b
+}
+
 // AddOutput appends a tensor graph output.
 func (b *Builder) AddOutput(name string, dtype tensor.DType, dims []int64, params ...string) *Builder {
 	b.outputs = append(b.outputs, NewTensorValueInfo(name, dtype, dims, params).Message)
@@ -230,4 +236,55 @@ func (s TensorSpec) Tensor() *Tensor {
 		t.SetExternal(*s.External)
 	}
 	return t
+}
+
+// NestedIf returns an If node (input cond, output out) whose then_branch
+// is a graph holding one such If, and so on: levels If nodes in all, with
+// inner as the innermost then_branch (the If nodes have no else_branch,
+// so only inner is a complete ONNX graph). It is built in O(levels) time
+// and space, encoded outside in, so tests can make models nested far
+// deeper than Parse accepts (see MaxDepth); the result is parsed lazily,
+// like any parsed node. levels must be at least 1.
+func NestedIf(levels int, cond, out string, inner *Graph) *Node {
+	nodeHead := (&Message{fields: []*Field{StringField(NodeInput, cond), StringField(NodeOutput, out),
+		StringField(NodeOpType, "If")}}).Encode()
+	attrHead := StringField(AttrName, "then_branch").appendTo(nil)
+	attrTail := VarintField(AttrType, AttrTypeGraph).appendTo(nil)
+	innerEnc := inner.Encode()
+	// sizes inside out: graph[k] is the size of the then_branch of the If
+	// at level k (graph[levels-1] is inner), attr[k] and node[k] those of
+	// that If's attribute and the If itself
+	graph := make([]int, levels)
+	attr := make([]int, levels)
+	node := make([]int, levels)
+	graph[levels-1] = len(innerEnc)
+	for k := levels - 1; k >= 0; k-- {
+		if k < levels-1 {
+			graph[k] = protowire.SizeTag(GraphNode) + protowire.SizeBytes(node[k+1])
+		}
+		attr[k] = len(attrHead) + protowire.SizeTag(AttrG) + protowire.SizeBytes(graph[k]) + len(attrTail)
+		node[k] = len(nodeHead) + protowire.SizeTag(NodeAttribute) + protowire.SizeBytes(attr[k])
+	}
+	b := make([]byte, 0, node[0])
+	for k := range levels {
+		if k > 0 {
+			b = protowire.AppendTag(b, GraphNode, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(node[k]))
+		}
+		b = append(b, nodeHead...)
+		b = protowire.AppendTag(b, NodeAttribute, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(attr[k]))
+		b = append(b, attrHead...)
+		b = protowire.AppendTag(b, AttrG, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(graph[k]))
+	}
+	b = append(b, innerEnc...)
+	for range levels {
+		b = append(b, attrTail...)
+	}
+	n, err := Parse(b)
+	if err != nil {
+		panic("onnxwire: NestedIf: " + err.Error()) // cannot happen: b is well formed
+	}
+	return &Node{n}
 }

@@ -17,6 +17,12 @@
 // are ordinary attribute fields and are kept byte for byte unless a caller
 // edits them explicitly.
 //
+// Input is untrusted. Messages nest at most MaxDepth levels (protobuf's
+// and ONNX Runtime's limit; deeper ones are ErrTooDeep and never parsed),
+// and external data is read only from regular files inside the model's
+// directory once symbolic links are followed (OpenInDir;
+// ErrEscapesModelDir, ErrNotRegularFile).
+//
 // The field numbers below were written down by hand from the ONNX IR
 // specification; no generated code is used.
 package onnxwire

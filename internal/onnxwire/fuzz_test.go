@@ -1,3 +1,5 @@
+//go:build unix
+
 package onnxwire
 
 import (
@@ -6,15 +8,19 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire/onnxwiretest"
 )
 
 // FuzzParseModel parses arbitrary bytes as a ModelProto and walks
 // everything a reader of this package can reach: opsets, the graph, nodes,
-// attributes (ints, floats, tensors, subgraphs), initializers and their
-// data (inline and external, resolved against an empty directory), value
-// infos, WalkTensors and SubgraphReferences. Every input must give a result
-// or an error: no panic, no hang, no allocation beyond what the input holds.
-// An untouched model must encode back to its input byte for byte.
+// attributes (ints, floats, tensors, subgraphs, at every depth Parse
+// allows), initializers and their data (inline and external, resolved
+// against the links, FIFO and socket of onnxwiretest.UntrustedDir), value infos,
+// WalkTensors and SubgraphReferences. Every input must give a result or an
+// error: no panic, no hang, no allocation beyond what the input holds, no
+// bytes of the file outside the directory (Secret) unless the input holds
+// them. An untouched model must encode back to its input byte for byte.
 func FuzzParseModel(f *testing.F) {
 	f.Add(NewBuilder().AddInput("x", 1, []int64{-1, 4}, "batch").Bytes())
 	paths, _ := filepath.Glob(filepath.Join("..", "..", "models", "testdata", "*", "model.onnx"))
@@ -25,7 +31,7 @@ func FuzzParseModel(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	dir := f.TempDir()
+	dir := onnxwiretest.UntrustedDir(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// a hang is a bug like a crash
 		tm := time.AfterFunc(10*time.Second, func() { panic("fuzz input took longer than 10s") })
@@ -37,17 +43,18 @@ func FuzzParseModel(f *testing.F) {
 		if !bytes.Equal(m.Encode(), data) {
 			t.Fatal("parse + encode changed the bytes")
 		}
+		v := &visitor{t: t, dir: dir, secretOK: bytes.Contains(data, onnxwiretest.Secret[:8])}
 		m.IRVersion()
 		m.Opsets()
 		m.WalkTensors(func(tp *Tensor) error {
-			visitTensor(tp, dir)
+			v.tensor(tp)
 			return nil
 		})
 		g, err := m.Graph()
 		if err != nil {
 			return
 		}
-		visitGraph(g, dir, 0)
+		v.graph(g)
 		if m.Modified() {
 			t.Fatal("reading marked the model modified")
 		}
@@ -57,36 +64,43 @@ func FuzzParseModel(f *testing.F) {
 	})
 }
 
-func visitTensor(tp *Tensor, dir string) {
+// visitor reads everything of a fuzzed model.
+type visitor struct {
+	t        *testing.T
+	dir      string
+	secretOK bool // the input holds secret's pattern itself
+}
+
+func (v *visitor) tensor(tp *Tensor) {
 	tp.Name()
 	tp.DType()
 	tp.Dims()
 	tp.NumBytes()
 	tp.External()
-	tp.Data(dir)
-	if r, _, closeFn, err := tp.Open(dir); err == nil {
+	if b, err := tp.Data(v.dir); err == nil && !v.secretOK && bytes.Contains(b, onnxwiretest.Secret[:8]) {
+		v.t.Fatalf("tensor %q read the file outside the model directory", tp.Name())
+	}
+	if r, _, closeFn, err := tp.Open(v.dir); err == nil {
 		var buf [64]byte
 		r.Read(buf[:])
 		closeFn()
 	}
 }
 
-func visitGraph(g *Graph, dir string, depth int) {
-	if depth > 64 {
-		return
-	}
+// graph visits g and its subgraphs, as deep as Parse allows.
+func (v *visitor) graph(g *Graph) {
 	g.Name()
 	g.SubgraphReferences()
 	if inits, err := g.Initializers(); err == nil {
 		for _, t := range inits {
-			visitTensor(t, dir)
+			v.tensor(t)
 		}
 	}
 	for _, list := range []func() ([]*ValueInfo, error){g.Inputs, g.Outputs, g.ValueInfos} {
 		vis, _ := list()
-		for _, v := range vis {
-			v.Name()
-			v.TensorType()
+		for _, vi := range vis {
+			vi.Name()
+			vi.TensorType()
 		}
 	}
 	nodes, _ := g.Nodes()
@@ -106,11 +120,11 @@ func visitGraph(g *Graph, dir string, depth int) {
 			a.Float()
 			a.Str()
 			if t, err := a.Tensor(); err == nil && t != nil {
-				visitTensor(t, dir)
+				v.tensor(t)
 			}
 			subs, _ := a.Subgraphs()
 			for _, sg := range subs {
-				visitGraph(sg, dir, depth+1)
+				v.graph(sg)
 			}
 		}
 	}

@@ -13,6 +13,22 @@ import (
 // ErrMalformed reports bytes that are not a valid protobuf message.
 var ErrMalformed = errors.New("onnxwire: malformed protobuf")
 
+// MaxDepth is how deep messages may nest: a message nested more than
+// MaxDepth levels below the one Parse was given (the ModelProto, for
+// ParseModel) is refused with ErrTooDeep. It is protobuf's default
+// recursion limit, which ONNX Runtime keeps ("Protobuf parsing failed"),
+// so every model ONNX Runtime loads is read. Each If/Loop/Scan subgraph
+// level takes three (node, attribute, graph): about 30 levels of nested
+// subgraphs are possible.
+const MaxDepth = 100
+
+const _ = uint8(MaxDepth) // Field.depth holds it
+
+// ErrTooDeep reports messages nested more than MaxDepth levels deep. It
+// wraps ErrMalformed. Reading stops at the limit: the levels below it are
+// never parsed, so deep input costs no more than shallow input.
+var ErrTooDeep = fmt.Errorf("%w: messages nested more than %d levels deep (protobuf's and ONNX Runtime's limit)", ErrMalformed, MaxDepth)
+
 // Field is one occurrence of a field in a message: its number, wire type,
 // the original encoding and, for length-delimited fields that were asked
 // for as a message, the parsed sub-message.
@@ -22,6 +38,9 @@ type Field struct {
 	enc  []byte   // the whole field as read (tag + value); nil for built fields with msg set
 	val  []byte   // the value: varint/fixed bytes, or the payload of a bytes field
 	msg  *Message // lazily parsed sub-message (BytesType only)
+	// depth is the nesting depth of the message holding the field (0 for
+	// the message Parse was given and for built fields); at most MaxDepth
+	depth uint8
 }
 
 // Message is a protobuf message kept as an ordered list of raw fields.
@@ -32,8 +51,12 @@ type Message struct {
 }
 
 // Parse splits b into fields without copying: the message aliases b, so b
-// must not change while the message is in use.
-func Parse(b []byte) (*Message, error) {
+// must not change while the message is in use. Sub-messages are parsed
+// when asked for (Field.Message), at most MaxDepth levels below b.
+func Parse(b []byte) (*Message, error) { return parse(b, 0) }
+
+// parse is Parse for a message at the given nesting depth.
+func parse(b []byte, depth uint8) (*Message, error) {
 	m := &Message{}
 	for len(b) > 0 {
 		num, typ, tagLen := protowire.ConsumeTag(b)
@@ -44,7 +67,7 @@ func Parse(b []byte) (*Message, error) {
 		if n < 0 {
 			return nil, fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
 		}
-		f := &Field{Num: num, Type: typ, enc: b[:tagLen+n], val: b[tagLen : tagLen+n]}
+		f := &Field{Num: num, Type: typ, enc: b[:tagLen+n], val: b[tagLen : tagLen+n], depth: depth}
 		if typ == protowire.BytesType {
 			v, vn := protowire.ConsumeBytes(b[tagLen:])
 			if vn < 0 {
@@ -372,7 +395,9 @@ func (f *Field) Float32() (float32, error) {
 }
 
 // Message returns the field parsed as a sub-message. The result is cached,
-// so edits made through it are seen when the parent is encoded.
+// so edits made through it are seen when the parent is encoded. A
+// sub-message more than MaxDepth levels below the parsed top is refused
+// (ErrTooDeep).
 func (f *Field) Message() (*Message, error) {
 	if f.msg != nil {
 		return f.msg, nil
@@ -380,7 +405,10 @@ func (f *Field) Message() (*Message, error) {
 	if f.Type != protowire.BytesType {
 		return nil, fmt.Errorf("%w: field %d has wire type %d, want a message", ErrMalformed, f.Num, f.Type)
 	}
-	sub, err := Parse(f.val)
+	if f.depth >= MaxDepth {
+		return nil, fmt.Errorf("field %d: %w", f.Num, ErrTooDeep)
+	}
+	sub, err := parse(f.val, f.depth+1)
 	if err != nil {
 		return nil, fmt.Errorf("field %d: %w", f.Num, err)
 	}

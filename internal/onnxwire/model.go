@@ -158,6 +158,22 @@ func (g *Graph) ReplaceInitializer(old, nt *Tensor) bool {
 // AddInput appends v to graph.input (after the last existing input).
 func (g *Graph) AddInput(v *ValueInfo) { g.InsertAfterLast(MessageField(GraphInput, v.Message)) }
 
+// ReplaceInput puts v in the place of every graph.input entry named
+// v.Name() and returns how many it replaced.
+func (g *Graph) ReplaceInput(v *ValueInfo) int {
+	n := 0
+	for _, f := range g.fields {
+		if f.Num != GraphInput {
+			continue
+		}
+		if old, err := f.Message(); err == nil && old.getString(ValueInfoName) == v.Name() {
+			g.Replace(f, MessageField(GraphInput, v.Message))
+			n++
+		}
+	}
+	return n
+}
+
 // RemoveInputs removes the graph.input entries whose name is in names,
 // returning how many.
 func (g *Graph) RemoveInputs(names map[string]bool) int { return g.removeNamed(GraphInput, names) }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/shira-ort/shira-ort/tensor"
@@ -142,19 +140,13 @@ func (t *Tensor) SetRawData(b []byte) {
 	t.Append(BytesField(TensorRawData, b))
 }
 
-// ExternalPath resolves ext.Location against baseDir, refusing absolute
-// paths and paths that leave baseDir.
-func ExternalPath(baseDir, location string) (string, error) {
-	if location == "" || !filepath.IsLocal(filepath.FromSlash(location)) {
-		return "", fmt.Errorf("onnxwire: external data location %q must be a relative path inside the model directory", location)
-	}
-	return filepath.Join(baseDir, filepath.FromSlash(location)), nil
-}
-
 // Open returns a reader over the tensor's little-endian bytes and their
 // size. Inline data is served from memory; external data is a section of
-// its file, read by offset (so multi-GB tensors are streamed). The caller
-// must call close.
+// its file, read by offset (so multi-GB tensors are streamed). The file is
+// opened with OpenInDir(baseDir, location): it must be a regular file
+// inside baseDir after symbolic links are followed (errors wrap
+// ErrEscapesModelDir or ErrNotRegularFile otherwise). The caller must call
+// close.
 func (t *Tensor) Open(baseDir string) (r io.Reader, size int64, closeFn func() error, err error) {
 	nb, err := t.NumBytes()
 	if err != nil {
@@ -174,11 +166,7 @@ func (t *Tensor) Open(baseDir string) (r io.Reader, size int64, closeFn func() e
 	if ext.Length >= 0 && ext.Length != nb {
 		return nil, 0, nil, fmt.Errorf("onnxwire: tensor %q: external length %d, want %d bytes for %v %v", t.Name(), ext.Length, nb, t.DType(), dimsOrNil(t))
 	}
-	path, err := ExternalPath(baseDir, ext.Location)
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("tensor %q: %w", t.Name(), err)
-	}
-	f, err := os.Open(path)
+	f, err := OpenInDir(baseDir, ext.Location)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("onnxwire: tensor %q external data: %w", t.Name(), err)
 	}
@@ -200,7 +188,8 @@ func dimsOrNil(t *Tensor) []int64 { d, _ := t.Dims(); return d }
 
 // Data returns the tensor's little-endian bytes. Inline raw_data is
 // returned without copying; typed fields (float_data, int32_data, ...) are
-// decoded into a new slice; external data is read from its file.
+// decoded into a new slice; external data is read from its file (see
+// Open).
 func (t *Tensor) Data(baseDir string) ([]byte, error) {
 	if !t.IsExternal() {
 		nb, err := t.NumBytes()
