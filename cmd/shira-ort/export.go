@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 
 	"github.com/spf13/cobra"
@@ -28,10 +27,6 @@ weights whose name, source name or consuming node name matches.`,
 					return fmt.Errorf("--targets: %w", err)
 				}
 				opts.Targets = re
-			}
-			outs := []string{filepath.Join(out, export.ModelFile), filepath.Join(out, export.WeightsFile), filepath.Join(out, export.ManifestFile)}
-			if err := refuseOverwrite("-o", out, outs, sourceInputs(args[0], outs)); err != nil {
-				return err
 			}
 			m, err := export.Expose(cmd.Context(), args[0], out, opts)
 			if err != nil {

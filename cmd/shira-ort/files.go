@@ -12,7 +12,6 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
-	"github.com/shira-ort/shira-ort/internal/onnxwire"
 )
 
 // writeAdapter encodes a and writes it to path atomically through
@@ -196,38 +195,4 @@ func adapterInputs(flags []string) []inputFile {
 		}
 	}
 	return out
-}
-
-// sourceInputs lists an ONNX model file and, when it can be read, the
-// external data files it names. It parses the model only when one of
-// outputs exists already: writing new files cannot replace an input.
-func sourceInputs(model string, outputs []string) []inputFile {
-	in := []inputFile{{model, "the source model"}}
-	exists := false
-	for _, o := range outputs {
-		if _, err := os.Lstat(o); err == nil {
-			exists = true
-		}
-	}
-	if !exists {
-		return in
-	}
-	m, err := onnxwire.ReadModel(model)
-	if err != nil {
-		return in // export reports it
-	}
-	seen := map[string]bool{}
-	// an error leaves the list short: Expose reports it
-	_ = m.WalkTensors(func(t *onnxwire.Tensor) error {
-		ext, ok, err := t.External()
-		if !ok || err != nil || seen[ext.Location] {
-			return nil
-		}
-		seen[ext.Location] = true
-		if p, err := onnxwire.ExternalPath(filepath.Dir(model), ext.Location); err == nil {
-			in = append(in, inputFile{p, "external data of the source model"})
-		}
-		return nil
-	})
-	return in
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
 	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/internal/pefttest"
@@ -109,7 +110,7 @@ func TestExportRefusesItsOwnSource(t *testing.T) {
 		mlpWithExternal(t, dir, c.name, c.data)
 		before := snapshot(t, dir)
 		_, err := runCLI(t, "export", filepath.Join(dir, c.name), "-o", dir)
-		if !errors.Is(err, errOverwritesInput) || !strings.Contains(err.Error(), c.name) && !strings.Contains(err.Error(), c.data) {
+		if !errors.Is(err, export.ErrOverwritesInput) || !strings.Contains(err.Error(), c.name) && !strings.Contains(err.Error(), c.data) {
 			t.Fatalf("export %s (data %s) -o its own directory: %v", c.name, c.data, err)
 		}
 		t.Log(err)
