@@ -65,6 +65,8 @@
 #define SHIM_IDX_GetAvailableProviders 125
 #define SHIM_IDX_ReleaseAvailableProviders 126
 #define SHIM_IDX_SessionEndProfiling 110
+#define SHIM_IDX_RegisterAllocator 176
+#define SHIM_IDX_UnregisterAllocator 177
 #define SHIM_ORT_API_VERSION 24
 #define SHIM_ORT_LOGGING_LEVEL_ERROR 3
 #define SHIM_ORT_DISABLE_ALL 0
@@ -72,6 +74,7 @@
 #define SHIM_ORT_ENABLE_EXTENDED 2
 #define SHIM_ORT_ENABLE_ALL 99
 #define SHIM_OrtArenaAllocator 1
+#define SHIM_OrtDeviceAllocator 0
 #define SHIM_OrtMemTypeDefault 0
 #define SHIM_ONNX_TYPE_TENSOR 1
 #define SHIM_ORTAPI_SLOTS 415

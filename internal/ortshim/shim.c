@@ -19,6 +19,7 @@ static void *const *api;         // the OrtApi table, viewed as slots
 static OrtMemoryInfo *cpu_info;  // for tensors over caller memory
 static OrtAllocator *default_alloc;
 static void *lib_handle;  // the dlopen handle of the library (kept open)
+static const char *version_string;  // GetVersionString of the library
 // env is the process's OrtEnv. ORT keeps one reference-counted instance
 // per process: CreateEnv while it exists returns it (ignoring its
 // arguments) and counts a reference, ReleaseEnv drops one. shim_init takes
@@ -81,6 +82,7 @@ char *shim_init(const char *path, uint32_t api_version) {
     return strdup(buf);
   }
   const shim_api_base *base = get_base();
+  version_string = base->GetVersionString();
   const void *table = base->GetApi(api_version);
   if (table == NULL) {
     snprintf(buf, sizeof buf, "ONNX Runtime %s at %s does not provide C API version %u", base->GetVersionString(),
@@ -124,6 +126,13 @@ char *shim_init(const char *path, uint32_t api_version) {
   default_alloc = alloc;
   lib_handle = h;
   return NULL;
+}
+
+const char *shim_version_string(void) { return version_string ? version_string : ""; }
+
+char *shim_tracking_enable(void) {
+  if (api == NULL || env == NULL) return strdup("the shim is not initialized");
+  return track_register(api, env);
 }
 
 int shim_env_check(void) {

@@ -123,4 +123,41 @@ void shim_trim_heap(void);
 // off its dynamic adjustment); 1 on success, 0 on failure or without glibc.
 int shim_fix_mmap_threshold(size_t bytes);
 
+// shim_version_string is the library's OrtApiBase::GetVersionString ("" before shim_init).
+const char *shim_version_string(void);
+
+// The tracking allocator (track.c). shim_tracking_enable registers it on
+// the environment once (OrtDeviceAllocator CPU memory info): sessions
+// created with session.use_env_allocators=1 allocate through it. It stays
+// registered for the life of the process. NULL or a strdup'ed message.
+char *shim_tracking_enable(void);
+char *track_register(void *const *api_slots, OrtEnv *env);
+
+// A block allocated through the tracking allocator during a recording.
+typedef struct {
+  int64_t id;  // record index, valid while pinned
+  void *data;
+  size_t size;
+  int reserve;  // allocated through Reserve (not Alloc)
+} shim_block;
+
+// shim_tracking_start begins a recording and returns its tag: until
+// shim_tracking_stop, every allocation is recorded with it.
+uint64_t shim_tracking_start(void);
+// shim_tracking_stop ends the recording and pins every block of tag still
+// live (ORT freeing a pinned block is deferred until it is unpinned); it
+// returns their number.
+size_t shim_tracking_stop(uint64_t tag);
+// shim_tracking_list copies up to cap of tag's pinned blocks into out.
+size_t shim_tracking_list(uint64_t tag, shim_block *out, size_t cap);
+// shim_tracking_keep unpins every block of tag except the n records keep.
+void shim_tracking_keep(uint64_t tag, const int64_t *keep, size_t n);
+// shim_tracking_release unpins every block of tag (after the session that
+// owns them was released).
+void shim_tracking_release(uint64_t tag);
+// shim_tracking_freed counts tag's pinned blocks ORT has freed.
+size_t shim_tracking_freed(uint64_t tag);
+// shim_tracking_records counts live records (for leak tests).
+size_t shim_tracking_records(void);
+
 #endif

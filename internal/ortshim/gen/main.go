@@ -81,6 +81,8 @@ var functions = []string{
 	"GetAvailableProviders",
 	"ReleaseAvailableProviders",
 	"SessionEndProfiling",
+	"RegisterAllocator",
+	"UnregisterAllocator",
 }
 
 // enums are C constants whose values the shim needs.
@@ -92,6 +94,7 @@ var enums = []string{
 	"ORT_ENABLE_EXTENDED",
 	"ORT_ENABLE_ALL",
 	"OrtArenaAllocator",
+	"OrtDeviceAllocator",
 	"OrtMemTypeDefault",
 	"ONNX_TYPE_TENSOR",
 }

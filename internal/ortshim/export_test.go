@@ -1,0 +1,4 @@
+package ortshim
+
+// TrackedRecords exposes trackedRecords to the external tests.
+var TrackedRecords = trackedRecords
