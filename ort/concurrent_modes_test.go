@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -21,7 +22,23 @@ import (
 func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 	requireORT(t)
 	dir, m := optModelDir(t)
-	in := optInputs(t, 1, 8)
+	concurrentSwitching(t, dir, m, optInputs(t, 1, 8), modeCases)
+}
+
+// TestConcurrentRunsWhileSwitchingPacked is
+// TestConcurrentRunsWhileSwitchingModes for a packed session (on a model
+// it does not fall back on).
+func TestConcurrentRunsWhileSwitchingPacked(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	concurrentSwitching(t, dir, m, packedInputs(t, 3, 8), []modeCase{{"packed", Options{Mode: ModePacked}}})
+}
+
+// concurrentSwitching runs the concurrency check of
+// TestConcurrentRunsWhileSwitchingModes on the exported model dir (whose
+// outputs are Y and Z) for each case.
+func concurrentSwitching(t *testing.T, dir string, m *export.Manifest, in map[string]*tensor.Tensor, cases []modeCase) {
 	A := patch.Default(randomAdapter(t, m, 0.05, 21))
 	B := patch.Default(randomAdapter(t, m, 0.05, 22))
 	configs := [][]patch.Config{nil, {A}, {B}}
@@ -42,12 +59,15 @@ func TestConcurrentRunsWhileSwitchingModes(t *testing.T) {
 		t.Fatal("configurations are not distinguishable")
 	}
 
-	for _, c := range modeCases {
-		mode := c.opts.Mode
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			opts := c.opts
 			opts.IntraOpThreads = 1
 			s := mustOpen(t, dir, &opts)
+			if c.opts.Mode != ModeDefault && s.Mode() != c.opts.Mode {
+				t.Fatalf("opened as %v (fallback: %s)", s.Mode(), s.FallbackReason())
+			}
+			mode := s.Mode()
 			nSwitches, workers := 60, 4
 			if testing.Short() {
 				nSwitches = 15

@@ -14,6 +14,10 @@ import (
 type engine struct {
 	raw  *ortshim.Session // the ORT session
 	live bool
+	// packed says the session patches this engine's prepacked weights
+	// in place (ModePacked): Runs on it hold Session.mu shared, like on
+	// a live engine.
+	packed bool
 
 	inNames, outNames *ortshim.Names
 	feed              []*ortshim.Value // weight values appended to every Run (FeedEachRun)
@@ -91,15 +95,16 @@ func (e *engine) setNames(s *Session) {
 }
 
 // acquire returns the engine a new Run should use and the function that
-// ends the Run. Runs on the live engine hold s.mu shared, so a switch,
-// which patches the weights under the write lock, never overlaps them.
+// ends the Run. Runs on a live or packed engine hold s.mu shared, so a
+// switch, which patches the weights under the write lock, never overlaps
+// them.
 func (s *Session) acquire() (*engine, func(), error) {
 	for {
 		e := s.cur.Load()
 		if e == nil {
 			return nil, nil, ErrClosed
 		}
-		if e.live {
+		if e.live || e.packed {
 			s.mu.RLock()
 			if s.cur.Load() != e { // switched to another engine meanwhile
 				s.mu.RUnlock()

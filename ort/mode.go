@@ -8,12 +8,14 @@ import (
 // Mode chooses how a Session made by Open turns an adapter switch into what
 // ORT computes. The zero value, ModeDefault, means DefaultMode.
 //
-// Bit stability: for a given adapter configuration, ModeLive and ModeBaked
-// sessions compute the same output bits on every Run (and Revert restores
-// the base outputs bit for bit). ModeHybrid does not: Runs right after a
+// Bit stability: for a given adapter configuration, ModePacked, ModeLive
+// and ModeBaked sessions compute the same output bits on every Run (and
+// Revert restores the base outputs bit for bit); packed and baked sessions
+// compute exactly what a plain ORT session on the offline-fused model
+// computes. ModeHybrid does not: Runs right after a
 // switch use the live kernels, Runs after the background rebuild the
 // prepacked ones, which sum in another order, so the outputs differ in the
-// last bits between the two phases. Choose ModeLive or ModeBaked when the
+// last bits between the two phases. Choose ModePacked, ModeLive or ModeBaked when the
 // same configuration must always give the same bits.
 type Mode int
 
@@ -37,16 +39,27 @@ const (
 	// live one atomically, and Runs are back at full speed. Its outputs
 	// are not bit-stable across that replacement (see Mode).
 	ModeHybrid
+	// ModePacked serves Runs from one ordinary, fully optimized ORT
+	// session whose prepacked MatMul/Gemm weights the session found at
+	// Open (ORT allocates them through an allocator the project
+	// registers on the environment) and patches in place: a switch
+	// scatters the adapter's values into ORT's packed buffers between
+	// Runs, so it is visible on the very next Run, and Runs cost what a
+	// plain session's cost. Where a weight's packed form cannot be
+	// identified (see Session.FallbackReason), the session falls back to
+	// ModeHybrid for all its weights.
+	ModePacked
 )
 
-// DefaultMode is the mode ModeDefault resolves to: hybrid, which switches
-// as fast as live and runs as fast as a plain session once the background
-// rebuild is done (see docs/session-modes.md).
-const DefaultMode = ModeHybrid
+// DefaultMode is the mode ModeDefault resolves to: packed, which switches
+// as fast as live and runs as fast as a plain session; a session whose
+// weights it cannot patch in their packed form falls back to hybrid (see
+// docs/session-modes.md).
+const DefaultMode = ModePacked
 
-var modeNames = map[Mode]string{ModeDefault: "default", ModeLive: "live", ModeBaked: "baked", ModeHybrid: "hybrid"}
+var modeNames = map[Mode]string{ModeDefault: "default", ModeLive: "live", ModeBaked: "baked", ModeHybrid: "hybrid", ModePacked: "packed"}
 
-// String returns "default", "live", "baked" or "hybrid".
+// String returns "default", "live", "baked", "hybrid" or "packed".
 func (m Mode) String() string {
 	if n, ok := modeNames[m]; ok {
 		return n
@@ -64,7 +77,7 @@ func ParseMode(s string) (Mode, error) {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("ort: unknown session mode %q (want live, baked or hybrid)", s)
+	return 0, fmt.Errorf("ort: unknown session mode %q (want packed, live, baked or hybrid)", s)
 }
 
 // MarshalText returns String's name.

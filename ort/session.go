@@ -52,6 +52,8 @@ type Session struct {
 	liveEng  *engine                // live and hybrid
 	bakedSrc *bakedSource           // sessions made by Open: what baked engines are built from
 	modelDir string
+	packed   *packedState // ModePacked: ORT's packed weights and their patcher
+	fallback string       // why a session asked to be packed is not (FallbackReason)
 
 	inputs, outputs []IOInfo
 	inputIndex      map[string]int
@@ -192,7 +194,20 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		return nil, err
 	}
 
-	if s.mode != ModeBaked {
+	// A packed session that falls back to hybrid keeps the session it
+	// built as the first baked engine.
+	var firstBaked *engine
+	defer func() {
+		if err != nil && firstBaked != nil {
+			firstBaked.retire()
+		}
+	}()
+	if s.mode == ModePacked {
+		if firstBaked, err = s.openPackedEngine(ctx, m, src.name); err != nil {
+			return nil, err
+		}
+	}
+	if s.mode == ModeLive || s.mode == ModeHybrid {
 		if s.liveEng, err = s.newLiveEngine(src, opts); err != nil {
 			return nil, err
 		}
@@ -202,15 +217,21 @@ func open(ctx context.Context, src modelSource, m *export.Model, opts *Options) 
 		s.liveEng.setNames(s)
 		s.cur.Store(s.liveEng)
 	}
-	if s.mode != ModeLive {
+	if s.mode == ModeBaked || s.mode == ModeHybrid {
 		if err := step(); err != nil {
 			return nil, err
 		}
 		if !opts.KeepMallocSettings {
 			tuneMalloc()
 		}
-		e, err := s.buildFirstBaked(src.name)
-		if err != nil {
+		e := firstBaked
+		if e != nil {
+			if err := s.checkEngine(e); err != nil {
+				return nil, err
+			}
+			e.setNames(s)
+			firstBaked = nil
+		} else if e, err = s.buildFirstBaked(src.name); err != nil {
 			return nil, err
 		}
 		s.cur.Store(e)
@@ -430,6 +451,8 @@ func (s *Session) release() error {
 		s.liveEng.retire()
 		s.liveEng = nil
 	}
+	s.packed.free() // after the engine owning the packed buffers
+	s.packed = nil
 	s.runOpts.Release()
 	s.runOpts = nil
 	s.runOptsPool.free()

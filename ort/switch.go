@@ -87,6 +87,8 @@ func (s *Session) switchTo(ctx context.Context, next func(active []patch.Config)
 		err = s.switchLive(cfgs)
 	case ModeBaked:
 		err = s.switchBaked(ctx, cfgs)
+	case ModePacked:
+		err = s.switchPacked(cfgs)
 	default:
 		err = s.switchHybrid(cfgs)
 	}

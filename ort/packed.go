@@ -1,0 +1,387 @@
+package ort
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/closest"
+	"github.com/shira-ort/shira-ort/internal/mlaspack"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// How a packed session works. The session is an ordinary, fully optimized
+// ORT session of the model with the exposed weights as constant
+// initializers (the baked source), created with the configuration entry
+// session.use_env_allocators=1 while the shim's tracking allocator records
+// every allocation (ortshim.Record). ORT's CPU MatMul/Gemm kernels allocate
+// one buffer per prepacked fp32 weight through it, in MLAS's packed SGEMM
+// layout (internal/mlaspack). Open finds each exposed weight's buffer by
+// content (the packed bytes it expects from the weight it mapped, one
+// comparison per weight and orientation), keeps those buffers pinned and
+// builds a patch.Patcher over them. A switch validates the configuration
+// against the mapped weights, translates each adapter tensor's flat indices
+// into packed offsets (values permuted alike) and lets that patcher scatter
+// them under the session's write lock, which Runs hold shared. ORT keeps no
+// unpacked copy of a weight it packed, so the originals a revert writes
+// back come from the packed buffers themselves (the patcher saves them);
+// the mapping of the weight file stays the base weights and its pages are
+// dropped.
+
+// packTarget is one packed buffer of an exposed weight.
+type packTarget struct {
+	name   string // the buffer's weight name in the packed patcher
+	layout mlaspack.Layout
+	data   []byte // ORT's buffer (pinned)
+}
+
+// packedState is a packed session's hold on ORT's packed weights.
+type packedState struct {
+	rec     *ortshim.Recording // pins the buffers until the session is released
+	patcher *patch.Patcher     // over the packed buffers
+	targets map[string][]packTarget
+
+	// translated caches the packed form of the active configuration's
+	// adapter tensors (by tensor and layout), so Apply and unchanged
+	// weights reuse them and the patcher sees the same tensors again.
+	// Under switchMu.
+	translated map[translationKey]*adapter.Tensor
+}
+
+type translationKey struct {
+	t      *adapter.Tensor
+	layout mlaspack.Layout
+}
+
+// openPacked creates the packed engine: the baked session, recorded, with
+// every exposed weight's packed buffer identified. When ORT did not pack a
+// weight as expected, reason says so and the engine is returned anyway,
+// unpacked (it is a valid baked engine of the base weights).
+func (s *Session) openPacked(orient map[string][]bool) (e *engine, reason string, err error) {
+	var sess *ortshim.Session
+	var st []ProviderStatus
+	rec, err := ortshim.Record(func() error {
+		stop := s.dropPagesWhile()
+		defer stop()
+		var err error
+		sess, st, err = newORTSession(&s.opts, nil, s.packedPrepare, s.bakedCreate)
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("ort: creating packed session: %w", err)
+	}
+	e = newEngine(sess, false)
+	e.providers = st
+	ps, reason, err := s.identifyPacked(rec, orient)
+	if err != nil || reason != "" {
+		rec.Release() // every block becomes an ordinary one; the engine stays valid
+		return e, reason, err
+	}
+	e.packed = true
+	s.packed = ps
+	return e, "", nil
+}
+
+// packedPrepare hands ORT the model's initializers as bakedPrepare does,
+// except that the exposed weights are added in place (AddInitializer: ORT
+// reads the session's mapping while it folds and packs them, instead of
+// copying them first, which would hold them twice at Open), and routes the
+// session's CPU allocations through the environment's (tracking)
+// allocator. ORT keeps no reference to a weight once every reader packed
+// it, and the mapping outlives the ORT session anyway.
+func (s *Session) packedPrepare(so *ortshim.SessionOptions) error {
+	for _, w := range s.weights {
+		if err := so.AddInitializer(w.info.Name, w.value); err != nil {
+			return fmt.Errorf("ort: %w", err)
+		}
+	}
+	if len(s.bakedSrc.otherNames) > 0 {
+		if err := so.AddExternalInitializers(s.bakedSrc.otherNames, s.bakedSrc.otherValues); err != nil {
+			return fmt.Errorf("ort: %w", err)
+		}
+	}
+	if s.modelDir != "" {
+		if err := so.AddConfigEntry(externalFolderKey, s.modelDir); err != nil {
+			return fmt.Errorf("ort: %w", err)
+		}
+	}
+	if err := so.AddConfigEntry(ortshim.EnvAllocatorsKey, "1"); err != nil {
+		return fmt.Errorf("ort: %w", err)
+	}
+	return nil
+}
+
+// identifyPacked finds, among the recorded blocks, the packed buffer of
+// every exposed weight in every expected orientation, keeps those pinned
+// and builds the packed patcher. A block matching two weights (equal
+// contents) is refused: ORT might share one buffer between them.
+func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]bool) (_ *packedState, reason string, err error) {
+	bySize := map[int][]int{}
+	for i, b := range rec.Blocks {
+		bySize[len(b.Data)] = append(bySize[len(b.Data)], i)
+	}
+	owner := map[int]string{} // block index -> weight that claimed it
+	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, translated: map[translationKey]*adapter.Tensor{}}
+	var pw []patch.Weight
+	var keep []int64
+	for _, w := range s.weights {
+		for _, trans := range orient[w.info.Name] {
+			l, err := mlaspack.NewLayout(w.info.Shape, trans)
+			if err != nil {
+				return nil, fmt.Sprintf("weight %s: %v", closest.Quote(w.info.Name), err), nil
+			}
+			found := 0
+			for _, bi := range bySize[l.PackedBytes()] {
+				b := rec.Blocks[bi]
+				if !l.Matches(b.Data, w.data) {
+					continue
+				}
+				if other, ok := owner[bi]; ok {
+					return nil, fmt.Sprintf("weights %s and %s have the same packed contents; ORT may share one buffer between them", closest.Quote(other), closest.Quote(w.info.Name)), nil
+				}
+				owner[bi] = w.info.Name
+				found++
+				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
+				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, data: b.Data})
+				pw = append(pw, patch.Weight{Name: name, DType: tensor.Float32, Shape: []int64{int64(l.PackedLen())}, Data: b.Data})
+				keep = append(keep, b.ID)
+			}
+			s.dropWeight(w) // read once more only if another orientation needs it
+			if found == 0 {
+				how := "as stored"
+				if trans {
+					how = "transposed"
+				}
+				return nil, fmt.Sprintf("no buffer ORT allocated holds weight %s packed %s (%d bytes): ORT did not prepack it as an SGEMM weight (another kernel, execution provider or optimization took it)", closest.Quote(w.info.Name), how, l.PackedBytes()), nil
+			}
+		}
+	}
+	p, err := patch.New(pw, patch.WithoutFingerprintCheck())
+	if err != nil {
+		return nil, "", fmt.Errorf("ort: packed weights: %w", err)
+	}
+	if err := rec.Keep(keep); err != nil {
+		return nil, "", fmt.Errorf("ort: %w", err)
+	}
+	ps.patcher = p
+	return ps, "", nil
+}
+
+// translate returns cfgs with every adapter tensor replaced by its packed
+// form for each of its weight's packed buffers. Tensors already translated
+// for the active configuration are reused; the cache keeps only what the
+// result uses. cfgs were validated against the mapped weights. Under
+// switchMu.
+func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
+	type job struct {
+		key translationKey
+	}
+	var jobs []job
+	for _, c := range cfgs {
+		for ti := range c.Adapter.Tensors {
+			t := &c.Adapter.Tensors[ti]
+			for _, tg := range ps.targets[t.Name] {
+				k := translationKey{t, tg.layout}
+				if _, ok := ps.translated[k]; !ok {
+					ps.translated[k] = nil // placeholder, filled below
+					jobs = append(jobs, job{k})
+				}
+			}
+		}
+	}
+	results := make([]*adapter.Tensor, len(jobs))
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				k := jobs[j].key
+				idx, vals := k.layout.Translate(k.t.Indices, k.t.Values, k.t.ValueDType.Size())
+				results[j] = &adapter.Tensor{DType: tensor.Float32, ValueDType: k.t.ValueDType,
+					Shape: []int64{int64(k.layout.PackedLen())}, Indices: idx, Values: vals}
+			}
+		}()
+	}
+	for j := range jobs {
+		work <- j
+	}
+	close(work)
+	wg.Wait()
+	for j, jb := range jobs {
+		ps.translated[jb.key] = results[j]
+	}
+
+	used := make(map[translationKey]bool, len(ps.translated))
+	out := make([]patch.Config, len(cfgs))
+	for i, c := range cfgs {
+		a := &adapter.Adapter{Name: c.Adapter.Name, Semantics: c.Adapter.Semantics, DefaultAlpha: c.Adapter.DefaultAlpha}
+		for ti := range c.Adapter.Tensors {
+			t := &c.Adapter.Tensors[ti]
+			for _, tg := range ps.targets[t.Name] {
+				k := translationKey{t, tg.layout}
+				used[k] = true
+				pt := *ps.translated[k]
+				pt.Name = tg.name
+				a.Tensors = append(a.Tensors, pt)
+			}
+		}
+		out[i] = patch.Config{Adapter: a, Alpha: c.Alpha}
+	}
+	for k := range ps.translated {
+		if !used[k] {
+			delete(ps.translated, k)
+		}
+	}
+	return out
+}
+
+// switchPacked validates cfgs against the mapped weights, translates them
+// (Runs go on meanwhile) and scatters them into ORT's packed buffers
+// between Runs. Under switchMu.
+func (s *Session) switchPacked(cfgs []patch.Config) error {
+	if err := s.patcher.Validate(cfgs...); err != nil {
+		return err
+	}
+	tc := s.packed.translate(cfgs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.packed.patcher.Set(tc...); err != nil {
+		return fmt.Errorf("ort: patching the packed weights: %w", err) // not expected: cfgs were validated
+	}
+	return nil
+}
+
+// free releases the packed patcher and unpins the buffers; the engine
+// owning them must be released first.
+func (ps *packedState) free() {
+	if ps == nil {
+		return
+	}
+	if ps.patcher != nil {
+		ps.patcher.Close()
+		ps.patcher = nil
+	}
+	ps.rec.Release()
+	ps.rec = nil
+	ps.translated = nil
+}
+
+// FallbackReason says why the session serves Runs in Mode() rather than in
+// ModePacked, which Options.Mode asked for (explicitly or as the default):
+// the first weight whose packed form could not be patched and why. It is
+// empty when the session did not fall back.
+func (s *Session) FallbackReason() string { return s.fallback }
+
+// packedFallback records why the session is not packed.
+func (s *Session) packedFallback(reason string) {
+	s.mode = ModeHybrid
+	s.fallback = reason
+}
+
+// packedEligible runs the static checks (packedOrientations) for an
+// exported model opened in ModePacked.
+func (s *Session) packedEligible(m *export.Model) (map[string][]bool, bool) {
+	orient, reason := packedOrientations(m, s.weights)
+	if reason != "" {
+		s.packedFallback(reason)
+		return nil, false
+	}
+	if err := ortshim.EnableTracking(); err != nil {
+		s.packedFallback(err.Error())
+		return nil, false
+	}
+	return orient, true
+}
+
+// openPackedEngine opens a ModePacked session's engine: on success it
+// serves Runs; otherwise the session falls back to hybrid
+// (FallbackReason), and the engine built, if any, is returned to become
+// its first baked engine.
+func (s *Session) openPackedEngine(ctx context.Context, m *export.Model, modelName string) (fallbackEngine *engine, err error) {
+	orient, ok := s.packedEligible(m)
+	if !ok {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !s.opts.KeepMallocSettings {
+		tuneMalloc()
+	}
+	e, reason, err := s.openPacked(orient)
+	if err != nil {
+		if e != nil {
+			e.retire()
+		}
+		return nil, err
+	}
+	if reason != "" {
+		s.packedFallback(reason)
+		return e, nil
+	}
+	s.cur.Store(e) // released with the session from here on
+	if err := s.loadIO(e.raw, modelName, false); err != nil {
+		return nil, err
+	}
+	e.setNames(s)
+	s.dropWeightPages()
+	return nil, nil
+}
+
+// dropPagesInterval is how often dropPagesWhile drops the mapping's pages.
+const dropPagesInterval = 10 * time.Millisecond
+
+// dropPagesWhile drops the pages of the session's weight mapping every
+// dropPagesInterval until the returned function is called. While ORT
+// creates a packed session it reads each exposed weight once, from the
+// mapping (AddInitializer), to pack it; the pages it read would otherwise
+// stay in the process until Open ends, holding the weights twice, where a
+// plain session lets go of each weight once it is packed. The mapping is
+// unmodified file memory then, so a dropped page that ORT reads again is
+// mapped again from the page cache with the same bytes; once the mapping
+// is a snapshot (anonymous memory) nothing is dropped.
+func (s *Session) dropPagesWhile() (stop func()) {
+	if s.file == nil || len(s.file.mem) == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(dropPagesInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.switchMu.lock() // the mapping's state (anon) does not change meanwhile
+				s.file.dropPages()
+				s.switchMu.unlock()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// dropWeight drops the mapping's pages lying wholly inside w's bytes
+// (unless the mapping is a snapshot): w is read again from the page cache
+// if needed.
+func (s *Session) dropWeight(w *weight) {
+	s.switchMu.lock()
+	defer s.switchMu.unlock()
+	if s.file != nil && !s.file.anon {
+		unmapPages(w.data)
+	}
+}

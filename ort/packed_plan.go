@@ -1,0 +1,191 @@
+package ort
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/closest"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// packedVersions are the ONNX Runtime major.minor versions whose packed
+// SGEMM weight layout was checked: 1.24 by this repository's tests, 1.30
+// by the probe described in docs/session-modes.md. Open identifies every
+// buffer by content anyway; an unlisted version falls back to hybrid.
+var packedVersions = []string{"1.24", "1.30"}
+
+// packedOrientations returns, for every exposed weight, the orientations
+// in which ORT's CPU MatMul/Gemm kernels are expected to prepack it (false:
+// the weight is B as stored, [K, N]; true: B is its transpose), or, when
+// some weight's packed form could not be patched, why not (reason != "").
+//
+// A weight qualifies when it is a rank-2 float32 tensor and every reader of
+// it in the graph is a MatMul or Gemm taking it as B, directly or through
+// Transposes (which ORT folds into a transposed constant, or into the
+// kernel's transB, before packing), none followed by a BatchNormalization
+// (which ORT may fold into a copy of the weight). Anything else that reads
+// it (a Gather of a tied embedding, a Conv, a graph output, a subgraph)
+// would read a copy the packed patch never reaches.
+func packedOrientations(m *export.Model, ws []*weight) (map[string][]bool, string) {
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Sprintf("packed weights are patched on x86-64 only; on %s MLAS may pack through other kernels (KleidiAI on ARM64) in another layout", runtime.GOARCH)
+	}
+	if v := ortshim.Version(); !versionListed(v) {
+		return nil, fmt.Sprintf("ONNX Runtime %s is not a version whose packed weight layout was checked (%s)", v, strings.Join(packedVersions, ", "))
+	}
+	model, err := onnxwire.ParseModel(m.Graph(), m.Dir())
+	if err != nil {
+		return nil, fmt.Sprintf("reading the graph: %v", err)
+	}
+	g, err := model.Graph()
+	if err != nil {
+		return nil, fmt.Sprintf("reading the graph: %v", err)
+	}
+	ix, err := newUseIndex(g)
+	if err != nil {
+		return nil, fmt.Sprintf("reading the graph: %v", err)
+	}
+	out := make(map[string][]bool, len(ws))
+	for _, w := range ws {
+		name := closest.Quote(w.info.Name)
+		if w.info.DType != tensor.Float32 {
+			return nil, fmt.Sprintf("weight %s is %v: ORT converts it to float32 before packing, which packed mode does not patch yet", name, w.info.DType)
+		}
+		if len(w.info.Shape) != 2 {
+			return nil, fmt.Sprintf("weight %s has rank %d: only rank-2 MatMul/Gemm weights are patched in their packed form", name, len(w.info.Shape))
+		}
+		var orient []bool
+		if why := ix.packedUses(w.info.Name, false, 0, &orient); why != "" {
+			return nil, fmt.Sprintf("weight %s %s", name, why)
+		}
+		if len(orient) == 0 {
+			return nil, fmt.Sprintf("weight %s is read by no node", name)
+		}
+		out[w.info.Name] = orient
+	}
+	return out, ""
+}
+
+func versionListed(v string) bool {
+	parts := strings.SplitN(v, ".", 3)
+	return len(parts) >= 2 && slices.Contains(packedVersions, parts[0]+"."+parts[1])
+}
+
+// useIndex finds the readers of a value in the main graph.
+type useIndex struct {
+	users   map[string][]nodeUse
+	outputs map[string]bool
+	subRefs map[string]bool
+}
+
+type nodeUse struct {
+	node *onnxwire.Node
+	idx  int
+}
+
+func newUseIndex(g *onnxwire.Graph) (*useIndex, error) {
+	ix := &useIndex{users: map[string][]nodeUse{}, outputs: map[string]bool{}}
+	nodes, err := g.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		for k, in := range n.Inputs() {
+			if in != "" {
+				ix.users[in] = append(ix.users[in], nodeUse{n, k})
+			}
+		}
+	}
+	outs, err := g.Outputs()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range outs {
+		ix.outputs[o.Name()] = true
+	}
+	if ix.subRefs, err = g.SubgraphReferences(); err != nil {
+		return nil, err
+	}
+	return ix, nil
+}
+
+// packedUses adds to orient the orientation of every MatMul/Gemm reading
+// value (which is the weight, transposed when trans) as B, or says why a
+// reader is not one. depth bounds Transpose chains.
+func (ix *useIndex) packedUses(value string, trans bool, depth int, orient *[]bool) string {
+	if depth > 8 {
+		return "is read through more than 8 Transposes"
+	}
+	if ix.outputs[value] {
+		return fmt.Sprintf("is a graph output (through %s)", closest.Quote(value))
+	}
+	if ix.subRefs[value] {
+		return "is read inside a subgraph"
+	}
+	for _, u := range ix.users[value] {
+		n := u.node
+		desc := fmt.Sprintf("%s node %s (input %d)", n.OpType(), closest.Quote(n.Name()), u.idx)
+		if !n.IsONNX() {
+			return "is read by " + desc + " of domain " + closest.Quote(n.Domain()) + ", which ORT does not prepack as an SGEMM weight"
+		}
+		switch {
+		case n.OpType() == "MatMul" && u.idx == 1:
+			add(orient, trans)
+		case n.OpType() == "Gemm" && u.idx == 1:
+			tb, err := n.AttrInt("transB", 0)
+			if err != nil {
+				return "is read by " + desc + ": " + err.Error()
+			}
+			add(orient, trans != (tb != 0))
+		case n.OpType() == "Transpose" && u.idx == 0:
+			perm, err := transposePerm(n)
+			if err != nil {
+				return "is read by " + desc + ": " + err.Error()
+			}
+			if !slices.Equal(perm, []int64{1, 0}) {
+				return fmt.Sprintf("is read by %s with perm %v", desc, perm)
+			}
+			if why := ix.packedUses(n.Outputs()[0], !trans, depth+1, orient); why != "" {
+				return why
+			}
+			continue
+		default:
+			return "is read by " + desc + ", which ORT does not prepack as an SGEMM weight: it would read a copy the packed patch never reaches"
+		}
+		for _, out := range n.Outputs() {
+			for _, next := range ix.users[out] {
+				if next.node.IsONNX() && next.node.OpType() == "BatchNormalization" {
+					return fmt.Sprintf("feeds %s, followed by BatchNormalization node %s, which ORT may fold into a copy of the weight", desc, closest.Quote(next.node.Name()))
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func add(orient *[]bool, trans bool) {
+	if !slices.Contains(*orient, trans) {
+		*orient = append(*orient, trans)
+	}
+}
+
+// transposePerm returns a Transpose node's perm (default: reversed axes
+// of a rank-2 input, [1 0]). It must have one output.
+func transposePerm(n *onnxwire.Node) ([]int64, error) {
+	if len(n.Outputs()) != 1 {
+		return nil, fmt.Errorf("%d outputs", len(n.Outputs()))
+	}
+	a, err := n.Attr("perm")
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return []int64{1, 0}, nil
+	}
+	return a.Ints()
+}

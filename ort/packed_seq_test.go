@@ -1,0 +1,155 @@
+package ort
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// TestPackedTenThousandSteps: 10 000 random Set / Apply / Revert steps with
+// random α over adapters with overlapping indices (overwrite and delta,
+// float32, float16 and bfloat16 values), and refused configurations (a
+// valid tensor, then one with an out-of-range index), on a packed session.
+// A reference patch.Patcher runs the same steps on a copy of the unpacked
+// weights; after every step each of ORT's packed buffers must hold exactly
+// (bitwise) the packed form of the reference weight, and every 500 steps
+// the session's outputs must equal a plain ORT session on the offline-fused
+// model. A refused step changes nothing.
+func TestPackedTenThousandSteps(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	steps := 10000
+	if testing.Short() {
+		steps = 1000
+	}
+	dir, m := packedModelDir(t)
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+	if s.Mode() != ModePacked {
+		t.Fatalf("fell back: %s", s.FallbackReason())
+	}
+	rng := rand.New(rand.NewPCG(7, 77))
+	base := fusedWeights(t, dir, nil)
+	var ref []patch.Weight
+	for _, e := range m.Tensors {
+		ref = append(ref, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: append([]byte(nil), base[e.Name]...)})
+	}
+	rp, err := patch.New(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valueTypes := []tensor.DType{tensor.Float32, tensor.Float16, tensor.BFloat16}
+	var pool []*adapter.Adapter
+	for k := range 5 {
+		a := &adapter.Adapter{Name: fmt.Sprint("a", k), Semantics: adapter.Semantics(rng.IntN(2)), DefaultAlpha: 1}
+		for _, e := range m.Tensors {
+			if rng.IntN(4) == 0 {
+				continue
+			}
+			n, _ := tensor.NumElements(e.Shape)
+			var ix []uint32
+			var vals []float32
+			density := 0.01 + rng.Float64()*0.3
+			for i := range n {
+				if rng.Float64() < density {
+					ix = append(ix, uint32(i))
+					vals = append(vals, rng.Float32()*4-2)
+				}
+			}
+			at, err := adapter.NewTensor(e.Name, e.DType, e.Shape, ix, vals, valueTypes[rng.IntN(3)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Tensors = append(a.Tensors, at)
+		}
+		pool = append(pool, a)
+	}
+	bad := &adapter.Adapter{Name: "bad", Semantics: adapter.Delta, DefaultAlpha: 1}
+	for _, e := range m.Tensors {
+		n, _ := tensor.NumElements(e.Shape)
+		at, err := adapter.NewTensor(e.Name, e.DType, e.Shape, []uint32{0, uint32(n / 2)}, []float32{1, 2}, tensor.Float32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad.Tensors = append(bad.Tensors, at)
+	}
+	bad.Tensors[len(bad.Tensors)-1].Indices[1] = uint32(1 << 30) // out of range, behind valid tensors
+
+	check := func(step int, what string) {
+		for _, w := range ref {
+			for _, tg := range s.packed.targets[w.Name] {
+				if !tg.layout.Matches(tg.data, w.Data) {
+					t.Fatalf("step %d (%s): packed buffer %s is not the packed reference weight", step, what, tg.name)
+				}
+			}
+		}
+	}
+	alphas := []float32{1, 1, 0.5, -1, 2.5, 0.25}
+	randCfg := func() patch.Config { return patch.Config{Adapter: pool[rng.IntN(len(pool))], Alpha: alphas[rng.IntN(len(alphas))]} }
+	var active []patch.Config
+	in := packedInputs(t, 2, 9)
+	ctx := context.Background()
+	for step := range steps {
+		var what string
+		switch rng.IntN(6) {
+		case 0, 1, 2:
+			var cfgs []patch.Config
+			for range rng.IntN(4) {
+				cfgs = append(cfgs, randCfg())
+			}
+			what = fmt.Sprintf("Set %d", len(cfgs))
+			if err := s.Set(ctx, cfgs...); err != nil {
+				t.Fatal(err)
+			}
+			if err := rp.Set(cfgs...); err != nil {
+				t.Fatal(err)
+			}
+			active = cfgs
+		case 3:
+			c := randCfg()
+			what = "Apply"
+			if err := s.Apply(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if err := rp.Apply(c); err != nil {
+				t.Fatal(err)
+			}
+			active = append(active, c)
+		case 4:
+			what = "Revert"
+			if err := s.Revert(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rp.Revert()
+			active = nil
+		case 5:
+			what = "refused"
+			if err := s.Set(ctx, randCfg(), patch.Config{Adapter: bad, Alpha: 1}); err == nil {
+				t.Fatalf("step %d: an out-of-range index was accepted", step)
+			}
+			if err := s.Apply(ctx, patch.Config{Adapter: bad, Alpha: 1}); err == nil {
+				t.Fatalf("step %d: Apply accepted an out-of-range index", step)
+			}
+		}
+		check(step, what)
+		if step%500 == 0 && len(active) > 0 {
+			if got, want := mustRun(t, s, in), fusedOutputs(t, dir, active, &Options{IntraOpThreads: 1}, in); !sameOutputs(got, want) {
+				t.Fatalf("step %d (%s): outputs differ from the offline-fused model", step, what)
+			}
+		}
+	}
+	if err := s.Revert(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rp.Revert()
+	check(steps, "final revert")
+	for _, w := range ref {
+		if string(w.Data) != string(base[w.Name]) {
+			t.Fatalf("reference %s not back to base", w.Name)
+		}
+	}
+}

@@ -1,0 +1,257 @@
+package ort
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/patch"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// packedModelDir exports a model covering every SGEMM layout ORT
+// prepacks an exposed weight in:
+//
+//   - W1 [300, 37]: MatMul B as stored, K spanning two 256-row slices, N
+//     not a multiple of 16, on a 3-D input;
+//   - W2 [300, 37] read as Gemm B with transB=1 (nn.Linear's layout);
+//   - W3 [40, 40] read directly by one MatMul and through a Transpose by
+//     another (ORT folds the Transpose: two packed buffers, one per
+//     orientation), and by a third MatMul (shared);
+//   - W4 [40, 24]: MatMul followed by an Add of a constant bias, which
+//     ORT fuses into a Gemm.
+func packedModelDir(tb testing.TB) (string, *export.Manifest) {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(21, 22))
+	f32 := func(n int) []byte {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = rng.Float32()*2 - 1
+		}
+		return tensor.Bytes(v)
+	}
+	b := onnxwire.NewBuilder()
+	b.AddInput("X", tensor.Float32, []int64{2, -1, 300}, "", "seq", "")
+	b.AddInput("V", tensor.Float32, []int64{-1, 40}, "batch", "")
+	b.AddInitializer(onnxwire.NewTensor("W1", tensor.Float32, []int64{300, 37}, f32(300*37)))
+	b.AddInitializer(onnxwire.NewTensor("W2", tensor.Float32, []int64{300, 37}, f32(300*37)))
+	b.AddInitializer(onnxwire.NewTensor("B2", tensor.Float32, []int64{300}, f32(300)))
+	b.AddInitializer(onnxwire.NewTensor("W3", tensor.Float32, []int64{40, 40}, f32(40*40)))
+	b.AddInitializer(onnxwire.NewTensor("W4", tensor.Float32, []int64{40, 24}, f32(40*24)))
+	b.AddInitializer(onnxwire.NewTensor("B4", tensor.Float32, []int64{24}, f32(24)))
+	b.AddInitializer(onnxwire.NewTensor("shape2", tensor.Int64, []int64{2}, tensor.Bytes([]int64{-1, 37})))
+	b.AddNode("mm1", "MatMul", []string{"X", "W1"}, []string{"H1"})
+	b.AddNode("flat", "Reshape", []string{"H1", "shape2"}, []string{"H1f"})
+	b.AddNode("gemm2", "Gemm", []string{"H1f", "W2", "B2"}, []string{"Y"}, onnxwire.IntAttr("transB", 1))
+	b.AddNode("tr", "Transpose", []string{"W3"}, []string{"W3T"}, onnxwire.IntsAttr("perm", 1, 0))
+	b.AddNode("mm3a", "MatMul", []string{"V", "W3T"}, []string{"Z1"})
+	b.AddNode("mm3b", "MatMul", []string{"Z1", "W3"}, []string{"Z2"})
+	b.AddNode("mm3c", "MatMul", []string{"Z2", "W3"}, []string{"Z3"})
+	b.AddNode("mm4", "MatMul", []string{"Z3", "W4"}, []string{"Z4"})
+	b.AddNode("add4", "Add", []string{"Z4", "B4"}, []string{"Z"})
+	b.AddOutput("Y", tensor.Float32, []int64{-1, 300}, "n", "")
+	b.AddOutput("Z", tensor.Float32, []int64{-1, 24}, "batch", "")
+	src := filepath.Join(tb.TempDir(), "packed.onnx")
+	if err := b.WriteFile(src); err != nil {
+		tb.Fatal(err)
+	}
+	dir := filepath.Join(tb.TempDir(), "packed")
+	m, err := export.Expose(context.Background(), src, dir, export.Options{Targets: regexp.MustCompile("^W")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir, m
+}
+
+func packedInputs(tb testing.TB, batch, seed int) map[string]*tensor.Tensor {
+	return map[string]*tensor.Tensor{
+		"X": mustF32(tb, []int64{2, int64(batch), 300}, ramp(2*batch*300, seed)),
+		"V": mustF32(tb, []int64{int64(batch), 40}, ramp(batch*40, seed+1)),
+	}
+}
+
+func requirePackedPlatform(tb testing.TB) {
+	tb.Helper()
+	if runtime.GOARCH != "amd64" {
+		tb.Skip("packed sessions fall back on " + runtime.GOARCH)
+	}
+}
+
+// TestPackedMatchesFused: a packed session computes exactly (bitwise) what
+// a plain ORT session on the offline-fused standalone model computes, for
+// every layout of packedModelDir, at batch 1, 3 and 16 and with 1 and 2
+// threads, after Set(A), Set(B), Apply(A) and Set(A, B) with alphas, and
+// Revert gives the base outputs bitwise.
+func TestPackedMatchesFused(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	B := patch.Default(randomAdapter(t, m, 0.02, 2))
+	Bh := patch.Config{Adapter: B.Adapter, Alpha: 0.5}
+	for _, threads := range []int{1, 2} {
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
+			s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: threads})
+			if s.Mode() != ModePacked || s.FallbackReason() != "" {
+				t.Fatalf("mode %v, fallback %q", s.Mode(), s.FallbackReason())
+			}
+			// one buffer per weight and orientation; W3 is packed both ways
+			for name, want := range map[string]int{"W1": 1, "W2": 1, "W3": 2, "W4": 1} {
+				if got := len(s.packed.targets[name]); got != want {
+					t.Fatalf("%s: %d packed buffers, want %d", name, got, want)
+				}
+			}
+			plain := &Options{IntraOpThreads: threads}
+			ins := []map[string]*tensor.Tensor{packedInputs(t, 1, 3), packedInputs(t, 3, 4), packedInputs(t, 16, 5)}
+			var base []map[string]*tensor.Tensor
+			for _, in := range ins {
+				got := mustRun(t, s, in)
+				if want := fusedOutputs(t, dir, nil, plain, in); !sameOutputs(got, want) {
+					t.Fatal("base outputs differ from the standalone model's")
+				}
+				base = append(base, got)
+			}
+			for _, step := range []struct {
+				name string
+				do   func() error
+				cfgs []patch.Config
+			}{
+				{"A", func() error { return s.Set(context.Background(), A) }, []patch.Config{A}},
+				{"A->B", func() error { return s.Set(context.Background(), B) }, []patch.Config{B}},
+				{"B+A", func() error { return s.Apply(context.Background(), A) }, []patch.Config{B, A}},
+				{"A,B/2", func() error { return s.Set(context.Background(), A, Bh) }, []patch.Config{A, Bh}},
+			} {
+				if err := step.do(); err != nil {
+					t.Fatalf("%s: %v", step.name, err)
+				}
+				for i, in := range ins {
+					want := fusedOutputs(t, dir, step.cfgs, plain, in)
+					for name := range want {
+						if bytes.Equal(want[name].Data, base[i][name].Data) {
+							t.Fatalf("%s: adapter does not change output %s", step.name, name)
+						}
+					}
+					if got := mustRun(t, s, in); !sameOutputs(got, want) {
+						t.Fatalf("%s, input %d: outputs differ from the offline-fused model", step.name, i)
+					}
+				}
+				ws := fusedWeights(t, dir, step.cfgs)
+				for _, w := range m.Tensors {
+					if !bytes.Equal(weightBytes(t, s, w.Name), ws[w.Name]) {
+						t.Fatalf("%s: Weight(%s) is not the fused weight", step.name, w.Name)
+					}
+				}
+			}
+			if err := s.Revert(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for i, in := range ins {
+				if got := mustRun(t, s, in); !sameOutputs(got, base[i]) {
+					t.Fatal("Revert: outputs differ from the base outputs")
+				}
+			}
+		})
+	}
+}
+
+// TestPackedFallsBack: a model whose exposed weights ORT does not prepack
+// as SGEMM weights (a Conv, reordered to NCHWc) opens as a hybrid session
+// saying why, and still computes the fused model's outputs.
+func TestPackedFallsBack(t *testing.T) {
+	requireORT(t)
+	dir, m := optModelDir(t)
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+	if s.Mode() != ModeHybrid || !strings.Contains(s.FallbackReason(), `"Wc"`) {
+		t.Fatalf("mode %v, fallback %q; want hybrid because of the Conv", s.Mode(), s.FallbackReason())
+	}
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	if err := s.Set(context.Background(), A); err != nil {
+		t.Fatal(err)
+	}
+	waitBaked(t, s)
+	in := optInputs(t, 2, 5)
+	if got, want := mustRun(t, s, in), fusedOutputs(t, dir, []patch.Config{A}, &Options{IntraOpThreads: 1}, in); !sameOutputs(got, want) {
+		t.Fatal("fallen-back session differs from the fused model")
+	}
+}
+
+// TestPackedSessionsAreToldApart: packed sessions of the same model (equal
+// weights, so equal packed buffers) opened concurrently on the one
+// environment each find their own buffers: switching one leaves the other
+// computing the base model, and closing one leaves the other working.
+func TestPackedSessionsAreToldApart(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	in := packedInputs(t, 2, 6)
+	plain := &Options{IntraOpThreads: 1}
+	base := fusedOutputs(t, dir, nil, plain, in)
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	withA := fusedOutputs(t, dir, []patch.Config{A}, plain, in)
+
+	const n = 4
+	sessions := make([]*Session, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { // open while the others open and Run
+			defer wg.Done()
+			s, err := Open(context.Background(), dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+			if err != nil {
+				errs <- err
+				return
+			}
+			sessions[i] = s
+			for range 20 {
+				if _, err := s.Run(context.Background(), in); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, s := range sessions {
+		t.Cleanup(func() { s.Close() })
+		if s.Mode() != ModePacked {
+			t.Fatalf("fell back: %s", s.FallbackReason())
+		}
+	}
+	for i, s := range sessions {
+		if err := s.Set(context.Background(), A); err != nil {
+			t.Fatal(err)
+		}
+		for j, o := range sessions {
+			want := base
+			if j <= i {
+				want = withA
+			}
+			if !sameOutputs(mustRun(t, o, in), want) {
+				t.Fatalf("after switching sessions 0..%d: session %d computes the wrong configuration", i, j)
+			}
+		}
+	}
+	if err := sessions[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sessions[1].Revert(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !sameOutputs(mustRun(t, sessions[1], in), base) || !sameOutputs(mustRun(t, sessions[2], in), withA) {
+		t.Fatal("after closing session 0, sessions 1 and 2 compute the wrong configurations")
+	}
+}
