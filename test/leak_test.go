@@ -44,11 +44,14 @@ func TestSwitchRunCyclesDoNotLeak(t *testing.T) {
 	for _, c := range []struct {
 		mode   ort.Mode
 		cycles int
-	}{{ort.ModeLive, 10000}, {ort.ModeHybrid, 10000}, {ort.ModeBaked, 10000}} {
+	}{{ort.ModePacked, 10000}, {ort.ModeLive, 10000}, {ort.ModeHybrid, 10000}, {ort.ModeBaked, 10000}} {
 		t.Run(c.mode.String(), func(t *testing.T) {
 			sess, err := ort.Open(context.Background(), dir, &ort.Options{Mode: c.mode, IntraOpThreads: 1})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if sess.Mode() != c.mode {
+				t.Fatalf("opened as %v (fallback: %s)", sess.Mode(), sess.FallbackReason())
 			}
 			feeds := randomInputs(t, sess.Inputs(), 2, 5, nil)
 			base := mustRun(t, sess, feeds)

@@ -35,10 +35,10 @@ func newBenchCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "sessions",
-		Short: "Compare live, baked and hybrid sessions with a plain ORT session",
+		Short: "Compare packed, live, baked and hybrid sessions with a plain ORT session",
 		Long: `bench generates benchmark models (an 8-layer 1024→4096→1024 MLP, and with
 --models mlp,llm a TinyLlama-shaped 4.1 GB model), opens a plain ORT session of
-the original model and a live, baked, hybrid and hybrid + KeepLiveWeights
+the original model and a packed, live, baked, hybrid and hybrid + KeepLiveWeights
 session of the exported one,
 and measures steady-state Run latency, time from a switch until adapted outputs,
 time until a hybrid session is back at full speed, and peak / steady RSS (in

@@ -92,7 +92,7 @@ func child(job childJob, res *childResult) error {
 		if err := run(); err != nil {
 			return err
 		}
-		if job.Variant != "live" {
+		if job.Variant != "live" && job.Variant != "packed" {
 			if err := s.WaitBaked(context.Background()); err != nil {
 				return err
 			}
