@@ -89,7 +89,9 @@ func TestPackedTenThousandSteps(t *testing.T) {
 		}
 	}
 	alphas := []float32{1, 1, 0.5, -1, 2.5, 0.25}
-	randCfg := func() patch.Config { return patch.Config{Adapter: pool[rng.IntN(len(pool))], Alpha: alphas[rng.IntN(len(alphas))]} }
+	randCfg := func() patch.Config {
+		return patch.Config{Adapter: pool[rng.IntN(len(pool))], Alpha: alphas[rng.IntN(len(alphas))]}
+	}
 	var active []patch.Config
 	in := packedInputs(t, 2, 9)
 	ctx := context.Background()
