@@ -79,7 +79,7 @@ func newDeviceTestRunCmd() *cobra.Command {
 		provs      providerFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "run BUNDLE [--provider P]... [--provider-fallback] [--mode live|baked|hybrid] [--runs N]",
+		Use:   "run BUNDLE [--provider P]... [--provider-fallback] [--mode live|baked|hybrid|packed] [--runs N]",
 		Short: "Run a device-test bundle: switch its adapters with the chosen execution providers, compare with its references, time it",
 		Long: `devicetest run opens the bundle's model with the --provider list and --mode, then for
 the base model, each configuration and the base again (revert): switches, runs --runs times,
@@ -100,7 +100,7 @@ bit, and prints the switch and Run timings. It exits non-zero on any mismatch.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&mode, "mode", "live", "session mode: live, baked or hybrid")
+	f.StringVar(&mode, "mode", "live", "session mode: live, baked, hybrid or packed (falls back to hybrid where it does not apply, e.g. weights an accelerator took)")
 	f.IntVar(&runs, "runs", 20, "Runs per configuration (the median is printed)")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.Float64Var(&atol, "atol", 1e-4, "absolute tolerance against the references")

@@ -31,7 +31,7 @@ func newRunCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "run --model DIR [--adapter A.shira[:ALPHA]]... --input NAME=FILE.npy... --output-dir OUT",
-		Short: "Run an exported model with adapters patched into the live session; outputs as .npy",
+		Short: "Run an exported model with adapters patched into the session's weights; outputs as .npy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			feeds, err := readInputFlags(inputs)
@@ -61,6 +61,9 @@ func newRunCmd() *cobra.Command {
 			defer sess.Close()
 			w := cmd.OutOrStdout()
 			printProviders(w, sess.Providers())
+			if r := sess.FallbackReason(); r != "" {
+				fmt.Fprintf(w, "session mode %v (packed does not apply: %s)\n", sess.Mode(), r)
+			}
 			if len(cfgs) > 0 {
 				start := time.Now()
 				if err := sess.Set(cmd.Context(), cfgs...); err != nil {
@@ -95,7 +98,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each (characters a file name cannot hold, such as '/' and ':', written as %XX)")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
-	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: live (patch the weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
+	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: packed (patch the prepacked weights ORT computes with; falls back to hybrid where it does not apply), live (patch the unpacked weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
 	provs.register(f)
 	markRequired(cmd, "model", "output-dir")
 	return cmd

@@ -19,7 +19,7 @@ import (
 
 // TestLargeModelModes opens the 4.1 GB TinyLlama-shaped model (external
 // data, > 2 GB) in every mode, switches an adapter in and out and checks
-// the oracle: baked and rebaked-hybrid outputs equal, bit for bit, a plain
+// the oracle: packed, baked and rebaked-hybrid outputs equal, bit for bit, a plain
 // ORT session of the offline-fused model (patch.FuseInto +
 // export.WriteStandalone, itself > 2 GB) and, before the switch and after
 // Revert, a plain session of the original model; live outputs agree with
@@ -76,10 +76,13 @@ func TestLargeModelModes(t *testing.T) {
 	wantLiveAdapted := out["Y"].Data
 	fl.Close()
 
-	for _, mode := range []ort.Mode{ort.ModeBaked, ort.ModeHybrid, ort.ModeLive} {
+	for _, mode := range []ort.Mode{ort.ModePacked, ort.ModeBaked, ort.ModeHybrid, ort.ModeLive} {
 		s, err := ort.Open(context.Background(), exported, &ort.Options{Mode: mode, IntraOpThreads: 2})
 		if err != nil {
 			t.Fatalf("%v: %v", mode, err)
+		}
+		if s.Mode() != mode {
+			t.Fatalf("%v: opened as %v: %s", mode, s.Mode(), s.FallbackReason())
 		}
 		run := func() []byte {
 			out, err := s.Run(context.Background(), in)
@@ -117,7 +120,7 @@ func TestLargeModelModes(t *testing.T) {
 			t.Fatal(err)
 		}
 		adapted := run()
-		if mode == ort.ModeBaked {
+		if mode == ort.ModeBaked || mode == ort.ModePacked {
 			check("adapted", adapted, wantAdapted, true)
 		} else {
 			check("adapted (live) vs a live session of the fused weights", adapted, wantLiveAdapted, true)
