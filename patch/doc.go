@@ -26,7 +26,10 @@
 //
 // The original bytes at the union of touched indices are saved before the
 // first write and written back on revert, so reverting is bit-exact for
-// every dtype (NaN payloads and -0 included). Switching A→B reverts A and
+// every dtype (NaN payloads and -0 included). A float16 or bfloat16 weight
+// may be stored widened to float32 (Weight.Widened, as ONNX Runtime holds
+// such a weight after converting it for packing): every result is the one
+// computed for the narrow weight, stored as its float32 value. Switching A→B reverts A and
 // applies B, except that weights whose ordered list of (tensor, alpha) is
 // unchanged are left alone; the result always equals a fresh Set(B) on the
 // base weights. Offline fusion ([FuseInto]) runs the same code, so a live

@@ -50,12 +50,12 @@ func (ws *wstate) base(i uint32, pos int) (float32, int) {
 		pos++
 	}
 	if pos < len(ws.touched) && ws.touched[pos] == i {
-		if ws.DType.Size() == 4 {
+		if ws.storeSize() == 4 {
 			return math.Float32frombits(ws.saved32[pos]), pos
 		}
 		return half(ws.DType, ws.saved16[pos]), pos
 	}
-	if ws.DType.Size() == 4 {
+	if ws.storeSize() == 4 {
 		return tensor.Float32s(ws.Data)[i], pos
 	}
 	return half(ws.DType, tensor.Uint16s(ws.Data)[i]), pos

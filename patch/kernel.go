@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"math"
 	"math/bits"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -48,7 +49,7 @@ type scratch struct {
 // its touched entries [lo, hi).
 func (ws *wstate) revertPrev(lo, hi int) {
 	ix := ws.prevTouched[lo:hi]
-	if ws.DType.Size() == 4 {
+	if ws.storeSize() == 4 {
 		wb, saved := tensor.Uint32s(ws.Data), ws.prev32[lo:hi]
 		saved = saved[:len(ix)]
 		for j, i := range ix {
@@ -126,7 +127,7 @@ func upperBound(s []uint32, x uint32) int {
 
 // prepare sizes the saved buffer for n entries.
 func (ws *wstate) prepare(n int) {
-	if ws.DType.Size() == 4 {
+	if ws.storeSize() == 4 {
 		ws.saved32 = resize(ws.saved32, n)
 	} else {
 		ws.saved16 = resize(ws.saved16, n)
@@ -156,6 +157,13 @@ func (ws *wstate) applySingle(e entry, lo, hi int, s *scratch) {
 		for j, i := range ix {
 			saved[j] = wb[i]
 			wb[i] = vb[j]
+		}
+	case e.exact() && vdt == ws.DType && ws.Widened: // the values widened verbatim
+		wb, vb, saved := tensor.Float32s(ws.Data), tensor.Uint16s(e.t.Values)[lo:hi], ws.saved32[lo:hi]
+		vb, saved = vb[:len(ix)], saved[:len(ix)]
+		for j, i := range ix {
+			saved[j] = math.Float32bits(wb[i])
+			wb[i] = half(vdt, vb[j])
 		}
 	case e.exact() && vdt == ws.DType:
 		wb, vb, saved := tensor.Uint16s(ws.Data), tensor.Uint16s(e.t.Values)[lo:hi], ws.saved16[lo:hi]
@@ -201,7 +209,7 @@ func (ws *wstate) applySingle(e entry, lo, hi int, s *scratch) {
 
 // gather copies the weight's bits at ix into the saved buffer at off.
 func (ws *wstate) gather(ix []uint32, off int) {
-	if ws.DType.Size() == 4 {
+	if ws.storeSize() == 4 {
 		wb, saved := tensor.Uint32s(ws.Data), ws.saved32[off:]
 		saved = saved[:len(ix)]
 		for j, i := range ix {
@@ -218,7 +226,7 @@ func (ws *wstate) gather(ix []uint32, off int) {
 
 // widenSaved converts saved[lo:hi] to float32 into dst.
 func (ws *wstate) widenSaved(dst []float32, lo, hi int) {
-	if ws.DType.Size() == 4 {
+	if ws.storeSize() == 4 {
 		copy(dst, tensor.Float32s(tensor.Bytes(ws.saved32[lo:hi])))
 		return
 	}
@@ -242,10 +250,26 @@ func combineBlock(v, base []float32, e entry) {
 	}
 }
 
-// scatter rounds f to the weight dtype (nearest even) and writes it at ix;
-// half is scratch for narrowing fp16 (at least len(ix) long).
+// scatter rounds f to the weight dtype (nearest even) and writes it at ix
+// (widened again for a Widened weight); half is scratch for narrowing fp16
+// (at least len(ix) long).
 func (ws *wstate) scatter(ix []uint32, f []float32, half []uint16) {
 	f = f[:len(ix)]
+	switch {
+	case ws.Widened && ws.DType == tensor.Float16:
+		w, h, tab := tensor.Float32s(ws.Data), half[:len(ix)], tensor.Float16Table()
+		tensor.Float32sToFloat16(h, f)
+		for j, i := range ix {
+			w[i] = tab[h[j]]
+		}
+		return
+	case ws.Widened:
+		w := tensor.Float32s(ws.Data)
+		for j, i := range ix {
+			w[i] = tensor.BFloat16ToFloat32(tensor.Float32ToBFloat16(f[j]))
+		}
+		return
+	}
 	switch ws.DType {
 	case tensor.Float32:
 		w := tensor.Float32s(ws.Data)
@@ -362,6 +386,14 @@ func (ws *wstate) writeSole(e entry, j0, j1 int, bm []uint64, rank []uint32, hit
 		for j, i := range ix {
 			if sole(i) {
 				wb[i] = vb[j]
+			}
+		}
+	case e.t.ValueDType == ws.DType && ws.Widened:
+		wb, vb := tensor.Float32s(ws.Data), tensor.Uint16s(e.t.Values)[j0:j1]
+		vb = vb[:len(ix)]
+		for j, i := range ix {
+			if sole(i) {
+				wb[i] = half(ws.DType, vb[j])
 			}
 		}
 	case e.t.ValueDType == ws.DType:

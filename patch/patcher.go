@@ -44,6 +44,21 @@ type Weight struct {
 	// BaseSHA256 is the sha256 of the base Data; all zero means unknown
 	// and skips the per-tensor base check.
 	BaseSHA256 [32]byte
+	// Widened (Float16 and BFloat16 only) says Data holds the weight's
+	// values converted to float32, 4 bytes per element, as ONNX Runtime
+	// holds a float16 or bfloat16 weight it converts before packing:
+	// results are computed and rounded to DType exactly as for a DType
+	// buffer, then stored widened, so the stored values are always those
+	// of the DType result. The base values must be DType values.
+	Widened bool
+}
+
+// storeSize is the size of one element of Data.
+func (w *Weight) storeSize() int {
+	if w.Widened {
+		return 4
+	}
+	return w.DType.Size()
 }
 
 // Config is one adapter with the scale it is applied at. Alpha is used as
@@ -183,11 +198,14 @@ func New(weights []Weight, opts ...Option) (*Patcher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %q: %w", ErrWeight, w.Name, err)
 		}
-		if n*w.DType.Size() != len(w.Data) {
-			return nil, fmt.Errorf("%w: %q: %v %v needs %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, n*w.DType.Size(), len(w.Data))
+		if w.Widened && w.DType.Size() != 2 {
+			return nil, fmt.Errorf("%w: %q: only float16 and bfloat16 weights can be stored widened", ErrWeight, w.Name)
 		}
-		if n > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(w.Data)))%uintptr(w.DType.Size()) != 0 {
-			return nil, fmt.Errorf("%w: %q: data not aligned to %d bytes", ErrWeight, w.Name, w.DType.Size())
+		if es := w.storeSize(); n*es != len(w.Data) {
+			return nil, fmt.Errorf("%w: %q: %v %v needs %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, n*es, len(w.Data))
+		}
+		if es := w.storeSize(); n > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(w.Data)))%uintptr(es) != 0 {
+			return nil, fmt.Errorf("%w: %q: data not aligned to %d bytes", ErrWeight, w.Name, es)
 		}
 		w.Shape = append([]int64(nil), w.Shape...)
 		p.weights[i] = wstate{Weight: w, numel: n}
