@@ -39,6 +39,9 @@ type packTarget struct {
 	name   string // the buffer's weight name in the packed patcher
 	layout mlaspack.Layout
 	data   []byte // ORT's buffer (pinned)
+	// widened: a float16/bfloat16 weight ORT converted to float32 before
+	// packing (patch.Weight.Widened)
+	widened bool
 }
 
 // packedState is a packed session's hold on ORT's packed weights.
@@ -130,7 +133,16 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, translated: map[translationKey]*adapter.Tensor{}}
 	var pw []patch.Weight
 	var keep []int64
+	var wide []float32 // reused: one weight at a time
 	for _, w := range s.weights {
+		want := w.data // the bytes the packed buffer holds, in the weight's order
+		widened := w.info.DType != tensor.Float32
+		if widened {
+			if n := len(w.data) / 2; cap(wide) < n {
+				wide = make([]float32, n)
+			}
+			want = widenInto(wide, w.info.DType, w.data)
+		}
 		for _, trans := range orient[w.info.Name] {
 			l, err := mlaspack.NewLayout(w.info.Shape, trans)
 			if err != nil {
@@ -139,7 +151,7 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 			found := 0
 			for _, bi := range bySize[l.PackedBytes()] {
 				b := rec.Blocks[bi]
-				if !l.Matches(b.Data, w.data) {
+				if !l.Matches(b.Data, want) {
 					continue
 				}
 				if other, ok := owner[bi]; ok {
@@ -148,8 +160,8 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 				owner[bi] = w.info.Name
 				found++
 				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
-				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, data: b.Data})
-				pw = append(pw, patch.Weight{Name: name, DType: tensor.Float32, Shape: []int64{int64(l.PackedLen())}, Data: b.Data})
+				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, data: b.Data, widened: widened})
+				pw = append(pw, patch.Weight{Name: name, DType: w.info.DType, Widened: widened, Shape: []int64{int64(l.PackedLen())}, Data: b.Data})
 				keep = append(keep, b.ID)
 			}
 			s.dropWeight(w) // read once more only if another orientation needs it
@@ -205,7 +217,7 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 			for j := range work {
 				k := jobs[j].key
 				idx, vals := k.layout.Translate(k.t.Indices, k.t.Values, k.t.ValueDType.Size())
-				results[j] = &adapter.Tensor{DType: tensor.Float32, ValueDType: k.t.ValueDType,
+				results[j] = &adapter.Tensor{DType: k.t.DType, ValueDType: k.t.ValueDType,
 					Shape: []int64{int64(k.layout.PackedLen())}, Indices: idx, Values: vals}
 			}
 		}()
@@ -384,4 +396,22 @@ func (s *Session) dropWeight(w *weight) {
 	if s.file != nil && !s.file.anon {
 		unmapPages(w.data)
 	}
+}
+
+// widenInto converts the float16 or bfloat16 data b to float32 (as ORT
+// converts them) into dst and returns the bytes of the result.
+func widenInto(dst []float32, dt tensor.DType, b []byte) []byte {
+	h := tensor.Uint16s(b)
+	out := dst[:len(h)]
+	if dt == tensor.Float16 {
+		tab := tensor.Float16Table()
+		for i, v := range h {
+			out[i] = tab[v]
+		}
+	} else {
+		for i, v := range h {
+			out[i] = tensor.BFloat16ToFloat32(v)
+		}
+	}
+	return tensor.Bytes(out)
 }

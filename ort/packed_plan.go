@@ -53,14 +53,14 @@ func packedOrientations(m *export.Model, ws []*weight) (map[string][]bool, strin
 	out := make(map[string][]bool, len(ws))
 	for _, w := range ws {
 		name := closest.Quote(w.info.Name)
-		if w.info.DType != tensor.Float32 {
-			return nil, fmt.Sprintf("weight %s is %v: ORT converts it to float32 before packing, which packed mode does not patch yet", name, w.info.DType)
+		if !w.info.DType.IsFloat() {
+			return nil, fmt.Sprintf("weight %s is %v: only float weights are patched in their packed form", name, w.info.DType)
 		}
 		if len(w.info.Shape) != 2 {
 			return nil, fmt.Sprintf("weight %s has rank %d: only rank-2 MatMul/Gemm weights are patched in their packed form", name, len(w.info.Shape))
 		}
 		var orient []bool
-		if why := ix.packedUses(w.info.Name, false, 0, &orient); why != "" {
+		if why := ix.packedUses(w.info.Name, w.info.DType, false, 0, &orient); why != "" {
 			return nil, fmt.Sprintf("weight %s %s", name, why)
 		}
 		if len(orient) == 0 {
@@ -115,11 +115,14 @@ func newUseIndex(g *onnxwire.Graph) (*useIndex, error) {
 }
 
 // packedUses adds to orient the orientation of every MatMul/Gemm reading
-// value (which is the weight, transposed when trans) as B, or says why a
-// reader is not one. depth bounds Transpose chains.
-func (ix *useIndex) packedUses(value string, trans bool, depth int, orient *[]bool) string {
+// value (which is the weight, transposed when trans, of dtype dt) as B, or
+// says why a reader is not one. A float16 or bfloat16 weight may be read
+// directly (ORT's CPU kernels compute in float32: it inserts a Cast, which
+// it folds into a float32 copy before packing) or through Casts to float32
+// (also folded). depth bounds Transpose and Cast chains.
+func (ix *useIndex) packedUses(value string, dt tensor.DType, trans bool, depth int, orient *[]bool) string {
 	if depth > 8 {
-		return "is read through more than 8 Transposes"
+		return "is read through more than 8 Transposes and Casts"
 	}
 	if ix.outputs[value] {
 		return fmt.Sprintf("is a graph output (through %s)", closest.Quote(value))
@@ -150,7 +153,19 @@ func (ix *useIndex) packedUses(value string, trans bool, depth int, orient *[]bo
 			if !slices.Equal(perm, []int64{1, 0}) {
 				return fmt.Sprintf("is read by %s with perm %v", desc, perm)
 			}
-			if why := ix.packedUses(n.Outputs()[0], !trans, depth+1, orient); why != "" {
+			if why := ix.packedUses(n.Outputs()[0], dt, !trans, depth+1, orient); why != "" {
+				return why
+			}
+			continue
+		case n.OpType() == "Cast" && u.idx == 0 && dt != tensor.Float32 && len(n.Outputs()) == 1:
+			to, err := n.AttrInt("to", 0)
+			if err != nil {
+				return "is read by " + desc + ": " + err.Error()
+			}
+			if tensor.DType(to) != tensor.Float32 {
+				return fmt.Sprintf("is read by %s casting it to %v; only a cast to float32 is folded before packing", desc, tensor.DType(to))
+			}
+			if why := ix.packedUses(n.Outputs()[0], tensor.Float32, trans, depth+1, orient); why != "" {
 				return why
 			}
 			continue

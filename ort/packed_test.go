@@ -12,8 +12,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -170,8 +172,12 @@ func TestPackedFallsBack(t *testing.T) {
 	requireORT(t)
 	dir, m := optModelDir(t)
 	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
-	if s.Mode() != ModeHybrid || !strings.Contains(s.FallbackReason(), `"Wc"`) {
-		t.Fatalf("mode %v, fallback %q; want hybrid because of the Conv", s.Mode(), s.FallbackReason())
+	want := `"Wc"` // the Conv weight
+	if runtime.GOARCH != "amd64" {
+		want = "x86-64 only"
+	}
+	if s.Mode() != ModeHybrid || !strings.Contains(s.FallbackReason(), want) {
+		t.Fatalf("mode %v, fallback %q; want hybrid, naming %s", s.Mode(), s.FallbackReason(), want)
 	}
 	A := patch.Default(randomAdapter(t, m, 0.05, 1))
 	if err := s.Set(context.Background(), A); err != nil {
@@ -253,5 +259,135 @@ func TestPackedSessionsAreToldApart(t *testing.T) {
 	}
 	if !sameOutputs(mustRun(t, sessions[1], in), base) || !sameOutputs(mustRun(t, sessions[2], in), withA) {
 		t.Fatal("after closing session 0, sessions 1 and 2 compute the wrong configurations")
+	}
+}
+
+// TestPackedHalfWeights: float16 and bfloat16 weights, which ORT converts
+// to float32 before packing (a MatMul reading the float16 weight directly,
+// and one reading the bfloat16 weight through a Cast), are patched in
+// their converted packed form: outputs equal the offline-fused model's
+// bitwise after switches with float32, float16 and bfloat16 values, and
+// Revert restores the base outputs.
+func TestPackedHalfWeights(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir := filepath.Join("testdata", "half")
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+	if s.Mode() != ModePacked {
+		t.Fatalf("fell back: %s", s.FallbackReason())
+	}
+	for name, tg := range s.packed.targets {
+		if len(tg) != 1 || !tg[0].widened {
+			t.Fatalf("%s: targets %+v, want one widened buffer", name, tg)
+		}
+	}
+	m := openExported(t, dir).Manifest()
+	in := halfInputs(t)
+	plain := &Options{IntraOpThreads: 1}
+	base := mustRun(t, s, in)
+	if want := fusedOutputs(t, dir, nil, plain, in); !sameOutputs(base, want) {
+		t.Fatal("base outputs differ from the standalone model's")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for k, vdt := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.BFloat16} {
+		a := &adapter.Adapter{Name: fmt.Sprint("half", k), DefaultAlpha: 1, Semantics: adapter.Semantics(k % 2)}
+		for _, e := range m.Tensors {
+			n, _ := tensor.NumElements(e.Shape)
+			var ix []uint32
+			var vals []float32
+			for i := range n {
+				if rng.IntN(3) == 0 {
+					ix = append(ix, uint32(i))
+					vals = append(vals, rng.Float32()*4-2)
+				}
+			}
+			at, err := adapter.NewTensor(e.Name, e.DType, e.Shape, ix, vals, vdt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Tensors = append(a.Tensors, at)
+		}
+		for _, cfgs := range [][]patch.Config{{patch.Default(a)}, {{Adapter: a, Alpha: 0.3}}} {
+			if err := s.Set(context.Background(), cfgs...); err != nil {
+				t.Fatal(err)
+			}
+			want := fusedOutputs(t, dir, cfgs, plain, in)
+			got := mustRun(t, s, in)
+			for name := range want {
+				if bytes.Equal(want[name].Data, base[name].Data) {
+					t.Fatalf("%v values: the adapter does not change %s", vdt, name)
+				}
+			}
+			if !sameOutputs(got, want) {
+				t.Fatalf("%v values, alpha %v: outputs differ from the offline-fused model", vdt, cfgs[0].Alpha)
+			}
+		}
+	}
+	if err := s.Revert(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !sameOutputs(mustRun(t, s, in), base) {
+		t.Fatal("Revert: outputs differ from the base outputs")
+	}
+}
+
+// halfInputs feeds testdata/half: X float16 and XB bfloat16, [3, 8].
+func halfInputs(tb testing.TB) map[string]*tensor.Tensor {
+	tb.Helper()
+	x, xb := make([]uint16, 24), make([]uint16, 24)
+	for i := range x {
+		x[i] = tensor.Float32ToFloat16(float32(i%7) - 3)
+		xb[i] = tensor.Float32ToBFloat16(float32(i%5) - 2)
+	}
+	X, err := tensor.New(tensor.Float16, []int64{3, 8}, tensor.Bytes(x))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	XB, err := tensor.New(tensor.BFloat16, []int64{3, 8}, tensor.Bytes(xb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return map[string]*tensor.Tensor{"X": X, "XB": XB}
+}
+
+// TestPackedUnknownVersion: a library version whose packed layout was not
+// checked falls back to hybrid, naming the version.
+func TestPackedUnknownVersion(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	testutil.Replace(t, &packedVersions, []string{"0.1"})
+	dir, _ := packedModelDir(t)
+	s := mustOpen(t, dir, &Options{Mode: ModePacked})
+	if s.Mode() != ModeHybrid || !strings.Contains(s.FallbackReason(), Version()) || !strings.Contains(s.FallbackReason(), "0.1") {
+		t.Fatalf("mode %v, fallback %q", s.Mode(), s.FallbackReason())
+	}
+}
+
+// TestPackedWithProviderFallback: a requested execution provider the
+// library lacks falls back to CPU (Options.ProviderFallback), and the CPU
+// session is packed.
+func TestPackedWithProviderFallback(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	p, err := ParseProvider("qnn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, Providers: []Provider{p}, ProviderFallback: true, IntraOpThreads: 1})
+	if s.Mode() != ModePacked {
+		t.Fatalf("fell back: %s", s.FallbackReason())
+	}
+	st := s.Providers()
+	if len(st) == 0 || st[0].Active {
+		t.Skipf("this ORT build has the QNN provider: %+v", st)
+	}
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	if err := s.Set(context.Background(), A); err != nil {
+		t.Fatal(err)
+	}
+	in := packedInputs(t, 2, 3)
+	if !sameOutputs(mustRun(t, s, in), fusedOutputs(t, dir, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)) {
+		t.Fatal("outputs differ from the offline-fused model")
 	}
 }
