@@ -12,6 +12,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -19,7 +20,7 @@ import (
 // fp32 weights: live sessions whose exposed weights are bound with
 // AddInitializer or fed each Run (neither is prepacked), a live session Run
 // with a cancellable context (its own run options per Run), a baked
-// session, and a plain session of the same graph with constant weights
+// session, a packed session, and a plain session of the same graph with constant weights
 // (OpenModel). SHIRA_BENCH_THREADS sets the intra-op threads (default 1).
 //
 //	go test -run '^$' -bench Run -benchtime 200x ./ort/
@@ -49,6 +50,9 @@ func BenchmarkRun(b *testing.B) {
 		{"baked", context.Background(), func() (*Session, error) {
 			return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModeBaked})
 		}},
+		{"packed", context.Background(), func() (*Session, error) {
+			return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModePacked})
+		}},
 		{"plain-constant", context.Background(), func() (*Session, error) {
 			return OpenModel(context.Background(), plain, &Options{IntraOpThreads: threads})
 		}},
@@ -57,6 +61,9 @@ func BenchmarkRun(b *testing.B) {
 		s, err := v.open()
 		if err != nil {
 			b.Fatal(err)
+		}
+		if v.name == "packed" && s.Mode() != ModePacked {
+			b.Fatalf("packed session fell back: %s", s.FallbackReason())
 		}
 		for _, batch := range []int{1, 16} {
 			x, err := tensor.FromFloat32([]int64{int64(batch), 1024}, ramp(batch*1024, batch))
@@ -137,5 +144,46 @@ func BenchmarkRunContext(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkSwitch measures one adapter switch (Set A, then Set B, ...; 2 %
+// of every weight, overwrite) on the 4 × 1024² model of BenchmarkRun in a
+// live session (scatter into the weights ORT reads unpacked) and a packed
+// one (validate, translate to packed offsets, scatter into ORT's packed
+// buffers). SHIRA_BENCH_THREADS sets the intra-op threads (default 1).
+//
+//	go test -run '^$' -bench Switch ./ort/
+func BenchmarkSwitch(b *testing.B) {
+	requireORT(b)
+	_, exposed := benchModel(b, 1024, 4)
+	m, err := export.Open(exposed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	man := m.Manifest()
+	m.Close()
+	cfgs := [2]patch.Config{
+		patch.Default(randomAdapter(b, man, 0.02, 1)),
+		patch.Default(randomAdapter(b, man, 0.02, 2)),
+	}
+	for _, mode := range []Mode{ModeLive, ModePacked} {
+		s, err := Open(context.Background(), exposed, &Options{IntraOpThreads: 1, Mode: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.Mode() != mode {
+			b.Fatalf("%v session opened as %v: %s", mode, s.Mode(), s.FallbackReason())
+		}
+		b.Run(mode.String(), func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				if err := s.Set(context.Background(), cfgs[i%2]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		s.Close()
 	}
 }

@@ -50,16 +50,6 @@ type packedState struct {
 	patcher *patch.Patcher     // over the packed buffers
 	targets map[string][]packTarget
 
-	// translated caches the packed form of the active configuration's
-	// adapter tensors (by tensor and layout), so Apply and unchanged
-	// weights reuse them and the patcher sees the same tensors again.
-	// Under switchMu.
-	translated map[translationKey]*adapter.Tensor
-}
-
-type translationKey struct {
-	t      *adapter.Tensor
-	layout mlaspack.Layout
 }
 
 // openPacked creates the packed engine: the baked session, recorded, with
@@ -130,7 +120,7 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 		bySize[len(b.Data)] = append(bySize[len(b.Data)], i)
 	}
 	owner := map[int]string{} // block index -> weight that claimed it
-	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, translated: map[translationKey]*adapter.Tensor{}}
+	ps := &packedState{rec: rec, targets: map[string][]packTarget{}}
 	var pw []patch.Weight
 	var keep []int64
 	var wide []float32 // reused: one weight at a time
@@ -186,73 +176,77 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 }
 
 // translate returns cfgs with every adapter tensor replaced by its packed
-// form for each of its weight's packed buffers. Tensors already translated
-// for the active configuration are reused; the cache keeps only what the
-// result uses. cfgs were validated against the mapped weights. Under
-// switchMu.
+// form for each of its weight's packed buffers: one translation per tensor
+// and layout, shared by buffers of the same layout, made in parallel. cfgs
+// were validated against the mapped weights.
 func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 	type job struct {
-		key translationKey
+		t      *adapter.Tensor
+		layout mlaspack.Layout
+		idx    []uint32
+		vals   []byte
 	}
-	var jobs []job
+	type jobKey struct {
+		t      *adapter.Tensor
+		layout mlaspack.Layout
+	}
+	var jobs []*job
+	byKey := map[jobKey]*job{}
 	for _, c := range cfgs {
 		for ti := range c.Adapter.Tensors {
 			t := &c.Adapter.Tensors[ti]
 			for _, tg := range ps.targets[t.Name] {
-				k := translationKey{t, tg.layout}
-				if _, ok := ps.translated[k]; !ok {
-					ps.translated[k] = nil // placeholder, filled below
-					jobs = append(jobs, job{k})
+				if k := (jobKey{t, tg.layout}); byKey[k] == nil {
+					byKey[k] = &job{t: t, layout: tg.layout}
+					jobs = append(jobs, byKey[k])
 				}
 			}
 		}
 	}
-	results := make([]*adapter.Tensor, len(jobs))
 	var wg sync.WaitGroup
-	work := make(chan int)
+	work := make(chan *job)
 	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				k := jobs[j].key
-				idx, vals := k.layout.Translate(k.t.Indices, k.t.Values, k.t.ValueDType.Size())
-				results[j] = &adapter.Tensor{DType: k.t.DType, ValueDType: k.t.ValueDType,
-					Shape: []int64{int64(k.layout.PackedLen())}, Indices: idx, Values: vals}
+				j.idx, j.vals = j.layout.Translate(j.t.Indices, j.t.Values, j.t.ValueDType.Size())
 			}
 		}()
 	}
-	for j := range jobs {
+	for _, j := range jobs {
 		work <- j
 	}
 	close(work)
 	wg.Wait()
-	for j, jb := range jobs {
-		ps.translated[jb.key] = results[j]
-	}
 
-	used := make(map[translationKey]bool, len(ps.translated))
 	out := make([]patch.Config, len(cfgs))
 	for i, c := range cfgs {
 		a := &adapter.Adapter{Name: c.Adapter.Name, Semantics: c.Adapter.Semantics, DefaultAlpha: c.Adapter.DefaultAlpha}
 		for ti := range c.Adapter.Tensors {
 			t := &c.Adapter.Tensors[ti]
 			for _, tg := range ps.targets[t.Name] {
-				k := translationKey{t, tg.layout}
-				used[k] = true
-				pt := *ps.translated[k]
-				pt.Name = tg.name
-				a.Tensors = append(a.Tensors, pt)
+				j := byKey[jobKey{t, tg.layout}]
+				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: t.DType, ValueDType: t.ValueDType,
+					Shape: []int64{int64(tg.layout.PackedLen())}, Indices: j.idx, Values: j.vals})
 			}
 		}
 		out[i] = patch.Config{Adapter: a, Alpha: c.Alpha}
 	}
-	for k := range ps.translated {
-		if !used[k] {
-			delete(ps.translated, k)
+	return out
+}
+
+// dropValues lets go of the translated values once the patcher has
+// written them: a later switch or revert reads only the indices (and the
+// originals the patcher saved), and a switch translates what it applies
+// afresh. This keeps a packed session's steady memory at the weights plus
+// the active adapters' indices and saved originals.
+func dropValues(tc []patch.Config) {
+	for _, c := range tc {
+		for i := range c.Adapter.Tensors {
+			c.Adapter.Tensors[i].Values = nil
 		}
 	}
-	return out
 }
 
 // switchPacked validates cfgs against the mapped weights, translates them
@@ -262,12 +256,19 @@ func (s *Session) switchPacked(cfgs []patch.Config) error {
 	if err := s.patcher.Validate(cfgs...); err != nil {
 		return err
 	}
+	if n := s.packed.rec.Freed(); n > 0 {
+		// Not seen with any checked ORT version: the memory is still the
+		// session's (pinned), but ORT no longer computes with it.
+		return fmt.Errorf("ort: ONNX Runtime released %d of the prepacked weight buffers this session patches; switches would not reach its Runs (reopen the session in ModeHybrid)", n)
+	}
 	tc := s.packed.translate(cfgs)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.packed.patcher.Set(tc...); err != nil {
+	err := s.packed.patcher.Set(tc...)
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("ort: patching the packed weights: %w", err) // not expected: cfgs were validated
 	}
+	dropValues(tc)
 	return nil
 }
 
@@ -283,7 +284,6 @@ func (ps *packedState) free() {
 	}
 	ps.rec.Release()
 	ps.rec = nil
-	ps.translated = nil
 }
 
 // FallbackReason says why the session serves Runs in Mode() rather than in

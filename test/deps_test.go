@@ -90,7 +90,7 @@ func TestOrtDoesNotLinkDownloader(t *testing.T) {
 
 // pureGo lists the library packages that must build without cgo (for
 // embedders who cannot use a C compiler); ort and lora need cgo.
-var pureGo = []string{"./tensor", "./adapter", "./patch", "./export", "./peft", "./ort/install"}
+var pureGo = []string{"./tensor", "./adapter", "./patch", "./export", "./peft", "./ort/install", "./internal/mlaspack"}
 
 // TestPureGoPackages builds pureGo with CGO_ENABLED=0.
 func TestPureGoPackages(t *testing.T) {

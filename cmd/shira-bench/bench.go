@@ -28,6 +28,7 @@ func init() {
 func newBenchCmd() *cobra.Command {
 	var (
 		models, batches, dir, out string
+		variants                  []string
 		threads                   int
 		minTime                   time.Duration
 		density                   float64
@@ -46,7 +47,7 @@ child processes). It prints a table and writes OUT.md, OUT.json and OUT.png.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := sessionbench.Config{Threads: threads, MinTime: minTime, Density: density, RSS: rss, Dir: dir,
-				Log: cmd.ErrOrStderr()}
+				Variants: variants, Log: cmd.ErrOrStderr()}
 			for _, m := range strings.Split(models, ",") {
 				if m = strings.TrimSpace(m); m != "" {
 					if m != string(sessionbench.MLP) && m != string(sessionbench.LLM) {
@@ -105,5 +106,6 @@ child processes). It prints a table and writes OUT.md, OUT.json and OUT.png.`,
 	f.DurationVar(&minTime, "min-time", 2*time.Second, "minimum measuring time per session and batch")
 	f.Float64Var(&density, "density", 0.01, "fraction of every weight the benchmark adapters touch")
 	f.BoolVar(&rss, "rss", true, "measure peak and steady RSS in child processes")
+	f.StringSliceVar(&variants, "variants", nil, "sessions to compare with plain (default all: "+strings.Join(sessionbench.Variants[1:], ",")+")")
 	return cmd
 }

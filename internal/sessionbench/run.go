@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -29,6 +30,9 @@ type Config struct {
 	Density float64
 	// RSS measures peak and steady RSS per mode in child processes.
 	RSS bool
+	// Variants restricts the sessions compared (default: all of
+	// Variants); "plain" is always measured, as the baseline.
+	Variants []string
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -57,6 +61,8 @@ type Row struct {
 	Ratio float64 `json:"ratio"`
 	// OpenMs is the time to open the session.
 	OpenMs float64 `json:"open_ms"`
+	// SetMs is the switch call itself (Session.Set).
+	SetMs float64 `json:"set_ms"`
 	// AdaptedMs is from the switch call until a Run (at Batch) returned
 	// the adapted outputs.
 	AdaptedMs float64 `json:"adapted_ms"`
@@ -89,11 +95,30 @@ func (c *Config) defaults() {
 	if c.Density <= 0 {
 		c.Density = 0.01
 	}
+	if len(c.Variants) == 0 {
+		c.Variants = Variants
+	}
+	if !slices.Contains(c.Variants, "plain") {
+		c.Variants = append([]string{"plain"}, c.Variants...)
+	}
+}
+
+// checkVariants reports a variant name that is not one of Variants.
+func (c *Config) checkVariants() error {
+	for _, v := range c.Variants {
+		if !slices.Contains(Variants, v) {
+			return fmt.Errorf("sessionbench: unknown variant %q (want %s)", v, strings.Join(Variants, ", "))
+		}
+	}
+	return nil
 }
 
 // Run generates the models (cached in Dir) and measures every variant.
 func Run(cfg Config) ([]Row, error) {
 	cfg.defaults()
+	if err := cfg.checkVariants(); err != nil {
+		return nil, err
+	}
 	if err := ort.Init(); err != nil {
 		return nil, err
 	}
@@ -123,7 +148,7 @@ func Run(cfg Config) ([]Row, error) {
 				s.Close()
 			}
 		}
-		for _, v := range Variants {
+		for _, v := range cfg.Variants {
 			s, rs, err := openAndSwitch(&cfg, m, v, src, exported, adapters)
 			if err != nil {
 				closeAll()
@@ -151,7 +176,10 @@ func Run(cfg Config) ([]Row, error) {
 		} else {
 			for i := range byVariant["plain"] { // plain's row: the median of its pairings
 				var ps []float64
-				for _, v := range Variants[1:] {
+				for _, v := range cfg.Variants {
+					if v == "plain" {
+						continue
+					}
 					ps = append(ps, pairedPlain[v][i])
 				}
 				slices.Sort(ps)
@@ -163,7 +191,7 @@ func Run(cfg Config) ([]Row, error) {
 			return nil, fmt.Errorf("sessionbench: %s: %w", m, err)
 		}
 		baseRSS := 0.0
-		for _, v := range Variants {
+		for _, v := range cfg.Variants {
 			rs := byVariant[v]
 			if cfg.RSS {
 				peak, steady, err := childRSS(&cfg, m, v, src, exported)
@@ -233,7 +261,7 @@ func roundRobin(cfg *Config, m Model, sessions map[string]*ort.Session, rows map
 		in := input(m, b)
 		times := map[string][]float64{}
 		var vs []string
-		for _, v := range Variants {
+		for _, v := range cfg.Variants {
 			if sessions[v] != nil {
 				vs = append(vs, v)
 			}
@@ -294,6 +322,7 @@ func openAndSwitch(cfg *Config, m Model, v, src, exported string, adapters []*ad
 		if err := s.Set(context.Background(), patch.Default(adapters[i%len(adapters)])); err != nil {
 			return fail(err)
 		}
+		rows[i].SetMs = ms(time.Since(t0))
 		out, err := s.Run(context.Background(), in)
 		if err != nil {
 			return fail(err)
