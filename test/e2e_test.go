@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -222,3 +224,91 @@ func abs32(f float32) float32 {
 }
 
 var _ = filepath.Join
+
+// packedApplies lists the model cases a packed session applies to (every
+// exposed weight is a MatMul/Gemm B that ORT prepacks); the others fall
+// back to hybrid with a reason containing the text given.
+var packedApplies = map[string]string{
+	"tiny": "", "transpose": "", "constant": "", "fp16": "", "bf16": "", "external": "",
+	"openwakeword-hello_deepa": "",
+	// Conv weights (NCHWc reorder) are not patched in packed form.
+	"conv":       "has rank 4",
+	"silero-vad": "has rank 3",
+}
+
+// TestPackedEqualsPlainFusedModel: on every shipped and third-party model a
+// packed session applies to, for every configuration of adapterConfigs,
+// the packed session's outputs equal, bit for bit, plain ONNX Runtime on
+// the offline-fused standalone model (`apply`), and revert restores the
+// base outputs bit for bit; on the others the session falls back to
+// hybrid, saying which weight it cannot patch in packed form.
+func TestPackedEqualsPlainFusedModel(t *testing.T) {
+	orttest.Require(t)
+	for _, mc := range modelCases {
+		t.Run(mc.name, func(t *testing.T) {
+			want, known := packedApplies[mc.name]
+			if !known {
+				t.Fatalf("no packed expectation for %s", mc.name)
+			}
+			src := mc.path(t)
+			dir, m, w := exportModel(t, src, export.Options{})
+			sess, err := ort.Open(context.Background(), dir, &ort.Options{Mode: ort.ModePacked})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			if runtime.GOARCH != "amd64" {
+				if sess.Mode() != ort.ModeHybrid {
+					t.Fatalf("packed on %s", runtime.GOARCH)
+				}
+				return
+			}
+			if want != "" {
+				if sess.Mode() != ort.ModeHybrid || !strings.Contains(sess.FallbackReason(), want) {
+					t.Fatalf("mode %v, fallback %q; want hybrid with a reason containing %q", sess.Mode(), sess.FallbackReason(), want)
+				}
+				return
+			}
+			if sess.Mode() != ort.ModePacked {
+				t.Fatalf("fell back: %s", sess.FallbackReason())
+			}
+			var overrides map[string]*tensor.Tensor
+			if mc.overrides != nil {
+				overrides = mc.overrides(t)
+			}
+			feeds := randomInputs(t, sess.Inputs(), 3, 42, overrides)
+			base := mustRun(t, sess, feeds)
+			plainOf := func(path string) map[string]*tensor.Tensor {
+				p, err := ort.OpenModel(context.Background(), path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer p.Close()
+				return mustRun(t, p, feeds)
+			}
+			basePath, _ := fusedModel(t, dir, nil)
+			if diff := firstDifference(base, plainOf(basePath)); diff != "" {
+				t.Fatalf("base: packed session != plain ORT on the exported model: %s", diff)
+			}
+			for name, cfgs := range adapterConfigs(t, m, w) {
+				if err := sess.Set(context.Background(), cfgs...); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				got := mustRun(t, sess, feeds)
+				if equalOutputs(got, base) {
+					t.Errorf("%s: the adapter did not change any output", name)
+				}
+				fusedPath, _ := fusedModel(t, dir, cfgs)
+				if diff := firstDifference(got, plainOf(fusedPath)); diff != "" {
+					t.Errorf("%s: packed session != plain ORT on the offline-fused model: %s", name, diff)
+				}
+			}
+			if err := sess.Revert(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if diff := firstDifference(mustRun(t, sess, feeds), base); diff != "" {
+				t.Errorf("after revert: %s", diff)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,11 @@ func child(job childJob, res *childResult) error {
 	if err := run(); err != nil {
 		return err
 	}
+	// The Go heap's free pages go back to the OS as a long-running
+	// process's scavenger returns them over time; without this the steady
+	// RSS of the modes would include garbage of the switch (translated
+	// adapter values, for a packed session) for as long as the GC keeps it.
+	debug.FreeOSMemory()
 	res.PeakKB, res.RSSKB = procStatus("VmHWM"), procStatus("VmRSS") // before Close
 	return nil
 }
