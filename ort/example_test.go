@@ -42,10 +42,12 @@ func ExampleOpen() {
 	// Y float32 [1 4]
 }
 
-// Choose how a switch reaches ORT. ModeHybrid (the default) applies the
-// adapter in place at once and rebuilds a prepacked session in the
-// background; WaitBaked waits for it. ModeBaked switches only once the
-// rebuilt session is ready; ModeLive never rebuilds.
+// Choose how a switch reaches ORT. ModePacked (the default) writes the
+// adapter into ORT's prepacked weights; where it does not apply the
+// session opens as ModeHybrid, shown here: it applies the adapter in
+// place at once and rebuilds a prepacked session in the background;
+// WaitBaked waits for it. ModeBaked switches only once the rebuilt session
+// is ready; ModeLive never rebuilds.
 func ExampleMode() {
 	if err := ort.Init(); err != nil {
 		log.Fatal(err)

@@ -37,7 +37,7 @@ func switchStyle(ctx context.Context, model, exported, style string) error {
 	if _, err := export.Expose(ctx, model, exported, export.Options{}); err != nil {
 		return err // the weights of MatMul/Gemm/Conv become patchable
 	}
-	sess, err := ort.Open(ctx, exported, &ort.Options{Mode: ort.ModeLive}) // live: bit-stable outputs
+	sess, err := ort.Open(ctx, exported, nil) // packed (the default): plain-ORT speed, bit-stable
 	if err != nil {
 		return err
 	}
