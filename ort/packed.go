@@ -49,7 +49,6 @@ type packedState struct {
 	rec     *ortshim.Recording // pins the buffers until the session is released
 	patcher *patch.Patcher     // over the packed buffers
 	targets map[string][]packTarget
-
 }
 
 // openPacked creates the packed engine: the baked session, recorded, with
