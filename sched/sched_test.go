@@ -1,0 +1,841 @@
+package sched_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shira-ort/shira-ort/sched"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+func mustNew(t testing.TB, b sched.Backend, o sched.Options) *sched.Scheduler {
+	t.Helper()
+	s, err := sched.New(b, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestNewOptions(t *testing.T) {
+	if _, err := sched.New(nil, sched.Options{}); err == nil {
+		t.Error("New(nil backend) succeeded")
+	}
+	for _, o := range []sched.Options{{MaxWait: -1}, {QueueLimit: -1}, {MaxBatch: -1}, {MaxConcurrent: -1}} {
+		if _, err := sched.New(&fake{}, o); err == nil {
+			t.Errorf("New(%+v) succeeded", o)
+		}
+	}
+}
+
+// TestLoad runs many clients with random keys (uniform and Zipf) against
+// every mode and checks every response is its own rows under its own key,
+// that Switch never overlaps a Run, and that waits stay bounded.
+func TestLoad(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		exclusive  bool
+		batch      int
+		concurrent int
+		keys       int
+		zipf       bool
+	}{
+		{"exclusive/uniform", true, 1, 1, 6, false},
+		{"exclusive/zipf", true, 1, 1, 40, true},
+		{"exclusive/batch/uniform", true, 8, 1, 6, false},
+		{"exclusive/batch/zipf/concurrent", true, 8, 2, 40, true},
+		{"exclusive/concurrent/uniform", true, 1, 3, 4, false},
+		{"shared/zipf", false, 1, 2, 40, true},
+		{"shared/batch/uniform", false, 8, 2, 6, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer noLeaks(t)()
+			const clients, perClient = 16, 50
+			const maxWait = 20 * time.Millisecond
+			f := &fake{exclusive: c.exclusive, runDelay: 200 * time.Microsecond, switchDelay: 300 * time.Microsecond}
+			var maxWaited atomic.Int64
+			var batches, batched atomic.Int64
+			var depthMu sync.Mutex
+			lastDepth := -1
+			s := mustNew(t, f, sched.Options{
+				Exclusive: c.exclusive, MaxWait: maxWait, MaxBatch: c.batch, MaxConcurrent: c.concurrent,
+				Observer: sched.Observer{
+					Waited: func(_ sched.Key, d time.Duration) {
+						for {
+							m := maxWaited.Load()
+							if int64(d) <= m || maxWaited.CompareAndSwap(m, int64(d)) {
+								return
+							}
+						}
+					},
+					Batch: func(_ sched.Key, requests, rows int) {
+						batches.Add(1)
+						batched.Add(int64(requests))
+						if rows > c.batch && requests > 1 {
+							t.Errorf("batch of %d rows > MaxBatch %d", rows, c.batch)
+						}
+					},
+					Depth: func(n int) {
+						depthMu.Lock()
+						lastDepth = n
+						depthMu.Unlock()
+					},
+				},
+			})
+			keys := make([]sched.Key, c.keys)
+			for i := range keys {
+				keys[i] = sched.KeyOf([]sched.Entry{{Name: fmt.Sprintf("adapter%d", i), Alpha: 1 + float32(i)/4}})
+			}
+			keys[0] = sched.Base
+			var wg sync.WaitGroup
+			var errs atomic.Int64
+			for cl := range clients {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(cl), 1))
+					zipf := rand.NewZipf(rng, 1.1, 1, uint64(c.keys-1))
+					for i := range perClient {
+						k := keys[rng.IntN(len(keys))]
+						if c.zipf {
+							k = keys[zipf.Uint64()]
+						}
+						rows, w := 1+rng.IntN(3), 3
+						if rng.IntN(8) == 0 {
+							w = 5 // a different shape: never batched with the others
+						}
+						id := cl*perClient + i
+						in := request(id, rows, w)
+						out, err := s.Run(context.Background(), k, in)
+						if err == nil {
+							err = verify(k, in, out)
+						}
+						if err != nil {
+							if errs.Add(1) < 5 {
+								t.Errorf("client %d request %d (%q): %v", cl, i, k, err)
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
+			closeNow(t, s)
+			f.check(t)
+			st := s.Stats()
+			n := int64(clients * perClient)
+			if st.Submitted != n || st.Completed != n || st.Failed+st.Canceled+st.Rejected != 0 || st.QueueDepth != 0 || st.InFlight != 0 {
+				t.Errorf("stats %+v, want %d submitted and completed", st, n)
+			}
+			if st.Runs != batches.Load() || batched.Load() != n {
+				t.Errorf("%d Runs in stats, %d observed, %d requests in them", st.Runs, batches.Load(), batched.Load())
+			}
+			if lastDepth != 0 {
+				t.Errorf("last depth observed %d, want 0", lastDepth)
+			}
+			if !c.exclusive && len(f.switches) != 0 {
+				t.Errorf("%d switches on a shared backend", len(f.switches))
+			}
+			if c.concurrent == 1 && f.maxRunning > 1 {
+				t.Errorf("%d Runs in flight with MaxConcurrent 1", f.maxRunning)
+			}
+			if c.exclusive && f.overlapped {
+				t.Error("Runs of different keys overlapped on an exclusive backend")
+			}
+			// The wait bound: a request waits for the requests that arrived
+			// before it or within MaxWait after it (a closed loop of clients
+			// has at most one each waiting, and cannot submit much faster
+			// than MaxWait allows), and for a Switch and the draining Runs
+			// per group ahead. On a shared, loaded 2-core machine under the
+			// race detector a 200µs sleep sometimes takes 100ms, so the
+			// bound is typical step costs with a wide factor, plus the
+			// longest hiccups, plus a fixed allowance: a correctness bound,
+			// not a benchmark.
+			f.mu.Lock()
+			step := median(f.swTimes) + time.Duration(c.concurrent+1)*median(f.runTimes)
+			hiccup := f.maxSwitch + f.maxRun
+			f.mu.Unlock()
+			bound := 2*maxWait + time.Duration(4*(clients+2))*step + 2*hiccup + 500*time.Millisecond
+			if w := time.Duration(maxWaited.Load()); w > bound {
+				t.Errorf("a request waited %v, bound %v (typical Switch+Runs %v, longest Switch+Run %v)", w, bound, step, hiccup)
+			}
+			t.Logf("%d Runs, %d switches, %.2f requests/Run, longest wait %v (bound %v; typical Switch+Runs %v, longest Switch+Run %v)",
+				st.Runs, st.Switches, float64(n)/float64(st.Runs), time.Duration(maxWaited.Load()), bound, step, hiccup)
+		})
+	}
+}
+
+// TestGroupingSwitchesRarely: two keys under steady load on an exclusive
+// backend switch far less often than they run.
+func TestGroupingSwitchesRarely(t *testing.T) {
+	defer noLeaks(t)()
+	f := &fake{exclusive: true, runDelay: 100 * time.Microsecond, switchDelay: 100 * time.Microsecond}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: 20 * time.Millisecond})
+	var wg sync.WaitGroup
+	for cl := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(cl), 2))
+			for i := range 60 {
+				k := sched.Key(fmt.Sprintf("k%d@1", rng.IntN(2)))
+				in := request(cl*100+i, 1, 2)
+				out, err := s.Run(context.Background(), k, in)
+				if err == nil {
+					err = verify(k, in, out)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+	st := s.Stats()
+	if st.Switches*4 > st.Runs {
+		t.Errorf("%d switches for %d Runs of 2 keys: grouping does not work", st.Switches, st.Runs)
+	}
+	t.Logf("%d switches for %d Runs", st.Switches, st.Runs)
+}
+
+// TestBatching: 32 clients on one key form batches, each response exactly
+// its own rows.
+func TestBatching(t *testing.T) {
+	defer noLeaks(t)()
+	f := &fake{exclusive: true, runDelay: time.Millisecond}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxBatch: 16})
+	var wg sync.WaitGroup
+	for cl := range 32 {
+		wg.Go(func() {
+			for i := range 10 {
+				in := request(cl*10+i, 1+(cl+i)%2, 4)
+				out, err := s.Run(context.Background(), "one@1", in)
+				if err == nil {
+					err = verify("one@1", in, out)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+	st := s.Stats()
+	mean := float64(st.Completed) / float64(st.Runs)
+	if mean <= 1.5 || st.Switches != 1 {
+		t.Errorf("%d requests in %d Runs (%.2f per Run), %d switches; want batches and 1 switch", st.Completed, st.Runs, mean, st.Switches)
+	}
+	t.Logf("%.2f requests, %.2f rows per Run", mean, float64(st.Rows)/float64(st.Runs))
+}
+
+// gated returns a fake whose Runs wait for a token on gate, and a
+// scheduler over it.
+func gated(t *testing.T, exclusive bool, o sched.Options) (*fake, *sched.Scheduler) {
+	f := &fake{exclusive: exclusive, gate: make(chan struct{}), started: make(chan runInfo, 100)}
+	o.Exclusive = exclusive
+	return f, mustNew(t, f, o)
+}
+
+type result struct {
+	out map[string]*tensor.Tensor
+	err error
+}
+
+// submit runs a request in a goroutine and returns where its result goes.
+func submit(ctx context.Context, s *sched.Scheduler, key sched.Key, in map[string]*tensor.Tensor) <-chan result {
+	c := make(chan result, 1)
+	go func() {
+		out, err := s.Run(ctx, key, in)
+		c <- result{out, err}
+	}()
+	return c
+}
+
+// queue submits requests one at a time, each after the previous one is
+// waiting, so their order is known.
+func queue(t *testing.T, s *sched.Scheduler, ctx context.Context, keys ...sched.Key) []<-chan result {
+	t.Helper()
+	var res []<-chan result
+	for i, k := range keys {
+		d := s.Stats().QueueDepth
+		res = append(res, submit(ctx, s, k, request(100+i, 1, 2)))
+		waitFor(t, "request queued", func() bool { return s.Stats().QueueDepth == d+1 })
+	}
+	return res
+}
+
+func TestOrder(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		exclusive bool
+		maxWait   time.Duration
+		want      string // keys of the Runs, a first
+	}{
+		// grouping: a is active, so its waiting request goes first,
+		// then the groups in the order of their oldest request
+		{"exclusive", true, time.Hour, "a a a b b c"},
+		// every other group has waited MaxWait: one Run per switch, FIFO
+		{"exclusive/starved", true, time.Nanosecond, "a b a c a b"},
+		{"shared", false, time.Hour, "a b a c a b"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer noLeaks(t)()
+			f, s := gated(t, c.exclusive, sched.Options{MaxWait: c.maxWait})
+			first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+			recv(t, f.started)
+			rest := queue(t, s, context.Background(), "b@1", "a@1", "c@1", "a@1", "b@1")
+			for range 6 {
+				f.gate <- struct{}{}
+			}
+			for _, r := range append(rest, first) {
+				if res := recv(t, r); res.err != nil {
+					t.Error(res.err)
+				}
+			}
+			closeNow(t, s)
+			f.check(t)
+			var got []string
+			for _, k := range f.order {
+				got = append(got, strings.TrimSuffix(string(k), "@1"))
+			}
+			if strings.Join(got, " ") != c.want {
+				t.Errorf("Runs %v, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+// TestStarvationBound: a key flooded by many clients does not keep the
+// backend from another key for much longer than MaxWait.
+func TestStarvationBound(t *testing.T) {
+	defer noLeaks(t)()
+	f := &fake{exclusive: true, runDelay: 200 * time.Microsecond, switchDelay: 200 * time.Microsecond}
+	const maxWait = 20 * time.Millisecond
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: maxWait})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for cl := range 12 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				if _, err := s.Run(ctx, "hot@1", request(cl*100000+i, 1, 2)); err != nil && ctx.Err() == nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	waitFor(t, "the hot key running", func() bool { return s.Stats().Runs > 20 })
+	var worst time.Duration
+	for i := range 5 {
+		start := time.Now()
+		in := request(i, 1, 2)
+		out, err := s.Run(context.Background(), "cold@1", in)
+		if err == nil {
+			err = verify("cold@1", in, out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+	// MaxWait, then the Run in flight, a switch and the cold Run: with a
+	// wide allowance for scheduling noise (without the bound it would wait
+	// until the hot clients stop, seconds later).
+	if bound := maxWait + 500*time.Millisecond; worst > bound {
+		t.Errorf("cold request waited %v behind a hot key, bound %v", worst, bound)
+	}
+	t.Logf("cold request: longest %v (MaxWait %v)", worst, maxWait)
+}
+
+func TestOverload(t *testing.T) {
+	defer noLeaks(t)()
+	var depths []int
+	f, s := gated(t, true, sched.Options{QueueLimit: 2, Observer: sched.Observer{Depth: func(n int) { depths = append(depths, n) }}})
+	first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	recv(t, f.started)
+	rest := queue(t, s, context.Background(), "a@1", "b@1")
+	start := time.Now()
+	_, err := s.Run(context.Background(), "a@1", request(9, 1, 2))
+	if !errors.Is(err, sched.ErrOverloaded) {
+		t.Fatalf("Run on a full queue: %v, want ErrOverloaded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("ErrOverloaded took %v", d)
+	}
+	if st := s.Stats(); st.Rejected != 1 || st.QueueDepth != 2 {
+		t.Errorf("stats %+v, want 1 rejected, 2 waiting", st)
+	}
+	for range 3 {
+		f.gate <- struct{}{}
+	}
+	for _, r := range append(rest, first) {
+		if res := recv(t, r); res.err != nil {
+			t.Error(res.err)
+		}
+	}
+	closeNow(t, s)
+	if !slices.Equal(depths, []int{1, 0, 1, 2, 1, 0}) {
+		t.Errorf("depths %v", depths)
+	}
+}
+
+func TestCancelWaiting(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, true, sched.Options{})
+	first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	recv(t, f.started)
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := queue(t, s, ctx, "b@1", "a@1")
+	cancel()
+	for _, r := range waiting {
+		if res := recv(t, r); !errors.Is(res.err, context.Canceled) {
+			t.Errorf("canceled waiting request: %v", res.err)
+		}
+	}
+	if st := s.Stats(); st.QueueDepth != 0 || st.Canceled != 2 {
+		t.Errorf("stats %+v, want nothing waiting, 2 canceled", st)
+	}
+	// a deadline that passes while waiting
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer dcancel()
+	if _, err := s.Run(dctx, "c@1", request(3, 1, 2)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("request past its deadline: %v", err)
+	}
+	// an ended context is refused before queueing
+	if _, err := s.Run(ctx, "a@1", request(4, 1, 2)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run with a canceled context: %v", err)
+	}
+	f.gate <- struct{}{}
+	if res := recv(t, first); res.err != nil {
+		t.Error(res.err)
+	}
+	closeNow(t, s)
+	f.check(t)
+	if len(f.order) != 1 {
+		t.Errorf("Runs %v, want only the first", f.order)
+	}
+}
+
+// TestCancelSwitchAbandoned: when every request waiting for a switch
+// leaves, the switch's context is cancelled, and a request that comes
+// later for the same key is not failed by that cancellation.
+func TestCancelSwitchAbandoned(t *testing.T) {
+	defer noLeaks(t)()
+	entered, release := make(chan context.Context, 4), make(chan struct{})
+	b := &switchBlocker{entered: entered, release: release}
+	s := mustNew(t, b, sched.Options{Exclusive: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	r1 := submit(ctx, s, "a@1", request(1, 1, 2))
+	sctx := recv(t, entered)
+	cancel()
+	if res := recv(t, r1); !errors.Is(res.err, context.Canceled) {
+		t.Errorf("request canceled during its switch: %v", res.err)
+	}
+	select {
+	case <-sctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned switch's context was not cancelled")
+	}
+	r2 := submit(context.Background(), s, "a@1", request(2, 1, 2))
+	waitFor(t, "second request queued", func() bool { return s.Stats().QueueDepth == 1 })
+	close(release) // the first switch returns its ctx error; a second one succeeds
+	sctx2 := recv(t, entered)
+	_ = sctx2
+	if res := recv(t, r2); res.err != nil {
+		t.Errorf("request after an abandoned switch: %v", res.err)
+	}
+	closeNow(t, s)
+	if st := s.Stats(); st.Switches != 2 || st.SwitchErrors != 1 || st.Completed != 1 || st.Canceled != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// switchBlocker's first Switch blocks until release is closed, then
+// returns its context's error; Runs echo.
+type switchBlocker struct {
+	entered chan context.Context
+	release chan struct{}
+	n       atomic.Int32
+}
+
+func (b *switchBlocker) Switch(ctx context.Context, key sched.Key) error {
+	b.entered <- ctx
+	if b.n.Add(1) == 1 {
+		<-b.release
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (b *switchBlocker) Run(ctx context.Context, key sched.Key, in map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	return in, nil
+}
+
+func TestCancelRunningAlone(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, true, sched.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := submit(ctx, s, "a@1", request(1, 1, 2))
+	info := recv(t, f.started)
+	cancel()
+	res := recv(t, r)
+	if !errors.Is(res.err, context.Canceled) {
+		t.Errorf("canceled running request: %v", res.err)
+	}
+	if info.ctx.Err() == nil {
+		t.Error("the backend's context was not cancelled")
+	}
+	closeNow(t, s)
+	if st := s.Stats(); st.Canceled != 1 || st.Completed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestCancelRunningBatch(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, true, sched.Options{MaxBatch: 8})
+	first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	recv(t, f.started)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	in2 := request(3, 2, 2)
+	r1 := queue(t, s, ctx1, "a@1")[0]
+	r2 := submit(ctx2, s, "a@1", in2)
+	waitFor(t, "second member queued", func() bool { return s.Stats().QueueDepth == 2 })
+	f.gate <- struct{}{}
+	if res := recv(t, first); res.err != nil {
+		t.Fatal(res.err)
+	}
+	info := recv(t, f.started)
+	if info.rows != 3 {
+		t.Fatalf("batch of %d rows, want 3", info.rows)
+	}
+	cancel1()
+	if res := recv(t, r1); !errors.Is(res.err, context.Canceled) {
+		t.Errorf("canceled batch member: %v", res.err)
+	}
+	if info.ctx.Err() != nil {
+		t.Error("batch cancelled while a member still waits for it")
+	}
+	f.gate <- struct{}{}
+	res := recv(t, r2)
+	if res.err == nil {
+		res.err = verify("a@1", in2, res.out)
+	}
+	if res.err != nil {
+		t.Errorf("remaining batch member: %v", res.err)
+	}
+
+	// every member cancelled: the batch's Run is cancelled
+	blocker := submit(context.Background(), s, "a@1", request(4, 1, 2))
+	recv(t, f.started)
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	rs := queue(t, s, ctx3, "a@1", "a@1")
+	f.gate <- struct{}{}
+	if res := recv(t, blocker); res.err != nil {
+		t.Fatal(res.err)
+	}
+	info = recv(t, f.started)
+	cancel3()
+	for _, r := range rs {
+		if res := recv(t, r); !errors.Is(res.err, context.Canceled) {
+			t.Errorf("canceled member: %v", res.err)
+		}
+	}
+	select {
+	case <-info.ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Error("batch not cancelled after every member left")
+	}
+	closeNow(t, s)
+	if st := s.Stats(); st.Canceled != 3 || st.Completed != 3 || st.Submitted != 6 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestSwitchFails(t *testing.T) {
+	defer noLeaks(t)()
+	bad := errors.New("adapter file is corrupt")
+	f := &fake{exclusive: true, gate: make(chan struct{}), started: make(chan runInfo, 100),
+		failSwitch: map[sched.Key]error{"bad@1": bad}}
+	var switched []string
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: time.Hour, Observer: sched.Observer{
+		Switched: func(from, to sched.Key, d time.Duration, err error) {
+			switched = append(switched, fmt.Sprintf("%s>%s:%v", from, to, err != nil))
+		},
+	}})
+	first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	recv(t, f.started)
+	rs := queue(t, s, context.Background(), "bad@1", "c@1", "bad@1")
+	f.gate <- struct{}{}
+	if res := recv(t, first); res.err != nil {
+		t.Fatal(res.err)
+	}
+	for _, r := range []<-chan result{rs[0], rs[2]} {
+		res := recv(t, r)
+		if !errors.Is(res.err, bad) || !strings.Contains(res.err.Error(), `"bad@1"`) {
+			t.Errorf("request for a key that fails to switch: %v", res.err)
+		}
+	}
+	recv(t, f.started)
+	f.gate <- struct{}{}
+	if res := recv(t, rs[1]); res.err != nil {
+		t.Errorf("request of another key after a failed switch: %v", res.err)
+	}
+	// c is active and known again; a failed switch then a Run of the
+	// previous key needs a new switch
+	r := submit(context.Background(), s, "bad@1", request(5, 1, 2))
+	if res := recv(t, r); !errors.Is(res.err, bad) {
+		t.Errorf("bad key: %v", res.err)
+	}
+	if st := s.Stats(); st.ActiveKnown {
+		t.Errorf("stats %+v: active key known after a failed switch", st)
+	}
+	r = submit(context.Background(), s, "c@1", request(6, 1, 2))
+	recv(t, f.started)
+	f.gate <- struct{}{}
+	if res := recv(t, r); res.err != nil {
+		t.Error(res.err)
+	}
+	closeNow(t, s)
+	f.check(t)
+	want := []string{">a@1:false", "a@1>bad@1:true", ">c@1:false", "c@1>bad@1:true", ">c@1:false"}
+	if !slices.Equal(switched, want) {
+		t.Errorf("switches %v, want %v", switched, want)
+	}
+	if st := s.Stats(); st.Failed != 3 || st.Completed != 3 || st.SwitchErrors != 2 || !st.ActiveKnown || st.Active != "c@1" {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestPanics(t *testing.T) {
+	defer noLeaks(t)()
+	f := &fake{exclusive: true, panicRun: map[sched.Key]bool{"boom@1": true}, panicSw: map[sched.Key]bool{"swboom@1": true}}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxBatch: 4, MaxConcurrent: 2})
+	var pe *sched.PanicError
+	if _, err := s.Run(context.Background(), "boom@1", request(1, 1, 2)); !errors.As(err, &pe) || pe.Op != "Run" || pe.Key != "boom@1" || len(pe.Stack) == 0 {
+		t.Errorf("Run that panics: %v", err)
+	}
+	if _, err := s.Run(context.Background(), "swboom@1", request(2, 1, 2)); !errors.As(err, &pe) || pe.Op != "Switch" || pe.Value != "switch exploded" {
+		t.Errorf("Switch that panics: %v", err)
+	}
+	// a batch that panics fails all its members
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := s.Run(context.Background(), "boom@1", request(i, 1, 2)); !errors.As(err, new(*sched.PanicError)) {
+				t.Errorf("member of a panicking batch: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	in := request(3, 2, 2)
+	out, err := s.Run(context.Background(), "fine@1", in)
+	if err == nil {
+		err = verify("fine@1", in, out)
+	}
+	if err != nil {
+		t.Errorf("after panics: %v", err)
+	}
+	closeNow(t, s)
+	f.check(t)
+}
+
+// TestBadInput: nothing a caller passes makes the scheduler panic.
+func TestBadInput(t *testing.T) {
+	defer noLeaks(t)()
+	f := &fake{exclusive: true}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxBatch: 4, MaxConcurrent: 2})
+	if _, err := s.Run(context.Background(), "a@1,", request(1, 1, 2)); !errors.Is(err, sched.ErrBadKey) {
+		t.Errorf("malformed key: %v", err)
+	}
+	in := request(2, 1, 2)
+	out, err := s.Run(nil, "a@1.0", in) //nolint:staticcheck // a nil context is what is being tested
+	if err == nil {
+		err = verify("a@1", in, out) // canonicalized
+	}
+	if err != nil {
+		t.Errorf("nil context, non-canonical key: %v", err)
+	}
+	if f.order[len(f.order)-1] != "a@1" {
+		t.Errorf("backend saw %q, want the canonical key", f.order[len(f.order)-1])
+	}
+	x, _ := tensor.FromFloat32([]int64{2, 2}, []float32{1, 2, 3, 4})
+	scalar, _ := tensor.FromInt64(nil, []int64{1})
+	bad := []map[string]*tensor.Tensor{
+		nil,
+		{},
+		{"x": nil},
+		{"x": x, "id": nil},
+		{"x": x, "id": scalar},
+		{"x": &tensor.Tensor{DType: tensor.Float32, Shape: []int64{2, 2}, Data: []byte{1}}, "id": scalar},
+		{"x": &tensor.Tensor{DType: tensor.String, Shape: []int64{1}}, "id": scalar},
+		{"x": &tensor.Tensor{DType: tensor.Float32, Shape: []int64{-1, 2}}, "id": scalar},
+		{"x": &tensor.Tensor{DType: tensor.Float32, Shape: []int64{0, 2}}, "id": &tensor.Tensor{DType: tensor.Int64, Shape: []int64{0}}},
+		{"x": &tensor.Tensor{DType: tensor.Float32, Shape: []int64{1 << 62, 1 << 62}}, "id": scalar},
+	}
+	var wg sync.WaitGroup
+	for range 3 { // concurrently, so some would share a batch
+		for i, in := range bad {
+			wg.Go(func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("input %d: panic %v", i, p)
+					}
+				}()
+				s.Run(context.Background(), "a@1", in)
+			})
+		}
+	}
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+	if st := s.Stats(); st.Submitted != st.Completed+st.Failed {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestBatchOutputRows: a batched Run whose output rows do not match fails
+// every member instead of handing out someone else's rows.
+func TestBatchOutputRows(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, true, sched.Options{MaxBatch: 8})
+	f.wrongRows = true
+	first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	recv(t, f.started)
+	rs := queue(t, s, context.Background(), "a@1", "a@1")
+	f.gate <- struct{}{}
+	recv(t, first) // alone: the backend's outputs are passed through
+	recv(t, f.started)
+	f.gate <- struct{}{}
+	for _, r := range rs {
+		if res := recv(t, r); res.err == nil || !strings.Contains(res.err.Error(), "want 2 rows") {
+			t.Errorf("member of a batch with wrong output rows: %v", res.err)
+		}
+	}
+	closeNow(t, s)
+}
+
+func TestClose(t *testing.T) {
+	t.Run("drain", func(t *testing.T) {
+		defer noLeaks(t)()
+		f := &fake{exclusive: true, runDelay: time.Millisecond, switchDelay: time.Millisecond}
+		s := mustNew(t, f, sched.Options{Exclusive: true})
+		var rs []<-chan result
+		var ins []map[string]*tensor.Tensor
+		var keys []sched.Key
+		for i := range 20 {
+			keys = append(keys, sched.Key(fmt.Sprintf("k%d@1", i%3)))
+			ins = append(ins, request(i, 1, 2))
+			rs = append(rs, submit(context.Background(), s, keys[i], ins[i]))
+		}
+		waitFor(t, "requests queued", func() bool { return s.Stats().Submitted == 20 })
+		closeNow(t, s)
+		if st := s.Stats(); st.Completed != 20 || st.QueueDepth != 0 || st.InFlight != 0 {
+			t.Errorf("after Close: %+v", st)
+		}
+		for i, r := range rs {
+			res := recv(t, r)
+			if res.err == nil {
+				res.err = verify(keys[i], ins[i], res.out)
+			}
+			if res.err != nil {
+				t.Error(res.err)
+			}
+		}
+		if _, err := s.Run(context.Background(), "a@1", request(1, 1, 2)); !errors.Is(err, sched.ErrClosed) {
+			t.Errorf("Run after Close: %v", err)
+		}
+		if err := s.Close(context.Background()); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+		f.check(t)
+	})
+	t.Run("deadline", func(t *testing.T) {
+		defer noLeaks(t)()
+		f, s := gated(t, true, sched.Options{})
+		first := submit(context.Background(), s, "a@1", request(1, 1, 2))
+		info := recv(t, f.started)
+		rs := queue(t, s, context.Background(), "b@1", "a@1")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close past its deadline: %v", err)
+		}
+		for _, r := range rs {
+			if res := recv(t, r); !errors.Is(res.err, sched.ErrClosed) {
+				t.Errorf("waiting request at a forced Close: %v", res.err)
+			}
+		}
+		if res := recv(t, first); !errors.Is(res.err, sched.ErrClosed) || !errors.Is(res.err, context.Canceled) {
+			t.Errorf("running request at a forced Close: %v", res.err)
+		}
+		if info.ctx.Err() == nil {
+			t.Error("running request's backend context not cancelled")
+		}
+		closeNow(t, s) // drained now
+		if st := s.Stats(); st.Canceled != 2 || st.Failed != 1 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+}
+
+// TestSharedOverlap: a non-exclusive backend runs different keys at once
+// and is never switched.
+func TestSharedOverlap(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, false, sched.Options{MaxConcurrent: 2})
+	r1 := submit(context.Background(), s, "a@1", request(1, 1, 2))
+	r2 := submit(context.Background(), s, "b@1", request(2, 1, 2))
+	recv(t, f.started)
+	recv(t, f.started)
+	f.gate <- struct{}{}
+	f.gate <- struct{}{}
+	recv(t, r1)
+	recv(t, r2)
+	closeNow(t, s)
+	f.check(t)
+	if !f.overlapped || len(f.switches) != 0 {
+		t.Errorf("overlapped %v, switches %v", f.overlapped, f.switches)
+	}
+}
+
+// TestExclusiveConcurrent: Runs of the active key overlap up to
+// MaxConcurrent, and a switch waits for all of them.
+func TestExclusiveConcurrent(t *testing.T) {
+	defer noLeaks(t)()
+	f, s := gated(t, true, sched.Options{MaxConcurrent: 3})
+	rs := []<-chan result{submit(context.Background(), s, "a@1", request(1, 1, 2))}
+	recv(t, f.started)
+	rs = append(rs, submit(context.Background(), s, "a@1", request(2, 1, 2)), submit(context.Background(), s, "a@1", request(3, 1, 2)))
+	recv(t, f.started)
+	recv(t, f.started)
+	rs = append(rs, queue(t, s, context.Background(), "b@1")...)
+	for range 4 {
+		f.gate <- struct{}{}
+	}
+	for _, r := range rs {
+		if res := recv(t, r); res.err != nil {
+			t.Error(res.err)
+		}
+	}
+	closeNow(t, s)
+	f.check(t)
+	if f.maxRunning != 3 {
+		t.Errorf("%d Runs in flight at most, want 3", f.maxRunning)
+	}
+}
