@@ -102,7 +102,7 @@ type Options struct {
 	// such a provider fails Open with a *ProviderUnavailableError (or the
 	// session-creation error).
 	ProviderFallback bool
-	// Mode chooses live, baked or hybrid switching (Open only; OpenModel
+	// Mode chooses packed, live, baked or hybrid switching (Open only; OpenModel
 	// sessions have no exposed weights). The zero value is DefaultMode.
 	Mode Mode
 	// WeightBinding chooses how exposed weights reach the live session

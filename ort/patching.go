@@ -43,6 +43,11 @@ func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, e
 // current one. The configuration is validated first; on error nothing
 // changed. What happens next depends on the mode:
 //
+//   - ModePacked: Set translates cfgs' indices into the packed layout, then
+//     reverts what is active and scatters cfgs into ORT's prepacked weight
+//     buffers, waiting for running Runs and blocking new ones while it
+//     writes; the next Run sees cfgs. No cfgs (Set()) reverts to the base
+//     weights, in every mode.
 //   - ModeLive: Set reverts what is active and applies cfgs in place,
 //     waiting for running Runs and blocking new ones until done; the next
 //     Run sees cfgs.

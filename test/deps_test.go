@@ -17,16 +17,25 @@ import (
 // only what it runs (no plotting, image or PDF packages; those serve
 // cmd/shira-bench).
 var allowedModules = map[string][]string{
-	"./tensor":        {"github.com/x448/float16"},
-	"./adapter":       {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
-	"./patch":         {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
-	"./export":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf"},
-	"./ort/install":   {}, // standard library only: `shira-ort setup` needs no third-party code
-	"./ort":           {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/yalue/onnxruntime_go"},
-	"./peft":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors"},
-	"./lora":          {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
-	"./cmd/shira-ort": {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go", "github.com/spf13/cobra", "github.com/spf13/pflag"},
+	"./tensor":      {"github.com/x448/float16"},
+	"./adapter":     {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
+	"./patch":       {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys"},
+	"./export":      {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf"},
+	"./ort/install": {}, // standard library only: `shira-ort setup` needs no third-party code
+	"./ort":         {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/yalue/onnxruntime_go"},
+	"./peft":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors"},
+	"./lora":        {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
+	"./sched":       {"github.com/x448/float16"},
+	"./registry":    {"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"},
+	// serve: the Prometheus client and what it brings (its text format, process metrics).
+	"./serve":         append([]string{"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go"}, prometheusModules...),
+	"./cmd/shira-ort": append([]string{"github.com/x448/float16", "github.com/google/flatbuffers", "golang.org/x/sys", "google.golang.org/protobuf", "github.com/nlpodyssey/safetensors", "github.com/yalue/onnxruntime_go", "github.com/spf13/cobra", "github.com/spf13/pflag"}, prometheusModules...),
 }
+
+// prometheusModules are github.com/prometheus/client_golang and its
+// dependencies, which `serve` (and so the CLI) links for /metrics.
+var prometheusModules = []string{"github.com/prometheus/client_golang", "github.com/prometheus/client_model", "github.com/prometheus/common",
+	"github.com/prometheus/procfs", "github.com/beorn7/perks", "github.com/cespare/xxhash/v2", "github.com/munnerz/goautoneg", "go.yaml.in/yaml/v2"}
 
 // TestDependencies runs `go list -deps` on each package of allowedModules
 // and fails on any module not listed for it.
@@ -90,7 +99,7 @@ func TestOrtDoesNotLinkDownloader(t *testing.T) {
 
 // pureGo lists the library packages that must build without cgo (for
 // embedders who cannot use a C compiler); ort and lora need cgo.
-var pureGo = []string{"./tensor", "./adapter", "./patch", "./export", "./peft", "./ort/install", "./internal/mlaspack"}
+var pureGo = []string{"./tensor", "./adapter", "./patch", "./export", "./peft", "./ort/install", "./internal/mlaspack", "./sched"}
 
 // TestPureGoPackages builds pureGo with CGO_ENABLED=0.
 func TestPureGoPackages(t *testing.T) {
