@@ -47,7 +47,7 @@ session by writing their sparse values straight into the weights ORT reads.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return commandLineError{err} })
-	root.AddCommand(newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
+	root.AddCommand(newServeCmd(), newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
 		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
 		newDeviceTestCmd(), newGenerateCmd(), newSetupCmd())
 	return root

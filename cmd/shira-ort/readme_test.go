@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/internal/demo/charlm"
 	"github.com/shira-ort/shira-ort/internal/npyfile"
@@ -57,7 +61,11 @@ func TestReadmeCLILines(t *testing.T) {
 				if err != nil {
 					t.Fatalf("README line %d: %v", l.line, err)
 				}
-				if out, err := runCLI(t, args...); err != nil {
+				run := runCLI
+				if cmd == "serve" {
+					run = runServeLine
+				}
+				if out, err := run(t, args...); err != nil {
 					t.Errorf("README line %d as `shira-ort %s`: %v\n%s", l.line, variant, err, out)
 				}
 				n++
@@ -416,7 +424,10 @@ func (ws *readmeWorlds) tinyWorld(t *testing.T) *readmeWorld {
 		"MODEL.onnx": p("tiny.onnx"), "DIR": p("exported"), "A.shira": p("a.shira"), "B.shira": p("b.shira"),
 		"ALPHA": "0.5", "NAME": "x", "FILE.npy": p("x.npy"), "OUT": p("out"),
 		"FUSED.onnx": p("fused.onnx"), "BUNDLE": p("bundle"), "A.onnx_adapter": p("a.onnx_adapter"),
-		"REGEX": ".", // every weight: the export stays the one the other lines' adapters were made for
+		"REGEX":       ".", // every weight: the export stays the one the other lines' adapters were made for
+		"ADAPTER_DIR": dir, // a.shira and b.shira, among files that are not adapters
+		"CHARLM_DIR":  filepath.Join(dir, "charlm-serve"),
+		"ADDR":        freeAddr(t),
 	})}
 	// --provider P once is cpu; twice, xnnpack then cpu (cpu must come
 	// last). This ONNX Runtime build lacks xnnpack, so that needs
@@ -505,4 +516,81 @@ func TestExpandUsage(t *testing.T) {
 			t.Errorf("expandUsage(%q) =\n%q, want\n%q", line, got, want)
 		}
 	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// runServeLine runs a README `shira-ort serve` line: the server must come
+// up on --listen, answer its health, models and metrics endpoints, and
+// stop cleanly (draining) when its context is cancelled, as on SIGTERM.
+func runServeLine(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	addr := "127.0.0.1:8080"
+	for i, a := range args {
+		if a == "--listen" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, errOut, err := execCLI(ctx, args...)
+		done <- result{out, errOut, err}
+	}()
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, _, err := get("/v2/health/ready")
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		select {
+		case r := <-done:
+			return r.out, fmt.Errorf("serve exited before it was ready: %v\n%s", r.err, r.errOut)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			r := <-done
+			return r.out, fmt.Errorf("serve was not ready within 60 s (last: %v)\n%s", err, r.errOut)
+		}
+	}
+	var problems []string
+	if code, body, err := get("/v1/models"); err != nil || code != http.StatusOK || !strings.Contains(body, `"object":"list"`) {
+		problems = append(problems, fmt.Sprintf("GET /v1/models: %d %v %s", code, err, body))
+	}
+	if code, body, err := get("/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "shira_adapters_registered") {
+		problems = append(problems, fmt.Sprintf("GET /metrics: %d %v", code, err))
+	}
+	cancel()
+	r := <-done
+	if r.err != nil {
+		problems = append(problems, fmt.Sprintf("serve did not stop cleanly: %v", r.err))
+	}
+	if len(problems) > 0 {
+		return r.out, fmt.Errorf("%s\n%s", strings.Join(problems, "\n"), r.errOut)
+	}
+	return r.out, nil
 }
