@@ -23,9 +23,10 @@
 //     POST /v1/completions, its "model" field naming the base model, an
 //     adapter or a configuration, with "stream": true for server-sent
 //     events; GET /v1/models lists the base model and the adapters.
-//   - adapters at run time (the convention of multi-LoRA servers): POST
-//     /v1/load_lora_adapter {"lora_name", "lora_path"} for a path inside
-//     Options.AdapterRoot, POST /v1/unload_lora_adapter {"lora_name"}.
+//   - adapters at run time (the convention of multi-LoRA servers), only
+//     with Options.AdapterRoot: POST /v1/load_lora_adapter {"lora_name",
+//     "lora_path"} for a path inside it, POST /v1/unload_lora_adapter
+//     {"lora_name"}.
 //   - GET /metrics: Prometheus metrics (request latency, queue depth and
 //     wait, switches and switch time, batch sizes, the library's hits,
 //     misses and evictions).

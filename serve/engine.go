@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -57,12 +59,13 @@ type Engine struct {
 // (sess.Set between groups of requests, in the session's mode: packed by
 // default). The engine does not own sess or lib.
 func ShiraEngine(sess *ort.Session, lib *registry.Library) *Engine {
+	cat := newLibraryCatalog(lib)
 	return &Engine{
 		Inputs:    sess.Inputs(),
 		Outputs:   sess.Outputs(),
-		Backend:   &shiraBackend{sess: sess, lib: lib},
+		Backend:   &shiraBackend{sess: sess, cat: cat},
 		Exclusive: true,
-		Catalog:   libraryCatalog{lib},
+		Catalog:   cat,
 		Platform:  "onnxruntime-shira-" + sess.Mode().String(),
 	}
 }
@@ -70,47 +73,49 @@ func ShiraEngine(sess *ort.Session, lib *registry.Library) *Engine {
 // shiraBackend switches adapters of a registry.Library in an ort.Session.
 type shiraBackend struct {
 	sess *ort.Session
-	lib  *registry.Library
+	cat  *libraryCatalog
 
-	mu   sync.Mutex         // the scheduler never overlaps Switch calls; this guards held for Close
-	held []*adapter.Adapter // acquired from lib for the active configuration
+	mu   sync.Mutex // the scheduler never overlaps Switch calls; this guards held for Close
+	held []func()   // releases the pins of the active configuration
 }
 
-// Switch makes key the session's configuration. The adapters are acquired
-// from the library for as long as they are active (the requests asking
-// for them acquired them too, so these are hits), and the previous ones
-// released once the session let go of them.
+// Switch makes key the session's configuration. Its adapters are the ones
+// the requests waiting for key pinned at admission (key names them by
+// pin: see libraryCatalog), so an adapter unloaded or registered again
+// since is still the one they asked for; the backend pins them for as
+// long as they are active and releases the previous ones once the session
+// let go of them.
 func (b *shiraBackend) Switch(ctx context.Context, key sched.Key) error {
 	entries, err := sched.ParseKey(key)
 	if err != nil {
 		return err
 	}
-	acquired := make([]*adapter.Adapter, 0, len(entries))
+	releases := make([]func(), 0, len(entries))
 	cfgs := make([]patch.Config, 0, len(entries))
 	for _, e := range entries {
-		a, err := b.lib.Acquire(ctx, e.Name)
+		a, release, err := b.cat.hold(ctx, e.Name)
 		if err != nil {
-			b.release(acquired)
+			releaseAll(releases)
 			return err
 		}
-		acquired = append(acquired, a)
+		releases = append(releases, release)
 		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: e.Alpha})
 	}
 	if err := b.sess.Set(ctx, cfgs...); err != nil {
-		b.release(acquired)
+		releaseAll(releases)
 		return err
 	}
 	b.mu.Lock()
 	old := b.held
-	b.held = acquired
+	b.held = releases
 	b.mu.Unlock()
-	b.release(old)
+	releaseAll(old)
 	return nil
 }
 
-func (b *shiraBackend) release(as []*adapter.Adapter) {
-	for _, a := range as {
-		b.lib.Release(a)
+func releaseAll(rs []func()) {
+	for _, r := range rs {
+		r()
 	}
 }
 
@@ -127,22 +132,123 @@ func (b *shiraBackend) close() {
 	old := b.held
 	b.held = nil
 	b.mu.Unlock()
-	b.release(old)
+	releaseAll(old)
 }
 
-// libraryCatalog is a registry.Library as a Catalog.
-type libraryCatalog struct{ lib *registry.Library }
+// libraryCatalog is a registry.Library as a Catalog. Every adapter it hands
+// out is pinned: acquired from the library once for all its holders
+// (requests and the backend's active configuration) and named in
+// scheduler keys by "name/N", N numbering the pins (library names have no
+// '/'). So a request's key says which adapter it acquired, not just its
+// name: the backend switches to exactly that adapter even when the name
+// was unloaded, or unloaded and loaded again from another file, while the
+// request waited, and requests for the new adapter never share a group
+// (or an active configuration) with requests for the old one.
+type libraryCatalog struct {
+	lib *registry.Library
 
-func (c libraryCatalog) Acquire(ctx context.Context, name string) (float32, func(), error) {
+	mu    sync.Mutex
+	seq   uint64
+	pins  map[*adapter.Adapter]*pin
+	byKey map[string]*pin
+}
+
+type pin struct {
+	a       *adapter.Adapter
+	keyName string
+	n       int // holders
+}
+
+func newLibraryCatalog(lib *registry.Library) *libraryCatalog {
+	return &libraryCatalog{lib: lib, pins: map[*adapter.Adapter]*pin{}, byKey: map[string]*pin{}}
+}
+
+// keyedCatalog is implemented by catalogs whose adapters are named in
+// scheduler keys by something other than their names.
+type keyedCatalog interface {
+	acquireKey(ctx context.Context, name string) (keyName string, alpha float32, release func(), err error)
+}
+
+var _ keyedCatalog = (*libraryCatalog)(nil)
+
+// acquireKey acquires name from the library (so an unknown or invalid
+// adapter is an error, and the library counts the hit or miss) and pins it.
+func (c *libraryCatalog) acquireKey(ctx context.Context, name string) (string, float32, func(), error) {
+	p, err := c.pinName(ctx, name)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	return p.keyName, p.a.DefaultAlpha, c.releaser(p), nil
+}
+
+func (c *libraryCatalog) pinName(ctx context.Context, name string) (*pin, error) {
 	a, err := c.lib.Acquire(ctx, name)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	var once sync.Once
-	return a.DefaultAlpha, func() { once.Do(func() { c.lib.Release(a) }) }, nil
+	c.mu.Lock()
+	p := c.pins[a]
+	pinned := p != nil
+	if !pinned {
+		c.seq++
+		p = &pin{a: a, keyName: name + "/" + strconv.FormatUint(c.seq, 10)}
+		c.pins[a] = p
+		c.byKey[p.keyName] = p
+	}
+	p.n++
+	c.mu.Unlock()
+	if pinned {
+		c.lib.Release(a) // the pin holds one acquisition for everyone
+	}
+	return p, nil
 }
 
-func (c libraryCatalog) List() []AdapterInfo {
+// hold pins the adapter a key names: a pin's key name, or a plain library
+// name (acquired now).
+func (c *libraryCatalog) hold(ctx context.Context, keyName string) (*adapter.Adapter, func(), error) {
+	c.mu.Lock()
+	if p := c.byKey[keyName]; p != nil {
+		p.n++
+		c.mu.Unlock()
+		return p.a, c.releaser(p), nil
+	}
+	c.mu.Unlock()
+	if strings.Contains(keyName, "/") {
+		return nil, nil, fmt.Errorf("%w: %s: no request holds this adapter any more", registry.ErrNotFound, keyName)
+	}
+	p, err := c.pinName(ctx, keyName)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.a, c.releaser(p), nil
+}
+
+// releaser returns the function that drops one hold of p, once.
+func (c *libraryCatalog) releaser(p *pin) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			p.n--
+			last := p.n == 0
+			if last {
+				delete(c.pins, p.a)
+				delete(c.byKey, p.keyName)
+			}
+			c.mu.Unlock()
+			if last {
+				c.lib.Release(p.a)
+			}
+		})
+	}
+}
+
+func (c *libraryCatalog) Acquire(ctx context.Context, name string) (float32, func(), error) {
+	_, alpha, release, err := c.acquireKey(ctx, name)
+	return alpha, release, err
+}
+
+func (c *libraryCatalog) List() []AdapterInfo {
 	names := c.lib.Names()
 	out := make([]AdapterInfo, len(names))
 	for i, n := range names {
@@ -151,11 +257,11 @@ func (c libraryCatalog) List() []AdapterInfo {
 	return out
 }
 
-func (c libraryCatalog) Load(ctx context.Context, name, path string) error {
+func (c *libraryCatalog) Load(ctx context.Context, name, path string) error {
 	return c.lib.Register(ctx, name, path)
 }
 
-func (c libraryCatalog) Unload(name string) error { return c.lib.Unregister(name) }
+func (c *libraryCatalog) Unload(name string) error { return c.lib.Unregister(name) }
 
 // closer is implemented by backends that hold resources until the server
 // closes.

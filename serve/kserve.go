@@ -170,7 +170,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := kserveResponse{ModelName: s.o.Name, ID: req.ID, Parameters: map[string]any{AdapterParameter: string(adm.key)}}
+	resp := kserveResponse{ModelName: s.o.Name, ID: req.ID, Parameters: map[string]any{AdapterParameter: string(adm.shown)}}
 	for _, name := range outNames {
 		t, ok := outs[name]
 		if !ok {
@@ -260,6 +260,11 @@ func (s *Server) decodeInputs(in []kserveTensor) (map[string]*tensor.Tensor, err
 func decodeData(raw json.RawMessage, dt tensor.DType, shape []int64, n int) (*tensor.Tensor, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("no data")
+	}
+	// Every element takes at least one byte of the body: a shape that
+	// claims more is refused before anything is allocated for it.
+	if n > len(raw) {
+		return nil, fmt.Errorf("data of %d bytes cannot hold the %d elements of shape %v", len(raw), n, shape)
 	}
 	vals := make([]float64, 0, n)
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -385,13 +390,14 @@ func putValue(b []byte, i int, dt tensor.DType, f float64) error {
 		}
 		le.PutUint32(b[4*i:], uint32(int32(f)))
 	case tensor.Int64:
-		// JSON numbers beyond 2^53 are not exact as float64.
-		if err := intIn(-(1 << 53), 1<<53); err != nil {
+		// JSON numbers are read as float64, exact only below 2^53 in
+		// magnitude: 2^53 itself is also what 2^53+1 reads as.
+		if err := intIn(-(1<<53 - 1), 1<<53-1); err != nil {
 			return err
 		}
 		le.PutUint64(b[8*i:], uint64(int64(f)))
 	case tensor.Uint64:
-		if err := intIn(0, 1<<53); err != nil {
+		if err := intIn(0, 1<<53-1); err != nil {
 			return err
 		}
 		le.PutUint64(b[8*i:], uint64(f))
@@ -427,7 +433,7 @@ func encodeData(t *tensor.Tensor) (any, error) {
 		}
 		return out, nil
 	case tensor.Float64:
-		out := make([]float64, n)
+		out := make(f64s, n)
 		for i := range out {
 			out[i] = math.Float64frombits(le.Uint64(b[8*i:]))
 		}
@@ -478,6 +484,28 @@ func (v f32s) MarshalJSON() ([]byte, error) {
 			continue
 		}
 		b = strconv.AppendFloat(b, float64(f), 'g', -1, 32)
+	}
+	return append(b, ']'), nil
+}
+
+// f64s encodes float64 values as encoding/json does, except that NaN and
+// infinities, which JSON cannot hold (encoding/json fails on them), become
+// null as in f32s.
+type f64s []float64
+
+// MarshalJSON implements json.Marshaler.
+func (v f64s) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 2+len(v)*20)
+	b = append(b, '[')
+	for i, f := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			b = append(b, "null"...)
+			continue
+		}
+		b = strconv.AppendFloat(b, f, 'g', -1, 64)
 	}
 	return append(b, ']'), nil
 }

@@ -67,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, eng *Engine) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{m.requests, m.latency, m.queueDepth, m.queueWait, m.switches, m.switchTime,
 		m.batchRows, m.batchReqs, m.tokens, m.configGroups}
-	if c, ok := eng.Catalog.(libraryCatalog); ok {
+	if c, ok := eng.Catalog.(*libraryCatalog); ok {
 		cs = append(cs, &libraryCollector{lib: c.lib})
 	}
 	for _, c := range cs {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,9 +34,9 @@ var (
 	ErrUnknownAdapter = errors.New("serve: unknown adapter")
 	// ErrBadRequest reports a malformed or invalid request.
 	ErrBadRequest = errors.New("serve: bad request")
-	// ErrLoadDisabled reports a load request on a server without
+	// ErrLoadDisabled reports a load or unload request on a server without
 	// Options.AdapterRoot.
-	ErrLoadDisabled = errors.New("serve: loading adapters at run time is disabled")
+	ErrLoadDisabled = errors.New("serve: loading and unloading adapters at run time is disabled (no adapter root)")
 )
 
 // Defaults of Options.
@@ -58,9 +60,9 @@ type Options struct {
 	// int64 tokens [batch, seq] in, float32 logits [batch, seq, vocab]
 	// out) with this vocabulary.
 	Text *textgen.Vocab
-	// AdapterRoot, when set, enables loading adapters at run time
-	// (POST /v1/load_lora_adapter); the path given must lie inside this
-	// directory after following links.
+	// AdapterRoot, when set, enables loading and unloading adapters at run
+	// time (POST /v1/load_lora_adapter, /v1/unload_lora_adapter); a path
+	// to load must lie inside this directory after following links.
 	AdapterRoot string
 	// MaxBodyBytes bounds a request body (413 beyond); 0 means
 	// DefaultMaxBodyBytes.
@@ -77,7 +79,9 @@ type Options struct {
 	// Registerer receives the server's Prometheus metrics; nil means a
 	// registry of the server's own, served at /metrics.
 	Registerer prometheus.Registerer
-	// Gatherer is served at /metrics when Registerer is set.
+	// Gatherer is served at /metrics when Registerer is set; nil means
+	// the Registerer, which must then be a Gatherer too (as a
+	// *prometheus.Registry is).
 	Gatherer prometheus.Gatherer
 }
 
@@ -86,16 +90,19 @@ type Options struct {
 // generators, adapter listing, loading and unloading, and Prometheus
 // metrics. Create it with New, serve Handler, stop it with Close.
 type Server struct {
-	o       Options
-	eng     *Engine
-	sched   *sched.Scheduler
-	m       *metrics
-	mux     *http.ServeMux
-	log     *slog.Logger
-	reqID   atomic.Uint64
-	closing atomic.Bool
-	started time.Time
-	root    string // AdapterRoot, absolute and with links followed
+	o         Options
+	eng       *Engine
+	sched     *sched.Scheduler
+	m         *metrics
+	mux       *http.ServeMux
+	log       *slog.Logger
+	reqID     atomic.Uint64
+	closing   atomic.Bool
+	admitMu   sync.Mutex     // orders admissions with closing
+	admitted  sync.WaitGroup // requests admitted and not yet released
+	started   time.Time
+	root      string // AdapterRoot, absolute and with links followed
+	rootGiven string // AdapterRoot, absolute
 }
 
 // New creates a Server. The server does not own the Engine's session or
@@ -116,21 +123,35 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Sched.MaxBatch > 1 && !Batchable(o.Engine) {
+		// The scheduler would concatenate requests the model cannot take
+		// together, and every such Run would fail.
+		return nil, fmt.Errorf("%w: Sched.MaxBatch %d needs a free leading batch dimension on every input and output of the model", ErrBadRequest, o.Sched.MaxBatch)
+	}
 	s := &Server{o: o, eng: o.Engine, log: o.Logger, started: time.Now()}
 	if o.AdapterRoot != "" {
-		root, err := filepath.Abs(o.AdapterRoot)
+		given, err := filepath.Abs(o.AdapterRoot)
+		root := given
 		if err == nil {
-			root, err = filepath.EvalSymlinks(root)
+			root, err = filepath.EvalSymlinks(given)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("serve: adapter root: %w", err)
 		}
-		s.root = root
+		s.root, s.rootGiven = root, given
 	}
 	reg, gat := o.Registerer, o.Gatherer
 	if reg == nil {
 		r := prometheus.NewRegistry()
 		reg, gat = r, r
+	}
+	if gat == nil {
+		// /metrics would panic on every scrape.
+		g, ok := reg.(prometheus.Gatherer)
+		if !ok {
+			return nil, fmt.Errorf("%w: serve.Options.Registerer is set but Gatherer is not", ErrBadRequest)
+		}
+		gat = g
 	}
 	m, err := newMetrics(reg, o.Engine)
 	if err != nil {
@@ -155,12 +176,26 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) Scheduler() *sched.Scheduler { return s.sched }
 
 // Close stops accepting requests (503 from then on, and the readiness
-// endpoint says not ready), waits for queued and running requests until
-// ctx ends, then releases the adapters the backend holds. Call it after
+// endpoint says not ready), waits until ctx ends for the requests admitted
+// before (a completion's remaining tokens included) and the queued and
+// running ones, then releases the adapters the backend holds. Call it after
 // http.Server.Shutdown has returned, or with a ctx that leaves in-flight
 // handlers time to finish.
 func (s *Server) Close(ctx context.Context) error {
+	s.admitMu.Lock()
 	s.closing.Store(true)
+	s.admitMu.Unlock()
+	// Requests admitted before may still have scheduler requests to make
+	// (a completion makes one per token): wait for them first.
+	drained := make(chan struct{})
+	go func() {
+		s.admitted.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+	}
 	err := s.sched.Close(ctx)
 	if c, ok := s.eng.Backend.(closer); ok {
 		c.close()
@@ -213,7 +248,7 @@ func status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, registry.ErrExists):
 		return http.StatusConflict
-	case errors.Is(err, registry.ErrInvalidAdapter), errors.Is(err, patch.ErrConfig):
+	case errors.Is(err, registry.ErrInvalidAdapter), errors.Is(err, patch.ErrConfig), errors.Is(err, patch.ErrNonFinite):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrLoadDisabled):
 		return http.StatusForbidden
@@ -311,9 +346,16 @@ func (w *statusWriter) Flush() {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	// Encode before the status line goes out: a value that does not
+	// encode is a 500, not a 200 with an empty body.
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": fmt.Sprintf("serve: encoding the response: %v", err)})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // decodeJSON reads one JSON value from the (size-limited) body into v,
@@ -327,7 +369,13 @@ func decodeJSON(r *http.Request, v any) error {
 		}
 		return fmt.Errorf("%w: malformed JSON: %v", ErrBadRequest, err)
 	}
-	if dec.More() {
+	// Only white space may follow (dec.More would let a stray '}' or
+	// ']' through).
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("%w: body larger than %d bytes", ErrBadRequest, mbe.Limit)}
+		}
 		return fmt.Errorf("%w: trailing data after the JSON body", ErrBadRequest)
 	}
 	return nil
@@ -336,7 +384,8 @@ func decodeJSON(r *http.Request, v any) error {
 // admission is a request's adapter configuration, held from admission
 // until the response.
 type admission struct {
-	key     sched.Key
+	key     sched.Key // what the scheduler groups by (adapters named as the catalog keys them)
+	shown   sched.Key // the configuration with the adapters' names, for responses
 	release func()
 }
 
@@ -344,14 +393,40 @@ type admission struct {
 // "name[@alpha],name[@alpha],..." (alpha defaults to the adapter's own),
 // and acquires every adapter from the catalog, so an unknown or invalid
 // adapter is answered before anything is queued and none is evicted
-// while the request uses it.
+// while the request uses it. Close waits for admitted requests to be
+// released before it closes the scheduler, so a request admitted before
+// Close (a completion runs one scheduler request per token) completes.
 func (s *Server) admit(ctx context.Context, spec string) (*admission, error) {
+	s.admitMu.Lock()
 	if s.closing.Load() {
+		s.admitMu.Unlock()
 		return nil, sched.ErrClosed
 	}
+	s.admitted.Add(1)
+	s.admitMu.Unlock()
+	admitted := false
+	defer func() {
+		if !admitted { // an error, or a panic in the catalog
+			s.admitted.Done()
+		}
+	}()
+	adm, err := s.admitSpec(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	admitted = true
+	release := adm.release
+	adm.release = sync.OnceFunc(func() {
+		release()
+		s.admitted.Done()
+	})
+	return adm, nil
+}
+
+func (s *Server) admitSpec(ctx context.Context, spec string) (*admission, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" || spec == s.o.Name {
-		return &admission{key: sched.Base, release: func() {}}, nil
+		return &admission{key: sched.Base, shown: sched.Base, release: func() {}}, nil
 	}
 	parts := strings.Split(spec, ",")
 	if len(parts) > 64 {
@@ -363,12 +438,27 @@ func (s *Server) admit(ctx context.Context, spec string) (*admission, error) {
 			r()
 		}
 	}
+	ok := false
+	defer func() {
+		if !ok { // an error, or a panic in the catalog
+			releaseAll()
+		}
+	}()
+	keyed, _ := s.eng.Catalog.(keyedCatalog)
 	entries := make([]sched.Entry, 0, len(parts))
+	shown := make([]sched.Entry, 0, len(parts))
 	for _, p := range parts {
 		name, alphaText, hasAlpha := strings.Cut(strings.TrimSpace(p), "@")
-		alpha, release, err := s.eng.Catalog.Acquire(ctx, name)
+		keyName := name
+		var alpha float32
+		var release func()
+		var err error
+		if keyed != nil {
+			keyName, alpha, release, err = keyed.acquireKey(ctx, name)
+		} else {
+			alpha, release, err = s.eng.Catalog.Acquire(ctx, name)
+		}
 		if err != nil {
-			releaseAll()
 			if isNotFound(err) {
 				return nil, &httpError{http.StatusNotFound, fmt.Errorf("%w %q: %v", ErrUnknownAdapter, name, err)}
 			}
@@ -378,19 +468,19 @@ func (s *Server) admit(ctx context.Context, spec string) (*admission, error) {
 		if hasAlpha {
 			a, err := strconv.ParseFloat(alphaText, 32)
 			if err != nil || math.IsNaN(a) || math.IsInf(a, 0) {
-				releaseAll()
 				return nil, fmt.Errorf("%w: adapter %q: alpha %q is not a finite number", ErrBadRequest, name, alphaText)
 			}
 			alpha = float32(a)
 		}
-		entries = append(entries, sched.Entry{Name: name, Alpha: alpha})
+		entries = append(entries, sched.Entry{Name: keyName, Alpha: alpha})
+		shown = append(shown, sched.Entry{Name: name, Alpha: alpha})
 	}
 	key, err := sched.NewKey(entries)
 	if err != nil {
-		releaseAll()
 		return nil, err
 	}
-	return &admission{key: key, release: releaseAll}, nil
+	ok = true
+	return &admission{key: key, shown: sched.KeyOf(shown), release: releaseAll}, nil
 }
 
 // loadAdapter is POST /v1/load_lora_adapter {"lora_name", "lora_path"}
@@ -433,20 +523,36 @@ func (s *Server) inRoot(p string) (string, error) {
 	}
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
+		if !within(s.root, filepath.Clean(p)) && !within(s.rootGiven, filepath.Clean(p)) {
+			// Outside even before links are followed: whether it exists
+			// is none of the client's business.
+			return "", &httpError{http.StatusForbidden, fmt.Errorf("%w: %s is outside the adapter root", ErrBadRequest, p)}
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			return "", &httpError{http.StatusNotFound, fmt.Errorf("%w: %s does not exist", ErrBadRequest, p)}
 		}
 		return "", fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	rel, err := filepath.Rel(s.root, real)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
+	if !within(s.root, real) {
 		return "", &httpError{http.StatusForbidden, fmt.Errorf("%w: %s is outside the adapter root", ErrBadRequest, p)}
 	}
 	return real, nil
 }
 
+// within reports whether the clean path p is root or below it.
+func within(root, p string) bool {
+	if root == "" {
+		return false
+	}
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
 // unloadAdapter is POST /v1/unload_lora_adapter {"lora_name"}.
 func (s *Server) unloadAdapter(w http.ResponseWriter, r *http.Request) error {
+	if s.root == "" {
+		return ErrLoadDisabled
+	}
 	var req struct {
 		Name string `json:"lora_name"`
 	}

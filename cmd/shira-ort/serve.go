@@ -45,7 +45,7 @@ configuration, on the Open Inference Protocol (KServe v2 REST: POST /v2/models/N
 request parameter "adapter") and, for a character text generator (--vocab, or --charlm for the shipped
 one), an OpenAI-style POST /v1/completions whose "model" field names the adapter ("stream": true for
 server-sent events). GET /v1/models lists the adapters; POST /v1/load_lora_adapter and
-/v1/unload_lora_adapter load and unload them at run time (loading only from inside --adapter-root);
+/v1/unload_lora_adapter load and unload them at run time (only with --adapter-root; loading from inside it);
 GET /metrics serves Prometheus metrics.
 
 Adapters (.shira files, PEFT SHiRA checkpoint directories, and PEFT LoRA checkpoint directories with
@@ -68,7 +68,7 @@ answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the 
 	fl.IntVar(&f.threads, "threads", 0, "ORT intra-op threads (0: ORT's default)")
 	fl.StringArrayVar(&f.adapterDirs, "adapters", nil, "register every .shira file and PEFT checkpoint directory in DIR (repeatable)")
 	fl.StringArrayVar(&f.adapters, "adapter", nil, "register one adapter: NAME=PATH (repeatable)")
-	fl.StringVar(&f.adapterRoot, "adapter-root", "", "enable loading adapters at run time, from paths inside this directory")
+	fl.StringVar(&f.adapterRoot, "adapter-root", "", "enable loading (from paths inside this directory) and unloading adapters at run time")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "where converted PEFT checkpoints are cached (default: user cache dir)")
 	fl.IntVar(&f.maxOpen, "max-open", registry.DefaultMaxOpen, "adapters kept open while unused")
 	fl.Int64Var(&f.maxOpenBytes, "max-open-bytes", 0, "bytes of adapters kept open while unused (0: no bound)")
@@ -209,8 +209,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 	logger.Info("shutting down: draining requests in flight", "timeout", f.drain)
 	dctx, cancel := context.WithTimeout(context.Background(), f.drain)
 	defer cancel()
+	// The server stops admitting (503, not ready) at once while the HTTP
+	// server stops accepting and waits for its handlers.
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close(dctx) }()
 	herr := hs.Shutdown(dctx)
-	serr := srv.Close(dctx)
+	serr := <-closed
 	if err := errors.Join(herr, serr); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
