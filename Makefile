@@ -21,11 +21,12 @@ setup-models:
 demo: setup-ort
 	$(GO) run ./cmd/shira-ort demo
 
-## test: set up, then run every test (CI runs exactly this)
+## test: set up, then run every test (CI runs exactly this); the serving packages run whole under the race detector
 test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	SHIRA_STRESS=1 $(GO) test -count=1 -race -run 'Concurrent|Race|Cancel|Close|Context|Retain' ./ort/ ./adapter/ ./patch/
+	$(GO) test -count=1 -race ./sched/ ./registry/ ./serve/
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz-short.sh
 
 ## test-large: the 4.1 GB TinyLlama-shaped model (external data) in every session mode against the offline-fused

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -365,8 +364,13 @@ func (c *fakeCatalog) List() []serve.AdapterInfo {
 	return []serve.AdapterInfo{{Name: "bad"}, {Name: "p"}}
 }
 
-func (c *fakeCatalog) Load(context.Context, string, string) error { return errors.New("not supported") }
-func (c *fakeCatalog) Unload(string) error                        { return errors.New("not supported") }
+func (c *fakeCatalog) Load(context.Context, string, string) error {
+	return fmt.Errorf("%w: the fake catalog loads nothing", registry.ErrInvalidAdapter)
+}
+
+func (c *fakeCatalog) Unload(name string) error {
+	return fmt.Errorf("%w: %q (the fake catalog unloads nothing)", registry.ErrNotFound, name)
+}
 
 // echoRequest is a valid request to the echo engine with the JSON data of
 // some inputs replaced.
