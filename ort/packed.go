@@ -283,6 +283,9 @@ func (ps *packedState) free() {
 	}
 	ps.rec.Release()
 	ps.rec = nil
+	// The session's Run blocks the allocator kept for reuse go back to the
+	// C heap (another packed session's Runs refill what they need).
+	ortshim.TrimAllocatorCache()
 }
 
 // FallbackReason says why the session serves Runs in Mode() rather than in

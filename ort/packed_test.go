@@ -15,6 +15,7 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -90,7 +91,7 @@ func requirePackedPlatform(tb testing.TB) {
 
 // TestPackedMatchesFused: a packed session computes exactly (bitwise) what
 // a plain ORT session on the offline-fused standalone model computes, for
-// every layout of packedModelDir, at batch 1, 3 and 16 and with 1 and 2
+// every layout of packedModelDir, at batch 1, 3, 16 and 300 and with 1 and 2
 // threads, after Set(A), Set(B), Apply(A) and Set(A, B) with alphas, and
 // Revert gives the base outputs bitwise.
 func TestPackedMatchesFused(t *testing.T) {
@@ -113,7 +114,9 @@ func TestPackedMatchesFused(t *testing.T) {
 				}
 			}
 			plain := &Options{IntraOpThreads: threads}
-			ins := []map[string]*tensor.Tensor{packedInputs(t, 1, 3), packedInputs(t, 3, 4), packedInputs(t, 16, 5)}
+			// batch 300's activations are blocks the tracking allocator
+			// caches and hands out again on later Runs
+			ins := []map[string]*tensor.Tensor{packedInputs(t, 1, 3), packedInputs(t, 3, 4), packedInputs(t, 16, 5), packedInputs(t, 300, 6)}
 			var base []map[string]*tensor.Tensor
 			for _, in := range ins {
 				got := mustRun(t, s, in)
@@ -389,5 +392,36 @@ func TestPackedWithProviderFallback(t *testing.T) {
 	in := packedInputs(t, 2, 3)
 	if !sameOutputs(mustRun(t, s, in), fusedOutputs(t, dir, []patch.Config{A}, &Options{IntraOpThreads: 1}, in)) {
 		t.Fatal("outputs differ from the offline-fused model")
+	}
+}
+
+// TestPackedRunBlocksAreCached: the tracking allocator, which replaces
+// ORT's arena for a packed session, keeps the blocks Runs free for the
+// next Runs (outputs stay exact: TestPackedMatchesFused runs batch 300
+// through reused blocks), and a closed session's cached blocks go back to
+// the C heap.
+func TestPackedRunBlocksAreCached(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, _ := packedModelDir(t)
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+	if s.Mode() != ModePacked {
+		t.Fatalf("fell back: %s", s.FallbackReason())
+	}
+	in := packedInputs(t, 300, 1)
+	first := mustRun(t, s, in)
+	for range 3 {
+		if got := mustRun(t, s, in); !sameOutputs(got, first) {
+			t.Fatal("a Run through cached blocks differs from the first")
+		}
+	}
+	if n := ortshim.AllocatorCacheBytes(); n == 0 {
+		t.Error("no block of a batch-300 Run was kept for reuse")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := ortshim.AllocatorCacheBytes(); n != 0 {
+		t.Errorf("%d bytes still cached after the session closed", n)
 	}
 }

@@ -159,5 +159,9 @@ void shim_tracking_release(uint64_t tag);
 size_t shim_tracking_freed(uint64_t tag);
 // shim_tracking_records counts live records (for leak tests).
 size_t shim_tracking_records(void);
+// shim_tracking_trim returns the blocks the allocator keeps for reuse to
+// the C heap; shim_tracking_cached counts their bytes.
+void shim_tracking_trim(void);
+size_t shim_tracking_cached(void);
 
 #endif

@@ -14,6 +14,19 @@
 // the C heap until the caller unpins it, so memory the caller still reads
 // or writes (a prepacked weight it patches) can never be reused by anyone
 // else, even if ORT let go of it early.
+//
+// A registered allocator replaces ORT's own arena for the sessions that use
+// it, so the blocks ORT allocates and frees on every Run (activations,
+// workspaces) would each cost a malloc and free, and those above glibc's
+// mmap threshold an mmap, page faults on first touch and an munmap, every
+// Run: 1.36x the Run time of a plain session on a small transformer at
+// batch 16. So untracked Alloc blocks of at least CACHE_MIN bytes are
+// rounded up to a size class (2^k, 1.25, 1.5 or 1.75 times 2^k: at most
+// 25 % larger) and, when freed, kept on a free list of their class for the
+// next allocation of that class, up to CACHE_MAX bytes in all (beyond, they
+// go back to the C heap), as an arena keeps them. Reserve blocks (prepacked
+// weights, allocated once) and tracked blocks are never cached.
+// shim_tracking_trim returns the cached blocks to the C heap.
 
 #include <pthread.h>
 #include <stdint.h>
@@ -37,10 +50,87 @@ typedef struct track_allocator {
 enum { HDR = 64, TRACK_ALLOCATOR_VERSION = 18 };
 static const uint64_t MAGIC = 0x7368697261616c63ULL;  // "shiraalc"
 
-typedef struct {
+typedef struct header {
   uint64_t magic;
-  int64_t rec;  // record index, -1 when untracked
+  int64_t rec;          // record index, -1 when untracked
+  size_t cls;           // size class + 1 of a cacheable block, 0 otherwise
+  struct header *next;  // in its class's free list while cached
 } header;
+
+_Static_assert(sizeof(header) <= HDR, "header larger than HDR");
+
+// The block cache (see the top of the file).
+enum { CACHE_MIN = 64 << 10, NCLASS = 4 * 48 };
+static const size_t CACHE_MAX = (size_t)512 << 20;
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static header *cache[NCLASS];
+static size_t cached_bytes;
+
+// class_of returns the size class of size (>= CACHE_MIN) and its byte
+// size, or -1 beyond the largest class.
+static int class_of(size_t size, size_t *bytes) {
+  int k = 63 - __builtin_clzll((unsigned long long)size);  // 2^k <= size
+  size_t base = (size_t)1 << k;
+  for (int q = 0; q < 4; q++) {
+    size_t b = base + (base / 4) * q;
+    if (b >= size) {
+      int c = 4 * k + q;
+      if (c >= NCLASS) return -1;
+      *bytes = b;
+      return c;
+    }
+  }
+  if (k + 1 >= NCLASS / 4) return -1;
+  *bytes = base * 2;
+  return 4 * (k + 1);
+}
+
+// cache_get returns a cached block of class c, or NULL.
+static header *cache_get(int c, size_t bytes) {
+  pthread_mutex_lock(&cache_mu);
+  header *h = cache[c];
+  if (h != NULL) {
+    cache[c] = h->next;
+    cached_bytes -= bytes;
+  }
+  pthread_mutex_unlock(&cache_mu);
+  return h;
+}
+
+// cache_put keeps block h of class c for reuse; it reports whether it did.
+static int cache_put(header *h, int c, size_t bytes) {
+  int kept = 0;
+  pthread_mutex_lock(&cache_mu);
+  if (cached_bytes + bytes <= CACHE_MAX) {
+    h->next = cache[c];
+    cache[c] = h;
+    cached_bytes += bytes;
+    kept = 1;
+  }
+  pthread_mutex_unlock(&cache_mu);
+  return kept;
+}
+
+void shim_tracking_trim(void) {
+  pthread_mutex_lock(&cache_mu);
+  for (int c = 0; c < NCLASS; c++) {
+    while (cache[c] != NULL) {
+      header *h = cache[c];
+      cache[c] = h->next;
+      h->magic = 0;
+      free(h);
+    }
+  }
+  cached_bytes = 0;
+  pthread_mutex_unlock(&cache_mu);
+}
+
+size_t shim_tracking_cached(void) {
+  pthread_mutex_lock(&cache_mu);
+  size_t n = cached_bytes;
+  pthread_mutex_unlock(&cache_mu);
+  return n;
+}
 
 typedef struct {
   char *data;  // the pointer handed to ORT
@@ -93,13 +183,22 @@ static void drop_record(int64_t i) {
 static void *track_alloc_impl(size_t size, uint8_t reserve) {
   if (size == 0) return NULL;
   if (size > SIZE_MAX - HDR) return NULL;
-  void *base = NULL;
-  if (posix_memalign(&base, HDR, HDR + size) != 0) return NULL;
-  header *h = base;
+  int rec = __atomic_load_n(&recording, __ATOMIC_ACQUIRE);
+  int c = -1;
+  size_t bytes = size;
+  if (!reserve && !rec && size >= CACHE_MIN) c = class_of(size, &bytes);
+  header *h = c >= 0 ? cache_get(c, bytes) : NULL;
+  if (h == NULL) {
+    void *base = NULL;
+    if (posix_memalign(&base, HDR, HDR + bytes) != 0) return NULL;
+    h = base;
+  }
   h->magic = MAGIC;
   h->rec = -1;
-  char *p = (char *)base + HDR;
-  if (__atomic_load_n(&recording, __ATOMIC_ACQUIRE)) {
+  h->cls = (size_t)(c + 1);
+  h->next = NULL;
+  char *p = (char *)h + HDR;
+  if (rec) {
     pthread_mutex_lock(&mu);
     if (recording) {
       int64_t i = new_record();
@@ -140,6 +239,11 @@ static void track_free(track_allocator *self, void *p) {
       h->rec = -1;
     }
     pthread_mutex_unlock(&mu);
+  }
+  if (h->cls > 0) {
+    int c = (int)h->cls - 1;
+    size_t bytes = ((size_t)1 << (c / 4)) + (((size_t)1 << (c / 4)) / 4) * (size_t)(c % 4);
+    if (cache_put(h, c, bytes)) return;
   }
   h->magic = 0;
   free(h);

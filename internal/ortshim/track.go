@@ -162,3 +162,13 @@ func (r *Recording) Release() {
 
 // trackedRecords counts the tracking allocator's live records (tests).
 func trackedRecords() int { return int(C.shim_tracking_records()) }
+
+// TrimAllocatorCache returns the blocks the tracking allocator keeps for
+// reuse (the activations of Runs of sessions that allocate through it, up
+// to 512 MiB in all, as ORT's own arena would keep them) to the C heap,
+// e.g. when such a session is closed.
+func TrimAllocatorCache() { C.shim_tracking_trim() }
+
+// AllocatorCacheBytes is the number of bytes the tracking allocator keeps
+// for reuse.
+func AllocatorCacheBytes() int64 { return int64(C.shim_tracking_cached()) }
