@@ -28,6 +28,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBenchCmd(), newBenchSwitchCmd())
+	root.AddCommand(newBenchCmd(), newBenchSwitchCmd(), newServeBenchCmd())
 	return root
 }
