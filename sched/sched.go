@@ -141,6 +141,8 @@ type Scheduler struct {
 	abandoned bool               // the switch was cancelled because nobody waited for it
 	active    Key
 	known     bool
+	holds     map[Key]int // Hold counts per key
+	holdTimer *time.Timer // wakes the dispatcher when a hold's wait ends
 	stats     Stats
 }
 
@@ -215,6 +217,7 @@ func New(b Backend, o Options) (*Scheduler, error) {
 		scan:     64 + 4*min(o.MaxBatch, 1<<20),
 		drained:  make(chan struct{}),
 		groups:   make(map[Key]*group),
+		holds:    make(map[Key]int),
 	}
 	s.base, s.kill = context.WithCancel(context.Background())
 	return s, nil
@@ -319,6 +322,10 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.closed = true
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+	}
+	s.dispatchLocked() // holds no longer delay a switch
 	s.checkDrainedLocked()
 	s.mu.Unlock()
 	select {
@@ -445,13 +452,78 @@ func (s *Scheduler) dispatchLocked() {
 		if s.o.Exclusive {
 			g = s.pickLocked()
 			if !s.known || g.key != s.active {
-				if s.inflight == 0 {
+				if s.inflight == 0 && !s.holdLocked() {
 					s.startSwitchLocked(g.key)
 				}
-				return // else wait for the Runs in flight to finish
+				return // else wait for the Runs in flight to finish, or the held key's next request
 			}
 		}
 		s.startBatchLocked(g)
+	}
+}
+
+// holdLocked reports whether an exclusive backend should stay on its
+// active key, which has nothing waiting or must give way, because a Hold
+// on it announces more requests soon and no other key's oldest waiting
+// request has waited MaxWait yet; it then arms a timer that dispatches
+// again when that request's MaxWait is up.
+func (s *Scheduler) holdLocked() bool {
+	if !s.known || s.holds[s.active] == 0 || s.closed {
+		return false
+	}
+	o := s.heap[0]
+	if o.key == s.active {
+		if o = s.oldestOtherLocked(o); o == nil {
+			return false
+		}
+	}
+	wait := time.Until(o.head.enq.Add(s.o.MaxWait))
+	if wait <= 0 {
+		return false
+	}
+	if s.holdTimer == nil {
+		s.holdTimer = time.AfterFunc(wait, s.wake)
+	} else {
+		s.holdTimer.Reset(wait)
+	}
+	return true
+}
+
+// wake dispatches when a hold's wait is up.
+func (s *Scheduler) wake() {
+	s.mu.Lock()
+	s.dispatchLocked()
+	s.mu.Unlock()
+}
+
+// Hold announces that more requests for key will follow soon (the next
+// steps of a text generation, each queued when the previous one returned)
+// and returns the function that ends the announcement: call it once no
+// more requests for key will come from the holder. While the active key of
+// an exclusive backend is held, the scheduler does not switch away from it
+// when it has nothing waiting, as long as no request of another key has
+// waited MaxWait: the steps of the generations for one configuration are
+// grouped between switches instead of a switch after every step. The bound
+// on reordering stays MaxWait for every request. Hold is a no-op for a
+// shared backend and for a malformed key.
+func (s *Scheduler) Hold(key Key) (release func()) {
+	key, err := canonical(key)
+	if err != nil || !s.o.Exclusive {
+		return func() {}
+	}
+	s.mu.Lock()
+	s.holds[key]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.holds[key]--; s.holds[key] <= 0 {
+				delete(s.holds, key)
+			}
+			s.dispatchLocked()
+			s.mu.Unlock()
+		})
 	}
 }
 

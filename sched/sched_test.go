@@ -839,3 +839,83 @@ func TestExclusiveConcurrent(t *testing.T) {
 		t.Errorf("%d Runs in flight at most, want 3", f.maxRunning)
 	}
 }
+
+// TestHoldGroupsGenerations: clients that each run sequences of 8 steps
+// on one key (a text generation: each step queued when the previous one
+// returned) switch once per step without Hold, and far less with it; a
+// held key gives way to another key's request after MaxWait at most, and
+// releasing the hold lets the scheduler switch at once.
+func TestHoldGroupsGenerations(t *testing.T) {
+	defer noLeaks(t)()
+	run := func(hold bool) (switches, runs int64) {
+		f := &fake{exclusive: true, runDelay: 200 * time.Microsecond, switchDelay: 200 * time.Microsecond}
+		s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: 20 * time.Millisecond})
+		var wg sync.WaitGroup
+		for cl := range 6 {
+			wg.Go(func() {
+				for seq := range 8 {
+					k := sched.Key(fmt.Sprintf("k%d@1", (cl+seq)%6))
+					release := func() {}
+					if hold {
+						release = s.Hold(k)
+					}
+					for step := range 8 {
+						in := request(cl*1000+seq*10+step, 1, 2)
+						out, err := s.Run(context.Background(), k, in)
+						if err == nil {
+							err = verify(k, in, out)
+						}
+						if err != nil {
+							t.Error(err)
+						}
+					}
+					release()
+				}
+			})
+		}
+		wg.Wait()
+		closeNow(t, s)
+		f.check(t)
+		st := s.Stats()
+		return st.Switches, st.Runs
+	}
+	sw0, runs0 := run(false)
+	sw1, runs1 := run(true)
+	t.Logf("without Hold %d switches for %d Runs; with Hold %d for %d", sw0, runs0, sw1, runs1)
+	if sw1*2 > sw0 {
+		t.Errorf("Hold did not group the steps: %d switches with it, %d without", sw1, sw0)
+	}
+
+	// A key held forever still gives way after MaxWait.
+	f := &fake{exclusive: true}
+	const maxWait = 30 * time.Millisecond
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: maxWait})
+	release := s.Hold("a@1")
+	if _, err := s.Run(context.Background(), "a@1", request(1, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := s.Run(context.Background(), "b@1", request(2, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < maxWait*9/10 || waited > maxWait+500*time.Millisecond {
+		t.Errorf("the other key waited %v behind a held key, want about MaxWait %v", waited, maxWait)
+	}
+	// Released: the next switch is at once.
+	release()
+	if _, err := s.Run(context.Background(), "a@1", request(3, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	release2 := s.Hold("a@1")
+	release2()
+	start = time.Now()
+	if _, err := s.Run(context.Background(), "b@1", request(4, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited > maxWait/2+100*time.Millisecond {
+		t.Errorf("a released hold still delayed the switch: %v", waited)
+	}
+	release() // a second call is a no-op
+	closeNow(t, s)
+	f.check(t)
+}

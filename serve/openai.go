@@ -173,9 +173,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer adm.release()
+	// The steps of this generation follow one another: the scheduler
+	// keeps the configuration active for them while no other request has
+	// waited MaxWait, instead of switching after every step.
+	defer s.sched.Hold(adm.key)()
 	m := &textgen.Model{R: schedRunner{s: s.sched, key: adm.key}, Vocab: s.o.Text}
 	resp := completionResponse{
-		ID: fmt.Sprintf("cmpl-%d-%d", s.started.UnixNano(), s.reqID.Load()), Object: "text_completion",
+		ID: fmt.Sprintf("cmpl-%d-%s", s.started.UnixNano(), requestID(r.Context())), Object: "text_completion",
 		Created: time.Now().Unix(), Model: req.Model,
 	}
 	promptTokens := len(s.o.Text.Encode(c.prompt))

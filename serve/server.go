@@ -266,6 +266,15 @@ func status(err error) int {
 	return http.StatusInternalServerError
 }
 
+// requestIDKey keys the request's id (its log line's "id") in its context.
+type requestIDKey struct{}
+
+// requestID returns the id wrap gave the request.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
 // wrap turns a handler returning an error into an http.Handler with the
 // request timeout, the body limit, metrics and one log line.
 func (s *Server) wrap(name string, f func(w http.ResponseWriter, r *http.Request) error) http.Handler {
@@ -274,6 +283,7 @@ func (s *Server) wrap(name string, f func(w http.ResponseWriter, r *http.Request
 		id := strconv.FormatUint(s.reqID.Add(1), 10)
 		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
 		defer cancel()
+		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBodyBytes)
 		sw := &statusWriter{ResponseWriter: w}
