@@ -122,6 +122,17 @@ type Options struct {
 	// weights twice in the steady state (once in the mapping, once
 	// prepacked inside ORT). Off by default.
 	KeepLiveWeights bool
+	// PackedTranslationCache (ModePacked) bounds the bytes of translated
+	// adapter tensors (packed offsets and values permuted alike: the size
+	// of the adapter's indices and values) a packed session keeps, least
+	// recently used first out, so switching back to an adapter skips the
+	// translation, about half of a packed switch. A cached adapter is
+	// retained (adapter.Adapter.Retain) until its translation leaves the
+	// cache or the session closes, so its mapping stays. 0 keeps nothing
+	// (each switch translates afresh, the steady memory is the weights
+	// plus the active adapters' indices); a server switching among many
+	// adapters sets a budget.
+	PackedTranslationCache int64
 	// SessionConfig holds extra session configuration entries
 	// (AddSessionConfigEntry), e.g. "session.disable_prepacking": "1".
 	SessionConfig map[string]string

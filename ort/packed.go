@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"runtime"
@@ -49,6 +50,82 @@ type packedState struct {
 	rec     *ortshim.Recording // pins the buffers until the session is released
 	patcher *patch.Patcher     // over the packed buffers
 	targets map[string][]packTarget
+	cache   transCache // translations kept for later switches (Options.PackedTranslationCache)
+}
+
+// transKey names one translation: an adapter tensor into one packed layout.
+type transKey struct {
+	t      *adapter.Tensor
+	layout mlaspack.Layout
+}
+
+// transEntry is a cached translation; a (retained by the entry) is the
+// adapter t belongs to, so its address cannot be reused while cached.
+type transEntry struct {
+	key   transKey
+	a     *adapter.Adapter
+	idx   []uint32
+	vals  []byte
+	bytes int64
+	elem  *list.Element
+}
+
+// transCache is an LRU of translations bounded in bytes. Used under the
+// session's switchMu (one switch at a time) and by free.
+type transCache struct {
+	budget, bytes int64
+	entries       map[transKey]*transEntry
+	lru           list.List // *transEntry, most recently used first
+	hits, misses  int64
+}
+
+// get returns the cached translation of k, if any.
+func (c *transCache) get(k transKey) *transEntry {
+	e := c.entries[k]
+	if e == nil {
+		c.misses++
+		return nil
+	}
+	c.hits++
+	c.lru.MoveToFront(e.elem)
+	return e
+}
+
+// put caches a translation of a tensor of a, evicting the least recently
+// used ones to stay within the budget; a translation larger than the
+// budget, or of an adapter that cannot be retained, is not kept.
+func (c *transCache) put(k transKey, a *adapter.Adapter, idx []uint32, vals []byte) {
+	n := int64(len(idx))*4 + int64(len(vals))
+	if c.budget <= 0 || n > c.budget || c.entries[k] != nil {
+		return
+	}
+	if a.Retain() != nil {
+		return
+	}
+	for c.bytes+n > c.budget {
+		c.evict(c.lru.Back().Value.(*transEntry))
+	}
+	if c.entries == nil {
+		c.entries = map[transKey]*transEntry{}
+	}
+	e := &transEntry{key: k, a: a, idx: idx, vals: vals, bytes: n}
+	e.elem = c.lru.PushFront(e)
+	c.entries[k] = e
+	c.bytes += n
+}
+
+func (c *transCache) evict(e *transEntry) {
+	c.lru.Remove(e.elem)
+	delete(c.entries, e.key)
+	c.bytes -= e.bytes
+	e.a.Release()
+}
+
+// clear empties the cache, releasing its adapters.
+func (c *transCache) clear() {
+	for c.lru.Len() > 0 {
+		c.evict(c.lru.Back().Value.(*transEntry))
+	}
 }
 
 // openPacked creates the packed engine: the baked session, recorded, with
@@ -119,7 +196,7 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 		bySize[len(b.Data)] = append(bySize[len(b.Data)], i)
 	}
 	owner := map[int]string{} // block index -> weight that claimed it
-	ps := &packedState{rec: rec, targets: map[string][]packTarget{}}
+	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, cache: transCache{budget: s.opts.PackedTranslationCache}}
 	var pw []patch.Weight
 	var keep []int64
 	var wide []float32 // reused: one weight at a time
@@ -180,24 +257,29 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 // were validated against the mapped weights.
 func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 	type job struct {
+		a      *adapter.Adapter
 		t      *adapter.Tensor
 		layout mlaspack.Layout
 		idx    []uint32
 		vals   []byte
 	}
-	type jobKey struct {
-		t      *adapter.Tensor
-		layout mlaspack.Layout
-	}
-	var jobs []*job
+	type jobKey = transKey
+	var jobs []*job // the translations to compute
 	byKey := map[jobKey]*job{}
 	for _, c := range cfgs {
 		for ti := range c.Adapter.Tensors {
 			t := &c.Adapter.Tensors[ti]
 			for _, tg := range ps.targets[t.Name] {
-				if k := (jobKey{t, tg.layout}); byKey[k] == nil {
-					byKey[k] = &job{t: t, layout: tg.layout}
-					jobs = append(jobs, byKey[k])
+				k := jobKey{t, tg.layout}
+				if byKey[k] != nil {
+					continue
+				}
+				j := &job{a: c.Adapter, t: t, layout: tg.layout}
+				byKey[k] = j
+				if e := ps.cache.get(k); e != nil {
+					j.idx, j.vals = e.idx, e.vals
+				} else {
+					jobs = append(jobs, j)
 				}
 			}
 		}
@@ -218,6 +300,9 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 	}
 	close(work)
 	wg.Wait()
+	for _, j := range jobs {
+		ps.cache.put(transKey{j.t, j.layout}, j.a, j.idx, j.vals)
+	}
 
 	out := make([]patch.Config, len(cfgs))
 	for i, c := range cfgs {
@@ -281,6 +366,7 @@ func (ps *packedState) free() {
 		ps.patcher.Close()
 		ps.patcher = nil
 	}
+	ps.cache.clear()
 	ps.rec.Release()
 	ps.rec = nil
 	// The session's Run blocks the allocator kept for reuse go back to the

@@ -19,7 +19,8 @@ import (
 // weights; after every step each of ORT's packed buffers must hold exactly
 // (bitwise) the packed form of the reference weight, and every 500 steps
 // the session's outputs must equal a plain ORT session on the offline-fused
-// model. A refused step changes nothing.
+// model. A refused step changes nothing. The session keeps translations
+// in a small cache, so steps reuse, miss and evict them.
 func TestPackedTenThousandSteps(t *testing.T) {
 	requireORT(t)
 	requirePackedPlatform(t)
@@ -28,10 +29,19 @@ func TestPackedTenThousandSteps(t *testing.T) {
 		steps = 1000
 	}
 	dir, m := packedModelDir(t)
-	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1})
+	// A translation cache of about two of the five adapters: switches hit,
+	// miss and evict (TestPackedMatchesFused covers the session without).
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1, PackedTranslationCache: 48 << 10})
 	if s.Mode() != ModePacked {
 		t.Fatalf("fell back: %s", s.FallbackReason())
 	}
+	defer func() {
+		c := &s.packed.cache
+		t.Logf("translation cache: %d hits, %d misses, %d bytes of %d", c.hits, c.misses, c.bytes, c.budget)
+		if c.hits == 0 || c.misses == 0 {
+			t.Errorf("the translation cache was not exercised (%d hits, %d misses)", c.hits, c.misses)
+		}
+	}()
 	rng := rand.New(rand.NewPCG(7, 77))
 	base := fusedWeights(t, dir, nil)
 	var ref []patch.Weight

@@ -425,3 +425,78 @@ func TestPackedRunBlocksAreCached(t *testing.T) {
 		t.Errorf("%d bytes still cached after the session closed", n)
 	}
 }
+
+// TestPackedTranslationCache: with Options.PackedTranslationCache a packed
+// session translates an adapter once and reuses the translation when it
+// switches back (outputs still bitwise the offline-fused model's), keeps
+// within its budget (least recently used out), keeps a cached adapter
+// retained when its owner closes it, and lets go of everything at Close.
+func TestPackedTranslationCache(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	B := patch.Default(randomAdapter(t, m, 0.05, 2))
+	C := patch.Default(randomAdapter(t, m, 0.05, 3))
+	var per int64
+	for _, tt := range A.Adapter.Tensors {
+		bufs := map[string]int64{"W1": 1, "W2": 1, "W3": 2, "W4": 1}[tt.Name]
+		per += int64(len(tt.Indices)) * int64(4+tt.ValueDType.Size()) * bufs
+	}
+	// Room for about two adapters' translations.
+	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1, PackedTranslationCache: per*2 + per/2})
+	if s.Mode() != ModePacked {
+		t.Fatalf("fell back: %s", s.FallbackReason())
+	}
+	in := packedInputs(t, 3, 7)
+	plain := &Options{IntraOpThreads: 1}
+	check := func(step string, cfg patch.Config) {
+		t.Helper()
+		if err := s.Set(context.Background(), cfg); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if got, want := mustRun(t, s, in), fusedOutputs(t, dir, []patch.Config{cfg}, plain, in); !sameOutputs(got, want) {
+			t.Fatalf("%s: outputs differ from the offline-fused model", step)
+		}
+	}
+	c := &s.packed.cache
+	check("A", A)
+	check("B", B)
+	misses := c.misses
+	check("A again", A)
+	if c.misses != misses || c.hits == 0 {
+		t.Fatalf("switching back to A translated again (hits %d, misses %d -> %d)", c.hits, misses, c.misses)
+	}
+	if c.bytes > c.budget {
+		t.Fatalf("cache holds %d bytes, budget %d", c.bytes, c.budget)
+	}
+	cached := func(a *adapter.Adapter) (n int) {
+		for k := range c.entries {
+			for i := range a.Tensors {
+				if k.t == &a.Tensors[i] {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	nA, nB := cached(A.Adapter), cached(B.Adapter)
+	check("C", C) // makes room by evicting B's translations, the least recently used
+	if cached(A.Adapter) != nA || cached(B.Adapter) >= nB || c.bytes > c.budget {
+		t.Fatalf("after C: A has %d of %d translations cached, B %d of %d; %d bytes of %d",
+			cached(A.Adapter), nA, cached(B.Adapter), nB, c.bytes, c.budget)
+	}
+	// A cached adapter closed by its owner stays usable to the session.
+	if err := A.Adapter.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revert(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c.lru.Len() != 0 || c.bytes != 0 {
+		t.Fatalf("%d translations (%d bytes) still cached after Close", c.lru.Len(), c.bytes)
+	}
+}

@@ -22,6 +22,7 @@ func newServeBenchCmd() *cobra.Command {
 		models, strategies, adapters, clients, dists, dir, out string
 		duration, slice, warmup, maxWait, calib                time.Duration
 		threads, maxBatch, maxConcurrent, maxOpen              int
+		transCache                                             int64
 		zipfS                                                  float64
 		verify, spin                                           bool
 	)
@@ -45,7 +46,7 @@ with --out, writes OUT.md, OUT.json, OUT-throughput.png and OUT-p99.png.`,
 			cfg := servebench.Config{
 				Models: splitList(models), Strategies: splitList(strategies), Dists: splitList(dists),
 				Duration: duration, Slice: slice, Warmup: warmup, Threads: threads, Verify: verify, Dir: dir,
-				MaxWait: maxWait, MaxBatch: maxBatch, MaxConcurrent: maxConcurrent, MaxOpen: maxOpen, ZipfS: zipfS,
+				MaxWait: maxWait, MaxBatch: maxBatch, MaxConcurrent: maxConcurrent, MaxOpen: maxOpen, TranslationCache: transCache, ZipfS: zipfS,
 				CalibTime: calib, Spin: spin, Log: cmd.ErrOrStderr(),
 			}
 			if warmup == 0 {
@@ -108,6 +109,7 @@ with --out, writes OUT.md, OUT.json, OUT-throughput.png and OUT-p99.png.`,
 	f.IntVar(&maxBatch, "max-batch", 16, "scheduler MaxBatch (rows per Run; 1 where the model has no batch dimension)")
 	f.IntVar(&maxConcurrent, "max-concurrent", 1, "scheduler MaxConcurrent (Runs in flight)")
 	f.IntVar(&maxOpen, "max-open", 64, "unused adapters each catalog keeps open")
+	f.Int64Var(&transCache, "translation-cache", 256<<20, "shira-packed: bytes of translated adapters the session keeps (ort.Options.PackedTranslationCache; 0: translate at every switch)")
 	f.Float64Var(&zipfS, "zipf-s", 1.1, "Zipf exponent s")
 	f.BoolVar(&spin, "spin", false, "leave ORT's intra-op thread spinning on (off by default: the strategies' sessions share the cores)")
 	return cmd

@@ -28,7 +28,7 @@ type serveFlags struct {
 	model, name, listen, mode, vocab, charlmDir, adapterRoot, cacheDir, logFormat string
 	adapterDirs, adapters                                                         []string
 	threads, maxOpen, queue, maxBatch, concurrency, maxTokens                     int
-	maxOpenBytes, maxBody                                                         int64
+	maxOpenBytes, maxBody, transCache                                             int64
 	loraDensity                                                                   float64
 	maxWait, timeout, drain                                                       time.Duration
 }
@@ -72,6 +72,7 @@ answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the 
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "where converted PEFT checkpoints are cached (default: user cache dir)")
 	fl.IntVar(&f.maxOpen, "max-open", registry.DefaultMaxOpen, "adapters kept open while unused")
 	fl.Int64Var(&f.maxOpenBytes, "max-open-bytes", 0, "bytes of adapters kept open while unused (0: no bound)")
+	fl.Int64Var(&f.transCache, "translation-cache", 256<<20, "packed mode: bytes of adapters translated into the packed layout kept for the next switch to them (0: translate at every switch)")
 	fl.Float64Var(&f.loraDensity, "lora-density", 0, "register PEFT LoRA checkpoints, converted to SHiRA by top-k at this density (0: refuse them)")
 	fl.DurationVar(&f.maxWait, "max-wait", 50*time.Millisecond, "longest a request waits for another configuration's group before the server switches")
 	fl.IntVar(&f.queue, "queue", 1024, "most requests waiting; beyond, 503 at once")
@@ -169,7 +170,8 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 			return fmt.Errorf("--adapter %s: %w", name, err)
 		}
 	}
-	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true})
+	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true,
+		PackedTranslationCache: f.transCache})
 	if err != nil {
 		return err
 	}

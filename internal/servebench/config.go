@@ -78,6 +78,9 @@ type Config struct {
 	// (registry.Options.MaxOpen; the LoRA catalog's LRU); default
 	// registry.DefaultMaxOpen.
 	MaxOpen int
+	// TranslationCache is shira-packed's ort.Options.PackedTranslationCache
+	// (0: every switch translates).
+	TranslationCache int64
 	// ZipfS is the Zipf exponent s (default 1.1).
 	ZipfS float64
 	// CalibTime bounds each Run-cost measurement of the calibration

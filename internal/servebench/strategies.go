@@ -103,6 +103,7 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 	switch strategy {
 	case ShiraPacked, ShiraLive:
 		opts.Mode = ort.ModePacked
+		opts.PackedTranslationCache = cfg.TranslationCache
 		if strategy == ShiraLive {
 			opts.Mode = ort.ModeLive
 		}
