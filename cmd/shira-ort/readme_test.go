@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -427,7 +427,7 @@ func (ws *readmeWorlds) tinyWorld(t *testing.T) *readmeWorld {
 		"REGEX":       ".", // every weight: the export stays the one the other lines' adapters were made for
 		"ADAPTER_DIR": dir, // a.shira and b.shira, among files that are not adapters
 		"CHARLM_DIR":  filepath.Join(dir, "charlm-serve"),
-		"ADDR":        freeAddr(t),
+		"ADDR":        "127.0.0.1:0", // runServeLine reads the port serve picked
 	})}
 	// --provider P once is cpu; twice, xnnpack then cpu (cpu must come
 	// last). This ONNX Runtime build lacks xnnpack, so that needs
@@ -518,41 +518,49 @@ func TestExpandUsage(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// lineWriter is an io.Writer that collects what is written, safely for a
+// reader in another goroutine.
+type lineWriter struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *lineWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // runServeLine runs a README `shira-ort serve` line: the server must come
-// up on --listen, answer its health, models and metrics endpoints, and
-// stop cleanly (draining) when its context is cancelled, as on SIGTERM.
+// up, answer its health, models and metrics endpoints, and stop cleanly
+// (draining) when its context is cancelled, as on SIGTERM. It listens on a
+// port the system picks (ADDR is 127.0.0.1:0, and a line without --listen
+// gets that too instead of the default 8080: a fixed port may be taken on
+// a CI machine), read from the "listening on" line serve prints.
 func runServeLine(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	addr := "127.0.0.1:8080"
-	for i, a := range args {
-		if a == "--listen" && i+1 < len(args) {
-			addr = args[i+1]
-		}
+	if !slices.Contains(args, "--listen") {
+		args = append(args, "--listen", "127.0.0.1:0")
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	type result struct {
-		out, errOut string
-		err         error
-	}
-	done := make(chan result, 1)
+	var out, errOut lineWriter
+	done := make(chan error, 1)
 	go func() {
-		out, errOut, err := execCLI(ctx, args...)
-		done <- result{out, errOut, err}
+		cmd := newRootCmd()
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs(args)
+		done <- cmd.ExecuteContext(ctx)
 	}()
-	get := func(path string) (int, string, error) {
-		resp, err := http.Get("http://" + addr + path)
+	get := func(url string) (int, string, error) {
+		resp, err := http.Get(url)
 		if err != nil {
 			return 0, "", err
 		}
@@ -560,37 +568,40 @@ func runServeLine(t testing.TB, args ...string) (string, error) {
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), err
 	}
+	base := ""
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, _, err := get("/v2/health/ready")
-		if err == nil && code == http.StatusOK {
+	for base == "" {
+		if _, rest, ok := strings.Cut(out.String(), "listening on "); ok {
+			base, _, _ = strings.Cut(rest, "\n")
 			break
 		}
 		select {
-		case r := <-done:
-			return r.out, fmt.Errorf("serve exited before it was ready: %v\n%s", r.err, r.errOut)
-		case <-time.After(50 * time.Millisecond):
+		case err := <-done:
+			return out.String(), fmt.Errorf("serve exited before listening: %v\n%s", err, errOut.String())
+		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			cancel()
-			r := <-done
-			return r.out, fmt.Errorf("serve was not ready within 60 s (last: %v)\n%s", err, r.errOut)
+			<-done
+			return out.String(), fmt.Errorf("serve did not listen within 60 s\n%s", errOut.String())
 		}
 	}
 	var problems []string
-	if code, body, err := get("/v1/models"); err != nil || code != http.StatusOK || !strings.Contains(body, `"object":"list"`) {
+	if code, body, err := get(base + "/v2/health/ready"); err != nil || code != http.StatusOK {
+		problems = append(problems, fmt.Sprintf("GET /v2/health/ready: %d %v %s", code, err, body))
+	}
+	if code, body, err := get(base + "/v1/models"); err != nil || code != http.StatusOK || !strings.Contains(body, `"object":"list"`) {
 		problems = append(problems, fmt.Sprintf("GET /v1/models: %d %v %s", code, err, body))
 	}
-	if code, body, err := get("/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "shira_adapters_registered") {
+	if code, body, err := get(base + "/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "shira_adapters_registered") {
 		problems = append(problems, fmt.Sprintf("GET /metrics: %d %v", code, err))
 	}
 	cancel()
-	r := <-done
-	if r.err != nil {
-		problems = append(problems, fmt.Sprintf("serve did not stop cleanly: %v", r.err))
+	if err := <-done; err != nil {
+		problems = append(problems, fmt.Sprintf("serve did not stop cleanly: %v", err))
 	}
 	if len(problems) > 0 {
-		return r.out, fmt.Errorf("%s\n%s", strings.Join(problems, "\n"), r.errOut)
+		return out.String(), fmt.Errorf("%s\n%s", strings.Join(problems, "\n"), errOut.String())
 	}
-	return r.out, nil
+	return out.String(), nil
 }
