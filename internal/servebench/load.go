@@ -1,7 +1,6 @@
 package servebench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/shira-ort/shira-ort/internal/sessionbench"
 )
 
 // scenario is one point of the load grid.
@@ -163,19 +164,7 @@ func newTransport() *http.Transport {
 // free pages to the operating system.
 func rssMB() float64 {
 	debug.FreeOSMemory()
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	return float64(sessionbench.ProcStatusKB("VmRSS")) / 1024
 }
 
 // cpuTime returns the process's user + system CPU time so far.

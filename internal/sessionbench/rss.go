@@ -54,7 +54,7 @@ func ChildMain() {
 		res.Err = err.Error()
 	}
 	if res.PeakKB == 0 {
-		res.PeakKB, res.RSSKB = procStatus("VmHWM"), procStatus("VmRSS")
+		res.PeakKB, res.RSSKB = ProcStatusKB("VmHWM"), ProcStatusKB("VmRSS")
 	}
 	b, _ := json.Marshal(res)
 	fmt.Printf("\nRESULT %s\n", b)
@@ -108,12 +108,13 @@ func child(job childJob, res *childResult) error {
 	// RSS of the modes would include garbage of the switch (translated
 	// adapter values, for a packed session) for as long as the GC keeps it.
 	debug.FreeOSMemory()
-	res.PeakKB, res.RSSKB = procStatus("VmHWM"), procStatus("VmRSS") // before Close
+	res.PeakKB, res.RSSKB = ProcStatusKB("VmHWM"), ProcStatusKB("VmRSS") // before Close
 	return nil
 }
 
-// procStatus returns a kB field of /proc/self/status.
-func procStatus(field string) int64 {
+// ProcStatusKB returns a kB field of /proc/self/status ("VmRSS",
+// "VmHWM"), 0 where there is none.
+func ProcStatusKB(field string) int64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0
