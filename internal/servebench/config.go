@@ -15,10 +15,14 @@ import (
 const (
 	ModelMLP    = "mlp"
 	ModelCharLM = "charlm"
+	// ModelLLM is sessionbench's TinyLlama-shaped 1.03 B-parameter model
+	// (4.1 GB of external data; KServe requests like the MLP's, not
+	// verified: each adapter would need a 4.1 GB fused model).
+	ModelLLM = "llm"
 )
 
 // Models lists the models Run knows.
-var Models = []string{ModelMLP, ModelCharLM}
+var Models = []string{ModelMLP, ModelCharLM, ModelLLM}
 
 // The strategies.
 const (

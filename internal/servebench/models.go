@@ -33,6 +33,7 @@ import (
 const (
 	mlpDensity     = 0.01
 	mlpShiraScale  = 0.01 // the MLP's weights are uniform in ±1/√rows: std 0.018 / 0.009
+	llmShiraScale  = 0.01
 	charlmR        = 1
 	charlmScale    = 0.05 // charlm's trained weights have std 0.045-0.11
 	poolInputs     = 64   // MLP: the fixed pool of request inputs
@@ -122,9 +123,9 @@ func openModel(ctx context.Context, cfg *Config, name string) (_ *model, err err
 		}
 	}()
 	switch name {
-	case ModelMLP:
+	case ModelMLP, ModelLLM:
 		cfg.logf("%s: generating (or reusing) the model in %s", name, filepath.Join(cfg.Dir, name))
-		src, exported, err := sessionbench.Generate(sessionbench.MLP, filepath.Join(cfg.Dir, name))
+		src, exported, err := sessionbench.Generate(sessionbench.Model(name), filepath.Join(cfg.Dir, name))
 		if err != nil {
 			return nil, err
 		}
@@ -134,6 +135,9 @@ func openModel(ctx context.Context, cfg *Config, name string) (_ *model, err err
 		}
 		m.closers = append(m.closers, m.em.Close)
 		m.density, m.shiraScale = mlpDensity, mlpShiraScale
+		if name == ModelLLM {
+			m.shiraScale = llmShiraScale
+		}
 	case ModelCharLM:
 		ws, err := charlm.Prepare(ctx, filepath.Join(tmp, "charlm"))
 		if err != nil {
@@ -365,6 +369,20 @@ func (m *model) loraParams(i int) ([]lorabranch.Params, error) {
 		return nil, fmt.Errorf("servebench: LoRA adapter %d: %w", i, err)
 	}
 	return ps, nil
+}
+
+// branchModelFile writes branchModel beside the original model (whose
+// external data it references by relative path) and returns its path.
+func (m *model) branchModelFile() (string, error) {
+	bm, err := m.branchModel()
+	if err != nil {
+		return "", err
+	}
+	path := strings.TrimSuffix(m.src, ".onnx") + ".lora-branches.onnx"
+	if err := os.WriteFile(path, bm, 0o644); err != nil {
+		return "", fmt.Errorf("servebench: %w", err)
+	}
+	return path, nil
 }
 
 // branchModel returns the original model with a zero LoRA branch on every

@@ -124,13 +124,23 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 		eng = serve.ShiraEngine(s.sess, s.lib)
 		s.info.Session = fmt.Sprintf("ort.OpenExported, %v mode, exclusive (Set between groups)", s.sess.Mode())
 	case OrtLoRA:
-		bm, err := m.branchModel()
-		if err != nil {
-			return nil, err
-		}
-		s.sess, err = ort.OpenModelData(ctx, bm, opts)
-		if err != nil {
-			return nil, err
+		if m.name == ModelLLM {
+			// External data: ORT resolves it relative to the model's path.
+			path, err := m.branchModelFile()
+			if err != nil {
+				return nil, err
+			}
+			if s.sess, err = ort.OpenModel(ctx, path, opts); err != nil {
+				return nil, err
+			}
+		} else {
+			bm, err := m.branchModel()
+			if err != nil {
+				return nil, err
+			}
+			if s.sess, err = ort.OpenModelData(ctx, bm, opts); err != nil {
+				return nil, err
+			}
 		}
 		s.lora = newLoraCatalog(m, n, cfg.MaxOpen)
 		eng = &serve.Engine{
