@@ -14,14 +14,8 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/internal/sessionbench"
 )
-
-func cell(v float64, format string) string {
-	if v == 0 {
-		return "–"
-	}
-	return fmt.Sprintf(format, v)
-}
 
 // scenarioKey identifies a scenario of a model.
 type scenarioKey struct {
@@ -101,7 +95,7 @@ func Markdown(w io.Writer, rep *Report) {
 				gp = "∞"
 			}
 			fmt.Fprintf(w, "| %s | %d | %.3f | %.3f | %.3f | %.3f | %.2f | %s | %s | %s | %s |\n", b.Model, b.Batch, b.BaseMs, b.LoRAMs, b.PackedMs,
-				b.LoRAMs/b.BaseMs, b.SwitchMs, cell(b.LoadSwitchMs, "%.2f"), g, gl, gp)
+				b.LoRAMs/b.BaseMs, b.SwitchMs, sessionbench.Cell(b.LoadSwitchMs, "%.2f"), g, gl, gp)
 		}
 		fmt.Fprintln(w)
 	}
@@ -123,7 +117,7 @@ func Markdown(w io.Writer, rep *Report) {
 		sw, group := "–", "–"
 		if r.SwitchesPer1k > 0 || r.Strategy == ShiraPacked || r.Strategy == ShiraLive {
 			sw = fmt.Sprintf("%.1f", r.SwitchesPer1k)
-			group = cell(r.MeanGroup, "%.1f")
+			group = sessionbench.Cell(r.MeanGroup, "%.1f")
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %s | %d | %.1f | %s | %.2f | %.2f | %s | %.0f | %d | %d | %s | %s | %s | %s | %.2f | %.0f | %+.0f | %d / %d | %.1f |",
 			r.Model, r.Strategy, r.Adapters, r.Dist, r.Clients, r.Throughput, ratioTo(idx, r, func(r Row) float64 { return r.Throughput }),
@@ -175,7 +169,7 @@ func Text(w io.Writer, rep *Report) {
 		}
 		fmt.Fprintf(w, "%-6s %-12s %5d %-7s %4d %9.1f %8s %9.2f %9.2f %5.0f %5d %5d %8.1f %8s %7s %6.2f %7.0f %9s\n",
 			r.Model, r.Strategy, r.Adapters, r.Dist, r.Clients, r.Throughput, ratioTo(idx, r, func(r Row) float64 { return r.Throughput }),
-			r.P50Ms, r.P99Ms, r.CPUPercent, r.Errors, r.Overloaded, r.SwitchesPer1k, cell(r.MeanGroup, "%.1f"), breakEvenCell(r), r.RowsPerRun, r.RSSMB, wrong)
+			r.P50Ms, r.P99Ms, r.CPUPercent, r.Errors, r.Overloaded, r.SwitchesPer1k, sessionbench.Cell(r.MeanGroup, "%.1f"), breakEvenCell(r), r.RowsPerRun, r.RSSMB, wrong)
 	}
 	for _, b := range rep.BreakEven {
 		g := fmt.Sprintf("%.1f", b.GStarRequests)

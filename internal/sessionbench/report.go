@@ -10,7 +10,8 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-func cell(v float64, format string) string {
+// Cell formats v for a table, "–" for 0 (not measured).
+func Cell(v float64, format string) string {
 	if v == 0 {
 		return "–"
 	}
@@ -24,8 +25,8 @@ func Markdown(w io.Writer, rows []Row) {
 	for _, r := range rows {
 		v := variantLabel(r.Variant)
 		fmt.Fprintf(w, "| %s | %s | %d | %.2f | %.3f | %s | %s | %s | %.0f | %s | %s | %s |\n", r.Model, v, r.Batch, r.RunMs, r.Ratio,
-			cell(r.SetMs, "%.1f"), cell(r.AdaptedMs, "%.1f"), cell(r.FullSpeedMs, "%.0f"), r.OpenMs,
-			cell(r.PeakRSSMB, "%.0f"), cell(r.SteadyRSSMB, "%.0f"), cell(r.SteadyRatio, "%.3f"))
+			Cell(r.SetMs, "%.1f"), Cell(r.AdaptedMs, "%.1f"), Cell(r.FullSpeedMs, "%.0f"), r.OpenMs,
+			Cell(r.PeakRSSMB, "%.0f"), Cell(r.SteadyRSSMB, "%.0f"), Cell(r.SteadyRatio, "%.3f"))
 	}
 }
 
@@ -34,7 +35,7 @@ func Text(w io.Writer, rows []Row) {
 	fmt.Fprintf(w, "%-5s %-7s %5s %10s %8s %9s %11s %11s %9s %9s %9s\n", "model", "session", "batch", "run-ms", "x-plain", "set-ms", "adapted-ms", "fullspd-ms", "open-ms", "peak-MiB", "stdy-MiB")
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-5s %-7s %5d %10.2f %8.3f %9s %11s %11s %9.0f %9s %9s\n", r.Model, r.Variant, r.Batch, r.RunMs, r.Ratio,
-			cell(r.SetMs, "%.1f"), cell(r.AdaptedMs, "%.1f"), cell(r.FullSpeedMs, "%.0f"), r.OpenMs, cell(r.PeakRSSMB, "%.0f"), cell(r.SteadyRSSMB, "%.0f"))
+			Cell(r.SetMs, "%.1f"), Cell(r.AdaptedMs, "%.1f"), Cell(r.FullSpeedMs, "%.0f"), r.OpenMs, Cell(r.PeakRSSMB, "%.0f"), Cell(r.SteadyRSSMB, "%.0f"))
 	}
 }
 
