@@ -459,6 +459,14 @@ func (s *Server) admitSpec(ctx context.Context, spec string) (*admission, error)
 	shown := make([]sched.Entry, 0, len(parts))
 	for _, p := range parts {
 		name, alphaText, hasAlpha := strings.Cut(strings.TrimSpace(p), "@")
+		var given float64
+		if hasAlpha { // checked before the adapter is opened
+			a, err := strconv.ParseFloat(alphaText, 32)
+			if err != nil || math.IsNaN(a) || math.IsInf(a, 0) {
+				return nil, fmt.Errorf("%w: adapter %q: alpha %q is not a finite number", ErrBadRequest, name, alphaText)
+			}
+			given = a
+		}
 		keyName := name
 		var alpha float32
 		var release func()
@@ -476,11 +484,7 @@ func (s *Server) admitSpec(ctx context.Context, spec string) (*admission, error)
 		}
 		releases = append(releases, release)
 		if hasAlpha {
-			a, err := strconv.ParseFloat(alphaText, 32)
-			if err != nil || math.IsNaN(a) || math.IsInf(a, 0) {
-				return nil, fmt.Errorf("%w: adapter %q: alpha %q is not a finite number", ErrBadRequest, name, alphaText)
-			}
-			alpha = float32(a)
+			alpha = float32(given)
 		}
 		entries = append(entries, sched.Entry{Name: keyName, Alpha: alpha})
 		shown = append(shown, sched.Entry{Name: name, Alpha: alpha})
