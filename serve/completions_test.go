@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -130,20 +129,7 @@ func complete(t testing.TB, base string, body []byte) completion {
 // configs opens the style adapters of a "style[@alpha],..." specification.
 func (f *charlmFixture) configs(t testing.TB, spec string) []patch.Config {
 	t.Helper()
-	var cfgs []patch.Config
-	for _, p := range strings.Split(spec, ",") {
-		name, alpha, has := strings.Cut(p, "@")
-		c := patch.Default(f.open(t, name))
-		if has {
-			v, err := strconv.ParseFloat(alpha, 32)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Alpha = float32(v)
-		}
-		cfgs = append(cfgs, c)
-	}
-	return cfgs
+	return parseConfigs(t, spec, func(name string) *adapter.Adapter { return f.open(t, name) })
 }
 
 // decodeCompletion returns the text of a non-streaming completion.

@@ -150,14 +150,23 @@ func (f *mlpFixture) configs(t testing.TB, spec string) []patch.Config {
 	if spec == "" || spec == mlpName {
 		return nil
 	}
-	var cfgs []patch.Config
-	for _, p := range strings.Split(spec, ",") {
-		name, alpha, has := strings.Cut(p, "@")
+	return parseConfigs(t, spec, func(name string) *adapter.Adapter {
 		a := f.opened[name]
 		if a == nil {
 			t.Fatalf("no adapter %q in the fixture", name)
 		}
-		c := patch.Default(a)
+		return a
+	})
+}
+
+// parseConfigs turns "name[@alpha],..." into configurations of the
+// adapters open returns (alpha defaults to the adapter's own).
+func parseConfigs(t testing.TB, spec string, open func(name string) *adapter.Adapter) []patch.Config {
+	t.Helper()
+	var cfgs []patch.Config
+	for _, p := range strings.Split(spec, ",") {
+		name, alpha, has := strings.Cut(p, "@")
+		c := patch.Default(open(name))
 		if has {
 			v, err := strconv.ParseFloat(alpha, 32)
 			if err != nil {
