@@ -12,8 +12,9 @@ import (
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// Engine computes LoRA products with ONNX Runtime. It is safe for
-// concurrent use; Close releases its sessions.
+// Engine computes LoRA products scale·B·A: with BLAS (see AddInPlace)
+// when a BLAS library is available, else with ONNX Runtime. It is safe
+// for concurrent use; Close releases its sessions.
 type Engine struct {
 	mu       sync.Mutex
 	sessions [2]*ort.Session // indexed by peft.Layout
@@ -61,9 +62,45 @@ func productGraph(transpose bool) *onnxwire.Builder {
 // [out, in] for OutIn, [in, out] for InOut. (lora_B·lora_A is [out, in]
 // whatever fan_in_fan_out says; the exposed tensor's layout decides.) A
 // product with a NaN or infinite value is an error wrapping ErrNonFinite.
+// It runs on BLAS when one is available (BLAS), else on ONNX Runtime
+// (DeltaORT).
 func (e *Engine) Delta(ctx context.Context, m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
-	if len(m.A) != m.R*m.In || len(m.B) != m.Out*m.R {
-		return nil, fmt.Errorf("lora: module %s: A has %d values, B %d, for r=%d in=%d out=%d", m.Module, len(m.A), len(m.B), m.R, m.In, m.Out)
+	if _, err := BLAS(); err != nil {
+		return e.DeltaORT(ctx, m, layout)
+	}
+	if err := checkModule(m); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d := make([]float32, m.Out*m.In)
+	if err := AddInPlace(tensor.Bytes(d), tensor.Float32, layout, m.Out, m.In, 0, TermOf(m, 1)); err != nil {
+		return nil, fmt.Errorf("lora: module %s: %w", m.Module, err)
+	}
+	return d, checkDelta(d, m, layout)
+}
+
+func checkModule(m *peft.LoraModule) error {
+	if m.R <= 0 || len(m.A) != m.R*m.In || len(m.B) != m.Out*m.R {
+		return fmt.Errorf("lora: module %s: A has %d values, B %d, for r=%d in=%d out=%d", m.Module, len(m.A), len(m.B), m.R, m.In, m.Out)
+	}
+	return nil
+}
+
+func checkDelta(d []float32, m *peft.LoraModule, layout peft.Layout) error {
+	if k := dense.NonFinite(d, tensor.Float32); k >= 0 {
+		return fmt.Errorf("%w: module %s: scale·B·A (scale %g) is %g at flat index %d of its %v layout", ErrNonFinite, m.Module, m.Scale, d[k], k, layout)
+	}
+	return nil
+}
+
+// DeltaORT is Delta computed by ONNX Runtime (MatMul, Mul and, for InOut,
+// Transpose) whether or not BLAS is available: the reference the
+// benchmarks call the PEFT-style merge.
+func (e *Engine) DeltaORT(ctx context.Context, m *peft.LoraModule, layout peft.Layout) ([]float32, error) {
+	if err := checkModule(m); err != nil {
+		return nil, err
 	}
 	e.mu.Lock()
 	s := e.sessions[layout]
@@ -88,10 +125,7 @@ func (e *Engine) Delta(ctx context.Context, m *peft.LoraModule, layout peft.Layo
 	if err != nil {
 		return nil, err
 	}
-	if k := dense.NonFinite(d, tensor.Float32); k >= 0 {
-		return nil, fmt.Errorf("%w: module %s: scale·B·A (scale %g) is %g at flat index %d of its %v layout", ErrNonFinite, m.Module, m.Scale, d[k], k, layout)
-	}
-	return d, nil
+	return d, checkDelta(d, m, layout)
 }
 
 // Close releases the sessions.

@@ -51,15 +51,21 @@ func Resolve(mods []peft.LoraModule, m *export.Model) ([]Resolved, error) {
 type FuseStats struct {
 	Tensors  int
 	Elements int64
-	// Product is the time spent in ORT computing scale·B·A, Add the time
-	// spent adding it into the weights.
+	// Kernel says how the products were added: "in-place BLAS" and the
+	// library's name, or "ONNX Runtime product + add" without BLAS.
+	Kernel string
+	// Product is the time spent computing scale·B·A (with BLAS, adding it
+	// in too: one GEMM with beta 1), Add the time spent adding it into the
+	// weights otherwise.
 	Product, Add time.Duration
 }
 
 // Fuse adds scale·B·A of every resolved module into weights (exposed
 // tensor name -> bytes, as export.Model.ReadWeights returns), in place. fp16
 // and bf16 weights are updated in float32 and rounded to nearest even. ctx
-// is checked between modules.
+// is checked between modules. With a BLAS library (see BLAS) each module
+// is one in-place GEMM (AddInPlace) and e may be nil; without one the
+// products are computed by e with ONNX Runtime and added.
 //
 // Fuse changes weights only when every module succeeded: the sums are
 // computed into scratch copies of the adapted tensors first (so it needs
@@ -68,6 +74,14 @@ type FuseStats struct {
 // ErrNonFinite, naming the module.
 func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Resolved) (FuseStats, error) {
 	var st FuseStats
+	lib, blasErr := BLAS()
+	if blasErr == nil {
+		st.Kernel = "in-place BLAS GEMM, " + lib
+	} else if e == nil {
+		return FuseStats{}, fmt.Errorf("lora: fuse without an engine: %w", blasErr)
+	} else {
+		st.Kernel = "ONNX Runtime product + add"
+	}
 	sums := make([][]byte, len(mods))
 	for i := range mods {
 		if err := ctx.Err(); err != nil {
@@ -79,26 +93,40 @@ func Fuse(ctx context.Context, e *Engine, weights map[string][]byte, mods []Reso
 		if !ok {
 			return FuseStats{}, fmt.Errorf("lora: no data for exposed weight %q", name)
 		}
-		t0 := time.Now()
-		d, err := e.Delta(ctx, &r.Module, r.Target.Layout)
-		if err != nil {
+		dt := r.Target.Entry.DType
+		m := &r.Module
+		if err := checkModule(m); err != nil {
 			return FuseStats{}, err
 		}
-		t1 := time.Now()
+		if len(w) != m.Out*m.In*dt.Size() {
+			return FuseStats{}, fmt.Errorf("lora: %s: %d bytes for %d×%d %v", name, len(w), m.Out, m.In, dt)
+		}
 		sum := bytes.Clone(w)
-		dt := r.Target.Entry.DType
-		if err := dense.Add(sum, dt, d); err != nil {
-			return FuseStats{}, fmt.Errorf("lora: %s: %w", name, err)
+		t0 := time.Now()
+		if blasErr == nil {
+			if err := AddInPlace(sum, dt, r.Target.Layout, m.Out, m.In, 0, TermOf(m, 1)); err != nil {
+				return FuseStats{}, fmt.Errorf("lora: module %s: %w", m.Module, err)
+			}
+			st.Product += time.Since(t0)
+		} else {
+			d, err := e.DeltaORT(ctx, m, r.Target.Layout)
+			if err != nil {
+				return FuseStats{}, err
+			}
+			t1 := time.Now()
+			if err := dense.Add(sum, dt, d); err != nil {
+				return FuseStats{}, fmt.Errorf("lora: %s: %w", name, err)
+			}
+			st.Product += t1.Sub(t0)
+			st.Add += time.Since(t1)
 		}
 		if k := dense.NewNonFinite(sum, w, dt); k >= 0 {
-			return FuseStats{}, fmt.Errorf("%w: module %s: adding scale·B·A (%g at flat index %d) to %s makes that %v element non-finite",
-				ErrNonFinite, r.Module.Module, d[k], k, name, dt)
+			return FuseStats{}, fmt.Errorf("%w: module %s: adding scale·B·A to %s makes its %v element at flat index %d non-finite",
+				ErrNonFinite, m.Module, name, dt, k)
 		}
 		sums[i] = sum
-		st.Product += t1.Sub(t0)
-		st.Add += time.Since(t1)
 		st.Tensors++
-		st.Elements += int64(len(d))
+		st.Elements += int64(m.Out * m.In)
 	}
 	for i := range mods {
 		copy(weights[mods[i].Target.Entry.Name], sums[i])

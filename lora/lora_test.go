@@ -1,8 +1,11 @@
 package lora_test
 
 import (
+	"context"
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/export"
@@ -58,35 +61,42 @@ func TestFuseMatchesTorch(t *testing.T) {
 	}
 	got := pefttest.RunModel(t, out)
 	d := pefttest.MaxRelDiff(got, pefttest.Reference(t, "lora", "merged_out.npy"))
-	t.Logf("fused %d tensors (%d elements) product %v add %v; max relative difference to torch = %.3g", st.Tensors, st.Elements, st.Product, st.Add, d)
+	t.Logf("fused %d tensors (%d elements) with %s: product %v add %v; max relative difference to torch = %.3g", st.Tensors, st.Elements, st.Kernel, st.Product, st.Add, d)
+	if wantORT := os.Getenv("SHIRA_TEST_NO_BLAS_CHILD") == "1"; wantORT != strings.HasPrefix(st.Kernel, "ONNX Runtime") {
+		t.Fatalf("kernel %q without BLAS=%v", st.Kernel, wantORT)
+	}
 	if d > 1e-5 {
 		t.Fatalf("fused model differs from torch by %g", d)
 	}
 }
 
-// The ORT product equals a float64 reference product in both layouts.
+// Both products (BLAS, the default, and ONNX Runtime's) equal a float64
+// reference product in both layouts.
 func TestDeltaLayouts(t *testing.T) {
+	requireBLAS(t)
 	e, _, _, res := setup(t)
 	for _, r := range res {
 		mod := r.Module
 		for _, layout := range []peft.Layout{peft.OutIn, peft.InOut} {
-			d, err := e.Delta(t.Context(), &mod, layout)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for o := 0; o < mod.Out; o++ {
-				for i := 0; i < mod.In; i++ {
-					var s float64
-					for k := 0; k < mod.R; k++ {
-						s += float64(mod.B[o*mod.R+k]) * float64(mod.A[k*mod.In+i])
-					}
-					s *= float64(mod.Scale)
-					at := o*mod.In + i
-					if layout == peft.InOut {
-						at = i*mod.Out + o
-					}
-					if math.Abs(float64(d[at])-s) > 1e-5*max(1, math.Abs(s)) {
-						t.Fatalf("%s %v (%d,%d): %g, want %g", mod.Module, layout, o, i, d[at], s)
+			for _, delta := range []func(context.Context, *peft.LoraModule, peft.Layout) ([]float32, error){e.Delta, e.DeltaORT} {
+				d, err := delta(t.Context(), &mod, layout)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for o := 0; o < mod.Out; o++ {
+					for i := 0; i < mod.In; i++ {
+						var s float64
+						for k := 0; k < mod.R; k++ {
+							s += float64(mod.B[o*mod.R+k]) * float64(mod.A[k*mod.In+i])
+						}
+						s *= float64(mod.Scale)
+						at := o*mod.In + i
+						if layout == peft.InOut {
+							at = i*mod.Out + o
+						}
+						if math.Abs(float64(d[at])-s) > 1e-5*max(1, math.Abs(s)) {
+							t.Fatalf("%s %v (%d,%d): %g, want %g", mod.Module, layout, o, i, d[at], s)
+						}
 					}
 				}
 			}
