@@ -169,8 +169,8 @@ func newFuseLoraCmd() *cobra.Command {
 			if err := m.WriteStandalone(cmd.Context(), weights, out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "fused %d LoRA modules (%d elements) in %v (ORT products %v, adds %v), wrote %s\n",
-				st.Tensors, st.Elements, total.Round(time.Microsecond), st.Product.Round(time.Microsecond), st.Add.Round(time.Microsecond), out)
+			fmt.Fprintf(cmd.OutOrStdout(), "fused %d LoRA modules (%d elements) in %v (%s: products %v, adds %v), wrote %s\n",
+				st.Tensors, st.Elements, total.Round(time.Microsecond), st.Kernel, st.Product.Round(time.Microsecond), st.Add.Round(time.Microsecond), out)
 			return nil
 		},
 	}

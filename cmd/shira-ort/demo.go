@@ -36,8 +36,8 @@ func newDemoCmd() *cobra.Command {
 excuses, fortunes, man pages) to .shira adapters, opens ONE live ONNX Runtime session and
 generates a sample from the base model, from each adapter, from a fused pair and from the base
 again after revert, printing the time of each switch. The same switches are then done as LoRA
-fusion (adapters of the same parameter count: dense scale*B*A computed by ORT and added to the
-weights) for comparison.
+fusion (adapters of the same parameter count: dense scale*B*A computed by OpenBLAS, or by ORT
+without it, and added to the weights) for comparison.
 
 --model tiny runs the original demo on the tiny MLP: two random adapters, outputs and switch
 times. Nothing is downloaded beyond the set-up step.`,

@@ -204,7 +204,7 @@ func (d *charDemo) checkRevert(took time.Duration) error {
 }
 
 // runLora repeats the steps with the LoRA checkpoints (dense scale*B*A
-// from ORT, added into the same live weights); the revert must give the
+// from lora.Engine, added into the same live weights); the revert must give the
 // base logits back bit for bit. A step with a style that has no LoRA
 // checkpoint is skipped.
 func (d *charDemo) runLora() error {
@@ -227,8 +227,12 @@ func (d *charDemo) runLora() error {
 			return err
 		}
 	}
-	fmt.Fprintf(d.w, "\nThe same switches as LoRA fusion (r=1 LoRA adapters with the same parameter count; ORT computes\n"+
-		"scale*B*A for every weight, which is then added densely into the same live session's weights):\n")
+	kernel, blasErr := lora.BLAS()
+	if blasErr != nil {
+		kernel = "ONNX Runtime (no BLAS library: " + blasErr.Error() + ")"
+	}
+	fmt.Fprintf(d.w, "\nThe same switches as LoRA fusion (r=1 LoRA adapters with the same parameter count; scale*B*A of every\n"+
+		"weight computed by %s, then added densely into the same session's weights):\n", kernel)
 	idx := denseIndices(d.ws.Model.Manifest())
 	for i := range d.steps {
 		st := &d.steps[i]
@@ -350,7 +354,7 @@ func denseIndices(m *export.Manifest) map[int][]uint32 {
 }
 
 // loraDense turns LoRA modules into a dense delta adapter: scale*B*A for
-// every resolved weight, computed by ORT (lora.Engine), touching every entry.
+// every resolved weight, computed by lora.Engine (BLAS, or ORT without one), touching every entry.
 // Applied with patch (delta semantics) it is exactly LoRA fusion, W += scale*B*A,
 // and Revert restores the saved originals.
 func loraDense(ctx context.Context, e *lora.Engine, mods []lora.Resolved, m *export.Manifest, idx map[int][]uint32) (*adapter.Adapter, error) {
