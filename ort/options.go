@@ -125,13 +125,15 @@ type Options struct {
 	// PackedTranslationCache (ModePacked) bounds the bytes of translated
 	// adapter tensors (packed offsets and values permuted alike: the size
 	// of the adapter's indices and values) a packed session keeps, least
-	// recently used first out, so switching back to an adapter skips the
-	// translation, about half of a packed switch. A cached adapter is
-	// retained (adapter.Adapter.Retain) until its translation leaves the
-	// cache or the session closes, so its mapping stays. 0 keeps nothing
-	// (each switch translates afresh, the steady memory is the weights
-	// plus the active adapters' indices); a server switching among many
-	// adapters sets a budget.
+	// recently used first out, so that an adapter's indices are translated
+	// into the packed layout and ordered once per adapter and session, not
+	// at every switch to it (the translation is about half of a packed
+	// switch). A cached adapter is retained (adapter.Adapter.Retain) until
+	// its translation leaves the cache or the session closes, so its
+	// mapping stays even after the caller closes it. 0 means
+	// DefaultPackedTranslationCache; a negative value keeps nothing (each
+	// switch translates afresh, and the steady memory is the weights plus
+	// the active adapters' indices).
 	PackedTranslationCache int64
 	// SessionConfig holds extra session configuration entries
 	// (AddSessionConfigEntry), e.g. "session.disable_prepacking": "1".

@@ -70,6 +70,24 @@ type transEntry struct {
 	elem  *list.Element
 }
 
+// DefaultPackedTranslationCache is the translation cache of a packed
+// session whose Options leave PackedTranslationCache 0: 256 MiB, the
+// translations (8 bytes per entry for fp32: packed offset and value) of
+// about three 1 % adapters of a 1 B-parameter model, or of hundreds of
+// adapters of a model of a few million parameters.
+const DefaultPackedTranslationCache = 256 << 20
+
+// translationBudget maps Options.PackedTranslationCache to a byte budget.
+func translationBudget(o int64) int64 {
+	switch {
+	case o == 0:
+		return DefaultPackedTranslationCache
+	case o < 0:
+		return 0
+	}
+	return o
+}
+
 // transCache is an LRU of translations bounded in bytes. Used under the
 // session's switchMu (one switch at a time) and by free.
 type transCache struct {
@@ -196,7 +214,7 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 		bySize[len(b.Data)] = append(bySize[len(b.Data)], i)
 	}
 	owner := map[int]string{} // block index -> weight that claimed it
-	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, cache: transCache{budget: s.opts.PackedTranslationCache}}
+	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, cache: transCache{budget: translationBudget(s.opts.PackedTranslationCache)}}
 	var pw []patch.Weight
 	var keep []int64
 	var wide []float32 // reused: one weight at a time

@@ -500,3 +500,35 @@ func TestPackedTranslationCache(t *testing.T) {
 		t.Fatalf("%d translations (%d bytes) still cached after Close", c.lru.Len(), c.bytes)
 	}
 }
+
+// TestPackedTranslationCacheDefault: a packed session caches translations
+// by default (DefaultPackedTranslationCache) and keeps none with a
+// negative budget.
+func TestPackedTranslationCacheDefault(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	dir, m := packedModelDir(t)
+	A := patch.Default(randomAdapter(t, m, 0.05, 1))
+	B := patch.Default(randomAdapter(t, m, 0.05, 2))
+	for _, c := range []struct {
+		opt    int64
+		budget int64
+	}{{0, DefaultPackedTranslationCache}, {-1, 0}} {
+		s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1, PackedTranslationCache: c.opt})
+		if s.Mode() != ModePacked {
+			t.Fatalf("fell back: %s", s.FallbackReason())
+		}
+		for _, cfg := range []patch.Config{A, B, A} {
+			if err := s.Set(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tc := &s.packed.cache
+		if tc.budget != c.budget || (c.budget > 0) != (tc.hits > 0) || (c.budget == 0 && tc.bytes != 0) {
+			t.Fatalf("option %d: budget %d (want %d), %d hits, %d bytes cached", c.opt, tc.budget, c.budget, tc.hits, tc.bytes)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

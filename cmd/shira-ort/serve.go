@@ -171,7 +171,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 		}
 	}
 	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true,
-		PackedTranslationCache: f.transCache})
+		PackedTranslationCache: translationCacheOption(f.transCache)})
 	if err != nil {
 		return err
 	}
@@ -222,4 +222,14 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// translationCacheOption maps the --translation-cache flag (bytes; 0 or
+// less: none) to ort.Options.PackedTranslationCache (0 would mean the
+// default, a negative value none).
+func translationCacheOption(flag int64) int64 {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }

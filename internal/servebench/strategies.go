@@ -104,6 +104,9 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 	case ShiraPacked, ShiraLive:
 		opts.Mode = ort.ModePacked
 		opts.PackedTranslationCache = cfg.TranslationCache
+		if cfg.TranslationCache <= 0 {
+			opts.PackedTranslationCache = -1 // none (0 is ORT's default budget)
+		}
 		if strategy == ShiraLive {
 			opts.Mode = ort.ModeLive
 		}
