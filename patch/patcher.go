@@ -450,9 +450,9 @@ func (p *Patcher) do(t task, s *scratch) {
 	ws := &p.weights[t.w]
 	switch t.kind {
 	case revertTask:
-		ws.revertPrev(t.lo, t.hi)
+		ws.revertRange(t.lo, t.hi)
 	case applyTask:
-		ws.applySingle(ws.cur[0], t.lo, t.hi, s)
+		ws.applyRange(ws.cur[0], t.lo, t.hi, s)
 	case switchTask:
 		ws.switchChunk(t.lo, t.hi, s)
 	default:
