@@ -13,6 +13,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
 	"github.com/shira-ort/shira-ort/internal/switchbench"
+	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -33,14 +34,18 @@ func newBenchSwitchCmd() *cobra.Command {
 		Long: `switch measures, side by side in one run (medians over interleaved rounds):
 
   tensor  one d×d weight: SHiRA apply / revert / switch A→B against LoRA fuse /
-          unfuse / switch at the equal-parameter rank (nnz = r·2d), the LoRA
-          product run by ONNX Runtime; plus the switch's memory floor (cache
-          lines touched, read and written, plus the index / value / saved
-          streams, over the copy bandwidth measured in the same run);
+          unfuse / switch at the equal-parameter rank (nnz = r·2d), in place
+          with BLAS (OpenBLAS, beta = 1; the switch one GEMM over the
+          concatenated factors), with two GEMMs and with the PEFT-style merge
+          (dense product from ONNX Runtime, then added) for context; plus the
+          switch's floors: the bytes it must move (the union of both adapters'
+          cache lines, read and written, plus the index / value / saved
+          streams) over the copy bandwidth, and the measured time of the least
+          work with the same access pattern;
   model   every linear weight of the TinyLlama-shaped model (generated once and
           cached, 1.03 B parameters at --layers 22): SHiRA switch (adapter.Open +
-          Set) against LoRA switch (read the PEFT checkpoint, unfuse old, fuse
-          new), with a warm and a cold page cache (posix_fadvise DONTNEED on the
+          Set) against LoRA switch (read the PEFT checkpoint, then one in-place
+          BLAS GEMM per weight unfusing the old and fusing the new), with a warm and a cold page cache (posix_fadvise DONTNEED on the
           adapter files before each switch);
   index   .shira index encodings (flat uint32 vs gap-coded) on the model's
           adapter: file size, decode time, Set and switch time.
@@ -61,6 +66,10 @@ DIR/` + switchbench.TensorPlotFile + ` and DIR/` + switchbench.ModelPlotFile + `
 				dir = filepath.Join(cache, "shira-ort", "bench-models")
 			}
 			var rep switchbench.Report
+			var err error
+			if rep.LoraKernel, err = lora.BLAS(); err != nil {
+				return fmt.Errorf("bench switch: the in-place LoRA baseline needs BLAS: %w", err)
+			}
 			for _, part := range swList(parts) {
 				switch part {
 				case "tensor":

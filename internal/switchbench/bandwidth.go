@@ -1,6 +1,11 @@
 package switchbench
 
-import "sync"
+import (
+	"sync"
+	"unsafe"
+
+	"github.com/shira-ort/shira-ort/internal/prefetch"
+)
 
 // CopyBandwidth measures the memory bandwidth of a large copy with the
 // given number of threads: reps copies of size bytes (split evenly among
@@ -81,4 +86,104 @@ func applyBytes(lines int64, nnz, esize, vsize int) int64 {
 // written back, plus the index and saved-original streams read.
 func revertBytes(lines int64, nnz, esize int) int64 {
 	return 128*lines + int64(nnz)*int64(4+esize)
+}
+
+// unionLines returns the sorted distinct 64-byte cache lines that the
+// sorted flat indices a or b (elements of esize bytes) fall in: the lines
+// a switch between them must read and write at least once.
+func unionLines(a, b []uint32, esize int) []uint32 {
+	out := make([]uint32, 0, len(a)+len(b))
+	i, j := 0, 0
+	last := int64(-1)
+	for i < len(a) || j < len(b) {
+		var x uint32
+		if j == len(b) || (i < len(a) && a[i] <= b[j]) {
+			x, i = a[i], i+1
+		} else {
+			x, j = b[j], j+1
+		}
+		if l := int64(x) * int64(esize) / 64; l != last {
+			out = append(out, uint32(l))
+			last = l
+		}
+	}
+	return out
+}
+
+// pattern is the least work with a switch's memory access pattern: every
+// cache line of the union of the outgoing and incoming adapters' entries
+// read and written once, in address order, plus the streams read (both
+// adapters' indices, the outgoing saved originals, the incoming values)
+// and the incoming saved originals written; split over threads the way
+// the switch splits them (contiguous address ranges), the lines of the
+// next step prefetched like the switch's (package internal/prefetch). Its
+// time is the pattern floor: what the machine can move with that access
+// pattern.
+type pattern struct {
+	words   []uint32   // the weight, viewed as 32-bit words
+	lines   [][]uint32 // per thread: line numbers
+	read    [][]uint64 // per thread: the streams read
+	written [][]uint64 // per thread: the stream written
+	zero    uint32     // xored into each line (kept in a field so the store stays)
+	sink    []uint64   // per thread: the sum of the streams read (kept so the reads stay)
+}
+
+// newPattern prepares the pattern of a switch from the adapter with
+// sorted indices a to the one with sorted indices b on the weight w
+// (elements of esize bytes, values of vsize bytes).
+func newPattern(w []byte, esize, vsize int, a, b []uint32, threads int) *pattern {
+	threads = max(threads, 1)
+	lines := unionLines(a, b, esize)
+	readBytes := len(a)*(4+esize) + len(b)*(4+vsize)
+	writeBytes := len(b) * esize
+	p := &pattern{words: unsafeWords(w), sink: make([]uint64, threads)}
+	rd, wr := make([]uint64, (readBytes+7)/8), make([]uint64, (writeBytes+7)/8)
+	for i := range rd {
+		rd[i] = uint64(i)
+	}
+	for k := range threads {
+		p.lines = append(p.lines, lines[k*len(lines)/threads:(k+1)*len(lines)/threads])
+		p.read = append(p.read, rd[k*len(rd)/threads:(k+1)*len(rd)/threads])
+		p.written = append(p.written, wr[k*len(wr)/threads:(k+1)*len(wr)/threads])
+	}
+	return p
+}
+
+// patternStep is the number of lines the pattern touches per step, and
+// its prefetch distance (the switch's is 128 entries).
+const patternStep = 128
+
+// run does the pattern once.
+func (p *pattern) run() {
+	var wg sync.WaitGroup
+	for k := range p.lines {
+		wg.Go(func() {
+			words, z, lines := p.words, p.zero, p.lines[k]
+			base := unsafe.Pointer(unsafe.SliceData(words))
+			prefetch.T2(base, lines[:min(patternStep, len(lines))], 6)
+			for s := 0; s < len(lines); s += patternStep {
+				e := min(s+patternStep, len(lines))
+				prefetch.T2(base, lines[e:min(e+patternStep, len(lines))], 6)
+				for _, l := range lines[s:e] {
+					words[l*16] ^= z
+				}
+			}
+			var s uint64
+			for _, v := range p.read[k] {
+				s += v
+			}
+			p.sink[k] = s
+			clear(p.written[k])
+		})
+	}
+	wg.Wait()
+}
+
+// unsafeWords views b (4-byte aligned, a multiple of 4 bytes long) as
+// 32-bit words.
+func unsafeWords(b []byte) []uint32 {
+	if len(b) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4)
 }

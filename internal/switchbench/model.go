@@ -64,7 +64,8 @@ type ModelRow struct {
 	ShiraSetMs  float64 `json:"shira_set_ms"`
 	ShiraMs     float64 `json:"shira_ms"`
 	// LoRA: peft.Open + Lora() (read the safetensors checkpoint), then per
-	// weight unfuse the old and fuse the new product (computed by ORT).
+	// weight one in-place BLAS GEMM that unfuses the old and fuses the new
+	// product (lora.AddInPlace over the concatenated factors).
 	LoraFileMB float64 `json:"lora_file_mb"`
 	LoraReadMs float64 `json:"lora_read_ms"`
 	LoraFuseMs float64 `json:"lora_fuse_ms"`
@@ -335,11 +336,9 @@ func resident(p string) float64 {
 }
 
 func runModel(cfg ModelConfig, dt tensor.DType, ws []patch.Weight, af *adapterFiles, threads int, bw float64, logf func(string, ...any)) ([]ModelRow, error) {
-	eng, err := lora.NewEngine(loraOptions(threads))
-	if err != nil {
-		return nil, fmt.Errorf("switchbench: %w", err)
+	if _, err := lora.BLAS(); err != nil {
+		return nil, fmt.Errorf("switchbench: the in-place LoRA baseline: %w", err)
 	}
-	defer eng.Close()
 	p, err := patch.New(ws, patch.WithWorkers(threads))
 	if err != nil {
 		return nil, fmt.Errorf("switchbench: %w", err)
@@ -358,7 +357,7 @@ func runModel(cfg ModelConfig, dt tensor.DType, ws []patch.Weight, af *adapterFi
 	}
 	for i := range af.loraMods[0] {
 		m := &af.loraMods[0][i]
-		if err := fuseLora(eng, ws[byName[m.Module]].Data, dt, m, af.layout, 1, threads); err != nil {
+		if err := switchInPlace(ws[byName[m.Module]].Data, dt, af.layout, nil, m, threads); err != nil {
 			return nil, err
 		}
 	}
@@ -411,11 +410,9 @@ func runModel(cfg ModelConfig, dt tensor.DType, ws []patch.Weight, af *adapterFi
 					return err
 				}
 				return fuse.time(func() error {
+					olds := make(map[int]*peft.LoraModule, len(curLora))
 					for i := range curLora {
-						m := &curLora[i]
-						if err := fuseLora(eng, ws[byName[m.Module]].Data, dt, m, af.layout, -1, threads); err != nil {
-							return err
-						}
+						olds[byName[strings.TrimPrefix(curLora[i].Module, "base_model.model.")]] = &curLora[i]
 					}
 					for i := range mods {
 						m := &mods[i]
@@ -423,7 +420,13 @@ func runModel(cfg ModelConfig, dt tensor.DType, ws []patch.Weight, af *adapterFi
 						if !ok {
 							return fmt.Errorf("module %s names no weight", m.Module)
 						}
-						if err := fuseLora(eng, ws[j].Data, dt, m, af.layout, 1, threads); err != nil {
+						if err := switchInPlace(ws[j].Data, dt, af.layout, olds[j], m, threads); err != nil {
+							return err
+						}
+						delete(olds, j)
+					}
+					for j, m := range olds { // adapted by the old adapter only
+						if err := switchInPlace(ws[j].Data, dt, af.layout, m, nil, threads); err != nil {
 							return err
 						}
 					}

@@ -58,31 +58,53 @@ type TensorRow struct {
 	ApplyMs  float64 `json:"apply_ms"`
 	RevertMs float64 `json:"revert_ms"`
 	SwitchMs float64 `json:"switch_ms"`
-	// LoRA: W += s·B·A, W -= s·B·A, and unfuse A + fuse B.
+	// LoRA, in place with BLAS (lora.AddInPlace): W += s·B·A and
+	// W −= s·B·A, one GEMM each, and the switch A→B as one GEMM over the
+	// concatenated factors (LoraSwitchMs, the headline baseline).
 	FuseMs       float64 `json:"fuse_ms"`
 	UnfuseMs     float64 `json:"unfuse_ms"`
 	LoraSwitchMs float64 `json:"lora_switch_ms"`
+	// Lora2GemmMs is the switch as two in-place GEMMs (unfuse A, then
+	// fuse B); MergeSwitchMs the PEFT-style merge (ONNX Runtime computes
+	// each dense s·B·A, added into W in a second pass), for context.
+	Lora2GemmMs   float64 `json:"lora_2gemm_switch_ms"`
+	MergeSwitchMs float64 `json:"merge_switch_ms"`
 	// SwitchCPUMs and LoraSwitchCPUMs are the switches' median process
-	// CPU times (all threads, ORT's included).
+	// CPU times (all threads); the LoRA one is the headline's.
 	SwitchCPUMs     float64 `json:"switch_cpu_ms"`
 	LoraSwitchCPUMs float64 `json:"lora_switch_cpu_ms"`
 	// BandwidthGBs is the copy bandwidth measured with Threads threads.
 	BandwidthGBs float64 `json:"bandwidth_gbs"`
-	// SwitchFloorMs is the SHiRA switch's traffic floor (see package
-	// doc) over the bandwidth; LoraFloorMs is a LoRA switch's, counting
-	// only reading and writing W twice (a free product).
-	SwitchFloorMs float64 `json:"switch_floor_ms"`
-	LoraFloorMs   float64 `json:"lora_floor_ms"`
+	// SwitchBytes is what the SHiRA switch must move: every cache line of
+	// the union of A's and B's entries read and written once, plus the
+	// index, value and saved-original streams. SwitchFloorMs is that over
+	// the copy bandwidth (the streaming floor); PatternFloorMs is the
+	// measured time of the least work with the switch's access pattern
+	// (the pattern floor: those lines touched in address order and the
+	// streams, on Threads threads). LoraFloorMs is the in-place LoRA
+	// switch's streaming floor: W read and written once (a free product).
+	SwitchBytes    int64   `json:"switch_bytes"`
+	SwitchFloorMs  float64 `json:"switch_floor_ms"`
+	PatternFloorMs float64 `json:"pattern_floor_ms"`
+	LoraFloorMs    float64 `json:"lora_floor_ms"`
 }
 
-// Speedup is the LoRA switch time over the SHiRA switch time.
+// Speedup is the in-place LoRA switch time (one GEMM) over the SHiRA
+// switch time: the headline ratio.
 func (r TensorRow) Speedup() float64 { return ratio(r.LoraSwitchMs, r.SwitchMs) }
+
+// MergeSpeedup is the PEFT-style merge switch time over the SHiRA switch
+// time (context only: a weak baseline).
+func (r TensorRow) MergeSpeedup() float64 { return ratio(r.MergeSwitchMs, r.SwitchMs) }
 
 // CPUSpeedup is the LoRA switch CPU time over the SHiRA switch CPU time.
 func (r TensorRow) CPUSpeedup() float64 { return ratio(r.LoraSwitchCPUMs, r.SwitchCPUMs) }
 
-// FloorMultiple is the SHiRA switch time over its floor.
-func (r TensorRow) FloorMultiple() float64 { return ratio(r.SwitchMs, r.SwitchFloorMs) }
+// FloorMultiple is the SHiRA switch time over its pattern floor.
+func (r TensorRow) FloorMultiple() float64 { return ratio(r.SwitchMs, r.PatternFloorMs) }
+
+// StreamFloorMultiple is the SHiRA switch time over its streaming floor.
+func (r TensorRow) StreamFloorMultiple() float64 { return ratio(r.SwitchMs, r.SwitchFloorMs) }
 
 // bandwidthBytes is the default size of the copy that measures
 // bandwidth (far larger than the caches).
@@ -97,6 +119,10 @@ func RunTensors(cfg TensorConfig) ([]TensorRow, error) {
 		if err != nil {
 			return nil, fmt.Errorf("switchbench: %w", err)
 		}
+		if _, err := lora.BLAS(); err != nil {
+			eng.Close()
+			return nil, fmt.Errorf("switchbench: the in-place LoRA baseline: %w", err)
+		}
 		bw := CopyBandwidth(cmp.Or(cfg.BandwidthBytes, bandwidthBytes), th, 9)
 		logf("threads=%d: copy bandwidth %.1f GB/s", th, bw/1e9)
 		for _, dt := range cfg.DTypes {
@@ -107,8 +133,8 @@ func RunTensors(cfg TensorConfig) ([]TensorRow, error) {
 						eng.Close()
 						return nil, err
 					}
-					logf("%v d=%d %.0f%% threads=%d: shira switch %.2f ms, lora switch %.1f ms (%.1f×), %.1f× floor",
-						dt, d, dens*100, th, r.SwitchMs, r.LoraSwitchMs, r.Speedup(), r.FloorMultiple())
+					logf("%v d=%d %.0f%% threads=%d: shira switch %.2f ms, in-place lora switch %.2f ms (%.1f×; 2 GEMMs %.2f ms, PEFT-style merge %.1f ms), %.2f× pattern floor, %.2f× streaming floor",
+						dt, d, dens*100, th, r.SwitchMs, r.LoraSwitchMs, r.Speedup(), r.Lora2GemmMs, r.MergeSwitchMs, r.FloorMultiple(), r.StreamFloorMultiple())
 					rows = append(rows, r)
 				}
 			}
@@ -139,11 +165,13 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 	if err != nil {
 		return TensorRow{}, fmt.Errorf("switchbench: %w", err)
 	}
-	var apply, revert, sw, fuse, unfuse, lsw samples
-	lfuse := func(m *peft.LoraModule, sign float32) error {
-		return fuseLora(eng, w.Data, dt, m, peft.OutIn, sign, threads)
-	}
+	es := dt.Size()
+	pat := newPattern(w.Data, es, dt.Size(), ta.Indices, tb.Indices, threads)
+	var apply, revert, sw, fuse, unfuse, lsw, l2, merge, pfloor samples
 	for round := range cfg.Rounds + 1 {
+		// the LoRA steps start and end on the base weight (up to rounding):
+		// fuse A, switch A→B (one GEMM), B→A (two GEMMs), A→B (PEFT-style
+		// merge), unfuse B
 		steps := []struct {
 			s *samples
 			f func() error
@@ -151,14 +179,22 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 			{&apply, func() error { return p.Set(patch.Config{Adapter: A, Alpha: 1}) }},
 			{&sw, func() error { return p.Set(patch.Config{Adapter: B, Alpha: 1}) }},
 			{&revert, func() error { p.Revert(); return nil }},
-			{&fuse, func() error { return lfuse(&la, 1) }},
-			{&lsw, func() error {
-				if err := lfuse(&la, -1); err != nil {
+			{&pfloor, func() error { pat.run(); return nil }},
+			{&fuse, func() error { return switchInPlace(w.Data, dt, peft.OutIn, nil, &la, threads) }},
+			{&lsw, func() error { return switchInPlace(w.Data, dt, peft.OutIn, &la, &lb, threads) }},
+			{&l2, func() error {
+				if err := switchInPlace(w.Data, dt, peft.OutIn, &lb, nil, threads); err != nil {
 					return err
 				}
-				return lfuse(&lb, 1)
+				return switchInPlace(w.Data, dt, peft.OutIn, nil, &la, threads)
 			}},
-			{&unfuse, func() error { return lfuse(&lb, -1) }},
+			{&merge, func() error {
+				if err := mergePEFT(eng, w.Data, dt, &la, peft.OutIn, -1, threads); err != nil {
+					return err
+				}
+				return mergePEFT(eng, w.Data, dt, &lb, peft.OutIn, 1, threads)
+			}},
+			{&unfuse, func() error { return switchInPlace(w.Data, dt, peft.OutIn, &lb, nil, threads) }},
 		}
 		for _, st := range steps {
 			flushCaches()
@@ -170,13 +206,15 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 			}
 		}
 	}
-	es := dt.Size()
-	floor := revertBytes(linesTouched(ta.Indices, es), ta.NNZ(), es) + applyBytes(linesTouched(tb.Indices, es), tb.NNZ(), es, es)
+	lines := int64(len(unionLines(ta.Indices, tb.Indices, es)))
+	bytes := 128*lines + int64(ta.NNZ())*int64(4+es) + int64(tb.NNZ())*int64(4+es+es)
 	return TensorRow{D: d, Density: dens, DType: dt.String(), Threads: threads, NNZ: ta.NNZ(), Rank: rank,
 		ApplyMs: apply.median(), RevertMs: revert.median(), SwitchMs: sw.median(),
 		FuseMs: fuse.median(), UnfuseMs: unfuse.median(), LoraSwitchMs: lsw.median(),
+		Lora2GemmMs: l2.median(), MergeSwitchMs: merge.median(),
 		SwitchCPUMs: sw.cpuMedian(), LoraSwitchCPUMs: lsw.cpuMedian(),
-		BandwidthGBs: bw / 1e9, SwitchFloorMs: floorMs(floor, bw), LoraFloorMs: floorMs(4*int64(len(w.Data)), bw)}, nil
+		BandwidthGBs: bw / 1e9, SwitchBytes: bytes, SwitchFloorMs: floorMs(bytes, bw), PatternFloorMs: pfloor.median(),
+		LoraFloorMs: floorMs(2*int64(len(w.Data)), bw)}, nil
 }
 
 // flushBuf is larger than the last-level cache (32 MiB on the project
@@ -186,12 +224,18 @@ var flushBuf []byte
 // flushCaches evicts the weight from the CPU caches before a timed step,
 // as in a real model whose gigabytes of weights are not cache resident
 // (without it a 1024² weight would be patched in L3 and beat the DRAM
-// floor).
+// floor): it writes one byte of every line of flushBuf with ordinary
+// stores. clear() would not do: for a buffer this large Go's memclr uses
+// non-temporal stores, which bypass the caches and leave the weight in
+// them.
 func flushCaches() {
 	if flushBuf == nil {
 		flushBuf = make([]byte, 96<<20)
 	}
-	clear(flushBuf)
+	f := flushBuf
+	for i := 0; i < len(f); i += 64 {
+		f[i]++
+	}
 }
 
 // loraOptions are the ORT options of the LoRA product sessions: threads

@@ -26,6 +26,8 @@ type Report struct {
 	Tensors []TensorRow `json:"tensors,omitempty"`
 	Models  []ModelRow  `json:"models,omitempty"`
 	Index   []IndexRow  `json:"index,omitempty"`
+	// LoraKernel names the BLAS library of the in-place LoRA baseline.
+	LoraKernel string `json:"lora_kernel,omitempty"`
 }
 
 // Markdown writes the report's tables as Markdown.
@@ -33,13 +35,19 @@ func (r *Report) Markdown(w io.Writer) {
 	if len(r.Tensors) > 0 {
 		fmt.Fprintln(w, "### Per tensor (d×d, SHiRA values in the weight dtype; medians, ms)")
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| dtype | d | density | threads | nnz | LoRA r | SHiRA apply | revert | switch | LoRA fuse | unfuse | LoRA switch | **LoRA/SHiRA switch** | CPU ms SHiRA / LoRA switch | LoRA/SHiRA (CPU) | copy GB/s | SHiRA floor | **× floor** | LoRA floor (dense W) |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		if r.LoraKernel != "" {
+			fmt.Fprintf(w, "LoRA baseline: in-place GEMM with beta = 1 (%s); the switch is one GEMM over the concatenated factors [−B_A | B_B]·[A_A; A_B]. ", r.LoraKernel)
+		}
+		fmt.Fprintln(w, "Also shown: two in-place GEMMs (unfuse, fuse) and the PEFT-style merge (dense s·B·A from ONNX Runtime, added in a second pass), for context only.")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| dtype | d | density | threads | nnz | LoRA r | SHiRA apply | revert | **SHiRA switch** | LoRA fuse (in-place) | unfuse | **LoRA switch, 1 GEMM** | LoRA switch, 2 GEMMs | PEFT-style merge switch | **in-place LoRA / SHiRA** | merge / SHiRA | CPU ms SHiRA / LoRA | copy GB/s | SHiRA MB moved | streaming floor | pattern floor | **× pattern floor** | × streaming floor | LoRA floor (W once) |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, t := range r.Tensors {
-			fmt.Fprintf(w, "| %s | %d | %g%% | %d | %d | %d | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f | **%.1f×** | %.2f / %.1f | %.1f× | %.1f | %.3f | **%.1f×** | %.2f |\n",
+			fmt.Fprintf(w, "| %s | %d | %g%% | %d | %d | %d | %.3f | %.3f | **%.3f** | %.2f | %.2f | **%.2f** | %.2f | %.1f | **%.1f×** | %.0f× | %.2f / %.1f | %.1f | %.1f | %.3f | %.3f | **%.2f×** | %.2f× | %.2f |\n",
 				t.DType, t.D, t.Density*100, t.Threads, t.NNZ, t.Rank, t.ApplyMs, t.RevertMs, t.SwitchMs,
-				t.FuseMs, t.UnfuseMs, t.LoraSwitchMs, t.Speedup(), t.SwitchCPUMs, t.LoraSwitchCPUMs, t.CPUSpeedup(),
-				t.BandwidthGBs, t.SwitchFloorMs, t.FloorMultiple(), t.LoraFloorMs)
+				t.FuseMs, t.UnfuseMs, t.LoraSwitchMs, t.Lora2GemmMs, t.MergeSwitchMs, t.Speedup(), t.MergeSpeedup(),
+				t.SwitchCPUMs, t.LoraSwitchCPUMs, t.BandwidthGBs, float64(t.SwitchBytes)/1e6, t.SwitchFloorMs, t.PatternFloorMs,
+				t.FloorMultiple(), t.StreamFloorMultiple(), t.LoraFloorMs)
 		}
 		fmt.Fprintln(w)
 	}
@@ -76,10 +84,10 @@ func (r *Report) Markdown(w io.Writer) {
 // Text writes a compact plain-text summary.
 func (r *Report) Text(w io.Writer) {
 	if len(r.Tensors) > 0 {
-		fmt.Fprintf(w, "%-8s %5s %5s %3s %9s %9s %9s %9s %10s %8s %8s\n", "dtype", "d", "dens", "thr", "shira-ms", "lora-ms", "lora/shr", "cpu-ratio", "floor-ms", "x-floor", "GB/s")
+		fmt.Fprintf(w, "%-8s %5s %5s %3s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", "dtype", "d", "dens", "thr", "shira-ms", "lora-ms", "lora/shr", "2gemm-ms", "merge-ms", "pattern", "x-pat", "x-strm", "GB/s")
 		for _, t := range r.Tensors {
-			fmt.Fprintf(w, "%-8s %5d %4g%% %3d %9.3f %9.2f %8.1fx %8.1fx %10.3f %7.1fx %8.1f\n", t.DType, t.D, t.Density*100, t.Threads,
-				t.SwitchMs, t.LoraSwitchMs, t.Speedup(), t.CPUSpeedup(), t.SwitchFloorMs, t.FloorMultiple(), t.BandwidthGBs)
+			fmt.Fprintf(w, "%-8s %5d %4g%% %3d %9.3f %9.2f %8.1fx %9.2f %9.1f %9.3f %7.2fx %7.2fx %8.1f\n", t.DType, t.D, t.Density*100, t.Threads,
+				t.SwitchMs, t.LoraSwitchMs, t.Speedup(), t.Lora2GemmMs, t.MergeSwitchMs, t.PatternFloorMs, t.FloorMultiple(), t.StreamFloorMultiple(), t.BandwidthGBs)
 		}
 	}
 	if len(r.Models) > 0 {
@@ -123,7 +131,8 @@ func (r *Report) tensorPlot(path string) error {
 		density float64
 	}
 	var keys []key
-	pts := map[key][2]plotter.XYs{} // SHiRA, LoRA
+	names := []string{"SHiRA", "LoRA in-place", "PEFT-style merge"}
+	pts := map[key][3]plotter.XYs{} // SHiRA, LoRA in-place (1 GEMM), PEFT-style merge
 	for _, t := range r.Tensors {
 		if t.Threads != th {
 			continue
@@ -135,6 +144,7 @@ func (r *Report) tensorPlot(path string) error {
 		v := pts[k]
 		v[0] = append(v[0], plotter.XY{X: float64(t.D), Y: t.SwitchMs})
 		v[1] = append(v[1], plotter.XY{X: float64(t.D), Y: t.LoraSwitchMs})
+		v[2] = append(v[2], plotter.XY{X: float64(t.D), Y: t.MergeSwitchMs})
 		pts[k] = v
 	}
 	p := plot.New()
@@ -144,7 +154,7 @@ func (r *Report) tensorPlot(path string) error {
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = dimTicks(r.Tensors), plot.LogTicks{Prec: -1}
 	for i, k := range keys {
-		for m, name := range []string{"SHiRA", "LoRA"} {
+		for m, name := range names {
 			l, s, err := plotter.NewLinePoints(pts[k][m])
 			if err != nil {
 				return fmt.Errorf("switchbench: plot: %w", err)
@@ -152,8 +162,11 @@ func (r *Report) tensorPlot(path string) error {
 			c := plotutil.Color(i)
 			l.Color, s.Color = c, c
 			s.Shape = plotutil.Shape(m)
-			if m == 1 {
+			switch m {
+			case 1:
 				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			case 2:
+				l.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
 			}
 			p.Add(l, s)
 			p.Legend.Add(fmt.Sprintf("%s %s %g%%", name, k.dtype, k.density*100), l, s)

@@ -20,6 +20,7 @@ import (
 // writes its reports: it checks the plumbing, not the speed.
 func TestTensorsSmoke(t *testing.T) {
 	orttest.Require(t)
+	requireBLAS(t)
 	rows, err := RunTensors(TensorConfig{Dims: []int{64, 128}, Densities: []float64{0.02}, DTypes: []tensor.DType{tensor.Float32, tensor.Float16},
 		Threads: []int{1, 2}, Rounds: 1, Seed: 1, BandwidthBytes: 4 << 20})
 	if err != nil {
@@ -29,7 +30,7 @@ func TestTensorsSmoke(t *testing.T) {
 		t.Fatalf("%d rows, want 8", len(rows))
 	}
 	for _, r := range rows {
-		if r.SwitchMs <= 0 || r.LoraSwitchMs <= 0 || r.SwitchFloorMs <= 0 || r.Rank < 1 {
+		if r.SwitchMs <= 0 || r.LoraSwitchMs <= 0 || r.Lora2GemmMs <= 0 || r.MergeSwitchMs <= 0 || r.SwitchFloorMs <= 0 || r.PatternFloorMs <= 0 || r.Rank < 1 {
 			t.Errorf("bad row %+v", r)
 		}
 	}
@@ -48,6 +49,29 @@ func TestTensorsSmoke(t *testing.T) {
 	}
 }
 
+func TestUnionLines(t *testing.T) {
+	got := unionLines([]uint32{0, 15, 40, 1000}, []uint32{3, 16, 33, 2000}, 4)
+	if want := []uint32{0, 1, 2, 62, 125}; !slices.Equal(got, want) {
+		t.Errorf("unionLines = %v, want %v", got, want)
+	}
+}
+
+// TestPatternLeavesTheWeight runs the pattern floor on a weight
+// and checks that it leaves the weight's values unchanged.
+func TestPatternLeavesTheWeight(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	w := randomWeight(tensor.Float32, 1<<12, rng)
+	before := bytes.Clone(w)
+	p := newPattern(w, 4, 4, []uint32{1, 17, 4000}, []uint32{2, 900}, 2)
+	p.run()
+	if !bytes.Equal(w, before) {
+		t.Fatal("the pattern changed the weight")
+	}
+	if n := len(p.lines[0]) + len(p.lines[1]); n != 4 {
+		t.Fatalf("%d lines, want 4", n)
+	}
+}
+
 func TestLinesTouched(t *testing.T) {
 	if n := linesTouched([]uint32{0, 15, 16, 31, 32, 1000}, 4); n != 4 {
 		t.Errorf("fp32: %d lines, want 4", n)
@@ -62,8 +86,8 @@ func TestLinesTouched(t *testing.T) {
 
 // BenchmarkSwitchTensor is the per-tensor comparison as Go benchmarks:
 // one d×d weight at 1 % and 2 %, SHiRA switch A→B (patch.Set with A
-// active) against LoRA switch (unfuse A + fuse B, product by ORT) at the
-// equal-parameter rank. `shira-bench switch` runs the full sweep with
+// active) against the in-place LoRA switch (unfuse A and fuse B as one
+// BLAS GEMM) at the equal-parameter rank. `shira-bench switch` runs the full sweep with
 // interleaved rounds and evicts the weight from the caches before each
 // step (this benchmark does not); use -count and benchstat here.
 func BenchmarkSwitchTensor(b *testing.B) {
@@ -107,25 +131,36 @@ func benchSwitchTensor(b *testing.B, dt tensor.DType, d int, dens float64) {
 		}
 		p.Revert()
 	})
-	b.Run(fmt.Sprintf("%v/d=%d/%g%%/lora", dt, d, dens*100), func(b *testing.B) {
-		eng, err := lora.NewEngine(loraOptions(runtime.GOMAXPROCS(0)))
-		if err != nil {
+	b.Run(fmt.Sprintf("%v/d=%d/%g%%/lora-inplace", dt, d, dens*100), func(b *testing.B) {
+		requireBLAS(b)
+		mods := [2]*peft.LoraModule{&la, &lb}
+		th := runtime.GOMAXPROCS(0)
+		if err := switchInPlace(w.Data, dt, peft.OutIn, nil, mods[0], th); err != nil {
 			b.Fatal(err)
 		}
-		defer eng.Close()
-		mods := [2]*peft.LoraModule{&la, &lb}
 		k := 1
-		fuseLora(eng, w.Data, dt, mods[0], peft.OutIn, 1, runtime.GOMAXPROCS(0))
 		for b.Loop() {
-			if err := fuseLora(eng, w.Data, dt, mods[1-k], peft.OutIn, -1, runtime.GOMAXPROCS(0)); err != nil {
-				b.Fatal(err)
-			}
-			if err := fuseLora(eng, w.Data, dt, mods[k], peft.OutIn, 1, runtime.GOMAXPROCS(0)); err != nil {
+			if err := switchInPlace(w.Data, dt, peft.OutIn, mods[1-k], mods[k], th); err != nil {
 				b.Fatal(err)
 			}
 			k = 1 - k
 		}
+		if err := switchInPlace(w.Data, dt, peft.OutIn, mods[1-k], nil, th); err != nil {
+			b.Fatal(err)
+		}
 	})
+}
+
+// requireBLAS fails under CI (whose script installs OpenBLAS) and skips
+// elsewhere when there is no BLAS library.
+func requireBLAS(tb testing.TB) {
+	tb.Helper()
+	if _, err := lora.BLAS(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("CI=true and %v", err)
+		}
+		tb.Skip(err)
+	}
 }
 
 // BenchmarkCopyBandwidth is the floor's denominator (CopyBandwidth): one
