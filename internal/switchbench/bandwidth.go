@@ -110,41 +110,29 @@ func unionLines(a, b []uint32, esize int) []uint32 {
 	return out
 }
 
-// pattern is the least work with a switch's memory access pattern: every
-// cache line of the union of the outgoing and incoming adapters' entries
-// read and written once, in address order, plus the streams read (both
-// adapters' indices, the outgoing saved originals, the incoming values)
-// and the incoming saved originals written; split over threads the way
-// the switch splits them (contiguous address ranges), the lines of the
-// next step prefetched like the switch's (package internal/prefetch). Its
-// time is the pattern floor: what the machine can move with that access
-// pattern.
+// pattern is the least work with the memory access pattern of a switch's
+// weight lines: every cache line of the union of the outgoing and
+// incoming adapters' entries read and written once, in address order,
+// split over threads the way the switch splits them (contiguous address
+// ranges), the lines of the next step prefetched like the switch's
+// (package internal/prefetch). Its time, plus the switch's sequential
+// streams at the copy bandwidth, is the pattern floor: what the machine
+// can move with that access pattern.
 type pattern struct {
-	words   []uint32   // the weight, viewed as 32-bit words
-	lines   [][]uint32 // per thread: line numbers
-	read    [][]uint64 // per thread: the streams read
-	written [][]uint64 // per thread: the stream written
-	zero    uint32     // xored into each line (kept in a field so the store stays)
-	sink    []uint64   // per thread: the sum of the streams read (kept so the reads stay)
+	words []uint32   // the weight, viewed as 32-bit words
+	lines [][]uint32 // per thread: line numbers
+	zero  uint32     // xored into each line (kept in a field so the store stays)
 }
 
-// newPattern prepares the pattern of a switch from the adapter with
+// newPattern prepares the line pattern of a switch from the adapter with
 // sorted indices a to the one with sorted indices b on the weight w
-// (elements of esize bytes, values of vsize bytes).
-func newPattern(w []byte, esize, vsize int, a, b []uint32, threads int) *pattern {
+// (elements of esize bytes).
+func newPattern(w []byte, esize int, a, b []uint32, threads int) *pattern {
 	threads = max(threads, 1)
 	lines := unionLines(a, b, esize)
-	readBytes := len(a)*(4+esize) + len(b)*(4+vsize)
-	writeBytes := len(b) * esize
-	p := &pattern{words: unsafeWords(w), sink: make([]uint64, threads)}
-	rd, wr := make([]uint64, (readBytes+7)/8), make([]uint64, (writeBytes+7)/8)
-	for i := range rd {
-		rd[i] = uint64(i)
-	}
+	p := &pattern{words: unsafeWords(w)}
 	for k := range threads {
 		p.lines = append(p.lines, lines[k*len(lines)/threads:(k+1)*len(lines)/threads])
-		p.read = append(p.read, rd[k*len(rd)/threads:(k+1)*len(rd)/threads])
-		p.written = append(p.written, wr[k*len(wr)/threads:(k+1)*len(wr)/threads])
 	}
 	return p
 }
@@ -168,12 +156,6 @@ func (p *pattern) run() {
 					words[l*16] ^= z
 				}
 			}
-			var s uint64
-			for _, v := range p.read[k] {
-				s += v
-			}
-			p.sink[k] = s
-			clear(p.written[k])
 		})
 	}
 	wg.Wait()

@@ -166,7 +166,7 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 		return TensorRow{}, fmt.Errorf("switchbench: %w", err)
 	}
 	es := dt.Size()
-	pat := newPattern(w.Data, es, dt.Size(), ta.Indices, tb.Indices, threads)
+	pat := newPattern(w.Data, es, ta.Indices, tb.Indices, threads)
 	var apply, revert, sw, fuse, unfuse, lsw, l2, merge, pfloor samples
 	for round := range cfg.Rounds + 1 {
 		// the LoRA steps start and end on the base weight (up to rounding):
@@ -207,13 +207,14 @@ func runTensor(eng *lora.Engine, cfg TensorConfig, d int, dens float64, dt tenso
 		}
 	}
 	lines := int64(len(unionLines(ta.Indices, tb.Indices, es)))
-	bytes := 128*lines + int64(ta.NNZ())*int64(4+es) + int64(tb.NNZ())*int64(4+es+es)
+	streams := int64(ta.NNZ())*int64(4+es) + int64(tb.NNZ())*int64(4+es+es)
+	bytes := 128*lines + streams
 	return TensorRow{D: d, Density: dens, DType: dt.String(), Threads: threads, NNZ: ta.NNZ(), Rank: rank,
 		ApplyMs: apply.median(), RevertMs: revert.median(), SwitchMs: sw.median(),
 		FuseMs: fuse.median(), UnfuseMs: unfuse.median(), LoraSwitchMs: lsw.median(),
 		Lora2GemmMs: l2.median(), MergeSwitchMs: merge.median(),
 		SwitchCPUMs: sw.cpuMedian(), LoraSwitchCPUMs: lsw.cpuMedian(),
-		BandwidthGBs: bw / 1e9, SwitchBytes: bytes, SwitchFloorMs: floorMs(bytes, bw), PatternFloorMs: pfloor.median(),
+		BandwidthGBs: bw / 1e9, SwitchBytes: bytes, SwitchFloorMs: floorMs(bytes, bw), PatternFloorMs: pfloor.median() + floorMs(streams, bw),
 		LoraFloorMs: floorMs(2*int64(len(w.Data)), bw)}, nil
 }
 

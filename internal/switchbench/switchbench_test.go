@@ -62,7 +62,7 @@ func TestPatternLeavesTheWeight(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	w := randomWeight(tensor.Float32, 1<<12, rng)
 	before := bytes.Clone(w)
-	p := newPattern(w, 4, 4, []uint32{1, 17, 4000}, []uint32{2, 900}, 2)
+	p := newPattern(w, 4, []uint32{1, 17, 4000}, []uint32{2, 900}, 2)
 	p.run()
 	if !bytes.Equal(w, before) {
 		t.Fatal("the pattern changed the weight")
