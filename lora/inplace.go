@@ -40,7 +40,7 @@ func TermOf(m *peft.LoraModule, sign float32) Term {
 
 // tileBytes bounds the float32 product tile of the fp16/bf16 path (a tile
 // is computed, then added into the weight while it is still in cache).
-const tileBytes = 1 << 20
+var tileBytes = 1 << 20 // a variable for tests
 
 // AddInPlace adds the sum of every term's Scale·B·A into the weight w in
 // place: w holds out×in features as raw little-endian elements of dt
