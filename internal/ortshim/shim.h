@@ -163,5 +163,8 @@ size_t shim_tracking_records(void);
 // the C heap; shim_tracking_cached counts their bytes.
 void shim_tracking_trim(void);
 size_t shim_tracking_cached(void);
+// shim_tracking_huge turns huge page backed blocks (of at least 2 MiB, on
+// Linux) on or off for later allocations; it returns the previous setting.
+int shim_tracking_huge(int on);
 
 #endif

@@ -26,7 +26,19 @@
 // next allocation of that class, up to CACHE_MAX bytes in all (beyond, they
 // go back to the C heap), as an arena keeps them. Reserve blocks (prepacked
 // weights, allocated once) and tracked blocks are never cached.
-// shim_tracking_trim returns the cached blocks to the C heap.
+// shim_tracking_trim returns the cached blocks to the C heap (or unmaps
+// them, see below).
+//
+// Blocks of at least HUGE_MIN bytes (prepacked weights above all) are
+// mapped by the allocator itself, starting on a 2 MiB boundary and advised
+// MADV_HUGEPAGE, so that with transparent huge pages "always" or "madvise"
+// the kernel backs them with 2 MiB pages when ORT first writes them: a
+// SHiRA switch touches a few cache lines on every 4 KiB page of a weight,
+// and with huge pages it needs 512 times fewer TLB entries. Measured in one
+// process against the same weights in 4 KiB pages (Zen 4, packed sessions,
+// medians of paired ratios): switches 3-5 % faster at d=1024-4096, 0-3 %
+// at d=8192; Runs 2-8 % faster. See huge_alloc; shim_tracking_huge turns
+// it off.
 
 #include <pthread.h>
 #include <stdint.h>
@@ -35,6 +47,15 @@
 
 #include "api_index.h"
 #include "shim.h"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#define TRACK_HUGE 1
+#else
+#define TRACK_HUGE 0
+#endif
 
 // The OrtAllocator ABI up to Reserve (OrtAllocator version 18). ORT reads
 // later members (GetStats, AllocOnStream, ...) only from allocators that
@@ -55,9 +76,64 @@ typedef struct header {
   int64_t rec;          // record index, -1 when untracked
   size_t cls;           // size class + 1 of a cacheable block, 0 otherwise
   struct header *next;  // in its class's free list while cached
+  size_t mapped;        // length of its own mapping (huge_alloc), 0 if malloc'd
 } header;
 
 _Static_assert(sizeof(header) <= HDR, "header larger than HDR");
+
+// Huge page backed blocks. HUGE_MIN is 2 MiB, one huge page: a smaller
+// block cannot hold an aligned huge page unless its memory is padded to
+// one (up to twice its size), and it would save at most one TLB entry.
+// From 2 MiB on the mapping starts on a huge page boundary, so at least
+// its first 2 MiB are one huge page; it is rounded to 4 KiB pages only
+// (the tail beyond the last whole huge page stays in 4 KiB pages), so it
+// costs no more memory than glibc's own mmap of the block would, and like
+// that one it goes back to the operating system when freed.
+enum { HUGE_MIN = 2 << 20, HUGE_PAGE = 2 << 20, SMALL_PAGE = 4 << 10 };
+static int huge_on = 1;  // shim_tracking_huge; read atomically
+
+int shim_tracking_huge(int on) { return __atomic_exchange_n(&huge_on, on != 0, __ATOMIC_ACQ_REL); }
+
+// huge_alloc maps a block of bytes (>= HUGE_MIN; HDR more for the header)
+// on a HUGE_PAGE boundary, advises MADV_HUGEPAGE and returns its header
+// with mapped set; NULL for smaller blocks or if mmap fails (the caller
+// then uses posix_memalign).
+static header *huge_alloc(size_t bytes) {
+#if TRACK_HUGE
+  if (bytes < HUGE_MIN || bytes > SIZE_MAX - 2 * HUGE_PAGE - HDR) return NULL;
+  if (!__atomic_load_n(&huge_on, __ATOMIC_ACQUIRE)) return NULL;
+  size_t n = HDR + bytes;
+  size_t len = (n + SMALL_PAGE - 1) & ~(size_t)(SMALL_PAGE - 1);
+  // over-map by a huge page less a small one, then unmap head and tail
+  size_t over = len + HUGE_PAGE - SMALL_PAGE;
+  char *raw = mmap(NULL, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  size_t head = (HUGE_PAGE - (uintptr_t)raw % HUGE_PAGE) % HUGE_PAGE;
+  if (head > 0) munmap(raw, head);
+  if (over - head > len) munmap(raw + head + len, over - head - len);
+  char *p = raw + head;
+  (void)madvise(p, len, MADV_HUGEPAGE);  // best effort: 4 KiB pages work too
+  header *h = (header *)p;
+  h->mapped = len;
+  return h;
+#else
+  (void)bytes;
+  return NULL;
+#endif
+}
+
+// release_block returns block h to the operating system or the C heap,
+// whichever it came from.
+static void release_block(header *h) {
+  h->magic = 0;
+#if TRACK_HUGE
+  if (h->mapped > 0) {
+    munmap(h, h->mapped);
+    return;
+  }
+#endif
+  free(h);
+}
 
 // The block cache (see the top of the file).
 enum { CACHE_MIN = 64 << 10, NCLASS = 4 * 48 };
@@ -117,8 +193,7 @@ void shim_tracking_trim(void) {
     while (cache[c] != NULL) {
       header *h = cache[c];
       cache[c] = h->next;
-      h->magic = 0;
-      free(h);
+      release_block(h);
     }
   }
   cached_bytes = 0;
@@ -188,10 +263,12 @@ static void *track_alloc_impl(size_t size, uint8_t reserve) {
   size_t bytes = size;
   if (!reserve && !rec && size >= CACHE_MIN) c = class_of(size, &bytes);
   header *h = c >= 0 ? cache_get(c, bytes) : NULL;
+  if (h == NULL) h = huge_alloc(bytes);
   if (h == NULL) {
     void *base = NULL;
     if (posix_memalign(&base, HDR, HDR + bytes) != 0) return NULL;
     h = base;
+    h->mapped = 0;
   }
   h->magic = MAGIC;
   h->rec = -1;
@@ -245,8 +322,7 @@ static void track_free(track_allocator *self, void *p) {
     size_t bytes = ((size_t)1 << (c / 4)) + (((size_t)1 << (c / 4)) / 4) * (size_t)(c % 4);
     if (cache_put(h, c, bytes)) return;
   }
-  h->magic = 0;
-  free(h);
+  release_block(h);
 }
 
 static const OrtMemoryInfo *track_info_fn(const track_allocator *self) {
@@ -337,10 +413,7 @@ static void unpin_locked(int64_t i) {
   int freed = r->freed;
   drop_record(i);
   h->rec = -1;
-  if (freed) {
-    h->magic = 0;
-    free(h);
-  }
+  if (freed) release_block(h);
 }
 
 void shim_tracking_keep(uint64_t tag, const int64_t *keep, size_t n) {

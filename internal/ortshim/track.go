@@ -172,3 +172,15 @@ func TrimAllocatorCache() { C.shim_tracking_trim() }
 // AllocatorCacheBytes is the number of bytes the tracking allocator keeps
 // for reuse.
 func AllocatorCacheBytes() int64 { return int64(C.shim_tracking_cached()) }
+
+// setHugePages turns the tracking allocator's huge page backed blocks
+// (blocks of at least 2 MiB mapped on a 2 MiB boundary and advised
+// MADV_HUGEPAGE, Linux only; on by default) on or off for later
+// allocations and returns the previous setting (tests, benchmarks).
+func setHugePages(on bool) bool {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	return C.shim_tracking_huge(v) != 0
+}
