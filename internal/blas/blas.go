@@ -57,6 +57,15 @@ var (
 // result. The error wraps ErrUnavailable and lists every attempt.
 func Load() error {
 	loadOnce.Do(func() {
+		// OpenBLAS's idle worker threads spin for 2^28 cycles (about 0.1 s
+		// of a core here) after every product before they sleep, taking a
+		// core from whatever runs next — ONNX Runtime's Run, a SHiRA
+		// switch. 2^4 cycles makes them sleep at once; OpenBLAS reads the
+		// variable when it is loaded, so it is set here unless the user
+		// chose a value.
+		if _, set := os.LookupEnv("OPENBLAS_THREAD_TIMEOUT"); !set {
+			os.Setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+		}
 		paths := Candidates
 		if p := os.Getenv("SHIRA_BLAS"); p != "" {
 			paths = []string{p}

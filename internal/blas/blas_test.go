@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"syscall"
+	"time"
 	"testing"
 )
 
@@ -129,4 +131,29 @@ func TestLoadNamesTheLibraryOrSaysWhy(t *testing.T) {
 	if Name() == "" {
 		t.Fatal("empty Name after Load succeeded")
 	}
+}
+
+// TestNoSpinAfterGemm checks that OpenBLAS's workers go to sleep after a
+// product (OPENBLAS_THREAD_TIMEOUT, set by Load) instead of spinning for
+// a tenth of a second of CPU.
+func TestNoSpinAfterGemm(t *testing.T) {
+	requireBLAS(t)
+	d, k := 1024, 16
+	g := &Gemm{M: d, N: d, K: k, Alpha: 1, Beta: 1, A: make([]float32, d*k), B: make([]float32, k*d), C: make([]float32, d*d), Threads: 2}
+	if err := g.Run(); err != nil {
+		t.Fatal(err)
+	}
+	c0 := cpuTime()
+	time.Sleep(200 * time.Millisecond)
+	if spent := cpuTime() - c0; spent > 30*time.Millisecond {
+		t.Fatalf("%v of CPU time while idle for 200 ms after a product: BLAS threads spin", spent)
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
