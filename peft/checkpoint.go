@@ -118,10 +118,10 @@ func floats(key string, v safetensors.TensorView) ([]float32, error) {
 	var out []float32
 	switch v.DType() {
 	case safetensors.F32:
+		// one copy of the little-endian bytes (the project's byte order,
+		// as tensor.Float32s assumes), then the check below
 		out = make([]float32, len(d)/4)
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:]))
-		}
+		copy(tensor.Bytes(out), d)
 	case safetensors.F16, safetensors.BF16:
 		out = make([]float32, len(d)/2)
 		for i := range out {
@@ -141,7 +141,7 @@ func floats(key string, v safetensors.TensorView) ([]float32, error) {
 		return nil, fmt.Errorf("%w: %s: dtype %v, want a float type", ErrCheckpoint, key, v.DType())
 	}
 	for i, f := range out {
-		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		if math.Float32bits(f)&0x7f800000 == 0x7f800000 { // all exponent bits: NaN or ±Inf
 			return nil, fmt.Errorf("%w: %s: value %d is %v", ErrCheckpoint, key, i, f)
 		}
 	}
