@@ -90,7 +90,10 @@ type Adapter struct {
 type Tensor struct {
 	// Name is the target weight's name (initializer / graph input name).
 	Name string
-	// DType is the element type of the target weight.
+	// DType is the element type of the target weight: a float type, or the
+	// integer codes of a quantized weight (tensor.DType.IsQuantCode), whose
+	// adapter values are in the dequantized (float) domain and are
+	// re-quantized by the patcher with the weight's scale and zero point.
 	DType tensor.DType
 	// ValueDType is the element type of Values: Float32, Float16 or
 	// BFloat16; it may differ from DType (e.g. fp32 deltas for an fp16
@@ -297,8 +300,8 @@ func (t *Tensor) Validate() error {
 	if t.Name == "" {
 		return fmt.Errorf("%w: tensor with empty name", ErrInvalid)
 	}
-	if !t.DType.IsFloat() {
-		return fmt.Errorf("%w: tensor %q: weight dtype %v (want float32, float16 or bfloat16)", ErrUnsupported, t.Name, t.DType)
+	if !t.DType.IsFloat() && !t.DType.IsQuantCode() {
+		return fmt.Errorf("%w: tensor %q: weight dtype %v (want float32, float16, bfloat16, or the int8, uint8, int16 or uint16 codes of a quantized weight)", ErrUnsupported, t.Name, t.DType)
 	}
 	if !t.ValueDType.IsFloat() {
 		return fmt.Errorf("%w: tensor %q: value dtype %v (want float32, float16 or bfloat16)", ErrUnsupported, t.Name, t.ValueDType)

@@ -18,8 +18,10 @@ import (
 // DType is an element type, numbered as ONNX's TensorProto.DataType.
 type DType int32
 
-// The element types shira-ort knows by name. Only Float32, Float16 and
-// BFloat16 can be patched; the others travel as model inputs and outputs.
+// The element types shira-ort knows by name. Float32, Float16 and BFloat16
+// weights are patched directly; Int8, Uint8, Int16 and Uint16 weights as
+// quantization codes (IsQuantCode); the others travel as model inputs and
+// outputs.
 const (
 	Undefined DType = 0
 	Float32   DType = 1
@@ -64,6 +66,12 @@ func (d DType) Size() int { return dtypeSizes[d] }
 
 // IsFloat reports whether d is one of the three patchable float types.
 func (d DType) IsFloat() bool { return d == Float32 || d == Float16 || d == BFloat16 }
+
+// IsQuantCode reports whether d is an integer type a quantized weight's
+// codes may have (QDQ: the input of DequantizeLinear): Int8, Uint8, Int16
+// or Uint16. Adapters for such weights carry float values, which the
+// patcher re-quantizes with the weight's own scale and zero point.
+func (d DType) IsQuantCode() bool { return d == Int8 || d == Uint8 || d == Int16 || d == Uint16 }
 
 // MarshalText encodes d by name, so JSON manifests read "float16", not 10.
 func (d DType) MarshalText() ([]byte, error) {
