@@ -35,6 +35,26 @@
 // base weights. Offline fusion ([FuseInto]) runs the same code, so a live
 // session and a fused model agree bit for bit.
 //
+// # Quantized weights
+//
+// A weight with Weight.Quant set holds the integer codes q of a QDQ
+// initializer (int8, uint8, int16 or uint16, per tensor or per axis; see
+// package internal/quant). Adapter tensors for it have the code dtype as
+// DType and float values in the dequantized domain. For every touched
+// index the base value is b = Dequantize(q) = float32(q − zp)·scale, the
+// float result is computed from b exactly as above for a float32 weight
+// (including the verbatim v of a sole Overwrite at alpha 1, and the
+// accumulation order of several configurations), and quantized once with
+// the element's scale and zero point (round half to even, saturating:
+// quant.Scheme.Quantize). Results are computed while the configuration is
+// validated, before the first write; a NaN or infinite value or result is
+// refused with ErrNonFinite whether or not WithFiniteCheck is given (a
+// code cannot hold it). The original codes are saved and written back on
+// revert; a switch reverts and applies each quantized weight in one task
+// (no chunking, no one-pass interleaving). [Patcher.Survival] reports how
+// much of the intended change survived the requantization. MatMulNBits
+// (quant.KindNBits) weights are refused by New for now.
+//
 // # Concurrency
 //
 // A switch to a single adapter tensor per weight reverts the old

@@ -13,7 +13,10 @@ import (
 
 // ErrNonFinite reports a configuration that would turn a finite weight
 // entry into NaN or an infinity (WithFiniteCheck): a NaN value, a huge
-// alpha, a sum beyond the weight dtype's range.
+// alpha, a sum beyond the weight dtype's range. For a quantized weight
+// (Weight.Quant) it is reported whether or not WithFiniteCheck is given,
+// for any NaN or infinite adapter value or float result (before
+// quantization): a code cannot hold it.
 var ErrNonFinite = errors.New("patch: non-finite result")
 
 // WithFiniteCheck makes Set, Apply and FuseInto compute every entry a
@@ -22,7 +25,8 @@ var ErrNonFinite = errors.New("patch: non-finite result")
 // after rounding to the weight's dtype, as PEFT's safe_merge refuses a
 // merge with NaNs. Entries that were already non-finite in the base weight
 // are not reported. It costs one more pass over the configuration's
-// entries per switch.
+// entries per switch. Quantized weights are always checked (see
+// ErrNonFinite); the option changes nothing for them.
 func WithFiniteCheck() Option { return func(o *options) { o.finite = true } }
 
 // checkFinite computes what the planned configuration writes into each
@@ -31,7 +35,7 @@ func WithFiniteCheck() Option { return func(o *options) { o.finite = true } }
 func (p *Patcher) checkFinite() error {
 	for wi := range p.weights {
 		ws := &p.weights[wi]
-		if len(ws.next) == 0 {
+		if len(ws.next) == 0 || ws.q != nil { // quantized: always checked by planQuant
 			continue
 		}
 		if err := ws.checkFinite(); err != nil {

@@ -4,6 +4,7 @@ package patch
 // `shira-ort apply` does): the same validation and arithmetic as
 // New(weights, opts...) followed by Set(cfgs...); the Patcher (and with it
 // the saved originals) is dropped. On error nothing was written.
+// Quantized weights (Weight.Quant) get exactly the codes Set writes.
 func FuseInto(weights []Weight, cfgs []Config, opts ...Option) error {
 	p, err := New(weights, opts...)
 	if err != nil {

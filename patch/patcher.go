@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/quant"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -35,11 +36,14 @@ var (
 type Weight struct {
 	// Name is the name adapters target (initializer / graph input name).
 	Name string
-	// DType must be Float32, Float16 or BFloat16.
+	// DType must be Float32, Float16 or BFloat16; for a quantized weight
+	// (Quant set) it is the code type: Int8, Uint8, Int16 or Uint16.
 	DType tensor.DType
 	// Shape is the weight's shape; adapters must match it.
 	Shape []int64
-	// Data holds the little-endian elements, aligned to the element size.
+	// Data holds the little-endian elements, aligned to the element size
+	// (for a quantized weight: the raw codes, Quant.RawLen() bytes, no
+	// alignment needed).
 	Data []byte
 	// BaseSHA256 is the sha256 of the base Data; all zero means unknown
 	// and skips the per-tensor base check.
@@ -51,6 +55,23 @@ type Weight struct {
 	// buffer, then stored widened, so the stored values are always those
 	// of the DType result. The base values must be DType values.
 	Widened bool
+	// Quant, if not nil, says the weight is quantized: Data holds integer
+	// codes that a DequantizeLinear(codes, scale, zero_point, axis) node
+	// turns into the float weight, and Quant (a validated or at least
+	// complete quant.Scheme; only quant.KindQDQ for now) describes them.
+	// DType must equal Quant.CodeType, Shape Quant.Shape, len(Data)
+	// Quant.RawLen(), and Widened must be false; New checks this and keeps
+	// its own validated copy of the scheme (later changes to *Quant have no
+	// effect). Adapter tensors for the weight carry DType = the code type
+	// and float values in the dequantized domain. Each touched element's
+	// float result is computed from its dequantized base code exactly as
+	// for a float32 weight holding that value (see the package
+	// documentation), then quantized once with the element's own scale and
+	// zero point (quant.Scheme.Quantize: round half to even, saturating).
+	// A NaN or infinite value or result is always refused (ErrNonFinite).
+	// Revert writes the original codes back. See Patcher.Survival for how
+	// much of the change survives requantization.
+	Quant *quant.Scheme
 }
 
 // storeSize is the size of one element of Data.
@@ -100,6 +121,7 @@ func WithModelFingerprint(hex string) Option { return func(o *options) { o.model
 type Patcher struct {
 	opts    options
 	weights []wstate
+	quants  []int // indices of the quantized weights
 	byName  map[string]int
 	active  []Config
 	scratch []Config
@@ -128,6 +150,9 @@ const (
 	// mergedTask applies several adapter tensors to the whole weight,
 	// which holds base values (its revert ran in an earlier phase).
 	mergedTask
+	// quantTask moves a quantized weight from the previous configuration
+	// to the planned one (commitQuant).
+	quantTask
 )
 
 // task is one unit of parallel work on weight w.
@@ -173,11 +198,16 @@ type wstate struct {
 	prevTouched []uint32
 	prev32      []uint32
 	prev16      []uint16
+	// q is the state of a quantized weight (Weight.Quant set), which uses
+	// none of the float fields above but cur and next; nil for a float
+	// weight.
+	q *qstate
 }
 
 // New returns a Patcher over weights (the slice is copied, the Data
 // buffers are not). Names must be unique; dtypes float32, float16 or
-// bfloat16; len(Data) must match the shape.
+// bfloat16, or the codes of a quantized weight (Weight.Quant); len(Data)
+// must match the shape.
 func New(weights []Weight, opts ...Option) (*Patcher, error) {
 	p := &Patcher{opts: options{workers: runtime.GOMAXPROCS(0)}, byName: make(map[string]int, len(weights))}
 	for _, o := range opts {
@@ -190,6 +220,19 @@ func New(weights []Weight, opts ...Option) (*Patcher, error) {
 		}
 		if _, dup := p.byName[w.Name]; dup {
 			return nil, fmt.Errorf("%w: duplicate weight name %q", ErrWeight, w.Name)
+		}
+		if w.Quant != nil {
+			q, err := newQState(&w)
+			if err != nil {
+				return nil, err
+			}
+			n, _ := tensor.NumElements(w.Shape) // checked by the scheme
+			w.Shape = append([]int64(nil), w.Shape...)
+			w.Quant = q.sc
+			p.weights[i] = wstate{Weight: w, numel: n, q: q}
+			p.byName[w.Name] = i
+			p.quants = append(p.quants, i)
+			continue
 		}
 		if !w.DType.IsFloat() {
 			return nil, fmt.Errorf("%w: %q has dtype %v (want float32, float16 or bfloat16)", ErrWeight, w.Name, w.DType)
@@ -286,6 +329,10 @@ func (p *Patcher) Close() {
 	for i := range p.weights {
 		ws := &p.weights[i]
 		ws.cur, ws.next, ws.touched, ws.prevTouched = nil, nil, nil, nil
+		if ws.q != nil {
+			ws.q.touched, ws.q.saved = nil, nil
+			ws.q.resetPending()
+		}
 	}
 }
 
@@ -352,6 +399,14 @@ func (p *Patcher) commit() {
 // p.late for what must wait for it. It returns the entries each covers.
 func (p *Patcher) queue(i int) (work, lateWork int) {
 	ws := &p.weights[i]
+	if ws.q != nil { // quantized: one task per weight (plan computed the codes)
+		ws.cur, ws.next = ws.next, ws.cur[:0]
+		if len(ws.cur) == 0 { // Revert does not plan
+			ws.q.resetPending()
+		}
+		p.tasks = append(p.tasks, task{w: i, kind: quantTask})
+		return len(ws.q.touched) + len(ws.q.pIdx), 0
+	}
 	prev := len(ws.touched)
 	ws.prevTouched, ws.touched = ws.touched, ws.union[:0]
 	ws.saved32, ws.prev32 = ws.prev32, ws.saved32
@@ -455,6 +510,8 @@ func (p *Patcher) do(t task, s *scratch) {
 		ws.applyRange(ws.cur[0], t.lo, t.hi, s)
 	case switchTask:
 		ws.switchChunk(t.lo, t.hi, s)
+	case quantTask:
+		ws.commitQuant()
 	default:
 		ws.applyMerged(s)
 	}

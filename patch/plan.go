@@ -38,7 +38,7 @@ func (p *Patcher) plan(cfgs []Config) error {
 			}
 		}
 	}
-	return nil
+	return p.planQuants() // the codes of quantized weights, computed and checked here
 }
 
 func (p *Patcher) planTensor(a *adapter.Adapter, t *adapter.Tensor, alpha float32) error {

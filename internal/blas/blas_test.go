@@ -5,8 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 )
 
 // requireBLAS fails under CI (where .ci/run installs OpenBLAS) and skips
