@@ -92,11 +92,24 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		return nil, fmt.Errorf("export: %s: %w", modelPath, err)
 	}
 	var chosen []*candidate
+	var skipped []string // quantized weights whose form is not supported
 	for _, c := range all {
 		ix.planFold(c)
-		if c.matches(opts.Targets) {
-			chosen = append(chosen, c)
+		if !c.matches(opts.Targets) {
+			continue
 		}
+		if c.dtype.IsQuantCode() {
+			q, note, err := ix.quantOf(c, srcDir)
+			if err != nil {
+				return nil, fmt.Errorf("export: %s: %w", modelPath, err)
+			}
+			if note != "" {
+				skipped = append(skipped, "not exposed: "+note)
+				continue
+			}
+			c.quant = q
+		}
+		chosen = append(chosen, c)
 	}
 	if len(chosen) == 0 {
 		return nil, noTargetsError(modelPath, all, opts.Targets)
@@ -128,6 +141,7 @@ func Expose(ctx context.Context, modelPath, outDir string, opts Options) (*Manif
 		man.Notes = append(man.Notes, fmt.Sprintf("ir_version raised from %d to 4 so that initializers listed in graph.input are overridable", ir))
 		ir = 4
 	}
+	man.Notes = append(man.Notes, skipped...)
 	man.IRVersion = ir
 	opsets, err := model.Opsets()
 	if err != nil {
@@ -248,7 +262,7 @@ func exposeOne(ix *graphIndex, c *candidate, aw *alignedWriter, srcDir string) (
 	g := ix.g
 	shape := c.exposedShape()
 	e := &TensorEntry{Name: c.name, DType: c.dtype, Shape: shape,
-		Source: TensorSource{Name: c.source, Shape: c.dims, FromConstant: c.constNode != nil}}
+		Source: TensorSource{Name: c.source, Shape: c.dims, FromConstant: c.constNode != nil}, Quant: c.quant}
 	var err error
 	if e.Consumers, err = c.consumers(); err != nil {
 		return nil, nil, "", err

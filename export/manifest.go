@@ -85,6 +85,9 @@ type TensorEntry struct {
 	SHA256    string       `json:"sha256"`
 	Consumers []Consumer   `json:"consumers"`
 	Source    TensorSource `json:"source"`
+	// Quant describes a quantized weight (DType then holds integer codes);
+	// nil for a float weight.
+	Quant *Quantization `json:"quant,omitempty"`
 }
 
 // Sum returns SHA256 decoded; ok is false when it is not 64 hex digits
@@ -210,7 +213,15 @@ func (m *Manifest) Validate() error {
 			return bad("empty or duplicate tensor name %q", t.Name)
 		}
 		seen[t.Name] = true
-		if !t.DType.IsFloat() {
+		switch {
+		case t.DType.IsFloat() && t.Quant == nil:
+		case t.DType.IsQuantCode() && t.Quant != nil:
+			if _, err := t.Scheme(); err != nil {
+				return bad("tensor %q: %v", t.Name, err)
+			}
+		case t.DType.IsQuantCode():
+			return bad("tensor %q: dtype %v without its quantization", t.Name, t.DType)
+		default:
 			return bad("tensor %q: dtype %v is not patchable", t.Name, t.DType)
 		}
 		n, err := tensor.NumElements(t.Shape)

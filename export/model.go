@@ -341,8 +341,12 @@ func (m *Model) PatchWeights(data map[string][]byte) ([]patch.Weight, error) {
 		if int64(len(b)) != e.Length {
 			return nil, fmt.Errorf("export: weight %q has %d bytes, want %d (%v %v)", e.Name, len(b), e.Length, e.DType, e.Shape)
 		}
-		sum, _ := e.Sum() // validated with the manifest
-		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: slices.Clone(e.Shape), Data: b, BaseSHA256: sum})
+		sum, _ := e.Sum()    // validated with the manifest
+		q, err := e.Scheme() // nil for a float weight; validated with the manifest
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: slices.Clone(e.Shape), Data: b, BaseSHA256: sum, Quant: q})
 	}
 	return ws, nil
 }

@@ -36,8 +36,9 @@ type candidate struct {
 
 	fold    bool // apply perm at export and drop the Transposes
 	perm    []int64
-	name    string // exposed name
-	blocked string // why folding was impossible (for Notes)
+	name    string        // exposed name
+	blocked string        // why folding was impossible (for Notes)
+	quant   *Quantization // set for quantized codes read through DequantizeLinear
 }
 
 // graphIndex holds the lookups target selection needs.
@@ -167,22 +168,24 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 			cur := ins[k]
 			var t *onnxwire.Tensor
 			var cn *onnxwire.Node
+			dq := false // the chain reached a DequantizeLinear: only its constant codes may follow
 			for depth := 0; depth < 32; depth++ {
 				var err error
 				if t, cn, err = ix.constantTensor(cur); err != nil {
 					return nil, err
 				}
-				if t != nil {
+				if t != nil || dq {
 					break
 				}
 				p := ix.producer[cur]
-				if p == nil || !isONNXOp(p, "Cast", "Transpose") || len(p.Inputs()) == 0 {
+				if p == nil || !isONNXOp(p, "Cast", "Transpose", "DequantizeLinear") || len(p.Inputs()) == 0 {
 					break
 				}
+				dq = p.OpType() == "DequantizeLinear"
 				chain = append([]*onnxwire.Node{p}, chain...)
 				cur = p.Inputs()[0]
 			}
-			dims, ok, err := patchableDims(t)
+			dims, ok, err := patchableDims(t, dq)
 			if err != nil {
 				return nil, err
 			}
@@ -200,8 +203,10 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 }
 
 // patchableDims returns t's dims and whether t can be a target: a
-// non-empty tensor of rank >= 2 and a float type. A nil t is not a target.
-func patchableDims(t *onnxwire.Tensor) ([]int64, bool, error) {
+// non-empty tensor of rank >= 2 and a float type, or, when it is the codes
+// input of a DequantizeLinear (quantized), an int8, uint8, int16 or uint16
+// type. A nil t is not a target.
+func patchableDims(t *onnxwire.Tensor, quantized bool) ([]int64, bool, error) {
 	if t == nil {
 		return nil, false, nil
 	}
@@ -213,7 +218,9 @@ func patchableDims(t *onnxwire.Tensor) ([]int64, bool, error) {
 	for _, d := range dims {
 		empty = empty || d == 0
 	}
-	return dims, len(dims) >= 2 && !empty && t.DType().IsFloat(), nil
+	dt := t.DType()
+	typeOK := dt.IsFloat() && !quantized || dt.IsQuantCode() && quantized
+	return dims, len(dims) >= 2 && !empty && typeOK, nil
 }
 
 // addPath records p as a path of the candidate for source, creating the
@@ -290,6 +297,12 @@ func (ix *graphIndex) planFold(c *candidate) {
 	}
 	if !hasT {
 		return
+	}
+	for _, p := range c.paths {
+		if len(p.chain) > 0 && p.chain[0].OpType() == "DequantizeLinear" {
+			c.blocked = fmt.Sprintf("it is quantized: DequantizeLinear %q reads the codes, and its axis refers to their stored layout", p.chain[0].Name())
+			return
+		}
 	}
 	for _, p := range c.paths[1:] {
 		if !slices.Equal(p.perm, c.paths[0].perm) {

@@ -97,7 +97,7 @@ func (ix *graphIndex) addSubgraphCandidates(bySource map[string]*candidate, orde
 			if err != nil {
 				return nil, err
 			}
-			dims, ok, err := patchableDims(t)
+			dims, ok, err := patchableDims(t, false)
 			if err != nil {
 				return nil, err
 			}

@@ -20,6 +20,7 @@ func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, e
 			Shape:      append([]int64(nil), w.info.Shape...),
 			Data:       w.data,
 			BaseSHA256: w.info.SHA256,
+			Quant:      w.quant,
 		}
 	}
 	var opts []patch.Option

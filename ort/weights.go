@@ -11,6 +11,7 @@ import (
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/filelease"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/internal/quant"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -22,12 +23,16 @@ type WeightInfo struct {
 	Offset int64    // byte offset in the weight file
 	Length int64    // bytes
 	SHA256 [32]byte // of the weight as exported (before any adapter)
+	// Quant describes a quantized weight (DType then holds its integer
+	// codes, which a switch re-quantizes); nil for a float weight.
+	Quant *export.Quantization
 }
 
 // weight is an exposed weight: its bytes in the session's mapping and the
 // ORT tensor over them.
 type weight struct {
 	info  WeightInfo
+	quant *quant.Scheme // of a quantized weight (info.Quant), nil otherwise
 	data  []byte
 	value *ortshim.Value
 	// private says the session populated its own copy of every page of
@@ -182,6 +187,11 @@ func loadWeights(m *export.Manifest, wf *weightFile, verify bool) ([]*weight, er
 			destroy()
 			return nil, fmt.Errorf("ort: weight %s: sha256 of the weight file bytes differs from the manifest", e.Name)
 		}
+		q, err := e.Scheme()
+		if err != nil {
+			destroy()
+			return nil, fmt.Errorf("ort: %w", err)
+		}
 		// The mapping is not Go memory: nothing to pin.
 		v, err := ortshim.NewTensorValue(data, e.DType, e.Shape)
 		if err != nil {
@@ -190,7 +200,8 @@ func loadWeights(m *export.Manifest, wf *weightFile, verify bool) ([]*weight, er
 		}
 		ws = append(ws, &weight{
 			info: WeightInfo{Name: e.Name, DType: e.DType, Shape: append([]int64(nil), e.Shape...),
-				Offset: e.Offset, Length: e.Length, SHA256: sum},
+				Offset: e.Offset, Length: e.Length, SHA256: sum, Quant: e.Quant},
+			quant: q,
 			data:  data,
 			value: v,
 		})

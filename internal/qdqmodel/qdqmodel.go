@@ -1,0 +1,136 @@
+// Package qdqmodel builds small quantized ONNX models in QDQ form for the
+// tests: float activations, weights stored as integer codes behind
+// DequantizeLinear (per tensor and per axis, with and without zero
+// points, int8, uint8 and int16), read by MatMul and Gemm — the form
+// ONNX Runtime's quantization tools produce for weight-only quantization
+// and that mobile NPUs run.
+package qdqmodel
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// In and Out are the model's input and output widths; its input "x" is
+// [batch, In] float32 and its output "y" [batch, Out].
+const (
+	In  = 64
+	Out = 16
+)
+
+// Weight describes one quantized weight of the model.
+type Weight struct {
+	// Name is the codes initializer's name.
+	Name string
+	// Codes is the code type: Int8, Uint8 or Int16.
+	Codes tensor.DType
+	// Shape is the codes' shape as stored.
+	Shape []int64
+	// Axis is DequantizeLinear's axis; -1 means per tensor (one scale).
+	Axis int
+	// ZeroPoint says whether the node has zero points (random, nonzero).
+	ZeroPoint bool
+}
+
+// Weights are the model's weights, in graph order:
+//
+//	h1 = Relu(MatMul(x, DQ(w1)))            w1 int8  [64, 48], per axis 1, no zero point
+//	h2 = Relu(Gemm(h1, DQ(w2), transB=1))   w2 uint8 [32, 48], per tensor, zero point
+//	y  = MatMul(h2, DQ(w3))                 w3 int16 [32, 16], per axis 0, zero points
+var Weights = []Weight{
+	{Name: "w1", Codes: tensor.Int8, Shape: []int64{In, 48}, Axis: 1},
+	{Name: "w2", Codes: tensor.Uint8, Shape: []int64{32, 48}, Axis: -1, ZeroPoint: true},
+	{Name: "w3", Codes: tensor.Int16, Shape: []int64{32, Out}, Axis: 0, ZeroPoint: true},
+}
+
+// Build returns the encoded model with random codes, scales and zero
+// points drawn from seed (opset 21, for int16 DequantizeLinear).
+func Build(seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, 21))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, In}, "batch")
+	for _, w := range Weights {
+		addWeight(b, w, rng)
+	}
+	b.AddNode("mm1", "MatMul", []string{"x", "w1_dq"}, []string{"a1"})
+	b.AddNode("relu1", "Relu", []string{"a1"}, []string{"h1"})
+	b.AddNode("gemm2", "Gemm", []string{"h1", "w2_dq"}, []string{"a2"}, onnxwire.IntAttr("transB", 1))
+	b.AddNode("relu2", "Relu", []string{"a2"}, []string{"h2"})
+	b.AddNode("mm3", "MatMul", []string{"h2", "w3_dq"}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, Out}, "batch")
+	return b.Bytes()
+}
+
+// addWeight adds w's codes, scale and zero point initializers and its
+// DequantizeLinear node (output NAME_dq).
+func addWeight(b *onnxwire.Builder, w Weight, rng *rand.Rand) {
+	n := 1
+	for _, d := range w.Shape {
+		n *= int(d)
+	}
+	channels := 1
+	if w.Axis >= 0 {
+		channels = int(w.Shape[w.Axis])
+	}
+	lo, hi := codeRange(w.Codes)
+	codes := make([]byte, n*w.Codes.Size())
+	for i := range n {
+		// codes spread over most of the range, a few at the ends
+		q := lo + int32(rng.IntN(int(hi-lo)+1))
+		putCode(codes, w.Codes, i, q)
+	}
+	scales := make([]float32, channels)
+	for i := range scales {
+		// about 1/sqrt(fan-in) over the code range's half width
+		scales[i] = float32((0.5 + rng.Float64()) / math.Sqrt(float64(w.Shape[0])) / float64(hi-lo) * 2)
+	}
+	dims := []int64{int64(channels)}
+	if w.Axis < 0 {
+		dims = nil // a scalar
+	}
+	b.AddInitializer(onnxwire.NewTensor(w.Name, w.Codes, w.Shape, codes))
+	b.AddInitializer(onnxwire.NewTensor(w.Name+"_scale", tensor.Float32, dims, tensor.Bytes(scales)))
+	inputs := []string{w.Name, w.Name + "_scale"}
+	if w.ZeroPoint {
+		zp := make([]byte, channels*w.Codes.Size())
+		for i := range channels {
+			putCode(zp, w.Codes, i, lo/8+int32(rng.IntN(int(hi-lo)/4+1)))
+		}
+		b.AddInitializer(onnxwire.NewTensor(w.Name+"_zp", w.Codes, dims, zp))
+		inputs = append(inputs, w.Name+"_zp")
+	}
+	var attrs []*onnxwire.Attribute
+	if w.Axis >= 0 {
+		attrs = append(attrs, onnxwire.IntAttr("axis", int64(w.Axis)))
+	}
+	b.AddNode(w.Name+"_dequantize", "DequantizeLinear", inputs, []string{w.Name + "_dq"}, attrs...)
+}
+
+// codeRange returns the smallest and largest code of dt.
+func codeRange(dt tensor.DType) (int32, int32) {
+	switch dt {
+	case tensor.Int8:
+		return math.MinInt8, math.MaxInt8
+	case tensor.Uint8:
+		return 0, math.MaxUint8
+	case tensor.Int16:
+		return math.MinInt16, math.MaxInt16
+	}
+	panic(fmt.Sprintf("qdqmodel: code type %v", dt))
+}
+
+func putCode(b []byte, dt tensor.DType, i int, q int32) {
+	switch dt.Size() {
+	case 1:
+		b[i] = byte(q)
+	default:
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(q))
+	}
+}
