@@ -94,3 +94,21 @@ func (s *Session) Active() []patch.Config {
 	}
 	return slices.Clone(s.active)
 }
+
+// Survival reports, for each quantized weight the active configuration
+// targets, how much of the adapters' change its codes kept
+// (patch.Survival: entries, codes unchanged and clipped, intended and
+// landed norms); nil for a session with no quantized weight adapted, or
+// after Revert or Close.
+func (s *Session) Survival() map[string]patch.Survival {
+	s.switchMu.lock()
+	defer s.switchMu.unlock()
+	if s.closed || s.patcher == nil {
+		return nil
+	}
+	m := s.patcher.Survival()
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}

@@ -100,7 +100,16 @@ type options struct {
 	workers          int
 	noFingerprint    bool
 	modelFingerprint string
-	finite           bool // WithFiniteCheck
+	finite           bool                      // WithFiniteCheck
+	survival         func(map[string]Survival) // WithSurvivalReport (FuseInto)
+}
+
+// WithSurvivalReport has FuseInto call report with the Survival of the
+// quantized weights it fused (Patcher.Survival), once, after a successful
+// fusion: how much of the adapters' change their codes kept. New and the
+// Patcher ignore it (they report through Patcher.Survival).
+func WithSurvivalReport(report func(map[string]Survival)) Option {
+	return func(o *options) { o.survival = report }
 }
 
 // WithWorkers bounds the number of tensors patched in parallel (default

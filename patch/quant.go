@@ -247,8 +247,8 @@ func (ws *wstate) commitQuant() {
 // weights no active adapter targets, are absent; after Revert the map is
 // empty. Combine weights with quant.Survival.Add. The map is new on every
 // call.
-func (p *Patcher) Survival() map[string]quant.Survival {
-	m := make(map[string]quant.Survival)
+func (p *Patcher) Survival() map[string]Survival {
+	m := make(map[string]Survival)
 	for _, i := range p.quants {
 		if ws := &p.weights[i]; len(ws.cur) > 0 {
 			m[ws.Name] = ws.q.surv
@@ -256,3 +256,12 @@ func (p *Patcher) Survival() map[string]quant.Survival {
 	}
 	return m
 }
+
+// Survival is what a quantized weight kept of the adapters' change: the
+// entries touched, the codes left unchanged and the codes clipped at the
+// code range, and the norms of the intended change (the float result
+// minus the dequantized base) and of the landed one (the dequantized new
+// code minus the dequantized base). LandedFraction is ‖landed‖ ÷
+// ‖intended‖, RelativeError ‖landed − intended‖ ÷ ‖intended‖; Add
+// combines weights.
+type Survival = quant.Survival

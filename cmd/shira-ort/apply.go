@@ -18,6 +18,7 @@ func newApplyCmd() *cobra.Command {
 		model, out string
 		adapters   []string
 		force      bool
+		minLanded  float64
 	)
 	cmd := &cobra.Command{
 		Use:   "apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx",
@@ -40,6 +41,7 @@ func newApplyCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "fused %d adapter(s) in %v, wrote %s\n", fm.adapters, fm.took.Round(time.Microsecond), out)
+			printSurvival(cmd.OutOrStdout(), cmd.ErrOrStderr(), fm.survival, minLanded)
 			return nil
 		},
 	}
@@ -47,6 +49,7 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&adapters, "adapter", nil, adapterUsage)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
 	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
+	cmd.Flags().Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
 	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }
@@ -62,6 +65,7 @@ type fusedModel struct {
 	m        *export.Model
 	weights  map[string][]byte
 	touched  map[string]bool // the exposed weights the adapters write
+	survival map[string]patch.Survival // of the quantized weights fused
 	adapters int
 	took     time.Duration // the fusion alone
 }
@@ -81,7 +85,9 @@ func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, forc
 	if err != nil {
 		return nil, err
 	}
-	opts := []patch.Option{patch.WithFiniteCheck()} // never write NaN or Inf weights
+	var surv map[string]patch.Survival
+	opts := []patch.Option{patch.WithFiniteCheck(), // never write NaN or Inf weights
+		patch.WithSurvivalReport(func(m map[string]patch.Survival) { surv = m })}
 	if force {
 		opts = append(opts, patch.WithoutFingerprintCheck())
 	}
@@ -92,7 +98,7 @@ func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, forc
 		}
 		return nil, err
 	}
-	fm := &fusedModel{m: m, weights: weights, touched: map[string]bool{}, adapters: len(cfgs), took: time.Since(start)}
+	fm := &fusedModel{m: m, weights: weights, touched: map[string]bool{}, survival: surv, adapters: len(cfgs), took: time.Since(start)}
 	for _, c := range cfgs {
 		for i := range c.Adapter.Tensors {
 			fm.touched[c.Adapter.Tensors[i].Name] = true

@@ -122,7 +122,19 @@ func printModel(w io.Writer, em *export.Model) error {
 		if t.Source.FromConstant {
 			src += " (Constant node)"
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%v\t%s\t%s\n", t.Name, t.DType, t.Shape, consumer, src)
+		dt := t.DType.String()
+		if q := t.Quant; q != nil {
+			per := "per tensor"
+			if len(q.Scales) > 1 {
+				per = fmt.Sprintf("per axis %d", q.Axis)
+			}
+			zp := "no zero point"
+			if len(q.ZeroPoints) > 0 {
+				zp = "zero points"
+			}
+			dt = fmt.Sprintf("%v codes (%s %s, %s)", t.DType, q.Form, per, zp)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", t.Name, dt, t.Shape, consumer, src)
 	}
 	return tw.Flush()
 }

@@ -27,6 +27,7 @@ func newRunCmd() *cobra.Command {
 		adapters, inputs    []string
 		threads             int
 		force               bool
+		minLanded           float64
 		provs               providerFlags
 	)
 	cmd := &cobra.Command{
@@ -73,6 +74,7 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(w, "patched %d adapter(s) in %v\n", len(cfgs), time.Since(start).Round(time.Microsecond))
+				printSurvival(w, cmd.ErrOrStderr(), sess.Survival(), minLanded)
 			}
 			outs, err := sess.Run(cmd.Context(), feeds)
 			if errors.Is(err, ort.ErrInput) {
@@ -98,6 +100,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&outDir, "output-dir", "", "directory for the outputs, one NAME.npy each (characters a file name cannot hold, such as '/' and ':', written as %XX)")
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
+	f.Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
 	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: packed (patch the prepacked weights ORT computes with; falls back to hybrid where it does not apply), live (patch the unpacked weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
 	provs.register(f)
 	markRequired(cmd, "model", "output-dir")

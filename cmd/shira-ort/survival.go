@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/shira-ort/shira-ort/patch"
+)
+
+// minLandedUsage documents --min-landed.
+const minLandedUsage = "quantized weights: warn when a weight (or all of them) keeps less than this fraction of the adapters' change: kept = 1 − ‖landed − intended‖ ÷ ‖intended‖, the intended change being the float result minus the base and the landed one what the new codes dequantize to minus the base"
+
+// printSurvival prints, for the quantized weights in surv, how much of
+// the adapters' change their codes kept, one line per weight and a total,
+// and warns on errw when a fraction is below minLanded. Nothing is printed
+// for a model without quantized weights.
+func printSurvival(w, errw io.Writer, surv map[string]patch.Survival, minLanded float64) {
+	if len(surv) == 0 {
+		return
+	}
+	names := make([]string, 0, len(surv))
+	for n := range surv {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	fmt.Fprintf(w, "quantized weights: what the codes kept of the adapters' change (kept = 1 − ‖landed − intended‖ ÷ ‖intended‖; ‖landed‖ ÷ ‖intended‖)\n")
+	fmt.Fprintf(w, "  %-32s %9s %9s %9s %9s %9s\n", "weight", "entries", "kept", "‖landed‖", "unchanged", "clipped")
+	var total patch.Survival
+	var low []string
+	line := func(name string, s patch.Survival) {
+		fmt.Fprintf(w, "  %-32s %9d %8.1f%% %8.1f%% %8.1f%% %8.1f%%\n", name, s.Touched, 100*kept(s), 100*s.LandedFraction(),
+			pct(s.Unchanged, s.Touched), pct(s.Clipped, s.Touched))
+	}
+	for _, n := range names {
+		s := surv[n]
+		line(n, s)
+		total.Add(s)
+		if s.IntendedSq > 0 && kept(s) < minLanded {
+			low = append(low, n)
+		}
+	}
+	line("(all)", total)
+	if len(low) > 0 || total.IntendedSq > 0 && kept(total) < minLanded {
+		fmt.Fprintf(errw, "warning: %d quantized weight(s) kept less than %.0f%% of the adapters' change (%v); the change is small next to the quantization step: store the adapter for this quantized model (values that are codes' dequantized values), scale it up (alpha), or quantize with finer scales (per channel)\n",
+			len(low), 100*minLanded, low)
+	}
+}
+
+// kept is 1 − ‖landed − intended‖ ÷ ‖intended‖ (1: every change landed
+// exactly; 0 or less: as far off as not changing anything).
+func kept(s patch.Survival) float64 { return 1 - s.RelativeError() }
+
+// pct is 100·a/b, 0 when b is 0.
+func pct(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return 100 * float64(a) / float64(b)
+}
