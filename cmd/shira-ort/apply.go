@@ -64,7 +64,7 @@ const forceUsage = "apply adapters made for another base model (model fingerprin
 type fusedModel struct {
 	m        *export.Model
 	weights  map[string][]byte
-	touched  map[string]bool // the exposed weights the adapters write
+	touched  map[string]bool           // the exposed weights the adapters write
 	survival map[string]patch.Survival // of the quantized weights fused
 	adapters int
 	took     time.Duration // the fusion alone
