@@ -2,9 +2,11 @@ package ort
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
@@ -125,5 +127,122 @@ func TestQuantizedSwitchMatchesFused(t *testing.T) {
 		if got := mustRun(t, s, in); !sameOutputs(got, base) {
 			t.Fatalf("%v: revert did not restore the base outputs bit for bit", mode)
 		}
+	}
+}
+
+// TestFullQDQSwitchMatchesFused: the oracles on a full QDQ model
+// (activations quantized too, which ORT fuses into QLinearMatMul): live and
+// default-mode sessions patched with an adapter compute bit for bit what
+// plain ORT computes on the offline-fused model; revert is bit-exact.
+func TestFullQDQSwitchMatchesFused(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "full.onnx")
+	if err := os.WriteFile(src, qdqmodel.BuildFullMLP(2, 64, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exposed := filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Tensors) != 3 {
+		t.Fatalf("%d weights exposed, want 3 (notes %q)", len(m.Tensors), m.Notes)
+	}
+	in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, 64}, ramp(3*64, 5))}
+	base := mustRun(t, mustOpenModel(t, src, nil), in)
+	cfg := []patch.Config{{Adapter: quantAdapter(t, m, exposed, 0.1, 8, adapter.Overwrite, 3), Alpha: 1}}
+	want := fusedOutputs(t, exposed, cfg, &Options{IntraOpThreads: 1}, in)
+	if sameOutputs(want, base) {
+		t.Fatal("the adapter changed nothing")
+	}
+	for _, mode := range []Mode{ModeLive, ModeDefault} {
+		s := mustOpen(t, exposed, &Options{Mode: mode, IntraOpThreads: 1})
+		if got := mustRun(t, s, in); !sameOutputs(got, base) {
+			t.Fatalf("%v: the exported model's base outputs differ from the source's", mode)
+		}
+		if err := s.Set(context.Background(), cfg...); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRun(t, s, in); !sameOutputs(got, want) {
+			t.Fatalf("%v: outputs differ from the offline-fused model's", mode)
+		}
+		if err := s.Revert(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRun(t, s, in); !sameOutputs(got, base) {
+			t.Fatalf("%v: revert did not restore the base outputs bit for bit", mode)
+		}
+	}
+}
+
+// BenchmarkQuantRun is Run on a weight-only QDQ MLP (4 layers of
+// 1024×1024 int8 codes, per-channel scales): a plain ORT session of the
+// quantized model, a live session (codes fed as overridable initializers:
+// DequantizeLinear runs on every Run) and hybrid and baked sessions in
+// their steady state after a switch (the rebuilt session with the patched
+// codes as constants). SHIRA_BENCH_THREADS sets the intra-op threads
+// (default 1); SHIRA_BENCH_QDQ=full quantizes the activations too (ORT then
+// runs QLinearMatMul).
+//
+//	go test -run '^$' -bench QuantRun -count 5 ./ort/
+func BenchmarkQuantRun(b *testing.B) {
+	requireORT(b)
+	const width = 1024
+	form := os.Getenv("SHIRA_BENCH_QDQ") // "full": activations quantized too
+	model := qdqmodel.BuildMLP(1, width, 4)
+	if form == "full" {
+		model = qdqmodel.BuildFullMLP(1, width, 4)
+	}
+	dir := b.TempDir()
+	src := filepath.Join(dir, "qdq-mlp.onnx")
+	if err := os.WriteFile(src, model, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	exposed := filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	A := quantAdapter(b, m, exposed, 0.01, 4, adapter.Overwrite, 1)
+	threads := 1
+	if v, err := strconv.Atoi(os.Getenv("SHIRA_BENCH_THREADS")); err == nil {
+		threads = v
+	}
+	open := map[string]func() (*Session, error){
+		"plain": func() (*Session, error) { return OpenModel(context.Background(), src, &Options{IntraOpThreads: threads}) },
+		"live":  func() (*Session, error) { return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModeLive}) },
+		"hybrid-steady": func() (*Session, error) {
+			return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModeHybrid})
+		},
+		"baked": func() (*Session, error) { return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModeBaked}) },
+	}
+	for _, name := range []string{"plain", "live", "hybrid-steady", "baked"} {
+		s, err := open[name]()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if name != "plain" {
+			if err := s.Set(context.Background(), patch.Config{Adapter: A, Alpha: 1}); err != nil {
+				b.Fatal(err)
+			}
+			if name == "hybrid-steady" {
+				if err := s.WaitBaked(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		for _, batch := range []int{1, 16} {
+			in := map[string]*tensor.Tensor{"x": mustF32(b, []int64{int64(batch), width}, ramp(batch*width, batch))}
+			b.Run(fmt.Sprintf("%s/batch=%d", name, batch), func(b *testing.B) {
+				mustRun(b, s, in)
+				for b.Loop() {
+					if _, err := s.Run(context.Background(), in); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		s.Close()
 	}
 }

@@ -134,3 +134,70 @@ func putCode(b []byte, dt tensor.DType, i int, q int32) {
 		binary.LittleEndian.PutUint16(b[2*i:], uint16(q))
 	}
 }
+
+// BuildMLP returns a model of layers MatMul layers of width×width int8
+// weights quantized per output channel (axis 1, no zero point) with Relu
+// between them: input "x" [batch, width], output "y" [batch, width]. It is
+// the weight-only QDQ form of a plain MLP, for benchmarks.
+func BuildMLP(seed uint64, width, layers int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 22))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, int64(width)}, "batch")
+	in := "x"
+	for l := range layers {
+		name := fmt.Sprintf("w%d", l)
+		addWeight(b, Weight{Name: name, Codes: tensor.Int8, Shape: []int64{int64(width), int64(width)}, Axis: 1}, rng)
+		out := fmt.Sprintf("a%d", l)
+		b.AddNode(fmt.Sprintf("mm%d", l), "MatMul", []string{in, name + "_dq"}, []string{out})
+		if l < layers-1 {
+			b.AddNode(fmt.Sprintf("relu%d", l), "Relu", []string{out}, []string{out + "_r"})
+			out += "_r"
+		}
+		in = out
+	}
+	b.AddNode("out", "Identity", []string{in}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, int64(width)}, "batch")
+	return b.Bytes()
+}
+
+// BuildFullMLP is BuildMLP in full QDQ form, as static quantization tools
+// write it for NPUs: the activations are quantized too (uint8, per tensor,
+// a QuantizeLinear / DequantizeLinear pair before every MatMul and after
+// it), so ONNX Runtime fuses each DequantizeLinear → MatMul →
+// QuantizeLinear into one QLinearMatMul. Input "x" and output "y" are
+// float32 [batch, width].
+func BuildFullMLP(seed uint64, width, layers int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 23))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, int64(width)}, "batch")
+	// activation quantization: uint8, one scale per tensor, zero point 128
+	actScale := func(name string, s float32) {
+		b.AddInitializer(onnxwire.NewTensor(name+"_s", tensor.Float32, nil, tensor.Bytes([]float32{s})))
+		b.AddInitializer(onnxwire.NewTensor(name+"_z", tensor.Uint8, nil, []byte{128}))
+	}
+	qdq := func(in, name string, s float32) string {
+		actScale(name, s)
+		b.AddNode(name+"_q", "QuantizeLinear", []string{in, name + "_s", name + "_z"}, []string{name + "_qv"})
+		b.AddNode(name+"_dq", "DequantizeLinear", []string{name + "_qv", name + "_s", name + "_z"}, []string{name + "_f"})
+		return name + "_f"
+	}
+	in := qdq("x", "in", 4.0/128)
+	for l := range layers {
+		name := fmt.Sprintf("w%d", l)
+		addWeight(b, Weight{Name: name, Codes: tensor.Int8, Shape: []int64{int64(width), int64(width)}, Axis: 1}, rng)
+		out := fmt.Sprintf("a%d", l)
+		b.AddNode(fmt.Sprintf("mm%d", l), "MatMul", []string{in, name + "_dq"}, []string{out})
+		in = qdq(out, fmt.Sprintf("act%d", l), 6.0/128)
+		if l < layers-1 {
+			b.AddNode(fmt.Sprintf("relu%d", l), "Relu", []string{in}, []string{in + "_r"})
+			in = qdq(in+"_r", fmt.Sprintf("relu%d", l), 6.0/128)
+		}
+	}
+	b.AddNode("out", "Identity", []string{in}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, int64(width)}, "batch")
+	return b.Bytes()
+}
