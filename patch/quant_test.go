@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/internal/quant"
@@ -718,4 +719,76 @@ func TestQuantSoleExactIsVerbatim(t *testing.T) {
 	if !bytes.Equal(data, base) {
 		t.Fatal("Revert did not restore the base codes")
 	}
+}
+
+// BenchmarkQuantSwitchCold compares the cold switch A→B of a 4096×4096
+// weight at 1 % held as int8 codes (per-channel scales) with the same
+// switch on float32 and float16 weights, side by side in one process
+// (interleaved, caches flushed before each timed switch, medians): the
+// issue's goal is the quantized switch within 1.5× of the float one.
+//
+//	go test -run '^$' -bench QuantSwitchCold -benchtime 20x ./patch/
+func BenchmarkQuantSwitchCold(b *testing.B) {
+	if flushBuf == nil {
+		flushBuf = make([]byte, 96<<20)
+	}
+	const d = 4096
+	shape := []int64{d, d}
+	rng := rand.New(rand.NewPCG(9, 9))
+	scales := make([]float32, d)
+	for i := range scales {
+		scales[i] = 0.001 + rng.Float32()*0.001
+	}
+	s, err := quant.NewQDQ(tensor.Int8, shape, 1, scales, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	codes := make([]byte, d*d)
+	for i := range codes {
+		codes[i] = byte(rng.IntN(256))
+	}
+	type setup struct {
+		name string
+		p    *Patcher
+		cfgs [2]Config
+	}
+	var cases []setup
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.Int8} {
+		var ws []Weight
+		vdt := dt
+		if dt == tensor.Int8 {
+			ws = []Weight{{Name: "w0", DType: tensor.Int8, Shape: shape, Data: bytes.Clone(codes), Quant: s}}
+			vdt = tensor.Float32
+		} else {
+			ws = benchWeights(dt, 1, shape)
+		}
+		p, err := New(ws)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := setup{name: dt.String(), p: p, cfgs: [2]Config{{benchAdapter(ws, vdt, adapter.Overwrite, 0.01, 1), 1}, {benchAdapter(ws, vdt, adapter.Overwrite, 0.01, 2), 1}}}
+		if err := p.Set(c.cfgs[0]); err != nil {
+			b.Fatal(err)
+		}
+		cases = append(cases, c)
+	}
+	times := make([][]float64, len(cases))
+	k := 1
+	for b.Loop() {
+		for i, c := range cases {
+			b.StopTimer()
+			flushCaches()
+			b.StartTimer()
+			t0 := time.Now()
+			if err := c.p.Set(c.cfgs[k]); err != nil {
+				b.Fatal(err)
+			}
+			times[i] = append(times[i], float64(time.Since(t0))/1e6)
+		}
+		k = 1 - k
+	}
+	for i, c := range cases {
+		b.ReportMetric(medianOf(times[i]), c.name+"-ms")
+	}
+	b.ReportMetric(medianOf(times[2])/medianOf(times[0]), "int8/fp32")
 }
