@@ -9,22 +9,14 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/peft"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// requireBLAS fails under CI (whose script installs OpenBLAS) and skips
-// elsewhere when there is no BLAS library.
-func requireBLAS(t testing.TB) {
-	t.Helper()
-	if _, err := lora.BLAS(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %v", err)
-		}
-		t.Skip(err)
-	}
-}
+// requireBLAS is orttest.RequireBLAS.
+var requireBLAS = orttest.RequireBLAS
 
 func randTerm(rng *rand.Rand, r, out, in int, scale float32) lora.Term {
 	t := lora.Term{B: make([]float32, out*r), A: make([]float32, r*in), R: r, Scale: scale}

@@ -3,13 +3,10 @@
 package patch
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,7 +224,8 @@ func benchFloor(b *testing.B, dt tensor.DType, d int, dens float64) {
 		b.ReportMetric(fl, "ms-pattern-"+v.mem.name)
 		b.ReportMetric(sw/fl, "sw/pattern-"+v.mem.name)
 		b.ReportMetric(sw/stream, "sw/stream-"+v.mem.name)
-		b.ReportMetric(float64(anonHugeKB(v.w.Data))/1024, "MiB-thp-"+v.mem.name)
+		kb, _ := hugemem.AnonHugeKB(hugemem.AddrOf(v.w.Data), uintptr(len(v.w.Data)))
+		b.ReportMetric(float64(kb)/1024, "MiB-thp-"+v.mem.name)
 		// bit-exact: back to the base
 		v.p.Revert()
 		if !bytes.Equal(v.w.Data, base.Data) {
@@ -355,36 +353,6 @@ func parallelRMW(w []uint64, n int) {
 		})
 	}
 	wg.Wait()
-}
-
-// anonHugeKB returns the AnonHugePages (kB) of the mappings of this
-// process overlapping b, from /proc/self/smaps.
-func anonHugeKB(b []byte) int64 {
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	lo := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
-	hi := lo + uint64(len(b))
-	var total int64
-	in := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			r := strings.SplitN(fields[0], "-", 2)
-			s, err1 := strconv.ParseUint(r[0], 16, 64)
-			e, err2 := strconv.ParseUint(r[1], 16, 64)
-			in = err1 == nil && err2 == nil && s < hi && e > lo
-			continue
-		}
-		if in && strings.HasPrefix(line, "AnonHugePages:") {
-			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			total += kb
-		}
-	}
-	return total
 }
 
 // u64s views b (8-byte aligned; a trailing partial word is dropped) as

@@ -1,59 +1,17 @@
 package hugemem
 
 import (
-	"bufio"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
-	"unsafe"
 )
 
-func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+func addrOf(b []byte) uintptr { return AddrOf(b) }
 
-// thpMode is the transparent huge page setting ("always", "madvise",
-// "never"), or "" if it cannot be read.
-func thpMode() string {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	if i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']'); i >= 0 && j > i {
-		return s[i+1 : j]
-	}
-	return ""
-}
-
-// anonHugeKB returns the AnonHugePages (kB) of the mapping in
-// /proc/self/smaps that contains addr, and whether one does.
+// anonHugeKB is AnonHugeKB of the page at addr.
 func anonHugeKB(t *testing.T, addr uintptr) (int, bool) {
 	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		t.Skip(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
-			a, err1 := strconv.ParseUint(lo, 16, 64)
-			b, err2 := strconv.ParseUint(hi, 16, 64)
-			in = err1 == nil && err2 == nil && uint64(addr) >= a && uint64(addr) < b
-			continue
-		}
-		if in && fields[0] == "AnonHugePages:" && len(fields) >= 2 {
-			kb, _ := strconv.Atoi(fields[1])
-			return kb, true
-		}
-	}
-	return 0, false
+	kb, ok := AnonHugeKB(addr, 1)
+	return int(kb), ok
 }
 
 func TestAllocAlignedZeroedUsable(t *testing.T) {
@@ -119,7 +77,7 @@ func TestAllocHugePages(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("transparent huge pages are Linux only")
 	}
-	mode := thpMode()
+	mode := THPMode()
 	if mode != "always" && mode != "madvise" {
 		t.Skipf("transparent huge pages %q", mode)
 	}

@@ -1,68 +1,18 @@
 package ortshim_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"unsafe"
 
+	"github.com/shira-ort/shira-ort/internal/hugemem"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/internal/orttest"
 	"github.com/shira-ort/shira-ort/tensor"
 )
-
-// thpMode is the transparent huge page setting ("always", "madvise",
-// "never"), or "" if it cannot be read.
-func thpMode() string {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	if i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']'); i >= 0 && j > i {
-		return s[i+1 : j]
-	}
-	return ""
-}
-
-// anonHugeKB returns the AnonHugePages (kB) of the mapping of
-// /proc/self/smaps that contains addr.
-func anonHugeKB(t *testing.T, addr uintptr) int {
-	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		t.Skip(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
-		if len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			lo, hi, ok := strings.Cut(fields[0], "-")
-			if !ok {
-				continue
-			}
-			a, err1 := strconv.ParseUint(lo, 16, 64)
-			b, err2 := strconv.ParseUint(hi, 16, 64)
-			in = err1 == nil && err2 == nil && uint64(addr) >= a && uint64(addr) < b
-			continue
-		}
-		if in && len(fields) >= 2 && fields[0] == "AnonHugePages:" {
-			kb, _ := strconv.Atoi(fields[1])
-			return kb
-		}
-	}
-	t.Fatalf("no mapping in /proc/self/smaps contains %#x", addr)
-	return 0
-}
 
 // TestTrackingHugePages: a prepacked weight of 4 MiB, allocated through
 // the tracking allocator, starts (its 64-byte header) on a 2 MiB boundary
@@ -146,9 +96,12 @@ func TestTrackingHugePages(t *testing.T) {
 	if c := ortshim.AllocatorCacheBytes(); c != 0 {
 		t.Fatalf("cache holds %d bytes after trim", c)
 	}
-	switch mode := thpMode(); mode {
+	switch mode := hugemem.THPMode(); mode {
 	case "always", "madvise":
-		kb := anonHugeKB(t, addr)
+		kb, ok := hugemem.AnonHugeKB(addr, 1)
+		if !ok {
+			t.Fatalf("no mapping in /proc/self/smaps contains %#x", addr)
+		}
 		if kb == 0 {
 			// the kernel found no free huge page (fragmented memory)
 			t.Skipf("THP %q but the packed weight has AnonHugePages 0 (no free huge pages?)", mode)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/shira-ort/shira-ort/internal/blas"
 	"github.com/shira-ort/shira-ort/ort"
 )
 
@@ -22,6 +23,19 @@ func Require(tb testing.TB) {
 			tb.Fatalf("ONNX Runtime is required under CI=true: %v", err)
 		}
 		tb.Skipf("ONNX Runtime not available (run `shira-ort setup` or `make setup`): %v", err)
+	}
+}
+
+// RequireBLAS loads the BLAS library of the in-place LoRA kernel
+// (OpenBLAS, package lora) for a test that needs it: it fails under
+// CI=true, whose script installs it, and skips elsewhere.
+func RequireBLAS(tb testing.TB) {
+	tb.Helper()
+	if err := blas.Load(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("CI=true and %v", err)
+		}
+		tb.Skip(err)
 	}
 }
 

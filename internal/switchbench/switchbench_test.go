@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/shira-ort/shira-ort/internal/orttest"
-	"github.com/shira-ort/shira-ort/lora"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/peft"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -151,17 +150,8 @@ func benchSwitchTensor(b *testing.B, dt tensor.DType, d int, dens float64) {
 	})
 }
 
-// requireBLAS fails under CI (whose script installs OpenBLAS) and skips
-// elsewhere when there is no BLAS library.
-func requireBLAS(tb testing.TB) {
-	tb.Helper()
-	if _, err := lora.BLAS(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("CI=true and %v", err)
-		}
-		tb.Skip(err)
-	}
-}
+// requireBLAS is orttest.RequireBLAS.
+var requireBLAS = orttest.RequireBLAS
 
 // BenchmarkCopyBandwidth is the floor's denominator (CopyBandwidth): one
 // copy of bandwidthBytes per op, counted as 2·size bytes moved (read plus
