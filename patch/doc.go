@@ -50,8 +50,9 @@
 // validated, before the first write; a NaN or infinite value or result is
 // refused with ErrNonFinite whether or not WithFiniteCheck is given (a
 // code cannot hold it). The original codes are saved and written back on
-// revert; a switch reverts and applies each quantized weight in one task
-// (no chunking, no one-pass interleaving). [Patcher.Survival] reports how
+// revert. The codes are computed in parallel chunks into pending buffers
+// during validation, then written in one address-ordered pass per chunk
+// (revert and apply interleaved, as for floats). [Patcher.Survival] reports how
 // much of the intended change survived the requantization. MatMulNBits
 // (quant.KindNBits) weights are refused by New for now.
 //

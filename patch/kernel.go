@@ -49,6 +49,7 @@ type scratch struct {
 	bitmap          []uint64         // union bitmap over a weight's flat indices
 	rank            []uint32         // set bits before each bitmap word
 	cursor          []int            // per adapter tensor: next entry to merge
+	qj, qa          []int            // planChunk: entries also patched now, and their positions there
 }
 
 // revertPrev writes the outgoing configuration's saved originals back at

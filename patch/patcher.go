@@ -159,9 +159,13 @@ const (
 	// mergedTask applies several adapter tensors to the whole weight,
 	// which holds base values (its revert ran in an earlier phase).
 	mergedTask
-	// quantTask moves a quantized weight from the previous configuration
-	// to the planned one (commitQuant).
+	// quantTask moves the address range of entries [lo, hi) of a quantized
+	// weight from the previous configuration to the planned one
+	// (commitChunk).
 	quantTask
+	// quantPlanTask computes the codes of entries [lo, hi) of a quantized
+	// weight's only planned adapter tensor (planChunk), writing nothing.
+	quantPlanTask
 )
 
 // task is one unit of parallel work on weight w.
@@ -339,7 +343,8 @@ func (p *Patcher) Close() {
 		ws := &p.weights[i]
 		ws.cur, ws.next, ws.touched, ws.prevTouched = nil, nil, nil, nil
 		if ws.q != nil {
-			ws.q.touched, ws.q.saved = nil, nil
+			ws.q.touched, ws.q.touchedOwned, ws.q.saved = nil, false, nil
+			ws.q.prevTouched, ws.q.prevSaved = nil, nil
 			ws.q.resetPending()
 		}
 	}
@@ -400,6 +405,9 @@ func (p *Patcher) commit() {
 	p.runTasks(p.late, lateWork) // after the reverts: applyMerged reads base values
 	for i := range p.weights {
 		p.weights[i].prevTouched = nil // may alias an adapter that is going away
+		if q := p.weights[i].q; q != nil {
+			q.prevTouched, q.prevSaved = nil, nil
+		}
 	}
 }
 
@@ -408,13 +416,19 @@ func (p *Patcher) commit() {
 // p.late for what must wait for it. It returns the entries each covers.
 func (p *Patcher) queue(i int) (work, lateWork int) {
 	ws := &p.weights[i]
-	if ws.q != nil { // quantized: one task per weight (plan computed the codes)
+	if q := ws.q; q != nil { // quantized: plan computed the codes
 		ws.cur, ws.next = ws.next, ws.cur[:0]
 		if len(ws.cur) == 0 { // Revert does not plan
-			ws.q.resetPending()
+			q.resetPending()
 		}
-		p.tasks = append(p.tasks, task{w: i, kind: quantTask})
-		return len(ws.q.touched) + len(ws.q.pIdx), 0
+		q.begin()
+		n, prev := len(q.touched), len(q.prevTouched)
+		if n > 0 {
+			p.tasks = addChunks(p.tasks, i, n, quantTask)
+		} else {
+			p.tasks = addChunks(p.tasks, i, prev, quantTask)
+		}
+		return n + prev, 0
 	}
 	prev := len(ws.touched)
 	ws.prevTouched, ws.touched = ws.touched, ws.union[:0]
@@ -520,7 +534,11 @@ func (p *Patcher) do(t task, s *scratch) {
 	case switchTask:
 		ws.switchChunk(t.lo, t.hi, s)
 	case quantTask:
-		ws.commitQuant()
+		ws.commitChunk(t.lo, t.hi)
+	case quantPlanTask:
+		if j := ws.planChunk(ws.next[0], t.lo, t.hi, s); j >= 0 {
+			ws.q.bad[t.lo/chunkEntries] = j
+		}
 	default:
 		ws.applyMerged(s)
 	}

@@ -14,37 +14,55 @@ import (
 // != nil), so the float kernels are untouched:
 //
 //   - plan computes, for a weight whose entries change, every new code of
-//     the planned configuration before anything is written (planQuant):
-//     the sorted union of the entries' indices, the base code at each
-//     (the saved original where the weight is patched now, else the code
-//     in Data), the float result of the configuration on the dequantized
-//     base with the float path's arithmetic, and its code. A non-finite
-//     value or result is refused there (ErrNonFinite), so a refused Set
-//     writes nothing, as for floats.
-//   - commit writes the outgoing configuration's saved codes back, then
-//     the planned codes, in one task per weight (commitQuant), and keeps
-//     the base codes read by plan as the new saved originals.
-//
-// The work per entry is a handful of scalar operations on the code, its
-// scale and its zero point; quantized weights are not chunked (weights
-// are patched in parallel with each other and with the float weights).
+//     the planned configuration before anything is written: the sorted
+//     union of the entries' indices, the base code at each (the saved
+//     original where the weight is patched now, else the code in Data),
+//     the float result of the configuration on the dequantized base with
+//     the float path's arithmetic, and its code. A non-finite value or
+//     result is refused there (ErrNonFinite), so a refused Set writes
+//     nothing, as for floats. With one adapter tensor on the weight (the
+//     common case) the codes are computed in parallel chunks of its
+//     entries (planChunk, inlined per-element arithmetic, prefetching);
+//     several tensors are merged serially (planQuant).
+//   - commit writes, in parallel chunks that each cover a disjoint address
+//     range, the outgoing configuration's saved codes back and the planned
+//     codes in one address-ordered pass (commitChunk, as switchChunk), and
+//     keeps the base codes read by plan as the new saved originals.
+//   - the survival statistics are computed when asked for (Survival), from
+//     the saved base codes and the kept float results, serially in index
+//     order, so they cost the switch nothing.
 
 // qstate is the quantized part of a weight's state.
 type qstate struct {
-	sc *quant.Scheme // the Patcher's own validated copy of Weight.Quant
-	// touched is the sorted union of the indices currently patched, saved
-	// the original (base) code at each, surv the statistics of writing the
-	// active configuration over the base codes.
-	touched []uint32
-	saved   []int32
-	surv    quant.Survival
-	// planned by planQuant, written by commitQuant: indices, base codes
-	// and new codes, and their statistics.
-	pIdx  []uint32
-	pBase []int32
-	pCode []int32
-	pSurv quant.Survival
-	cur   []int // per planned entry: next index position (merge walk)
+	sc  *quant.Scheme // the Patcher's own validated copy of Weight.Quant
+	lay qlayout       // sc's parameters for the inlined kernels
+	// touched is the sorted union of the indices currently patched (owned
+	// by idx buffers here when touchedOwned, else the indices of the only
+	// adapter tensor, read only), saved the original (base) code at each,
+	// target the float result whose code was written there.
+	touched      []uint32
+	touchedOwned bool
+	saved        []int32
+	codes        []int32
+	target       []float32
+	// planned by plan, made current by begin: indices, base codes, new
+	// codes and float results.
+	pIdx    []uint32
+	pOwned  bool
+	pBase   []int32
+	pCode   []int32
+	pTarget []float32
+	// idxBuf is a spare owned index buffer (never touched).
+	idxBuf []uint32
+	// during a commit: the outgoing indices and saved codes.
+	prevTouched []uint32
+	prevSaved   []int32
+	// planning state: chunked (planned by planChunk tasks), bad the first
+	// refused entry per chunk (-1 if none), err the serial planner's error.
+	chunked bool
+	bad     []int
+	err     error
+	cur     []int // per planned entry: next index position (merge walk)
 }
 
 // newQState checks a quantized weight for New and returns its state.
@@ -77,28 +95,121 @@ func newQState(w *Weight) (*qstate, error) {
 	if len(w.Data) != sc.RawLen() {
 		return nil, fmt.Errorf("%w: %q: %v %v codes need %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, sc.RawLen(), len(w.Data))
 	}
-	return &qstate{sc: &sc}, nil
+	return &qstate{sc: &sc, lay: newQLayout(&sc)}, nil
 }
 
 // resetPending forgets the planned codes (a revert to the base).
 func (q *qstate) resetPending() {
-	q.pIdx, q.pBase, q.pCode = q.pIdx[:0], q.pBase[:0], q.pCode[:0]
-	q.pSurv = quant.Survival{}
+	q.pIdx, q.pOwned = nil, false
+	q.pBase, q.pCode, q.pTarget = q.pBase[:0], q.pCode[:0], q.pTarget[:0]
+	q.chunked, q.err = false, nil
 }
 
-// planQuants runs planQuant on every quantized weight whose planned
-// entries differ from its applied ones.
+// begin makes the planned codes current for a commit: the outgoing
+// indices and saved codes move to prev* (read by commitChunk), the planned
+// ones become current, and the outgoing buffers become the spares the
+// next plan fills.
+func (q *qstate) begin() {
+	oldT, oldOwned := q.touched, q.touchedOwned
+	q.prevTouched, q.prevSaved = oldT, q.saved
+	q.touched, q.touchedOwned = q.pIdx, q.pOwned
+	if q.pOwned {
+		q.idxBuf = nil // now touched
+	}
+	if oldOwned && cap(oldT) > cap(q.idxBuf) {
+		q.idxBuf = oldT[:0] // written by a later plan only, after the commit
+	}
+	q.saved, q.pBase = q.pBase, q.saved[:0]
+	q.codes, q.pCode = q.pCode, q.codes[:0]
+	q.target, q.pTarget = q.pTarget, q.target[:0]
+	q.pIdx, q.pOwned = nil, false
+	q.chunked, q.err = false, nil
+}
+
+// planQuants computes the codes of every quantized weight whose planned
+// entries differ from its applied ones: weights with one adapter tensor
+// in parallel chunks (planChunk), the others serially (planQuant). The
+// first error in weight order (and, within a weight, in index order) is
+// returned, as a serial plan would.
 func (p *Patcher) planQuants() error {
+	p.tasks = p.tasks[:0]
+	work := 0
 	for _, i := range p.quants {
 		ws := &p.weights[i]
 		if slices.EqualFunc(ws.cur, ws.next, entry.same) {
 			continue
 		}
-		if err := ws.planQuant(); err != nil {
+		q := ws.q
+		q.resetPending()
+		if es := ws.next; len(es) == 1 && len(es[0].t.Indices) > 0 {
+			n := len(es[0].t.Indices)
+			q.chunked = true
+			q.pIdx = es[0].t.Indices
+			q.pBase, q.pCode, q.pTarget = resize(q.pBase, n), resize(q.pCode, n), resize(q.pTarget, n)
+			q.bad = resize(q.bad, (n+chunkEntries-1)/chunkEntries)
+			for k := range q.bad {
+				q.bad[k] = -1
+			}
+			p.tasks = addChunks(p.tasks, i, n, quantPlanTask)
+			work += n
+			continue
+		}
+		q.err = ws.planQuant()
+	}
+	p.runTasks(p.tasks, work)
+	p.tasks = p.tasks[:0]
+	for _, i := range p.quants {
+		ws := &p.weights[i]
+		if slices.EqualFunc(ws.cur, ws.next, entry.same) {
+			continue
+		}
+		err := ws.q.err
+		if ws.q.chunked {
+			for _, j := range ws.q.bad {
+				if j >= 0 {
+					err = ws.planError(ws.next[0], j)
+					break
+				}
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("weight %s: %w", closest.Quote(ws.Name), err)
 		}
 	}
 	return nil
+}
+
+// baseCode returns the base code at index i: the saved original where the
+// weight is patched now, else the code in Data.
+func (ws *wstate) baseCode(i uint32) int32 {
+	q := ws.q
+	if pos, ok := slices.BinarySearch(q.touched, i); ok {
+		return q.saved[pos]
+	}
+	return q.sc.Code(ws.Data, int(i))
+}
+
+// planError builds the error for entry j of e, the first one planChunk
+// refused, as planQuant words it.
+func (ws *wstate) planError(e entry, j int) error {
+	sc := ws.q.sc
+	i := e.t.Indices[j]
+	v := value(e.t, j)
+	if !finite(v) {
+		return fmt.Errorf("%w: adapter %s value %d (index %d) is %v; a quantized weight cannot hold it", ErrNonFinite, closest.Quote(e.owner.Name), j, i, v)
+	}
+	old := ws.baseCode(i)
+	b := sc.Dequantize(int(i), old)
+	target := v
+	if !e.exact() {
+		d := v
+		if e.sem == adapter.Overwrite {
+			d = v - b
+		}
+		target = b + float32(e.alpha*d)
+	}
+	return fmt.Errorf("%w: adapter %s value %d (index %d) turns the base value %v (code %d) into %v (alpha %v)",
+		ErrNonFinite, closest.Quote(e.owner.Name), j, i, b, old, target, e.alpha)
 }
 
 // planQuant computes the codes the planned entries (next) give the
@@ -110,27 +221,25 @@ func (p *Patcher) planQuants() error {
 // (overwrite) or v (delta). This is exactly what the float kernels
 // compute for a float32 weight holding b (applySingle, applyMerged and
 // writeSole). The result is quantized once (quant.Scheme.Quantize).
+// planChunk is the same for one adapter tensor, inlined and chunked.
 func (ws *wstate) planQuant() error {
-	q, sc := ws.q, ws.q.sc
-	q.resetPending()
+	q, l := ws.q, &ws.q.lay
 	es := ws.next
 	total := 0
 	for _, e := range es {
 		total += len(e.t.Indices)
 	}
+	q.pIdx, q.pOwned = q.idxBuf[:0], true
 	if total == 0 {
 		return nil
-	}
-	if len(es) == 1 {
-		total = len(es[0].t.Indices)
 	}
 	q.pIdx = slices.Grow(q.pIdx, total)
 	q.pBase = slices.Grow(q.pBase, total)
 	q.pCode = slices.Grow(q.pCode, total)
+	q.pTarget = slices.Grow(q.pTarget, total)
 	q.cur = resize(q.cur, len(es))
 	cur := q.cur
 	clear(cur)
-	var sv quant.Survival
 	pos := 0 // merge walk over q.touched
 	for {
 		// the smallest index not yet done
@@ -150,9 +259,10 @@ func (ws *wstate) planQuant() error {
 		if pos < len(q.touched) && q.touched[pos] == i {
 			old = q.saved[pos]
 		} else {
-			old = sc.Code(ws.Data, int(i))
+			old = l.get(ws.Data, i)
 		}
-		b := sc.Dequantize(int(i), old)
+		pi := l.param(i)
+		b := l.deq(pi, old)
 		acc, hits := b, 0
 		var last entry
 		var lastK int
@@ -183,19 +293,33 @@ func (ws *wstate) planQuant() error {
 			return fmt.Errorf("%w: adapter %s value %d (index %d) turns the base value %v (code %d) into %v (alpha %v)",
 				ErrNonFinite, closest.Quote(last.owner.Name), lastK, i, b, old, target, last.alpha)
 		}
-		code, clipped := sc.Quantize(int(i), target)
+		code, _ := l.quant(pi, target)
 		q.pIdx = append(q.pIdx, i)
 		q.pBase = append(q.pBase, old)
 		q.pCode = append(q.pCode, code)
+		q.pTarget = append(q.pTarget, target)
+	}
+	return nil
+}
+
+// survival computes the statistics of the active configuration over the
+// base codes, as quant.Scheme.ApplyOverwrite counts them, in index order.
+func (q *qstate) survival() Survival {
+	sc := q.sc
+	var sv quant.Survival
+	saved, target := q.saved[:len(q.touched)], q.target[:len(q.touched)]
+	for j, i := range q.touched {
+		old := saved[j]
+		b := sc.Dequantize(int(i), old)
+		code, clipped := sc.Quantize(int(i), target[j])
 		if code == old {
 			sv.Unchanged++
 		}
 		if clipped {
 			sv.Clipped++
 		}
-		// as quant.Scheme.ApplyOverwrite counts them
 		bb := float64(b)
-		in := float64(target) - bb
+		in := float64(target[j]) - bb
 		la := float64(sc.Dequantize(int(i), code)) - bb
 		if math.IsNaN(in) || math.IsInf(in, 0) || math.IsNaN(la) || math.IsInf(la, 0) {
 			sv.NonFinite++
@@ -207,30 +331,8 @@ func (ws *wstate) planQuant() error {
 		sv.ErrSq += float64((la - in) * (la - in))
 		sv.Dot += float64(in * la)
 	}
-	sv.Touched = len(q.pIdx)
-	q.pSurv = sv
-	return nil
-}
-
-// commitQuant moves the quantized weight from its applied configuration
-// to the planned one: the saved original codes are written back, then the
-// planned codes, and the planned base codes become the saved originals.
-func (ws *wstate) commitQuant() {
-	q := ws.q
-	// Both calls only fail on arguments plan guarantees (sorted, in range,
-	// codes in range); a failure is a bug, and nothing has been written
-	// by the failing call.
-	if err := q.sc.Restore(ws.Data, q.touched, q.saved); err != nil {
-		panic(fmt.Sprintf("patch: reverting quantized weight %q: %v", ws.Name, err))
-	}
-	if err := q.sc.Restore(ws.Data, q.pIdx, q.pCode); err != nil {
-		panic(fmt.Sprintf("patch: writing quantized weight %q: %v", ws.Name, err))
-	}
-	q.touched, q.pIdx = q.pIdx, q.touched[:0]
-	q.saved, q.pBase = q.pBase, q.saved[:0]
-	q.surv = q.pSurv
-	q.pCode = q.pCode[:0]
-	q.pSurv = quant.Survival{}
+	sv.Touched = len(q.touched)
+	return sv
 }
 
 // Survival returns, for every quantized weight the active configuration
@@ -251,7 +353,7 @@ func (p *Patcher) Survival() map[string]Survival {
 	m := make(map[string]Survival)
 	for _, i := range p.quants {
 		if ws := &p.weights[i]; len(ws.cur) > 0 {
-			m[ws.Name] = ws.q.surv
+			m[ws.Name] = ws.q.survival()
 		}
 	}
 	return m

@@ -519,3 +519,31 @@ func (s *Scheme) quant(p int, v float32) (int32, bool) {
 	}
 	return int32(r), false
 }
+
+// QDQLayout is the derived parameters of a validated QDQ scheme, for batch
+// kernels that inline the per-element work (package patch): logical
+// element i has parameter index 0 when Inner is 0 (per tensor), else
+// (i / Inner) % Dim; its code occupies Esize bytes at i·Esize,
+// little-endian, signed if Signed; Dequantize is
+// float32(q − ZeroPoints[p])·Scales[p] and Quantize is Scheme.Quantize.
+type QDQLayout struct {
+	Scales     []float32
+	ZeroPoints []int32
+	Inner, Dim int
+	Esize      int
+	Signed     bool
+	Qmin, Qmax int32
+}
+
+// QDQLayout returns the layout of a validated QDQ scheme; it panics for
+// MatMulNBits. The slices are the scheme's own (read only).
+func (s *Scheme) QDQLayout() QDQLayout {
+	s.mustReady()
+	if s.lay == layNBits {
+		panic("quant: QDQLayout of a MatMulNBits scheme")
+	}
+	return QDQLayout{
+		Scales: s.Scales, ZeroPoints: s.zpi, Inner: s.inner, Dim: s.dim, Esize: s.esize,
+		Signed: s.lay == layInt8 || s.lay == layInt16, Qmin: s.qmin, Qmax: s.qmax,
+	}
+}

@@ -1,0 +1,315 @@
+package patch
+
+import (
+	"math"
+	"math/bits"
+	"unsafe"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/prefetch"
+	"github.com/shira-ort/shira-ort/internal/quant"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// qlayout is a QDQ scheme prepared for the inlined kernels: the same
+// arithmetic as quant.Scheme's Code, Dequantize and Quantize, without the
+// per-call checks, and the parameter index (i / inner) % dim computed
+// with multiplications (Lemire, Kaser & Kurz, "Faster remainder by direct
+// computation", exact for 32-bit numerators and divisors 2 ≤ d < 2^32).
+type qlayout struct {
+	scales       []float32
+	zps          []int32
+	mode         uint8 // qPerTensor, qLastAxis, qInner or qSlow
+	inner, dim   uint64
+	mInner, mDim uint64 // ceil(2^64 / d)
+	shift        uint   // log2(bytes per code)
+	flip         uint32 // sign bit of a signed code (0 unsigned)
+	bias         int32  // flip as a value
+	qmin, qmax   int32
+	fqmin, fqmax float64
+}
+
+const (
+	qPerTensor = iota
+	qLastAxis  // inner == 1
+	qInner     // inner > 1
+	qSlow      // a divisor too large for the fast path
+)
+
+func newQLayout(sc *quant.Scheme) qlayout {
+	ql := sc.QDQLayout()
+	l := qlayout{scales: ql.Scales, zps: ql.ZeroPoints, inner: uint64(ql.Inner), dim: uint64(ql.Dim),
+		qmin: ql.Qmin, qmax: ql.Qmax, fqmin: float64(ql.Qmin), fqmax: float64(ql.Qmax)}
+	if ql.Esize == 2 {
+		l.shift = 1
+	}
+	if ql.Signed {
+		l.flip = 1 << (8*ql.Esize - 1)
+		l.bias = int32(l.flip)
+	}
+	fast := func(d uint64) bool { return d >= 2 && d < 1<<32 }
+	switch {
+	case ql.Inner == 0:
+		l.mode = qPerTensor
+	case ql.Inner == 1 && fast(l.dim):
+		l.mode, l.mDim = qLastAxis, math.MaxUint64/l.dim+1
+	case fast(l.inner) && fast(l.dim):
+		l.mode, l.mInner, l.mDim = qInner, math.MaxUint64/l.inner+1, math.MaxUint64/l.dim+1
+	default:
+		l.mode = qSlow
+	}
+	return l
+}
+
+// param returns the parameter index of element i.
+func (l *qlayout) param(i uint32) int {
+	switch l.mode {
+	case qPerTensor:
+		return 0
+	case qLastAxis:
+		r, _ := bits.Mul64(l.mDim*uint64(i), l.dim)
+		return int(r)
+	case qInner:
+		d, _ := bits.Mul64(l.mInner, uint64(i))
+		r, _ := bits.Mul64(l.mDim*d, l.dim)
+		return int(r)
+	}
+	return int(uint64(i) / l.inner % l.dim)
+}
+
+// get reads the code of element i from raw.
+func (l *qlayout) get(raw []byte, i uint32) int32 {
+	if l.shift == 0 {
+		return int32(uint32(raw[i])^l.flip) - l.bias
+	}
+	b := raw[2*uint64(i):][:2]
+	return int32((uint32(b[0])|uint32(b[1])<<8)^l.flip) - l.bias
+}
+
+// deq is quant.Scheme.Dequantize for parameter index p.
+func (l *qlayout) deq(p int, q int32) float32 {
+	return float32(q-l.zps[p]) * l.scales[p]
+}
+
+// quant is quant.Scheme.Quantize for parameter index p.
+func (l *qlayout) quant(p int, v float32) (int32, bool) {
+	x := v / l.scales[p]
+	if x != x { // NaN: the lowest code, as in ORT
+		return l.qmin, true
+	}
+	r := math.RoundToEven(float64(x)) + float64(l.zps[p])
+	if r < l.fqmin {
+		return l.qmin, true
+	}
+	if r > l.fqmax {
+		return l.qmax, true
+	}
+	return int32(r), false
+}
+
+// fin reports whether f is finite.
+func fin(f float32) bool { return math.Float32bits(f)&0x7fffffff < 0x7f800000 }
+
+// qprefetch asks for the code lines of the elements at ix.
+func (ws *wstate) qprefetch(ix []uint32) {
+	if len(ix) == 0 || noPrefetch {
+		return
+	}
+	prefetch.T2(unsafe.Pointer(unsafe.SliceData(ws.Data)), ix, ws.q.lay.shift)
+}
+
+// planChunk is planQuant for entries [lo, hi) of the weight's only
+// planned adapter tensor e: it fills pBase, pCode and pTarget there. It
+// returns the first entry it refuses (a non-finite value or result), or
+// -1; it writes nothing to the weight.
+func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
+	q := ws.q
+	l := &q.lay
+	ix := e.t.Indices
+	// The entries the weight is patched at now take their base code from
+	// the saved originals, not Data: list them first (a merge of sorted
+	// lists, in cache), so the main loop only checks for the next one.
+	old, saved := q.touched, q.saved
+	saved = saved[:len(old)]
+	n := 0
+	if len(old) > 0 {
+		alo, ahi := slicesSearch(old, ix[lo]), upperBound(old, ix[hi-1])
+		m := min(ahi-alo, hi-lo) + 1
+		s.qj, s.qa = resize(s.qj, m), resize(s.qa, m)
+		n = intersect(s.qj, s.qa, old[alo:ahi], ix[lo:hi])
+		for k := range n {
+			s.qj[k] += lo
+			s.qa[k] += alo
+		}
+	}
+	s.qj = append(s.qj[:n], hi) // sentinel
+	qj, qa, h := s.qj, s.qa, 0
+	raw := ws.Data
+	pBase, pCode, pTarget := q.pBase, q.pCode, q.pTarget
+	step := min(switchBlock, blockLen)
+	a := e.alpha
+	mode := 0 // exact
+	switch {
+	case e.sem == adapter.Delta:
+		mode = 1
+	case !e.exact():
+		mode = 2
+	}
+	ws.qprefetch(ix[lo:min(lo+step, hi)])
+	for b0 := lo; b0 < hi; b0 += step {
+		b1 := min(b0+step, hi)
+		ws.qprefetch(ix[b1:min(b1+step, hi)])
+		var vals []float32
+		if e.t.ValueDType == tensor.Float32 {
+			vals = tensor.Float32s(e.t.Values)[b0:b1]
+		} else {
+			vals = s.vals[:b1-b0]
+			widenValues(e.t.ValueDType, vals, e.t.Values, b0, b1)
+		}
+		blk := ix[b0:b1]
+		vals = vals[:len(blk)]
+		pb, pc, pt := pBase[b0:b1], pCode[b0:b1], pTarget[b0:b1]
+		pb, pc, pt = pb[:len(blk)], pc[:len(blk)], pt[:len(blk)]
+		for j, i := range blk {
+			var o int32
+			if b0+j != qj[h] {
+				o = l.get(raw, i)
+			} else {
+				o = saved[qa[h]]
+				h++
+			}
+			v := vals[j]
+			if !fin(v) {
+				return b0 + j
+			}
+			p := l.param(i)
+			sc := l.scales[p]
+			zp := l.zps[p]
+			b := float32(o-zp) * sc
+			t := v
+			switch mode {
+			case 1:
+				t = b + float32(a*v)
+			case 2:
+				t = b + float32(a*(v-b))
+			}
+			if !fin(t) {
+				return b0 + j
+			}
+			// l.quant, with the scale and zero point at hand: t is finite
+			// and the scale finite and non-zero, so x is not NaN, and the
+			// clamp is branch-free (the side a clipped code saturates at
+			// is data-dependent)
+			r := math.RoundToEven(float64(t/sc)) + float64(zp)
+			c := int32(max(min(r, l.fqmax), l.fqmin))
+			pb[j], pc[j], pt[j] = o, c, t
+		}
+	}
+	return -1
+}
+
+// intersect stores the positions in a and in b of the elements common to
+// the sorted a and b at qa and qj (min(len(a), len(b))+1 long) and returns
+// their number: a branch-free merge.
+func intersect(qj, qa []int, a, b []uint32) int {
+	n, i, j := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		x, y := a[i], b[j]
+		qj[n], qa[n] = j, i
+		lt := int((uint64(x) - uint64(y)) >> 63) // x < y
+		gt := int((uint64(y) - uint64(x)) >> 63) // x > y
+		n += 1 - lt - gt
+		i += 1 - gt
+		j += 1 - lt
+	}
+	return n
+}
+
+// slicesSearch returns the position of the first element of the sorted s
+// that is >= x.
+func slicesSearch(s []uint32, x uint32) int {
+	lo, n := 0, len(s)
+	for n > 0 {
+		half := n / 2
+		if s[lo+half] < x {
+			lo += half + 1
+			n -= half + 1
+		} else {
+			n = half
+		}
+	}
+	return lo
+}
+
+// qrevert writes the outgoing saved codes back at prevTouched[lo:hi].
+func (ws *wstate) qrevert(lo, hi int) {
+	q := ws.q
+	ws.qwrite(q.prevTouched[lo:hi], q.prevSaved[lo:hi])
+}
+
+// qwrite stores codes c at ix.
+func (ws *wstate) qwrite(ix []uint32, c []int32) {
+	raw := ws.Data
+	c = c[:len(ix)]
+	if ws.q.lay.shift == 0 {
+		for j, i := range ix {
+			raw[i] = byte(c[j])
+		}
+		return
+	}
+	for j, i := range ix {
+		b := raw[2*uint64(i):][:2]
+		b[0], b[1] = byte(c[j]), byte(c[j]>>8)
+	}
+}
+
+// commitChunk moves a quantized weight from the outgoing configuration
+// (prevTouched, prevSaved) to the planned codes (touched, codes) over the
+// address range of entries [lo, hi) of touched (of prevTouched when the
+// weight goes back to its base), in one address-ordered pass with
+// prefetching, as switchChunk: a step writes back the outgoing codes up
+// to the last index of its new entries, then writes those, so an element
+// in both ends up with its new code.
+func (ws *wstate) commitChunk(lo, hi int) {
+	q := ws.q
+	ix, old := q.touched, q.prevTouched
+	if len(ix) == 0 {
+		ws.qprefetch(old[lo:min(lo+switchBlock, hi)])
+		for s := lo; s < hi; s += switchBlock {
+			e := min(s+switchBlock, hi)
+			ws.qprefetch(old[e:min(e+switchBlock, hi)])
+			ws.qrevert(s, e)
+		}
+		return
+	}
+	alo, ahi := 0, len(old)
+	if lo > 0 {
+		alo = upperBound(old, ix[lo-1])
+	}
+	if hi < len(ix) {
+		ahi = alo + upperBound(old[alo:], ix[hi-1])
+	}
+	end := func(ja, b1 int) int {
+		if b1 >= hi {
+			return ahi
+		}
+		return ja + upperBound(old[ja:ahi], ix[b1-1])
+	}
+	b1 := min(lo+switchBlock, hi)
+	ja, ja1 := alo, end(alo, b1)
+	ws.qprefetch(old[ja:ja1])
+	ws.qprefetch(ix[lo:b1])
+	for b0 := lo; b0 < hi; b0 = b1 {
+		b1 = min(b0+switchBlock, hi)
+		b2 := min(b1+switchBlock, hi)
+		ja2 := ja1
+		if b1 < hi {
+			ja2 = end(ja1, b2)
+			ws.qprefetch(old[ja1:ja2])
+			ws.qprefetch(ix[b1:b2])
+		}
+		ws.qrevert(ja, ja1)
+		ws.qwrite(ix[b0:b1], q.codes[b0:b1])
+		ja, ja1 = ja1, ja2
+	}
+}
