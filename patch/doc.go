@@ -38,11 +38,19 @@
 // # Quantized weights
 //
 // A weight with Weight.Quant set holds the integer codes q of a QDQ
-// initializer (int8, uint8, int16 or uint16, per tensor or per axis; see
-// package internal/quant). Adapter tensors for it have the code dtype as
-// DType and float values in the dequantized domain. For every touched
-// index the base value is b = Dequantize(q) = float32(q − zp)·scale, the
-// float result is computed from b exactly as above for a float32 weight
+// initializer (quant.KindQDQ: int8, uint8, int16 or uint16, per tensor or
+// per axis) or the packed B input of a MatMulNBits node (quant.KindNBits:
+// 2-, 4- or 8-bit codes in blocks of block_size along K, each block with
+// its own scale and zero point); see package internal/quant. Adapter
+// tensors for it have the code dtype as DType (uint8 for MatMulNBits) and
+// the weight's Shape, and float values in the dequantized domain. A
+// MatMulNBits weight's Shape is the logical [K, N], element (k, n) at flat
+// index k·N + n as in the float MatMul weight it stands for, while its
+// Data is the packed storage (Quant.RawLen() bytes: [N][k_blocks][blob],
+// low bits first). For every touched index the base value is
+// b = Dequantize(q) = float32(q − zp)·scale ((float32(q) − zp)·scale with
+// float zero points), the float result is computed from b exactly as
+// above for a float32 weight
 // (including the verbatim v of a sole Overwrite at alpha 1, and the
 // accumulation order of several configurations), and quantized once with
 // the element's scale and zero point (round half to even, saturating:
@@ -50,11 +58,16 @@
 // validated, before the first write; a NaN or infinite value or result is
 // refused with ErrNonFinite whether or not WithFiniteCheck is given (a
 // code cannot hold it). The original codes are saved and written back on
-// revert. The codes are computed in parallel chunks into pending buffers
-// during validation, then written in one address-ordered pass per chunk
-// (revert and apply interleaved, as for floats). [Patcher.Survival] reports how
-// much of the intended change survived the requantization. MatMulNBits
-// (quant.KindNBits) weights are refused by New for now.
+// revert; a 2- or 4-bit code is read and written inside its byte without
+// disturbing its neighbours, so revert restores every byte exactly
+// (padding codes of a partial last block are never touched). The QDQ
+// codes are computed in parallel chunks into pending buffers during
+// validation, then written in one address-ordered pass per chunk (revert
+// and apply interleaved, as for floats). A MatMulNBits weight is planned
+// and written by one task (neighbouring k of a block share a byte, so it
+// is not split), with the scheme's per-element methods; different weights
+// still run in parallel. [Patcher.Survival] reports how much of the
+// intended change survived the requantization, for both kinds.
 //
 // # Concurrency
 //

@@ -37,13 +37,16 @@ type Weight struct {
 	// Name is the name adapters target (initializer / graph input name).
 	Name string
 	// DType must be Float32, Float16 or BFloat16; for a quantized weight
-	// (Quant set) it is the code type: Int8, Uint8, Int16 or Uint16.
+	// (Quant set) it is the code type: Int8, Uint8, Int16 or Uint16 (Uint8
+	// for MatMulNBits).
 	DType tensor.DType
-	// Shape is the weight's shape; adapters must match it.
+	// Shape is the weight's shape; adapters must match it. For a
+	// MatMulNBits weight it is the logical [K, N] (element (k, n) has flat
+	// index k·N + n), not the shape of the packed storage.
 	Shape []int64
 	// Data holds the little-endian elements, aligned to the element size
 	// (for a quantized weight: the raw codes, Quant.RawLen() bytes, no
-	// alignment needed).
+	// alignment needed; for MatMulNBits the packed blocks, not K·N bytes).
 	Data []byte
 	// BaseSHA256 is the sha256 of the base Data; all zero means unknown
 	// and skips the per-tensor base check.
@@ -57,10 +60,13 @@ type Weight struct {
 	Widened bool
 	// Quant, if not nil, says the weight is quantized: Data holds integer
 	// codes that a DequantizeLinear(codes, scale, zero_point, axis) node
-	// turns into the float weight, and Quant (a validated or at least
-	// complete quant.Scheme; only quant.KindQDQ for now) describes them.
-	// DType must equal Quant.CodeType, Shape Quant.Shape, len(Data)
-	// Quant.RawLen(), and Widened must be false; New checks this and keeps
+	// (quant.KindQDQ) or a com.microsoft.MatMulNBits node (quant.KindNBits:
+	// 2-, 4- or 8-bit codes packed in blocks, Data its B input) turns into
+	// the float weight, and Quant (a validated or at least complete
+	// quant.Scheme) describes them. DType must equal Quant.CodeType (Uint8
+	// for MatMulNBits), Shape Quant.Shape (the logical [K, N] for
+	// MatMulNBits), len(Data) Quant.RawLen() (the packed length for
+	// MatMulNBits), and Widened must be false; New checks this and keeps
 	// its own validated copy of the scheme (later changes to *Quant have no
 	// effect). Adapter tensors for the weight carry DType = the code type
 	// and float values in the dequantized domain. Each touched element's
@@ -69,8 +75,9 @@ type Weight struct {
 	// documentation), then quantized once with the element's own scale and
 	// zero point (quant.Scheme.Quantize: round half to even, saturating).
 	// A NaN or infinite value or result is always refused (ErrNonFinite).
-	// Revert writes the original codes back. See Patcher.Survival for how
-	// much of the change survives requantization.
+	// Revert writes the original codes back (a code narrower than a byte
+	// is written without disturbing the other codes of its byte). See
+	// Patcher.Survival for how much of the change survives requantization.
 	Quant *quant.Scheme
 }
 
@@ -131,6 +138,7 @@ type Patcher struct {
 	opts    options
 	weights []wstate
 	quants  []int // indices of the quantized weights
+	nbits   bool  // some are MatMulNBits weights (whole-weight tasks)
 	byName  map[string]int
 	active  []Config
 	scratch []Config
@@ -166,6 +174,12 @@ const (
 	// quantPlanTask computes the codes of entries [lo, hi) of a quantized
 	// weight's only planned adapter tensor (planChunk), writing nothing.
 	quantPlanTask
+	// nbitsPlanTask computes the codes of a whole MatMulNBits weight
+	// (planQuant), writing nothing.
+	nbitsPlanTask
+	// nbitsTask moves a whole MatMulNBits weight from the previous
+	// configuration to the planned one (commitNBits).
+	nbitsTask
 )
 
 // task is one unit of parallel work on weight w.
@@ -220,7 +234,7 @@ type wstate struct {
 // New returns a Patcher over weights (the slice is copied, the Data
 // buffers are not). Names must be unique; dtypes float32, float16 or
 // bfloat16, or the codes of a quantized weight (Weight.Quant); len(Data)
-// must match the shape.
+// must match the shape (for a quantized weight: Quant.RawLen()).
 func New(weights []Weight, opts ...Option) (*Patcher, error) {
 	p := &Patcher{opts: options{workers: runtime.GOMAXPROCS(0)}, byName: make(map[string]int, len(weights))}
 	for _, o := range opts {
@@ -245,6 +259,7 @@ func New(weights []Weight, opts ...Option) (*Patcher, error) {
 			p.weights[i] = wstate{Weight: w, numel: n, q: q}
 			p.byName[w.Name] = i
 			p.quants = append(p.quants, i)
+			p.nbits = p.nbits || q.nb
 			continue
 		}
 		if !w.DType.IsFloat() {
@@ -401,6 +416,9 @@ func (p *Patcher) commit() {
 			work, lateWork = work+w, lateWork+l
 		}
 	}
+	if p.nbits {
+		nbitsFirst(p.tasks)
+	}
 	p.runTasks(p.tasks, work)
 	p.runTasks(p.late, lateWork) // after the reverts: applyMerged reads base values
 	for i := range p.weights {
@@ -423,6 +441,10 @@ func (p *Patcher) queue(i int) (work, lateWork int) {
 		}
 		q.begin()
 		n, prev := len(q.touched), len(q.prevTouched)
+		if q.nb { // one task: neighbouring codes share bytes
+			p.tasks = append(p.tasks, task{w: i, kind: nbitsTask})
+			return n + prev, 0
+		}
 		if n > 0 {
 			p.tasks = addChunks(p.tasks, i, n, quantTask)
 		} else {
@@ -461,6 +483,19 @@ func (p *Patcher) queue(i int) (work, lateWork int) {
 			lateWork += e.t.NNZ()
 		}
 		return prev, lateWork
+	}
+}
+
+// nbitsFirst moves the whole-weight MatMulNBits tasks of ts to its front,
+// keeping the order otherwise, so that the longest tasks start first.
+func nbitsFirst(ts []task) {
+	k := 0
+	for j, t := range ts {
+		if t.kind == nbitsPlanTask || t.kind == nbitsTask {
+			copy(ts[k+1:j+1], ts[k:j])
+			ts[k] = t
+			k++
+		}
 	}
 }
 
@@ -539,6 +574,10 @@ func (p *Patcher) do(t task, s *scratch) {
 		if j := ws.planChunk(ws.next[0], t.lo, t.hi, s); j >= 0 {
 			ws.q.bad[t.lo/chunkEntries] = j
 		}
+	case nbitsPlanTask:
+		ws.q.err = ws.planQuant()
+	case nbitsTask:
+		ws.commitNBits()
 	default:
 		ws.applyMerged(s)
 	}

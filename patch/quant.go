@@ -8,10 +8,11 @@ import (
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/internal/closest"
 	"github.com/shira-ort/shira-ort/internal/quant"
+	"github.com/shira-ort/shira-ort/tensor"
 )
 
-// Quantized (QDQ) weights take their own path, selected per weight (wstate.q
-// != nil), so the float kernels are untouched:
+// Quantized (QDQ and MatMulNBits) weights take their own path, selected
+// per weight (wstate.q != nil), so the float kernels are untouched:
 //
 //   - plan computes, for a weight whose entries change, every new code of
 //     the planned configuration before anything is written: the sorted
@@ -31,11 +32,21 @@ import (
 //   - the survival statistics are computed when asked for (Survival), from
 //     the saved base codes and the kept float results, serially in index
 //     order, so they cost the switch nothing.
+//
+// MatMulNBits weights (qstate.nb) share the planning and bookkeeping above
+// but use the scheme's generic per-element methods (Code, Dequantize,
+// Quantize, SetCode) instead of the inlined QDQ kernels, and each weight
+// is planned (planQuant, in an nbitsPlanTask) and committed (commitNBits,
+// in an nbitsTask) by one task: codes narrower than a byte share their
+// byte with the neighbouring k of the same block (logical indices N
+// apart), so address-range chunks of one weight could race on a byte.
+// Different weights still run in parallel.
 
 // qstate is the quantized part of a weight's state.
 type qstate struct {
 	sc  *quant.Scheme // the Patcher's own validated copy of Weight.Quant
-	lay qlayout       // sc's parameters for the inlined kernels
+	lay qlayout       // sc's parameters for the inlined kernels (QDQ only)
+	nb  bool          // a MatMulNBits scheme: generic scheme methods, one task per weight
 	// touched is the sorted union of the indices currently patched (owned
 	// by idx buffers here when touchedOwned, else the indices of the only
 	// adapter tensor, read only), saved the original (base) code at each,
@@ -67,11 +78,19 @@ type qstate struct {
 
 // newQState checks a quantized weight for New and returns its state.
 func newQState(w *Weight) (*qstate, error) {
-	if w.Quant.Kind != quant.KindQDQ {
-		return nil, fmt.Errorf("%w: %q: quantization scheme %v is not supported (only QDQ codes, quant.KindQDQ)", ErrWeight, w.Name, w.Quant.Kind)
+	nb := false
+	switch w.Quant.Kind {
+	case quant.KindQDQ:
+	case quant.KindNBits:
+		nb = true
+	default:
+		return nil, fmt.Errorf("%w: %q: quantization scheme %v is not supported (quant.KindQDQ or quant.KindNBits)", ErrWeight, w.Name, w.Quant.Kind)
 	}
 	if w.Widened {
 		return nil, fmt.Errorf("%w: %q: a quantized weight cannot be Widened", ErrWeight, w.Name)
+	}
+	if nb && w.DType != tensor.Uint8 {
+		return nil, fmt.Errorf("%w: %q: MatMulNBits weight has dtype %v (want uint8, the packed storage)", ErrWeight, w.Name, w.DType)
 	}
 	if !w.DType.IsQuantCode() {
 		return nil, fmt.Errorf("%w: %q: quantized weight has dtype %v (want the int8, uint8, int16 or uint16 codes)", ErrWeight, w.Name, w.DType)
@@ -91,6 +110,14 @@ func newQState(w *Weight) (*qstate, error) {
 	}
 	if !slices.Equal(sc.Shape, w.Shape) {
 		return nil, fmt.Errorf("%w: %q: shape %v but the quantization scheme's shape is %v", ErrWeight, w.Name, w.Shape, sc.Shape)
+	}
+	if nb {
+		// Shape is the logical [K, N]; Data the packed blocks
+		if len(w.Data) != sc.RawLen() {
+			return nil, fmt.Errorf("%w: %q: MatMulNBits %d-bit %v codes (block size %d) need %d packed bytes, have %d",
+				ErrWeight, w.Name, sc.Bits, w.Shape, sc.BlockSize, sc.RawLen(), len(w.Data))
+		}
+		return &qstate{sc: &sc, nb: true}, nil
 	}
 	if len(w.Data) != sc.RawLen() {
 		return nil, fmt.Errorf("%w: %q: %v %v codes need %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, sc.RawLen(), len(w.Data))
@@ -127,8 +154,10 @@ func (q *qstate) begin() {
 }
 
 // planQuants computes the codes of every quantized weight whose planned
-// entries differ from its applied ones: weights with one adapter tensor
-// in parallel chunks (planChunk), the others serially (planQuant). The
+// entries differ from its applied ones: QDQ weights with one adapter
+// tensor in parallel chunks (planChunk), MatMulNBits weights in one task
+// each (planQuant, in parallel with the other tasks), the others serially
+// (planQuant). The
 // first error in weight order (and, within a weight, in index order) is
 // returned, as a serial plan would.
 func (p *Patcher) planQuants() error {
@@ -141,6 +170,13 @@ func (p *Patcher) planQuants() error {
 		}
 		q := ws.q
 		q.resetPending()
+		if q.nb {
+			p.tasks = append(p.tasks, task{w: i, kind: nbitsPlanTask})
+			for _, e := range ws.next {
+				work += len(e.t.Indices)
+			}
+			continue
+		}
 		if es := ws.next; len(es) == 1 && len(es[0].t.Indices) > 0 {
 			n := len(es[0].t.Indices)
 			q.chunked = true
@@ -155,6 +191,9 @@ func (p *Patcher) planQuants() error {
 			continue
 		}
 		q.err = ws.planQuant()
+	}
+	if p.nbits {
+		nbitsFirst(p.tasks)
 	}
 	p.runTasks(p.tasks, work)
 	p.tasks = p.tasks[:0]
@@ -221,9 +260,11 @@ func (ws *wstate) planError(e entry, j int) error {
 // (overwrite) or v (delta). This is exactly what the float kernels
 // compute for a float32 weight holding b (applySingle, applyMerged and
 // writeSole). The result is quantized once (quant.Scheme.Quantize).
-// planChunk is the same for one adapter tensor, inlined and chunked.
+// planChunk is the same for one adapter tensor, inlined and chunked. A
+// MatMulNBits weight (q.nb) reads, dequantizes and quantizes through the
+// scheme's per-element methods instead of the inlined QDQ layout.
 func (ws *wstate) planQuant() error {
-	q, l := ws.q, &ws.q.lay
+	q, l, sc, nb := ws.q, &ws.q.lay, ws.q.sc, ws.q.nb
 	es := ws.next
 	total := 0
 	for _, e := range es {
@@ -256,13 +297,22 @@ func (ws *wstate) planQuant() error {
 			pos++
 		}
 		var old int32
-		if pos < len(q.touched) && q.touched[pos] == i {
+		switch {
+		case pos < len(q.touched) && q.touched[pos] == i:
 			old = q.saved[pos]
-		} else {
+		case nb:
+			old = sc.Code(ws.Data, int(i))
+		default:
 			old = l.get(ws.Data, i)
 		}
-		pi := l.param(i)
-		b := l.deq(pi, old)
+		var pi int
+		var b float32
+		if nb {
+			b = sc.Dequantize(int(i), old)
+		} else {
+			pi = l.param(i)
+			b = l.deq(pi, old)
+		}
 		acc, hits := b, 0
 		var last entry
 		var lastK int
@@ -293,13 +343,38 @@ func (ws *wstate) planQuant() error {
 			return fmt.Errorf("%w: adapter %s value %d (index %d) turns the base value %v (code %d) into %v (alpha %v)",
 				ErrNonFinite, closest.Quote(last.owner.Name), lastK, i, b, old, target, last.alpha)
 		}
-		code, _ := l.quant(pi, target)
+		var code int32
+		if nb {
+			code, _ = sc.Quantize(int(i), target)
+		} else {
+			code, _ = l.quant(pi, target)
+		}
 		q.pIdx = append(q.pIdx, i)
 		q.pBase = append(q.pBase, old)
 		q.pCode = append(q.pCode, code)
 		q.pTarget = append(q.pTarget, target)
 	}
 	return nil
+}
+
+// commitNBits moves a MatMulNBits weight from the outgoing configuration
+// (prevTouched, prevSaved) to the planned codes (touched, codes): it
+// writes the saved codes back, then the new ones, each with
+// quant.Scheme.SetCode, which changes only the code's own bits (a 2- or
+// 4-bit code leaves the other codes of its byte alone), so an element in
+// both ends up with its new code and every other bit, padding codes of a
+// partial last block included, is left as it was. One task per weight.
+func (ws *wstate) commitNBits() {
+	q := ws.q
+	sc, raw := q.sc, ws.Data
+	saved := q.prevSaved[:len(q.prevTouched)]
+	for j, i := range q.prevTouched {
+		sc.SetCode(raw, int(i), saved[j])
+	}
+	codes := q.codes[:len(q.touched)]
+	for j, i := range q.touched {
+		sc.SetCode(raw, int(i), codes[j])
+	}
 }
 
 // survival computes the statistics of the active configuration over the

@@ -590,8 +590,8 @@ func TestQuantRefused(t *testing.T) {
 }
 
 // TestQuantNew: New refuses quantized weights that do not fit their
-// scheme, MatMulNBits schemes and invalid schemes, and does not write the
-// caller's Scheme.
+// scheme (a MatMulNBits scheme of another shape), unknown kinds and
+// invalid schemes, and does not write the caller's Scheme.
 func TestQuantNew(t *testing.T) {
 	sc, err := quant.NewQDQ(tensor.Uint8, []int64{4, 6}, 1, []float32{1, 2, 3, 4, 5, 6}, []byte{1, 2, 3, 4, 5, 6})
 	if err != nil {
@@ -612,7 +612,8 @@ func TestQuantNew(t *testing.T) {
 		{"shape", "shape [6 4]", func(w *Weight) { w.Shape = []int64{6, 4} }},
 		{"length", "need 24 bytes, have 23", func(w *Weight) { w.Data = w.Data[:23] }},
 		{"widened", "Widened", func(w *Weight) { w.Widened = true }},
-		{"nbits", "not supported", func(w *Weight) { w.Quant = nb }},
+		{"nbits shape", "scheme's shape is [16 2]", func(w *Weight) { w.Quant = nb }},
+		{"kind", "not supported", func(w *Weight) { w.Quant = &quant.Scheme{Kind: 9} }},
 		{"zero scale", "scale", func(w *Weight) { w.Quant = zeroScale }},
 	} {
 		w := good
