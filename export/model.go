@@ -346,7 +346,7 @@ func (m *Model) PatchWeights(data map[string][]byte) ([]patch.Weight, error) {
 		if err != nil {
 			return nil, err
 		}
-		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: slices.Clone(e.Shape), Data: b, BaseSHA256: sum, Quant: q})
+		ws = append(ws, patch.Weight{Name: e.Name, DType: e.DType, Shape: slices.Clone(e.LogicalShape()), Data: b, BaseSHA256: sum, Quant: q})
 	}
 	return ws, nil
 }

@@ -56,6 +56,11 @@ type graphIndex struct {
 	nodeIndex map[*onnxwire.Node]int
 }
 
+// isNBits reports whether n is ONNX Runtime's MatMulNBits contrib op.
+func isNBits(n *onnxwire.Node) bool {
+	return n.Domain() == "com.microsoft" && n.OpType() == "MatMulNBits"
+}
+
 func isONNXOp(n *onnxwire.Node, ops ...string) bool {
 	return n.IsONNX() && slices.Contains(ops, n.OpType())
 }
@@ -126,6 +131,9 @@ func indexGraph(g *onnxwire.Graph) (*graphIndex, error) {
 
 // weightSlots lists the input indices of n that are weight inputs.
 func weightSlots(n *onnxwire.Node) []int {
+	if isNBits(n) {
+		return []int{1} // B, the packed quantized weight
+	}
 	if !n.IsONNX() {
 		return nil
 	}
@@ -168,7 +176,10 @@ func (ix *graphIndex) findCandidates() ([]*candidate, error) {
 			cur := ins[k]
 			var t *onnxwire.Tensor
 			var cn *onnxwire.Node
-			dq := false // the chain reached a DequantizeLinear: only its constant codes may follow
+			// the chain reached a DequantizeLinear (only its constant codes
+			// may follow), or the consumer is a MatMulNBits, whose B is read
+			// as it is stored (no chain)
+			dq := isNBits(n)
 			for depth := 0; depth < 32; depth++ {
 				var err error
 				if t, cn, err = ix.constantTensor(cur); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/patch"
 )
 
@@ -14,10 +15,14 @@ import (
 func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, error) {
 	pw := make([]patch.Weight, len(ws))
 	for i, w := range ws {
+		shape := w.info.Shape
+		if w.quant != nil {
+			shape = w.quant.Shape // a MatMulNBits weight is indexed as [K, N], not as its packed bytes
+		}
 		pw[i] = patch.Weight{
 			Name:       w.info.Name,
 			DType:      w.info.DType,
-			Shape:      append([]int64(nil), w.info.Shape...),
+			Shape:      append([]int64(nil), shape...),
 			Data:       w.data,
 			BaseSHA256: w.info.SHA256,
 			Quant:      w.quant,
@@ -111,4 +116,31 @@ func (s *Session) Survival() map[string]patch.Survival {
 		return nil
 	}
 	return m
+}
+
+// Caveats lists where this session's Runs may compute differently from a
+// plain ONNX Runtime session of the same model with the same adapters
+// fused (never silently): a MatMulNBits weight with accuracy_level 2 or
+// more is computed by ORT at that lower precision (accuracy_level 4: int8)
+// only when it is a constant it can prepack, so the Runs a live session
+// serves (ModeLive, and ModeHybrid until its rebuilt session is swapped
+// in) compute it in float32 and differ by that rounding. ModeBaked serves
+// only rebuilt sessions, with plain ORT's numerics. Empty when there is no
+// such difference.
+func (s *Session) Caveats() []string {
+	if s.mode == ModeBaked {
+		return nil
+	}
+	var out []string
+	for _, w := range s.weights {
+		if q := w.info.Quant; q != nil && q.Form == export.QuantNBits && q.AccuracyLevel >= 2 {
+			when := "every Run of this live session"
+			if s.mode != ModeLive {
+				when = "the live Runs served after a switch, until the rebuilt session is swapped in"
+			}
+			out = append(out, fmt.Sprintf("MatMulNBits %s (weight %s, accuracy_level %d): plain ONNX Runtime computes a constant B at that lower precision, %s compute it in float32; outputs differ by that rounding (ModeBaked serves rebuilt numerics only)",
+				q.Node, w.info.Name, q.AccuracyLevel, when))
+		}
+	}
+	return out
 }

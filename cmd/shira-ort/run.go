@@ -65,6 +65,9 @@ func newRunCmd() *cobra.Command {
 			if r := sess.FallbackReason(); r != "" {
 				fmt.Fprintf(w, "session mode %v (packed does not apply: %s)\n", sess.Mode(), r)
 			}
+			for _, c := range sess.Caveats() {
+				fmt.Fprintf(w, "note: %s\n", c)
+			}
 			if len(cfgs) > 0 {
 				start := time.Now()
 				if err := sess.Set(cmd.Context(), cfgs...); err != nil {

@@ -201,3 +201,46 @@ func BuildFullMLP(seed uint64, width, layers int) []byte {
 	b.AddOutput("y", tensor.Float32, []int64{-1, int64(width)}, "batch")
 	return b.Bytes()
 }
+
+// BuildNBits returns a model of one ONNX Runtime MatMulNBits (the 2/4/8-bit
+// blockwise form onnxruntime-genai runs): input "x" [batch, k] float32,
+// output "y" [batch, n], the weight B packed as [n][blocks][blockSize·bits/8]
+// random codes with random positive scales and, with zeroPoints, random
+// packed uint8 zero points (else ORT's default 2^(bits−1)). accuracyLevel is
+// the op's attribute (0: compute in float32; 4: int8 compute when ORT can
+// prepack B).
+func BuildNBits(seed uint64, k, n, bits, blockSize int, zeroPoints bool, accuracyLevel int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 24))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}, {Domain: "com.microsoft", Version: 1}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, int64(k)}, "batch")
+	blocks := (k + blockSize - 1) / blockSize
+	blob := blockSize * bits / 8
+	codes := make([]byte, n*blocks*blob)
+	for i := range codes {
+		codes[i] = byte(rng.IntN(256))
+	}
+	half := float64(int(1) << (bits - 1))
+	scales := make([]float32, n*blocks)
+	for i := range scales {
+		scales[i] = float32((0.5 + rng.Float64()) / math.Sqrt(float64(k)) / half)
+	}
+	b.AddInitializer(onnxwire.NewTensor("B", tensor.Uint8, []int64{int64(n), int64(blocks), int64(blob)}, codes))
+	b.AddInitializer(onnxwire.NewTensor("B_scales", tensor.Float32, []int64{int64(n * blocks)}, tensor.Bytes(scales)))
+	inputs := []string{"x", "B", "B_scales"}
+	if zeroPoints {
+		perCol := (blocks*bits + 7) / 8
+		zp := make([]byte, n*perCol)
+		for i := range zp {
+			zp[i] = byte(rng.IntN(256))
+		}
+		b.AddInitializer(onnxwire.NewTensor("B_zp", tensor.Uint8, []int64{int64(n * perCol)}, zp))
+		inputs = append(inputs, "B_zp")
+	}
+	b.AddNodeProto(onnxwire.NewNode("mm", "MatMulNBits", "com.microsoft", inputs, []string{"y"},
+		onnxwire.IntAttr("K", int64(k)), onnxwire.IntAttr("N", int64(n)), onnxwire.IntAttr("bits", int64(bits)),
+		onnxwire.IntAttr("block_size", int64(blockSize)), onnxwire.IntAttr("accuracy_level", int64(accuracyLevel))))
+	b.AddOutput("y", tensor.Float32, []int64{-1, int64(n)}, "batch")
+	return b.Bytes()
+}
