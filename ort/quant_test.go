@@ -273,16 +273,21 @@ func closeOutputs(a, b map[string]*tensor.Tensor, tol float64) bool {
 // their steady state after a switch (the rebuilt session with the patched
 // codes as constants). SHIRA_BENCH_THREADS sets the intra-op threads
 // (default 1); SHIRA_BENCH_QDQ=full quantizes the activations too (ORT then
-// runs QLinearMatMul).
+// runs QLinearMatMul); SHIRA_BENCH_QDQ=nbits0 or nbits4 runs one 4096×4096
+// 4-bit MatMulNBits (blocks of 32, zero points) at accuracy_level 0 or 4.
 //
 //	go test -run '^$' -bench QuantRun -count 5 ./ort/
 func BenchmarkQuantRun(b *testing.B) {
 	requireORT(b)
-	const width = 1024
-	form := os.Getenv("SHIRA_BENCH_QDQ") // "full": activations quantized too
+	width := 1024
+	form := os.Getenv("SHIRA_BENCH_QDQ") // "full": activations quantized too; "nbits0", "nbits4": one 4096² MatMulNBits
 	model := qdqmodel.BuildMLP(1, width, 4)
-	if form == "full" {
+	switch form {
+	case "full":
 		model = qdqmodel.BuildFullMLP(1, width, 4)
+	case "nbits0", "nbits4":
+		width = 4096
+		model = qdqmodel.BuildNBits(1, width, width, 4, 32, true, int(form[5]-'0'))
 	}
 	dir := b.TempDir()
 	src := filepath.Join(dir, "qdq-mlp.onnx")
@@ -329,7 +334,7 @@ func BenchmarkQuantRun(b *testing.B) {
 			}
 		}
 		for _, batch := range []int{1, 16} {
-			in := map[string]*tensor.Tensor{"x": mustF32(b, []int64{int64(batch), width}, ramp(batch*width, batch))}
+			in := map[string]*tensor.Tensor{"x": mustF32(b, []int64{int64(batch), int64(width)}, ramp(batch*width, batch))}
 			b.Run(fmt.Sprintf("%s/batch=%d", name, batch), func(b *testing.B) {
 				mustRun(b, s, in)
 				for b.Loop() {

@@ -723,8 +723,9 @@ func TestQuantSoleExactIsVerbatim(t *testing.T) {
 }
 
 // BenchmarkQuantSwitchCold compares the cold switch A→B of a 4096×4096
-// weight at 1 % held as int8 codes (per-channel scales) with the same
-// switch on float32 and float16 weights, side by side in one process
+// weight at 1 % held as int8 codes (per-channel scales) and as 4-bit
+// MatMulNBits codes (blocks of 32) with the same switch on float32 and
+// float16 weights, side by side in one process
 // (interleaved, caches flushed before each timed switch, medians): the
 // issue's goal is the quantized switch within 1.5× of the float one.
 //
@@ -754,13 +755,34 @@ func BenchmarkQuantSwitchCold(b *testing.B) {
 		cfgs [2]Config
 	}
 	var cases []setup
-	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.Int8} {
+	// 4-bit MatMulNBits, blocks of 32, packed zero points
+	nbScales := make([]float32, d*d/32)
+	for i := range nbScales {
+		nbScales[i] = 0.001 + rng.Float32()*0.001
+	}
+	nbZP := make([]byte, d*d/32/2)
+	for i := range nbZP {
+		nbZP[i] = byte(rng.IntN(256))
+	}
+	nb, err := quant.NewNBits(d, d, 4, 32, nbScales, nbZP)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nbCodes := make([]byte, nb.RawLen())
+	for i := range nbCodes {
+		nbCodes[i] = byte(rng.IntN(256))
+	}
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.Float16, tensor.Int8, tensor.Uint8} {
 		var ws []Weight
 		vdt := dt
-		if dt == tensor.Int8 {
+		switch dt {
+		case tensor.Int8:
 			ws = []Weight{{Name: "w0", DType: tensor.Int8, Shape: shape, Data: bytes.Clone(codes), Quant: s}}
 			vdt = tensor.Float32
-		} else {
+		case tensor.Uint8: // the 4-bit MatMulNBits weight
+			ws = []Weight{{Name: "w0", DType: tensor.Uint8, Shape: shape, Data: nbCodes, Quant: nb}}
+			vdt = tensor.Float32
+		default:
 			ws = benchWeights(dt, 1, shape)
 		}
 		p, err := New(ws)
@@ -789,7 +811,12 @@ func BenchmarkQuantSwitchCold(b *testing.B) {
 		k = 1 - k
 	}
 	for i, c := range cases {
-		b.ReportMetric(medianOf(times[i]), c.name+"-ms")
+		name := c.name
+		if name == "uint8" {
+			name = "nbits4"
+		}
+		b.ReportMetric(medianOf(times[i]), name+"-ms")
 	}
 	b.ReportMetric(medianOf(times[2])/medianOf(times[0]), "int8/fp32")
+	b.ReportMetric(medianOf(times[3])/medianOf(times[0]), "nbits4/fp32")
 }
