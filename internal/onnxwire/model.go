@@ -137,6 +137,18 @@ func (g *Graph) Outputs() ([]*ValueInfo, error) { return g.valueInfos(GraphOutpu
 // ValueInfos returns graph.value_info.
 func (g *Graph) ValueInfos() ([]*ValueInfo, error) { return g.valueInfos(GraphValueInfo) }
 
+// PrependNode inserts n before the graph's first node (where a node
+// reading only initializers keeps the nodes in topological order).
+func (g *Graph) PrependNode(n *Node) {
+	for i, f := range g.fields {
+		if f.Num == GraphNode {
+			g.Insert(i, MessageField(GraphNode, n.Message))
+			return
+		}
+	}
+	g.Append(MessageField(GraphNode, n.Message))
+}
+
 // RemoveNode deletes node n from the graph.
 func (g *Graph) RemoveNode(n *Node) bool { return g.RemoveMessage(n.Message) }
 
