@@ -34,7 +34,8 @@ func qdqModelDir(tb testing.TB) (string, *export.Manifest, string) {
 	return out, m, src
 }
 
-// quantAdapter touches density of every quantized weight with values in
+// quantAdapter touches density of every quantized weight (float weights
+// are left alone) with values in
 // the dequantized domain: the base value plus noise of about scale·spread
 // (overwrite) or the noise alone (delta).
 func quantAdapter(tb testing.TB, m *export.Manifest, dir string, density float64, spread float32, sem adapter.Semantics, seed uint64) *adapter.Adapter {
@@ -48,8 +49,11 @@ func quantAdapter(tb testing.TB, m *export.Manifest, dir string, density float64
 	a := &adapter.Adapter{Name: "q", DefaultAlpha: 1, Semantics: sem}
 	for _, e := range m.Tensors {
 		s, err := e.Scheme()
-		if err != nil || s == nil {
-			tb.Fatalf("%s: scheme %v, %v", e.Name, s, err)
+		if err != nil {
+			tb.Fatalf("%s: %v", e.Name, err)
+		}
+		if s == nil {
+			continue // a float weight
 		}
 		n := s.NumElements()
 		var ix []uint32
@@ -152,6 +156,60 @@ func TestFullQDQSwitchMatchesFused(t *testing.T) {
 	in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, 64}, ramp(3*64, 5))}
 	base := mustRun(t, mustOpenModel(t, src, nil), in)
 	cfg := []patch.Config{{Adapter: quantAdapter(t, m, exposed, 0.1, 8, adapter.Overwrite, 3), Alpha: 1}}
+	want := fusedOutputs(t, exposed, cfg, &Options{IntraOpThreads: 1}, in)
+	if sameOutputs(want, base) {
+		t.Fatal("the adapter changed nothing")
+	}
+	for _, mode := range []Mode{ModeLive, ModeDefault} {
+		s := mustOpen(t, exposed, &Options{Mode: mode, IntraOpThreads: 1})
+		if got := mustRun(t, s, in); !sameOutputs(got, base) {
+			t.Fatalf("%v: the exported model's base outputs differ from the source's", mode)
+		}
+		if err := s.Set(context.Background(), cfg...); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRun(t, s, in); !sameOutputs(got, want) {
+			t.Fatalf("%v: outputs differ from the offline-fused model's", mode)
+		}
+		if err := s.Revert(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRun(t, s, in); !sameOutputs(got, base) {
+			t.Fatalf("%v: revert did not restore the base outputs bit for bit", mode)
+		}
+	}
+}
+
+// TestQDQConvTransposeSwitchMatchesFused: quantized weights read by a Conv
+// (per output channel) and through a Transpose (which stays in the graph)
+// are exposed and patched like the others: live and default-mode sessions
+// compute bit for bit what plain ORT computes on the offline-fused model,
+// and revert is bit-exact.
+func TestQDQConvTransposeSwitchMatchesFused(t *testing.T) {
+	requireORT(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "ct.onnx")
+	if err := os.WriteFile(src, qdqmodel.BuildConvTranspose(6), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exposed := filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q int
+	for _, e := range m.Tensors {
+		if e.Quant != nil {
+			q++
+		}
+	}
+	if q != 2 {
+		t.Fatalf("%d quantized weights exposed, want 2 (%d tensors; notes %q)", q, len(m.Tensors), m.Notes)
+	}
+	in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{2, 3, 6, 6}, ramp(2*3*36, 9))}
+	base := mustRun(t, mustOpenModel(t, src, nil), in)
+	A := quantAdapter(t, m, exposed, 0.2, 6, adapter.Overwrite, 4)
+	cfg := []patch.Config{{Adapter: A, Alpha: 1}}
 	want := fusedOutputs(t, exposed, cfg, &Options{IntraOpThreads: 1}, in)
 	if sameOutputs(want, base) {
 		t.Fatal("the adapter changed nothing")

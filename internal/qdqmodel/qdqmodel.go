@@ -244,3 +244,34 @@ func BuildNBits(seed uint64, k, n, bits, blockSize int, zeroPoints bool, accurac
 	b.AddOutput("y", tensor.Float32, []int64{-1, int64(n)}, "batch")
 	return b.Bytes()
 }
+
+// BuildConvTranspose returns a model whose quantized weights reach their
+// consumers other than directly: a Conv weight (int8 [8, 3, 3, 3], per
+// output channel, axis 0) and a MatMul weight stored transposed (uint8
+// [16, 32] with zero points, per axis 0) read through Transpose. Input "x"
+// is float32 [batch, 3, 6, 6], output "y" [batch, 16].
+func BuildConvTranspose(seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, 25))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, 3, 6, 6}, "batch")
+	addWeight(b, Weight{Name: "cw", Codes: tensor.Int8, Shape: []int64{8, 3, 3, 3}, Axis: 0}, rng)
+	addWeight(b, Weight{Name: "tw", Codes: tensor.Uint8, Shape: []int64{16, 32}, Axis: 0, ZeroPoint: true}, rng)
+	b.AddNode("conv", "Conv", []string{"x", "cw_dq"}, []string{"c"}, onnxwire.IntsAttr("kernel_shape", 3, 3))
+	b.AddNode("relu", "Relu", []string{"c"}, []string{"r"})
+	b.AddNode("pool", "GlobalAveragePool", []string{"r"}, []string{"p"})
+	b.AddInitializer(onnxwire.NewTensor("flat_shape", tensor.Int64, []int64{2}, tensor.Bytes([]int64{0, 8})))
+	b.AddNode("flat", "Reshape", []string{"p", "flat_shape"}, []string{"f"})
+	// f [batch, 8] padded to 32 features by a MatMul with a fixed float matrix
+	pad := make([]float32, 8*32)
+	for i := range pad {
+		pad[i] = float32(rng.NormFloat64()) * 0.3
+	}
+	b.AddInitializer(onnxwire.NewTensor("pad", tensor.Float32, []int64{8, 32}, tensor.Bytes(pad)))
+	b.AddNode("widen", "MatMul", []string{"f", "pad"}, []string{"h"})
+	b.AddNode("t", "Transpose", []string{"tw_dq"}, []string{"tw_t"}, onnxwire.IntsAttr("perm", 1, 0))
+	b.AddNode("mm", "MatMul", []string{"h", "tw_t"}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, 16}, "batch")
+	return b.Bytes()
+}
