@@ -119,4 +119,15 @@ func TestQuantizedCLI(t *testing.T) {
 	if bytes.Equal(live, base) {
 		t.Fatal("the adapter changed nothing")
 	}
+	// create makes adapters for quantized weights too (values in the
+	// dequantized domain), which run and apply alike
+	c := filepath.Join(tmp, "c.shira")
+	mustCLI(t, "create", "--model", dir, "--mask", "wm", "--density", "0.05", "--scale", "0.05", "--seed", "3", "-o", c)
+	fusedC := filepath.Join(tmp, "fused-c.onnx")
+	mustCLI(t, "apply", "--model", dir, "--adapter", c+":0.5", "-o", fusedC)
+	liveC, _ := run("live-c", "--model", dir, "--adapter", c+":0.5")
+	offlineC, _ := run("offline-c", "--model", fusedC)
+	if !bytes.Equal(liveC, offlineC) || bytes.Equal(liveC, base) {
+		t.Fatal("a created adapter: run != apply-fused run, or no change")
+	}
 }

@@ -102,7 +102,7 @@ func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Ada
 		if !ok {
 			return nil, fmt.Errorf("synth: no data for exposed weight %q", e.Name)
 		}
-		base, err := tensor.New(e.DType, e.Shape, data)
+		base, err := baseOf(e, data)
 		if err != nil {
 			return nil, fmt.Errorf("synth: weight %q: %w", e.Name, err)
 		}
@@ -118,9 +118,34 @@ func New(m *export.Manifest, weights map[string][]byte, o Options) (*adapter.Ada
 	return a, a.Validate()
 }
 
+// baseOf returns the weight as a tensor to choose entries and values
+// from: its own bytes, or for a quantized weight its dequantized values in
+// the shape adapters index (export.TensorEntry.LogicalShape).
+func baseOf(e export.TensorEntry, data []byte) (*tensor.Tensor, error) {
+	s, err := e.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return tensor.New(e.DType, e.Shape, data)
+	}
+	f := make([]float32, s.NumElements())
+	for i := range f {
+		f[i] = s.Dequantize(i, s.Code(data, i))
+	}
+	return tensor.FromFloat32(e.LogicalShape(), f)
+}
+
 func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.Rand) (adapter.Tensor, error) {
 	numel := base.NumElements()
-	k, err := budget(e.Shape, numel, o)
+	shape := e.LogicalShape()
+	// values are stored in the weight's dtype, or as float32 for a
+	// quantized weight (its codes are re-quantized when it is patched)
+	vdt := e.DType
+	if e.Quant != nil {
+		vdt = tensor.Float32
+	}
+	k, err := budget(shape, numel, o)
 	if err != nil {
 		return adapter.Tensor{}, fmt.Errorf("synth: weight %q: %w", e.Name, err)
 	}
@@ -131,7 +156,7 @@ func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.R
 	case MaskWeightMagnitude:
 		idx, err = mask.WeightMagnitude(base, k)
 	case MaskStruct:
-		idx, err = structMask(e.Shape, k)
+		idx, err = structMask(shape, k)
 	}
 	if err != nil {
 		return adapter.Tensor{}, fmt.Errorf("synth: weight %q: %w", e.Name, err)
@@ -148,8 +173,8 @@ func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.R
 		}
 		vals[i] = v
 	}
-	t := adapter.Tensor{Name: e.Name, DType: e.DType, ValueDType: e.DType,
-		Shape: append([]int64(nil), e.Shape...), Indices: idx, Values: encode(vals, e.DType)}
+	t := adapter.Tensor{Name: e.Name, DType: e.DType, ValueDType: vdt,
+		Shape: append([]int64(nil), shape...), Indices: idx, Values: encode(vals, vdt)}
 	stored, err := t.ValuesFloat32() // as rounded to the dtype
 	if err != nil {
 		return adapter.Tensor{}, err
@@ -157,7 +182,7 @@ func newTensor(base *tensor.Tensor, e export.TensorEntry, o Options, rng *rand.R
 	for i, v := range stored {
 		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
 			return adapter.Tensor{}, fmt.Errorf("synth: weight %q: scale %g gives a value (%g) beyond the range of %v; use a smaller scale",
-				e.Name, o.Scale, vals[i], e.DType)
+				e.Name, o.Scale, vals[i], vdt)
 		}
 	}
 	t.BaseSHA256, _ = e.Sum()
