@@ -138,7 +138,7 @@ type Patcher struct {
 	opts    options
 	weights []wstate
 	quants  []int // indices of the quantized weights
-	nbits   bool  // some are MatMulNBits weights (whole-weight tasks)
+	nbits   bool  // some are MatMulNBits weights (whole-weight plan tasks)
 	byName  map[string]int
 	active  []Config
 	scratch []Config
@@ -174,12 +174,9 @@ const (
 	// quantPlanTask computes the codes of entries [lo, hi) of a quantized
 	// weight's only planned adapter tensor (planChunk), writing nothing.
 	quantPlanTask
-	// nbitsPlanTask computes the codes of a whole MatMulNBits weight
-	// (planQuant), writing nothing.
+	// nbitsPlanTask computes the codes of a whole MatMulNBits weight with
+	// several planned adapter tensors (planQuant), writing nothing.
 	nbitsPlanTask
-	// nbitsTask moves a whole MatMulNBits weight from the previous
-	// configuration to the planned one (commitNBits).
-	nbitsTask
 )
 
 // task is one unit of parallel work on weight w.
@@ -416,9 +413,6 @@ func (p *Patcher) commit() {
 			work, lateWork = work+w, lateWork+l
 		}
 	}
-	if p.nbits {
-		nbitsFirst(p.tasks)
-	}
 	p.runTasks(p.tasks, work)
 	p.runTasks(p.late, lateWork) // after the reverts: applyMerged reads base values
 	for i := range p.weights {
@@ -441,8 +435,12 @@ func (p *Patcher) queue(i int) (work, lateWork int) {
 		}
 		q.begin()
 		n, prev := len(q.touched), len(q.prevTouched)
-		if q.nb { // one task: neighbouring codes share bytes
-			p.tasks = append(p.tasks, task{w: i, kind: nbitsTask})
+		if q.nb { // chunks aligned so that no byte is shared
+			if n > 0 {
+				p.tasks = addNBChunks(p.tasks, i, q.touched, &q.nl)
+			} else {
+				p.tasks = addNBChunks(p.tasks, i, q.prevTouched, &q.nl)
+			}
 			return n + prev, 0
 		}
 		if n > 0 {
@@ -491,7 +489,7 @@ func (p *Patcher) queue(i int) (work, lateWork int) {
 func nbitsFirst(ts []task) {
 	k := 0
 	for j, t := range ts {
-		if t.kind == nbitsPlanTask || t.kind == nbitsTask {
+		if t.kind == nbitsPlanTask {
 			copy(ts[k+1:j+1], ts[k:j])
 			ts[k] = t
 			k++
@@ -569,15 +567,23 @@ func (p *Patcher) do(t task, s *scratch) {
 	case switchTask:
 		ws.switchChunk(t.lo, t.hi, s)
 	case quantTask:
-		ws.commitChunk(t.lo, t.hi)
+		if ws.q.nb {
+			ws.commitNBChunk(t.lo, t.hi, s)
+		} else {
+			ws.commitChunk(t.lo, t.hi)
+		}
 	case quantPlanTask:
-		if j := ws.planChunk(ws.next[0], t.lo, t.hi, s); j >= 0 {
+		var j int
+		if ws.q.nb {
+			j = ws.planNBChunk(ws.next[0], t.lo, t.hi, s)
+		} else {
+			j = ws.planChunk(ws.next[0], t.lo, t.hi, s)
+		}
+		if j >= 0 {
 			ws.q.bad[t.lo/chunkEntries] = j
 		}
 	case nbitsPlanTask:
 		ws.q.err = ws.planQuant()
-	case nbitsTask:
-		ws.commitNBits()
 	default:
 		ws.applyMerged(s)
 	}

@@ -34,19 +34,24 @@ import (
 //     order, so they cost the switch nothing.
 //
 // MatMulNBits weights (qstate.nb) share the planning and bookkeeping above
-// but use the scheme's generic per-element methods (Code, Dequantize,
-// Quantize, SetCode) instead of the inlined QDQ kernels, and each weight
-// is planned (planQuant, in an nbitsPlanTask) and committed (commitNBits,
-// in an nbitsTask) by one task: codes narrower than a byte share their
-// byte with the neighbouring k of the same block (logical indices N
-// apart), so address-range chunks of one weight could race on a byte.
-// Different weights still run in parallel.
+// with kernels of their own (nbitskernel.go, scheme parameters in
+// nblayout): with one adapter tensor, plan runs in parallel chunks of its
+// entries (planNBChunk: inlined decode of the code's bits, scale and zero
+// point, prefetching the code bytes, scales and zero points ahead); with
+// several, planQuant merges them with the scheme's per-element methods,
+// one task per weight (nbitsPlanTask). Commit runs in parallel chunks
+// (commitNBChunk, read-modify-write of the codes' bits) whose boundaries
+// addNBChunks puts at logical indices that are multiples of N·(8/bits):
+// codes narrower than a byte share it only with codes of the same column,
+// block and group of 8/bits rows, all inside one such range, so no two
+// chunks touch the same byte.
 
 // qstate is the quantized part of a weight's state.
 type qstate struct {
 	sc  *quant.Scheme // the Patcher's own validated copy of Weight.Quant
 	lay qlayout       // sc's parameters for the inlined kernels (QDQ only)
-	nb  bool          // a MatMulNBits scheme: generic scheme methods, one task per weight
+	nl  nblayout      // sc's parameters for the inlined kernels (MatMulNBits only)
+	nb  bool          // a MatMulNBits scheme
 	// touched is the sorted union of the indices currently patched (owned
 	// by idx buffers here when touchedOwned, else the indices of the only
 	// adapter tensor, read only), saved the original (base) code at each,
@@ -117,7 +122,7 @@ func newQState(w *Weight) (*qstate, error) {
 			return nil, fmt.Errorf("%w: %q: MatMulNBits %d-bit %v codes (block size %d) need %d packed bytes, have %d",
 				ErrWeight, w.Name, sc.Bits, w.Shape, sc.BlockSize, sc.RawLen(), len(w.Data))
 		}
-		return &qstate{sc: &sc, nb: true}, nil
+		return &qstate{sc: &sc, nl: newNBLayout(&sc), nb: true}, nil
 	}
 	if len(w.Data) != sc.RawLen() {
 		return nil, fmt.Errorf("%w: %q: %v %v codes need %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, sc.RawLen(), len(w.Data))
@@ -154,10 +159,10 @@ func (q *qstate) begin() {
 }
 
 // planQuants computes the codes of every quantized weight whose planned
-// entries differ from its applied ones: QDQ weights with one adapter
-// tensor in parallel chunks (planChunk), MatMulNBits weights in one task
-// each (planQuant, in parallel with the other tasks), the others serially
-// (planQuant). The
+// entries differ from its applied ones: weights with one adapter tensor
+// in parallel chunks (planChunk, planNBChunk for MatMulNBits), MatMulNBits
+// weights with several in one task each (planQuant, in parallel with the
+// other tasks), the other QDQ weights serially (planQuant). The
 // first error in weight order (and, within a weight, in index order) is
 // returned, as a serial plan would.
 func (p *Patcher) planQuants() error {
@@ -170,7 +175,7 @@ func (p *Patcher) planQuants() error {
 		}
 		q := ws.q
 		q.resetPending()
-		if q.nb {
+		if es := ws.next; q.nb && (len(es) != 1 || len(es[0].t.Indices) == 0) {
 			p.tasks = append(p.tasks, task{w: i, kind: nbitsPlanTask})
 			for _, e := range ws.next {
 				work += len(e.t.Indices)
@@ -190,7 +195,7 @@ func (p *Patcher) planQuants() error {
 			work += n
 			continue
 		}
-		q.err = ws.planQuant()
+		q.err = ws.planQuant() // QDQ, several tensors
 	}
 	if p.nbits {
 		nbitsFirst(p.tasks)
@@ -355,26 +360,6 @@ func (ws *wstate) planQuant() error {
 		q.pTarget = append(q.pTarget, target)
 	}
 	return nil
-}
-
-// commitNBits moves a MatMulNBits weight from the outgoing configuration
-// (prevTouched, prevSaved) to the planned codes (touched, codes): it
-// writes the saved codes back, then the new ones, each with
-// quant.Scheme.SetCode, which changes only the code's own bits (a 2- or
-// 4-bit code leaves the other codes of its byte alone), so an element in
-// both ends up with its new code and every other bit, padding codes of a
-// partial last block included, is left as it was. One task per weight.
-func (ws *wstate) commitNBits() {
-	q := ws.q
-	sc, raw := q.sc, ws.Data
-	saved := q.prevSaved[:len(q.prevTouched)]
-	for j, i := range q.prevTouched {
-		sc.SetCode(raw, int(i), saved[j])
-	}
-	codes := q.codes[:len(q.touched)]
-	for j, i := range q.touched {
-		sc.SetCode(raw, int(i), codes[j])
-	}
 }
 
 // survival computes the statistics of the active configuration over the

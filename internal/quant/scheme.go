@@ -547,3 +547,39 @@ func (s *Scheme) QDQLayout() QDQLayout {
 		Signed: s.lay == layInt8 || s.lay == layInt16, Qmin: s.qmin, Qmax: s.qmax,
 	}
 }
+
+// NBitsLayout is the derived parameters of a validated MatMulNBits scheme,
+// for batch kernels that inline the per-element work (package patch):
+// logical element i = k·N + n has parameter index p = n·KBlocks +
+// k/BlockSize, and its code is the Bits bits at bit (k mod BlockSize)·Bits
+// of the blob of BlobSize bytes at byte p·BlobSize, low bits first.
+// Dequantize is float32(q − ZeroPoints[p])·Scales[p], or, when ZeroPoints
+// is nil, float32(float32(q) − FloatZeroPoints[p])·Scales[p]; Quantize is
+// Scheme.Quantize, with codes in [0, Qmax].
+type NBitsLayout struct {
+	N, KBlocks      int
+	BlockSize       int
+	BlobSize        int
+	Bits            int
+	Scales          []float32
+	ZeroPoints      []int32 // nil with float zero points
+	FloatZeroPoints []float32
+	Qmax            int32
+}
+
+// NBitsLayout returns the layout of a validated MatMulNBits scheme; it
+// panics for QDQ. The slices are the scheme's own (read only).
+func (s *Scheme) NBitsLayout() NBitsLayout {
+	s.mustReady()
+	if s.lay != layNBits {
+		panic("quant: NBitsLayout of a QDQ scheme")
+	}
+	l := NBitsLayout{N: s.n, KBlocks: s.kBlocks, BlockSize: s.BlockSize, BlobSize: s.blobSize, Bits: s.Bits,
+		Scales: s.Scales, Qmax: s.qmax}
+	if s.zpi != nil {
+		l.ZeroPoints = s.zpi
+	} else {
+		l.FloatZeroPoints = s.FloatZeroPoints
+	}
+	return l
+}

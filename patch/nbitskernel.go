@@ -1,0 +1,326 @@
+package patch
+
+import (
+	"math"
+	"math/bits"
+	"unsafe"
+
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/internal/prefetch"
+	"github.com/shira-ort/shira-ort/internal/quant"
+	"github.com/shira-ort/shira-ort/tensor"
+)
+
+// nblayout is a MatMulNBits scheme prepared for the inlined kernels
+// (planNBChunk, commitNBChunk): the arithmetic of quant.Scheme's Code,
+// SetCode, Dequantize and Quantize without the per-call checks. The row
+// k = i / N of logical element i is computed with a multiplication
+// (exact for 32-bit numerators and divisors 2 ≤ N < 2^32, see qlayout).
+type nblayout struct {
+	n       uint64 // N
+	mN      uint64 // ceil(2^64 / N), 0 when N == 1
+	kBlocks uint64
+	bsMask  uint64 // block size − 1
+	bsLog   uint
+	blobLog uint // log2(blob size): block size and bits are powers of two
+	bits    uint64
+	mask    byte
+	scales  []float32
+	zps     []uint8   // integer zero points (nil with float zero points)
+	fzps    []float32 // float zero points
+	fqmax   float64
+	// group is N·(8/bits): logical index boundaries that are multiples of
+	// it never split the codes of a byte (see addNBChunks).
+	group uint64
+	// pfShift makes byte offsets fit the prefetch indices (0 unless the
+	// storage exceeds 4 GiB, where the prefetches are approximate).
+	pfShift uint
+}
+
+func newNBLayout(sc *quant.Scheme) nblayout {
+	nl := sc.NBitsLayout()
+	l := nblayout{n: uint64(nl.N), kBlocks: uint64(nl.KBlocks), bsMask: uint64(nl.BlockSize - 1),
+		bsLog: uint(bits.TrailingZeros(uint(nl.BlockSize))), blobLog: uint(bits.TrailingZeros(uint(nl.BlobSize))),
+		bits: uint64(nl.Bits), mask: byte(nl.Qmax), scales: nl.Scales, fzps: nl.FloatZeroPoints, fqmax: float64(nl.Qmax)}
+	if l.n >= 2 {
+		l.mN = math.MaxUint64/l.n + 1
+	}
+	if nl.ZeroPoints != nil {
+		l.zps = make([]uint8, len(nl.ZeroPoints))
+		for p, z := range nl.ZeroPoints {
+			l.zps[p] = uint8(z) // validated within [0, Qmax]
+		}
+	}
+	l.group = l.n * (8 / l.bits)
+	for raw := l.n * l.kBlocks << l.blobLog; (raw-1)>>l.pfShift > math.MaxUint32; {
+		l.pfShift++
+	}
+	return l
+}
+
+// loc returns the parameter index, byte offset and bit shift of element i.
+func (l *nblayout) loc(i uint32) (p, off uint64, sh uint) {
+	k := uint64(i)
+	if l.mN != 0 {
+		k, _ = bits.Mul64(l.mN, uint64(i))
+	}
+	col := uint64(i) - k*l.n
+	p = col*l.kBlocks + k>>l.bsLog
+	bit := (k & l.bsMask) * l.bits
+	return p, p<<l.blobLog + bit>>3, uint(bit & 7)
+}
+
+// nbprefetch asks for the code bytes, scales and zero points of the
+// elements at ix, using s's buffers.
+func (ws *wstate) nbprefetch(ix []uint32, s *scratch) {
+	if len(ix) == 0 || noPrefetch {
+		return
+	}
+	l := ws.q.nl // a local copy: its fields stay in registers
+	s.pfOff, s.pfPar = resize(s.pfOff, len(ix)), resize(s.pfPar, len(ix))
+	po, pp := s.pfOff[:len(ix)], s.pfPar[:len(ix)]
+	for j, i := range ix {
+		p, off, _ := l.loc(i)
+		po[j], pp[j] = uint32(off>>l.pfShift), uint32(p)
+	}
+	prefetch.T2(unsafe.Pointer(unsafe.SliceData(ws.Data)), po, l.pfShift)
+	prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.scales)), pp, 2)
+	if l.zps != nil {
+		prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.zps)), pp, 0)
+	} else {
+		prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.fzps)), pp, 2)
+	}
+}
+
+// nbLocs stores the locations of the elements at ix in *buf (byte offset
+// << 3 | bit shift, for nbwrite) and asks for their code bytes.
+func (ws *wstate) nbLocs(ix []uint32, buf *[]uint64, s *scratch) {
+	l := ws.q.nl // a local copy: its fields stay in registers
+	*buf = resize(*buf, len(ix))
+	s.pfOff = resize(s.pfOff, len(ix))
+	lk, po := (*buf)[:len(ix)], s.pfOff[:len(ix)]
+	for j, i := range ix {
+		_, off, sh := l.loc(i)
+		lk[j], po[j] = off<<3|uint64(sh), uint32(off>>l.pfShift)
+	}
+	if len(ix) > 0 && !noPrefetch {
+		prefetch.T2(unsafe.Pointer(unsafe.SliceData(ws.Data)), po, l.pfShift)
+	}
+}
+
+// planNBChunk is planChunk for a MatMulNBits weight: planQuant for
+// entries [lo, hi) of the weight's only planned adapter tensor e, with the
+// scheme's arithmetic inlined. It returns the first entry it refuses (a
+// non-finite value or result), or -1; it writes nothing to the weight
+// (chunks of any size may run in parallel).
+func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
+	q := ws.q
+	l := q.nl // a local copy: its fields stay in registers
+	ix := e.t.Indices
+	qj, qa := ws.patchedNow(ix, lo, hi, s)
+	h := 0
+	saved := q.saved[:len(q.touched)]
+	raw := ws.Data
+	pBase, pCode, pTarget := q.pBase, q.pCode, q.pTarget
+	step := min(switchBlock, blockLen)
+	a := e.alpha
+	mode := 0 // exact
+	switch {
+	case e.sem == adapter.Delta:
+		mode = 1
+	case !e.exact():
+		mode = 2
+	}
+	scales, zps, fzps, fz := l.scales, l.zps, l.fzps, l.zps == nil
+	ws.nbprefetch(ix[lo:min(lo+step, hi)], s)
+	for b0 := lo; b0 < hi; b0 += step {
+		b1 := min(b0+step, hi)
+		ws.nbprefetch(ix[b1:min(b1+step, hi)], s)
+		var vals []float32
+		if e.t.ValueDType == tensor.Float32 {
+			vals = tensor.Float32s(e.t.Values)[b0:b1]
+		} else {
+			vals = s.vals[:b1-b0]
+			widenValues(e.t.ValueDType, vals, e.t.Values, b0, b1)
+		}
+		blk := ix[b0:b1]
+		vals = vals[:len(blk)]
+		pb, pc, pt := pBase[b0:b1], pCode[b0:b1], pTarget[b0:b1]
+		pb, pc, pt = pb[:len(blk)], pc[:len(blk)], pt[:len(blk)]
+		for j, i := range blk {
+			p, off, sh := l.loc(i)
+			var o int32
+			if b0+j != qj[h] {
+				o = int32(raw[off] >> sh & l.mask)
+			} else {
+				o = saved[qa[h]]
+				h++
+			}
+			v := vals[j]
+			if !fin(v) {
+				return b0 + j
+			}
+			sc := scales[p]
+			var b float32
+			var zp float64
+			if fz {
+				z := fzps[p]
+				b = float32(float32(o)-z) * sc
+				zp = float64(z)
+			} else {
+				z := int32(zps[p])
+				b = float32(o-z) * sc
+				zp = float64(z)
+			}
+			t := v
+			switch mode {
+			case 1:
+				t = b + float32(a*v)
+			case 2:
+				t = b + float32(a*(v-b))
+			}
+			if !fin(t) {
+				return b0 + j
+			}
+			// quant.Scheme.Quantize with the parameters at hand: t is
+			// finite and the scale finite and non-zero, so t/sc is not
+			// NaN, and the clamp is branch-free. An integer zero point is
+			// added after the rounding, a float one before, as there.
+			x := float64(t / sc)
+			var r float64
+			if fz {
+				r = math.RoundToEven(x + zp)
+			} else {
+				r = math.RoundToEven(x) + zp
+			}
+			c := int32(max(min(r, l.fqmax), 0))
+			pb[j], pc[j], pt[j] = o, c, t
+		}
+	}
+	return -1
+}
+
+// patchedNow lists the entries of ix[lo:hi] the weight is patched at now
+// (whose base codes are the saved originals, not Data): their positions
+// in ix at qj and in touched at qa, followed by the sentinel hi in qj.
+func (ws *wstate) patchedNow(ix []uint32, lo, hi int, s *scratch) (qj, qa []int) {
+	q := ws.q
+	old := q.touched
+	n := 0
+	if len(old) > 0 {
+		alo, ahi := slicesSearch(old, ix[lo]), upperBound(old, ix[hi-1])
+		m := min(ahi-alo, hi-lo) + 1
+		s.qj, s.qa = resize(s.qj, m), resize(s.qa, m)
+		n = intersect(s.qj, s.qa, old[alo:ahi], ix[lo:hi])
+		for k := range n {
+			s.qj[k] += lo
+			s.qa[k] += alo
+		}
+	}
+	s.qj = append(s.qj[:n], hi) // sentinel
+	return s.qj, s.qa
+}
+
+// nbwrite stores codes c at the locations lk (from nbLocs), changing
+// only their own bits.
+func (ws *wstate) nbwrite(lk []uint64, c []int32) {
+	mask := ws.q.nl.mask
+	raw := ws.Data
+	c = c[:len(lk)]
+	for j, x := range lk {
+		sh := uint(x & 7)
+		b := &raw[x>>3]
+		*b = *b&^(mask<<sh) | byte(c[j])<<sh
+	}
+}
+
+// addNBChunks appends the entries ix of MatMulNBits weight wi as
+// commit tasks of about chunkEntries entries each, every boundary at a
+// logical index that is a multiple of l.group: the codes that share a
+// byte (same column, block and group of 8/bits rows) have indices in one
+// such range, so the chunks write disjoint bytes and run in parallel.
+func addNBChunks(ts []task, wi int, ix []uint32, l *nblayout) []task {
+	n := len(ix)
+	for lo := 0; lo < n; {
+		hi := min(lo+chunkEntries, n)
+		if hi < n {
+			// extend to the next group boundary after ix[hi-1]
+			g := (uint64(ix[hi-1])/l.group + 1) * l.group
+			if g > math.MaxUint32 {
+				hi = n
+			} else {
+				hi += slicesSearch(ix[hi:], uint32(g))
+			}
+		}
+		ts = append(ts, task{w: wi, lo: lo, hi: hi, kind: quantTask})
+		lo = hi
+	}
+	return ts
+}
+
+// groupStart returns the first index of the chunk starting at entry lo of
+// ix (0 for the first chunk): ix[lo] rounded down to a group boundary.
+func (l *nblayout) groupStart(ix []uint32, lo int) uint32 {
+	if lo == 0 {
+		return 0
+	}
+	i := uint64(ix[lo])
+	return uint32(i - i%l.group)
+}
+
+// commitNBChunk is commitChunk for a MatMulNBits weight, over the chunk of
+// entries [lo, hi) of touched (of prevTouched when the weight goes back to
+// its base) that addNBChunks made: the outgoing entries in the chunk's
+// index range are those between its group boundaries, so every byte the
+// chunk writes is written by it alone. In steps, it writes back the
+// outgoing codes up to the last index of the step's new entries, then
+// writes those (read-modify-write of their bits), so an element in both
+// ends up with its new code and every other bit is left as it was.
+func (ws *wstate) commitNBChunk(lo, hi int, s *scratch) {
+	q := ws.q
+	l := &q.nl
+	ix, old := q.touched, q.prevTouched
+	saved := q.prevSaved[:len(old)]
+	cur, next := 0, 1 // halves of s.nbLoc: outgoing at 2h, new at 2h+1
+	if len(ix) == 0 {
+		ws.nbLocs(old[lo:min(lo+switchBlock, hi)], &s.nbLoc[2*cur], s)
+		for b := lo; b < hi; b += switchBlock {
+			e := min(b+switchBlock, hi)
+			ws.nbLocs(old[e:min(e+switchBlock, hi)], &s.nbLoc[2*next], s)
+			ws.nbwrite(s.nbLoc[2*cur], saved[b:e])
+			cur, next = next, cur
+		}
+		return
+	}
+	alo, ahi := 0, len(old)
+	if lo > 0 {
+		alo = slicesSearch(old, l.groupStart(ix, lo))
+	}
+	if hi < len(ix) {
+		ahi = alo + slicesSearch(old[alo:], l.groupStart(ix, hi))
+	}
+	end := func(ja, b1 int) int {
+		if b1 >= hi {
+			return ahi
+		}
+		return ja + upperBound(old[ja:ahi], ix[b1-1])
+	}
+	b1 := min(lo+switchBlock, hi)
+	ja, ja1 := alo, end(alo, b1)
+	ws.nbLocs(old[ja:ja1], &s.nbLoc[2*cur], s)
+	ws.nbLocs(ix[lo:b1], &s.nbLoc[2*cur+1], s)
+	for b0 := lo; b0 < hi; b0 = b1 {
+		b1 = min(b0+switchBlock, hi)
+		b2 := min(b1+switchBlock, hi)
+		ja2 := ja1
+		if b1 < hi {
+			ja2 = end(ja1, b2)
+			ws.nbLocs(old[ja1:ja2], &s.nbLoc[2*next], s)
+			ws.nbLocs(ix[b1:b2], &s.nbLoc[2*next+1], s)
+		}
+		ws.nbwrite(s.nbLoc[2*cur], saved[ja:ja1])
+		ws.nbwrite(s.nbLoc[2*cur+1], q.codes[b0:b1])
+		ja, ja1 = ja1, ja2
+		cur, next = next, cur
+	}
+}
