@@ -87,6 +87,9 @@ func topK(d []float32, r *Resolved, o ShiraOptions) (adapter.Tensor, TopKReport,
 	vd := o.ValueDType
 	if vd == tensor.Undefined {
 		vd = entry.DType
+		if !vd.IsFloat() { // a quantized weight's codes: the values stay floats
+			vd = tensor.Float32
+		}
 	}
 	if k := dense.NonFinite(vals, vd); k >= 0 {
 		return adapter.Tensor{}, TopKReport{}, fmt.Errorf("%w: module %s: value %g at flat index %d of %s is beyond the range of %v, the dtype the values are stored in",

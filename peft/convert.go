@@ -79,12 +79,15 @@ func ConvertShira(c *Checkpoint, model *export.Model, o ConvertOptions) (*adapte
 		vd := o.ValueDType
 		if vd == tensor.Undefined {
 			vd = t.Entry.DType
+			if !vd.IsFloat() { // a quantized weight's codes: the values stay floats
+				vd = tensor.Float32
+			}
 		}
 		if k := dense.NonFinite(mod.Values, vd); k >= 0 {
 			return nil, nil, fmt.Errorf("%w: module %s: value %d = %g at (%d, %d) is beyond the range of %v, the dtype the values are stored in",
 				ErrNonFinite, mod.Module, k, mod.Values[k], mod.Dim0[k], mod.Dim1[k], vd)
 		}
-		at, err := adapter.NewTensor(t.Entry.Name, t.Entry.DType, t.Entry.Shape, idx, mod.Values, vd)
+		at, err := adapter.NewTensor(t.Entry.Name, t.Entry.DType, t.Entry.LogicalShape(), idx, mod.Values, vd)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: module %s: %w", ErrCheckpoint, mod.Module, err)
 		}

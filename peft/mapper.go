@@ -243,13 +243,14 @@ func (mp *Mapper) consumerLayout(e *export.TensorEntry, c *export.Consumer) (Lay
 }
 
 // viaSwaps reports whether the nodes between e and c (c.Via) transpose
-// the tensor's two axes. Casts keep them; Transposes are looked up in the
+// the tensor's two axes. Casts and DequantizeLinear (a quantized weight's
+// codes, element for element) keep them; Transposes are looked up in the
 // graph for their permutations (the manifest does not record them).
 func (mp *Mapper) viaSwaps(e *export.TensorEntry, c *export.Consumer) (bool, error) {
 	hasT := false
 	for _, v := range c.Via {
 		switch v.OpType {
-		case "Cast":
+		case "Cast", "DequantizeLinear":
 		case "Transpose":
 			hasT = true
 		default:

@@ -23,7 +23,7 @@ func newConvertCmd() *cobra.Command {
 	var (
 		indexEnc                                       indexEncodingFlag
 		peftDir, loraDir, model, out, name, valueDType string
-		density                                        float64
+		density, minLanded                             float64
 		alpha                                          float32
 		asJSON                                         bool
 	)
@@ -109,10 +109,15 @@ from the fine-tuned weights themselves, writes overwrite semantics by default.)`
 			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
 				return err
 			}
+			surv, err := survivalOn(cmd.Context(), m, a)
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				return writeJSON(w, map[string]any{"output": out, "tensors": len(a.Tensors), "nnz": a.NNZ(), "modules": report})
+				return writeJSON(w, map[string]any{"output": out, "tensors": len(a.Tensors), "nnz": a.NNZ(), "modules": report, "quantized": surv})
 			}
 			fmt.Fprintf(w, "wrote %s (%v semantics): %d tensors, %d values\n", out, a.Semantics, len(a.Tensors), a.NNZ())
+			printSurvival(w, cmd.ErrOrStderr(), surv, minLanded)
 			return nil
 		},
 	}
@@ -126,6 +131,7 @@ from the fine-tuned weights themselves, writes overwrite semantics by default.)`
 	f.Float32Var(&alpha, "alpha", 1, "default alpha stored in the adapter (PEFT's runtime scaling)")
 	f.StringVar(&valueDType, "value-dtype", "", "dtype of the stored deltas (default: the weight's dtype, fp16/bf16 rounded to nearest even)")
 	f.BoolVar(&asJSON, "json", false, "print the per-module report as JSON")
+	f.Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
 	markRequired(cmd, "model", "output")
 	cmd.MarkFlagsOneRequired("peft", "lora")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
 
@@ -23,16 +24,22 @@ func newInspectCmd() *cobra.Command {
 	var (
 		asJSON, providers bool
 		provs             providerFlags
+		model             string
+		minLanded         float64
 	)
 	cmd := &cobra.Command{
-		Use:   "inspect PATH [--providers [--provider P]... [--provider-fallback]]",
+		Use:   "inspect PATH [--providers [--provider P]... [--provider-fallback]] [--model DIR]",
 		Short: "Summarize an exported model directory or a .shira adapter file",
 		Long: `inspect summarizes an exported model directory or a .shira adapter file.
 
 --providers (model directory or .onnx file) creates ONNX Runtime sessions with the
 --provider list, runs them once on zero inputs with profiling on, and reports which
 execution provider ran each node, and where the nodes reading each exposed weight run,
-for the live session (weights are graph inputs) and the baked one (weights are constants).`,
+for the live session (weights are graph inputs) and the baked one (weights are constants).
+
+--model DIR (with a .shira adapter) also says what the model's quantized weights would keep
+of the adapter at its default alpha (kept, landed, unchanged and clipped codes), fusing it into
+a copy of the weights; nothing is written.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := os.Stat(args[0])
@@ -60,13 +67,33 @@ for the live session (weights are graph inputs) and the baked one (weights are c
 			}
 			defer a.Close()
 			s := summarizeAdapter(a)
+			var surv map[string]patch.Survival
+			if model != "" {
+				m, err := openExported(model)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				if surv, err = survivalOn(cmd.Context(), m, a); err != nil {
+					return err
+				}
+			}
 			if asJSON {
+				if model != "" {
+					return writeJSON(w, map[string]any{"adapter": s, "quantized": surv})
+				}
 				return writeJSON(w, s)
 			}
-			return printAdapter(w, args[0], s)
+			if err := printAdapter(w, args[0], s); err != nil {
+				return err
+			}
+			printSurvival(w, cmd.ErrOrStderr(), surv, minLanded)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for machines")
+	cmd.Flags().StringVar(&model, "model", "", "with an adapter: the exported model whose quantized weights' survival to report")
+	cmd.Flags().Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
 	cmd.Flags().BoolVar(&providers, "providers", false, "report which execution provider runs each node (profiles a Run)")
 	provs.register(cmd.Flags())
 	return cmd

@@ -119,6 +119,10 @@ func TestQuantizedCLI(t *testing.T) {
 	if bytes.Equal(live, base) {
 		t.Fatal("the adapter changed nothing")
 	}
+	// inspect --model reports the same survival as apply
+	if out := mustCLI(t, "inspect", a, "--model", dir); !strings.Contains(out, "quantized weights: what the codes kept") {
+		t.Fatalf("inspect --model does not report survival:\n%s", out)
+	}
 	// create makes adapters for quantized weights too (values in the
 	// dequantized domain), which run and apply alike
 	c := filepath.Join(tmp, "c.shira")

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
 
+	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/patch"
 )
 
@@ -57,4 +60,25 @@ func pct(a, b int) float64 {
 		return 0
 	}
 	return 100 * float64(a) / float64(b)
+}
+
+// survivalOn fuses a (at its default alpha) into a copy of m's weights to
+// report what m's quantized weights keep of it; nil for a model without
+// quantized weights.
+func survivalOn(ctx context.Context, m *export.Model, a *adapter.Adapter) (map[string]patch.Survival, error) {
+	quantized := false
+	for _, e := range m.Manifest().Tensors {
+		quantized = quantized || e.Quant != nil
+	}
+	if !quantized {
+		return nil, nil
+	}
+	weights, err := m.ReadWeights(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var surv map[string]patch.Survival
+	err = m.FuseInto(weights, []patch.Config{patch.Default(a)}, patch.WithoutFingerprintCheck(),
+		patch.WithSurvivalReport(func(s map[string]patch.Survival) { surv = s }))
+	return surv, err
 }

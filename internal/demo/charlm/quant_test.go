@@ -53,8 +53,9 @@ func legalValidation(t *testing.T) string {
 }
 
 // TestQuantizedCharLM quantizes the text generator's MatMul weights to
-// int8 per output channel (weight-only QDQ), applies each style's SHiRA
-// adapter (made on the float model) to the quantized model, and reports
+// int8 per output channel (weight-only QDQ), converts each style's PEFT
+// SHiRA checkpoint (trained on the float model) for the quantized model and
+// applies it, and reports
 // what the codes kept of each adapter and the validation loss of the legal
 // style on both models: base, every adapter, and the legal adapter's gain
 // over base. It checks that the quantized model runs, that every adapter
@@ -92,10 +93,15 @@ func TestQuantizedCharLM(t *testing.T) {
 		t.Fatal(err)
 	}
 	qexp := filepath.Join(qdir, "exported")
-	qm, err := export.Expose(ctx, filepath.Join(qdir, "model.onnx"), qexp, export.Options{Targets: nil})
+	qm, err := export.Expose(ctx, filepath.Join(qdir, "model.onnx"), qexp, export.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	qem, err := export.Open(qexp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qem.Close()
 	quantized := map[string]bool{}
 	for _, e := range qm.Tensors {
 		if e.Quant != nil {
@@ -110,7 +116,7 @@ func TestQuantizedCharLM(t *testing.T) {
 		t.Fatal(err)
 	}
 	open := func(dir string) (*ort.Session, *textgen.Model) {
-		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive, SkipFingerprintCheck: true})
+		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,17 +144,22 @@ func TestQuantizedCharLM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// qa aliases a's mapped indices and values: a stays open until the
-		// quantized session has switched away from qa (the test's end)
 		t.Cleanup(func() { a.Close() })
-		// the same adapter, retargeted at the int8 codes: values stay floats
-		qa := &adapter.Adapter{Name: a.Name, DefaultAlpha: a.DefaultAlpha, Semantics: a.Semantics}
-		for _, at := range a.Tensors {
-			if !quantized[at.Name] {
-				t.Fatalf("%s targets %s, which is not quantized", style, at.Name)
+		// the PEFT SHiRA checkpoint converted for the int8 model itself
+		// (peft.ConvertShira: the codes are targeted, values stay floats)
+		qpath := filepath.Join(qdir, style+".shira")
+		if err := charlm.ConvertShira(filepath.Join(tmp, "shira", style), qem, style, qpath); err != nil {
+			t.Fatal(err)
+		}
+		qa, err := adapter.Open(qpath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { qa.Close() })
+		for _, at := range qa.Tensors {
+			if !quantized[at.Name] || at.DType != tensor.Int8 || !at.ValueDType.IsFloat() {
+				t.Fatalf("%s: converted tensor %s is %v with %v values", style, at.Name, at.DType, at.ValueDType)
 			}
-			at.DType, at.BaseSHA256 = tensor.Int8, [32]byte{}
-			qa.Tensors = append(qa.Tensors, at)
 		}
 		if err := fs.Set(ctx, patch.Default(a)); err != nil {
 			t.Fatal(err)
