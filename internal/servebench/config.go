@@ -29,11 +29,12 @@ const (
 	ShiraPacked = "shira-packed"
 	ShiraLive   = "shira-live"
 	OrtLoRA     = "ort-lora"
+	LoraMerged  = "lora-merged"
 	Base        = "base"
 )
 
 // Strategies lists the strategies Run knows, in the order they are reported.
-var Strategies = []string{ShiraPacked, ShiraLive, OrtLoRA, Base}
+var Strategies = []string{ShiraPacked, ShiraLive, OrtLoRA, LoraMerged, Base}
 
 // The adapter choice distributions.
 const (

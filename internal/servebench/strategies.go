@@ -28,7 +28,8 @@ type server struct {
 	ts       *httptest.Server
 	lib      *registry.Library // shira strategies
 	lora     *loraCatalog      // ort-lora
-	names    *nameCatalog      // base
+	names    *nameCatalog      // base, lora-merged
+	merged   *mergedBackend    // lora-merged
 	maxBatch int
 
 	mu       sync.Mutex
@@ -81,6 +82,9 @@ func (s *server) close() error {
 	}
 	if s.lora != nil {
 		errs = append(errs, s.lora.close())
+	}
+	if s.merged != nil {
+		errs = append(errs, s.merged.close(), s.merged.sess.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +157,22 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 			Platform: "onnxruntime-lora",
 		}
 		s.info.Session = fmt.Sprintf("ort.OpenModelData of the branch model (r = %s on %d weights), RunLoRA per Run, not exclusive", m.ranks(), len(m.branches))
+	case LoraMerged:
+		if m.name == ModelLLM {
+			return nil, fmt.Errorf("servebench: lora-merged is not run on the 1.03 B model (each switch copies 4 GB of weights into ORT)")
+		}
+		if s.merged, err = newMergedBackend(ctx, m, opts, cfg.Threads); err != nil {
+			return nil, err
+		}
+		s.names = newNameCatalog(n)
+		eng = &serve.Engine{
+			Inputs: s.merged.sess.Inputs(), Outputs: s.merged.sess.Outputs(),
+			Backend:   s.merged,
+			Catalog:   s.names,
+			Platform:  "onnxruntime-lora-merged",
+			Exclusive: true,
+		}
+		s.info.Session = fmt.Sprintf("ort.OpenModel of the exported model; a switch merges the group's LoRA (r = %s) into copies of the weights with the in-place BLAS GEMM and passes them as a whole-tensor ORT LoRA adapter on every Run; exclusive", m.ranks())
 	case Base:
 		if s.sess, err = ort.OpenModel(ctx, m.src, opts); err != nil {
 			return nil, err

@@ -38,7 +38,7 @@ const (
 // refKind is the reference a strategy's responses are checked against.
 func refKind(strategy string) string {
 	switch strategy {
-	case OrtLoRA:
+	case OrtLoRA, LoraMerged:
 		return refLoRA
 	case Base:
 		return refBase
