@@ -57,8 +57,8 @@ var tileBytes = 1 << 20 // a variable for tests
 //     float32), added to the widened weight and rounded to nearest even
 //     in the same pass, tiles shared by threads workers.
 //
-// threads is the number of BLAS threads or workers (0: BLAS's default
-// for fp32, 1 worker for fp16). The sums are those of BLAS's float32
+// threads is the number of BLAS threads (fp32) or workers (fp16, bf16; 0:
+// one per core for fp32, 1 worker for fp16 and bf16). The sums are those of BLAS's float32
 // accumulation, whose order differs from a naive loop: each result is
 // within (K+2)·2⁻²⁴·(|w| + Σ|Scale·b·a|) of the exact sum before the final
 // rounding to dt. Nothing is checked for NaN or infinity (Fuse does).

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -49,7 +50,7 @@ var (
 	// that keep it run concurrently (read lock), a change waits for them
 	// (write lock).
 	mu      sync.RWMutex
-	threads int // the thread count last set (0: the library's default)
+	threads int // the thread count last set (0: none set yet)
 )
 
 // Load loads the CBLAS library once: the path in SHIRA_BLAS if set, else
@@ -115,14 +116,15 @@ type Gemm struct {
 	LDB            int
 	C              []float32
 	LDC            int
-	// Threads is the number of threads the library uses (0: its default,
-	// OpenBLAS's being one per core). Libraries without a thread control
-	// (Accelerate) ignore it.
+	// Threads is the number of threads the library uses (0: one per
+	// core, runtime.NumCPU). The count is global to the library, so it is
+	// set for every product, not left to whatever the previous one chose.
+	// Libraries without a thread control (Accelerate) ignore it.
 	Threads int
 }
 
 // Run checks the shapes against the slices and runs the product. Products
-// with the same Threads (or 0) run concurrently; one that changes the
+// with the same thread count run concurrently; one that changes the
 // library's thread count, which is global to the process, waits for the
 // others.
 func (g *Gemm) Run() error {
@@ -156,6 +158,10 @@ func (g *Gemm) Run() error {
 	if g.Threads < 0 {
 		return fmt.Errorf("blas: %d threads", g.Threads)
 	}
+	want := g.Threads
+	if want == 0 {
+		want = runtime.NumCPU()
+	}
 	var a, b *C.float
 	if g.K > 0 {
 		a, b = (*C.float)(&g.A[0]), (*C.float)(&g.B[0])
@@ -166,11 +172,11 @@ func (g *Gemm) Run() error {
 		lda, ldb = max(lda, 1), max(ldb, 1)
 	}
 	mu.RLock()
-	if g.Threads > 0 && g.Threads != threads {
+	if want != threads {
 		mu.RUnlock()
 		mu.Lock()
-		if g.Threads != threads && C.shira_blas_set_threads(C.int(g.Threads)) == 0 {
-			threads = g.Threads
+		if want != threads && C.shira_blas_set_threads(C.int(want)) == 0 {
+			threads = want
 		}
 		defer mu.Unlock()
 	} else {
@@ -212,3 +218,7 @@ func cbool(b bool) C.int {
 	}
 	return 0
 }
+
+// libThreads is the library's current thread count (0 without a thread
+// control).
+func libThreads() int { return int(C.shira_blas_threads()) }

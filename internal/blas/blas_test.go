@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -156,4 +157,23 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestThreadsZeroMeansEveryCore: the thread count is global to the
+// library, so a product with Threads 0 after one with Threads 1 must not
+// run on the single thread the previous one left set.
+func TestThreadsZeroMeansEveryCore(t *testing.T) {
+	requireBLAS(t)
+	g := func(th int) *Gemm {
+		return &Gemm{M: 8, N: 8, K: 2, Alpha: 1, A: make([]float32, 16), B: make([]float32, 16), C: make([]float32, 64), Threads: th}
+	}
+	if err := g(1).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g(0).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if n := libThreads(); n != 0 && n != runtime.NumCPU() {
+		t.Fatalf("the library runs %d threads after a Threads 0 product, want %d", n, runtime.NumCPU())
+	}
 }
