@@ -3,6 +3,7 @@ package lora
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/shira-ort/shira-ort/internal/blas"
@@ -57,8 +58,8 @@ var tileBytes = 1 << 20 // a variable for tests
 //     float32), added to the widened weight and rounded to nearest even
 //     in the same pass, tiles shared by threads workers.
 //
-// threads is the number of BLAS threads (fp32) or workers (fp16, bf16; 0:
-// one per core for fp32, 1 worker for fp16 and bf16). The sums are those of BLAS's float32
+// threads is the number of BLAS threads (fp32) or workers (fp16, bf16),
+// 0 meaning one per core. The sums are those of BLAS's float32
 // accumulation, whose order differs from a naive loop: each result is
 // within (K+2)·2⁻²⁴·(|w| + Σ|Scale·b·a|) of the exact sum before the final
 // rounding to dt. Nothing is checked for NaN or infinity (Fuse does).
@@ -109,7 +110,10 @@ func AddInPlace(w []byte, dt tensor.DType, layout peft.Layout, out, in, threads 
 	if dt == tensor.Float32 {
 		return gemm(0, rows, tensor.Float32s(w), 1, threads)
 	}
-	return addTiles(w, dt, rows, cols, max(threads, 1), gemm)
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	return addTiles(w, dt, rows, cols, threads, gemm)
 }
 
 // concat returns [s₁B₁ | s₂B₂ | …] ([out, k]) and [A₁; A₂; …] ([k, in]).
