@@ -49,7 +49,6 @@ type scratch struct {
 	bitmap          []uint64         // union bitmap over a weight's flat indices
 	rank            []uint32         // set bits before each bitmap word
 	cursor          []int            // per adapter tensor: next entry to merge
-	qj, qa          []int            // planChunk: entries also patched now, and their positions there
 	pfOff, pfPar    []uint32         // nbprefetch: byte offsets and parameter indices to prefetch
 	nbLoc           [4][]uint64      // commitNBChunk: byte offset<<3 | bit shift of the steps' outgoing and new entries, double-buffered
 }

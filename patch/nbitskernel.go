@@ -117,11 +117,15 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 	q := ws.q
 	l := q.nl // a local copy: its fields stay in registers
 	ix := e.t.Indices
-	qj, qa := ws.patchedNow(ix, lo, hi, s)
-	h := 0
-	saved := q.saved[:len(q.touched)]
+	// the cursor over the indices patched now, as in planChunk
+	old, saved := q.touched, q.saved
+	saved = saved[:len(old)]
+	ca := 0
+	if len(old) > 0 {
+		ca = slicesSearch(old, ix[lo])
+	}
 	raw := ws.Data
-	pBase, pCode, pTarget := q.pBase, q.pCode, q.pTarget
+	pBase, pCode := q.pBase, q.pCode
 	step := min(switchBlock, blockLen)
 	a := e.alpha
 	mode := 0 // exact
@@ -145,16 +149,26 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 		}
 		blk := ix[b0:b1]
 		vals = vals[:len(blk)]
-		pb, pc, pt := pBase[b0:b1], pCode[b0:b1], pTarget[b0:b1]
-		pb, pc, pt = pb[:len(blk)], pc[:len(blk)], pt[:len(blk)]
+		pb, pc := pBase[b0:b1], pCode[b0:b1]
+		pb, pc = pb[:len(blk)], pc[:len(blk)]
 		for j, i := range blk {
 			p, off, sh := l.loc(i)
-			var o int32
-			if b0+j != qj[h] {
-				o = int32(raw[off] >> sh & l.mask)
+			if ca+qwin <= len(old) {
+				w := old[ca : ca+qwin : ca+qwin]
+				u := uint64(i)
+				adv := (uint64(w[0])-u)>>63 + (uint64(w[1])-u)>>63 + (uint64(w[2])-u)>>63 + (uint64(w[3])-u)>>63
+				ca += int(adv)
+				if adv == qwin {
+					ca = catchUp(old, ca, i)
+				}
 			} else {
-				o = saved[qa[h]]
-				h++
+				ca = catchUp(old, ca, i)
+			}
+			var o int32
+			if ca < len(old) && old[ca] == i {
+				o = saved[ca]
+			} else {
+				o = int32(raw[off] >> sh & l.mask)
 			}
 			v := vals[j]
 			if !fin(v) {
@@ -194,31 +208,10 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 				r = math.RoundToEven(x) + zp
 			}
 			c := int32(max(min(r, l.fqmax), 0))
-			pb[j], pc[j], pt[j] = o, c, t
+			pb[j], pc[j] = o, c
 		}
 	}
 	return -1
-}
-
-// patchedNow lists the entries of ix[lo:hi] the weight is patched at now
-// (whose base codes are the saved originals, not Data): their positions
-// in ix at qj and in touched at qa, followed by the sentinel hi in qj.
-func (ws *wstate) patchedNow(ix []uint32, lo, hi int, s *scratch) (qj, qa []int) {
-	q := ws.q
-	old := q.touched
-	n := 0
-	if len(old) > 0 {
-		alo, ahi := slicesSearch(old, ix[lo]), upperBound(old, ix[hi-1])
-		m := min(ahi-alo, hi-lo) + 1
-		s.qj, s.qa = resize(s.qj, m), resize(s.qa, m)
-		n = intersect(s.qj, s.qa, old[alo:ahi], ix[lo:hi])
-		for k := range n {
-			s.qj[k] += lo
-			s.qa[k] += alo
-		}
-	}
-	s.qj = append(s.qj[:n], hi) // sentinel
-	return s.qj, s.qa
 }
 
 // nbwrite stores codes c at the locations lk (from nbLocs), changing

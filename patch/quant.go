@@ -55,12 +55,14 @@ type qstate struct {
 	// touched is the sorted union of the indices currently patched (owned
 	// by idx buffers here when touchedOwned, else the indices of the only
 	// adapter tensor, read only), saved the original (base) code at each,
-	// target the float result whose code was written there.
+	// target the float result whose code was written there (empty when
+	// tgtOf: then recomputed by survival from the only entry).
 	touched      []uint32
 	touchedOwned bool
 	saved        []int32
 	codes        []int32
 	target       []float32
+	tgtOf        bool
 	// planned by plan, made current by begin: indices, base codes, new
 	// codes and float results.
 	pIdx    []uint32
@@ -154,6 +156,7 @@ func (q *qstate) begin() {
 	q.saved, q.pBase = q.pBase, q.saved[:0]
 	q.codes, q.pCode = q.pCode, q.codes[:0]
 	q.target, q.pTarget = q.pTarget, q.target[:0]
+	q.tgtOf = q.chunked // the chunk planners keep no float results
 	q.pIdx, q.pOwned = nil, false
 	q.chunked, q.err = false, nil
 }
@@ -186,7 +189,7 @@ func (p *Patcher) planQuants() error {
 			n := len(es[0].t.Indices)
 			q.chunked = true
 			q.pIdx = es[0].t.Indices
-			q.pBase, q.pCode, q.pTarget = resize(q.pBase, n), resize(q.pCode, n), resize(q.pTarget, n)
+			q.pBase, q.pCode, q.pTarget = resize(q.pBase, n), resize(q.pCode, n), q.pTarget[:0]
 			q.bad = resize(q.bad, (n+chunkEntries-1)/chunkEntries)
 			for k := range q.bad {
 				q.bad[k] = -1
@@ -362,16 +365,39 @@ func (ws *wstate) planQuant() error {
 	return nil
 }
 
-// survival computes the statistics of the active configuration over the
-// base codes, as quant.Scheme.ApplyOverwrite counts them, in index order.
-func (q *qstate) survival() Survival {
+// survival computes the statistics of the active configuration cur over
+// the base codes, as quant.Scheme.ApplyOverwrite counts them, in index
+// order. When the chunk planners computed the codes (tgtOf), the float
+// results are recomputed from the only entry as planQuant computes them
+// (one contributor).
+func (q *qstate) survival(cur []entry) Survival {
 	sc := q.sc
 	var sv quant.Survival
-	saved, target := q.saved[:len(q.touched)], q.target[:len(q.touched)]
+	saved := q.saved[:len(q.touched)]
+	var target []float32
+	var e entry
+	if q.tgtOf {
+		e = cur[0]
+	} else {
+		target = q.target[:len(q.touched)]
+	}
 	for j, i := range q.touched {
 		old := saved[j]
 		b := sc.Dequantize(int(i), old)
-		code, clipped := sc.Quantize(int(i), target[j])
+		var t float32
+		if q.tgtOf {
+			t = value(e.t, j)
+			if !e.exact() {
+				d := t
+				if e.sem == adapter.Overwrite {
+					d = t - b
+				}
+				t = b + float32(e.alpha*d)
+			}
+		} else {
+			t = target[j]
+		}
+		code, clipped := sc.Quantize(int(i), t)
 		if code == old {
 			sv.Unchanged++
 		}
@@ -379,7 +405,7 @@ func (q *qstate) survival() Survival {
 			sv.Clipped++
 		}
 		bb := float64(b)
-		in := float64(target[j]) - bb
+		in := float64(t) - bb
 		la := float64(sc.Dequantize(int(i), code)) - bb
 		if math.IsNaN(in) || math.IsInf(in, 0) || math.IsNaN(la) || math.IsInf(la, 0) {
 			sv.NonFinite++
@@ -413,7 +439,7 @@ func (p *Patcher) Survival() map[string]Survival {
 	m := make(map[string]Survival)
 	for _, i := range p.quants {
 		if ws := &p.weights[i]; len(ws.cur) > 0 {
-			m[ws.Name] = ws.q.survival()
+			m[ws.Name] = ws.q.survival(ws.cur)
 		}
 	}
 	return m
