@@ -5,10 +5,8 @@ import (
 	"math/bits"
 	"unsafe"
 
-	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/internal/prefetch"
 	"github.com/shira-ort/shira-ort/internal/quant"
-	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // nblayout is a MatMulNBits scheme prepared for the inlined kernels
@@ -127,40 +125,21 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 	raw := ws.Data
 	pBase, pCode := q.pBase, q.pCode
 	step := min(switchBlock, blockLen)
-	a := e.alpha
-	mode := 0 // exact
-	switch {
-	case e.sem == adapter.Delta:
-		mode = 1
-	case !e.exact():
-		mode = 2
-	}
+	a, mode := e.alpha, planMode(e)
 	scales, zps, fzps, fz := l.scales, l.zps, l.fzps, l.zps == nil
 	ws.nbprefetch(ix[lo:min(lo+step, hi)], s)
 	for b0 := lo; b0 < hi; b0 += step {
 		b1 := min(b0+step, hi)
 		ws.nbprefetch(ix[b1:min(b1+step, hi)], s)
-		var vals []float32
-		if e.t.ValueDType == tensor.Float32 {
-			vals = tensor.Float32s(e.t.Values)[b0:b1]
-		} else {
-			vals = s.vals[:b1-b0]
-			widenValues(e.t.ValueDType, vals, e.t.Values, b0, b1)
-		}
 		blk := ix[b0:b1]
+		vals := blockValues(e, b0, b1, s)
 		vals = vals[:len(blk)]
 		pb, pc := pBase[b0:b1], pCode[b0:b1]
 		pb, pc = pb[:len(blk)], pc[:len(blk)]
 		for j, i := range blk {
 			p, off, sh := l.loc(i)
-			if ca+qwin <= len(old) {
-				w := old[ca : ca+qwin : ca+qwin]
-				u := uint64(i)
-				adv := (uint64(w[0])-u)>>63 + (uint64(w[1])-u)>>63 + (uint64(w[2])-u)>>63 + (uint64(w[3])-u)>>63
-				ca += int(adv)
-				if adv == qwin {
-					ca = catchUp(old, ca, i)
-				}
+			if n := behind(old, ca, i); n < qwin {
+				ca += n
 			} else {
 				ca = catchUp(old, ca, i)
 			}

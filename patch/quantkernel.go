@@ -140,38 +140,19 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 	raw := ws.Data
 	pBase, pCode := q.pBase, q.pCode
 	step := min(switchBlock, blockLen)
-	alpha := e.alpha
-	mode := 0 // exact
-	switch {
-	case e.sem == adapter.Delta:
-		mode = 1
-	case !e.exact():
-		mode = 2
-	}
+	alpha, mode := e.alpha, planMode(e)
 	ws.qprefetch(ix[lo:min(lo+step, hi)])
 	for b0 := lo; b0 < hi; b0 += step {
 		b1 := min(b0+step, hi)
 		ws.qprefetch(ix[b1:min(b1+step, hi)])
-		var vals []float32
-		if e.t.ValueDType == tensor.Float32 {
-			vals = tensor.Float32s(e.t.Values)[b0:b1]
-		} else {
-			vals = s.vals[:b1-b0]
-			widenValues(e.t.ValueDType, vals, e.t.Values, b0, b1)
-		}
 		blk := ix[b0:b1]
+		vals := blockValues(e, b0, b1, s)
 		vals = vals[:len(blk)]
 		pb, pc := pBase[b0:b1], pCode[b0:b1]
 		pb, pc = pb[:len(blk)], pc[:len(blk)]
 		for j, i := range blk {
-			if a+qwin <= len(old) {
-				w := old[a : a+qwin : a+qwin]
-				u := uint64(i)
-				adv := (uint64(w[0])-u)>>63 + (uint64(w[1])-u)>>63 + (uint64(w[2])-u)>>63 + (uint64(w[3])-u)>>63
-				a += int(adv)
-				if adv == qwin {
-					a = catchUp(old, a, i)
-				}
+			if n := behind(old, a, i); n < qwin {
+				a += n
 			} else {
 				a = catchUp(old, a, i)
 			}
@@ -217,6 +198,42 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 // a window is behind entirely for about 1 entry in 16; a window of 8 was
 // measured no faster.
 const qwin = 4
+
+// behind is the merge cursor's step over the sorted old indices: how many
+// of the qwin from a are < i, compared at once, branch-free (small enough
+// to inline). qwin means the whole window is behind, or fewer than qwin
+// are left: the caller then catches up (catchUp).
+func behind(old []uint32, a int, i uint32) int {
+	if a+qwin > len(old) {
+		return qwin
+	}
+	w := (*[qwin]uint32)(old[a:])
+	u := uint64(i)
+	return int((uint64(w[0])-u)>>63 + (uint64(w[1])-u)>>63 + (uint64(w[2])-u)>>63 + (uint64(w[3])-u)>>63)
+}
+
+// planMode is how the planners combine a value with the base: 0 the
+// value itself (a sole overwrite at alpha 1), 1 delta, 2 overwrite.
+func planMode(e entry) int {
+	switch {
+	case e.sem == adapter.Delta:
+		return 1
+	case !e.exact():
+		return 2
+	}
+	return 0
+}
+
+// blockValues returns entries [b0, b1) of e's values as float32: the
+// values themselves when stored so, else widened into s.vals.
+func blockValues(e entry, b0, b1 int, s *scratch) []float32 {
+	if e.t.ValueDType == tensor.Float32 {
+		return tensor.Float32s(e.t.Values)[b0:b1]
+	}
+	vals := s.vals[:b1-b0]
+	widenValues(e.t.ValueDType, vals, e.t.Values, b0, b1)
+	return vals
+}
 
 // catchUp returns the position of the first element of s at or after a
 // that is >= x.
