@@ -143,15 +143,37 @@ func (ws *wstate) applyRange(e entry, lo, hi int, s *scratch) {
 func (ws *wstate) switchChunk(lo, hi int, s *scratch) {
 	e := ws.cur[0]
 	ix, old := e.t.Indices, ws.prevTouched
-	alo, ahi := 0, len(old)
+	alo, ahi := outgoingRange(ix, old, lo, hi)
+	switchSteps(ix, old, lo, hi, alo, ahi,
+		func(st switchStep) { ws.prefetch(old[st.ja:st.ja1]); ws.prefetch(ix[st.b0:st.b1]) },
+		func(st switchStep) { ws.revertPrev(st.ja, st.ja1); ws.applySingle(e, st.b0, st.b1, s) })
+}
+
+// outgoingRange returns the outgoing entries [alo, ahi) of old in the
+// address range of new entries [lo, hi) of ix: after ix[lo-1] (from the
+// start for lo = 0) up to ix[hi-1] (to the end for the last chunk), so
+// the chunks of a switch cover disjoint parts of the weight.
+func outgoingRange(ix, old []uint32, lo, hi int) (alo, ahi int) {
+	alo, ahi = 0, len(old)
 	if lo > 0 {
 		alo = upperBound(old, ix[lo-1])
 	}
 	if hi < len(ix) {
 		ahi = alo + upperBound(old[alo:], ix[hi-1])
 	}
-	// end returns the outgoing entry ending the step whose new entries end
-	// at b1 (> b0), the outgoing entries of the range starting at ja.
+	return alo, ahi
+}
+
+// switchStep is one step of a one-pass switch: new entries [b0, b1) and
+// the outgoing entries [ja, ja1) up to the last of them.
+type switchStep struct{ ja, ja1, b0, b1 int }
+
+// switchSteps walks new entries [lo, hi) of ix in steps of switchBlock
+// with the outgoing entries [alo, ahi) of old in the same address range
+// (the last step takes the rest of them): prefetch for the first step,
+// then for each step prefetch for the next one (so two steps' misses
+// overlap) and do for the step itself.
+func switchSteps(ix, old []uint32, lo, hi, alo, ahi int, prefetch, do func(switchStep)) {
 	end := func(ja, b1 int) int {
 		if b1 >= hi {
 			return ahi
@@ -159,21 +181,21 @@ func (ws *wstate) switchChunk(lo, hi int, s *scratch) {
 		return ja + upperBound(old[ja:ahi], ix[b1-1])
 	}
 	b1 := min(lo+switchBlock, hi)
-	ja, ja1 := alo, end(alo, b1)
-	ws.prefetch(old[ja:ja1])
-	ws.prefetch(ix[lo:b1])
-	for b0 := lo; b0 < hi; b0 = b1 {
-		b1 = min(b0+switchBlock, hi)
-		b2 := min(b1+switchBlock, hi)
-		ja2 := ja1
-		if b1 < hi {
-			ja2 = end(ja1, b2)
-			ws.prefetch(old[ja1:ja2])
-			ws.prefetch(ix[b1:b2])
+	cur := switchStep{alo, end(alo, b1), lo, b1}
+	prefetch(cur)
+	for {
+		more := cur.b1 < hi
+		var next switchStep
+		if more {
+			b2 := min(cur.b1+switchBlock, hi)
+			next = switchStep{cur.ja1, end(cur.ja1, b2), cur.b1, b2}
+			prefetch(next)
 		}
-		ws.revertPrev(ja, ja1)
-		ws.applySingle(e, b0, b1, s)
-		ja, ja1 = ja1, ja2
+		do(cur)
+		if !more {
+			return
+		}
+		cur = next
 	}
 }
 

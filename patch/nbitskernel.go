@@ -271,28 +271,17 @@ func (ws *wstate) commitNBChunk(lo, hi int, s *scratch) {
 	if hi < len(ix) {
 		ahi = alo + slicesSearch(old[alo:], l.groupStart(ix, hi))
 	}
-	end := func(ja, b1 int) int {
-		if b1 >= hi {
-			return ahi
-		}
-		return ja + upperBound(old[ja:ahi], ix[b1-1])
-	}
-	b1 := min(lo+switchBlock, hi)
-	ja, ja1 := alo, end(alo, b1)
-	ws.nbLocs(old[ja:ja1], &s.nbLoc[2*cur], s)
-	ws.nbLocs(ix[lo:b1], &s.nbLoc[2*cur+1], s)
-	for b0 := lo; b0 < hi; b0 = b1 {
-		b1 = min(b0+switchBlock, hi)
-		b2 := min(b1+switchBlock, hi)
-		ja2 := ja1
-		if b1 < hi {
-			ja2 = end(ja1, b2)
-			ws.nbLocs(old[ja1:ja2], &s.nbLoc[2*next], s)
-			ws.nbLocs(ix[b1:b2], &s.nbLoc[2*next+1], s)
-		}
-		ws.nbwrite(s.nbLoc[2*cur], saved[ja:ja1])
-		ws.nbwrite(s.nbLoc[2*cur+1], q.codes[b0:b1])
-		ja, ja1 = ja1, ja2
-		cur, next = next, cur
-	}
+	// the prefetch of step k fills half k%2 of s.nbLoc, which step k writes from
+	pf, do := 0, 0
+	switchSteps(ix, old, lo, hi, alo, ahi,
+		func(st switchStep) {
+			ws.nbLocs(old[st.ja:st.ja1], &s.nbLoc[2*(pf%2)], s)
+			ws.nbLocs(ix[st.b0:st.b1], &s.nbLoc[2*(pf%2)+1], s)
+			pf++
+		},
+		func(st switchStep) {
+			ws.nbwrite(s.nbLoc[2*(do%2)], saved[st.ja:st.ja1])
+			ws.nbwrite(s.nbLoc[2*(do%2)+1], q.codes[st.b0:st.b1])
+			do++
+		})
 }

@@ -301,34 +301,8 @@ func (ws *wstate) commitChunk(lo, hi int) {
 		}
 		return
 	}
-	alo, ahi := 0, len(old)
-	if lo > 0 {
-		alo = upperBound(old, ix[lo-1])
-	}
-	if hi < len(ix) {
-		ahi = alo + upperBound(old[alo:], ix[hi-1])
-	}
-	end := func(ja, b1 int) int {
-		if b1 >= hi {
-			return ahi
-		}
-		return ja + upperBound(old[ja:ahi], ix[b1-1])
-	}
-	b1 := min(lo+switchBlock, hi)
-	ja, ja1 := alo, end(alo, b1)
-	ws.qprefetch(old[ja:ja1])
-	ws.qprefetch(ix[lo:b1])
-	for b0 := lo; b0 < hi; b0 = b1 {
-		b1 = min(b0+switchBlock, hi)
-		b2 := min(b1+switchBlock, hi)
-		ja2 := ja1
-		if b1 < hi {
-			ja2 = end(ja1, b2)
-			ws.qprefetch(old[ja1:ja2])
-			ws.qprefetch(ix[b1:b2])
-		}
-		ws.qrevert(ja, ja1)
-		ws.qwrite(ix[b0:b1], q.codes[b0:b1])
-		ja, ja1 = ja1, ja2
-	}
+	alo, ahi := outgoingRange(ix, old, lo, hi)
+	switchSteps(ix, old, lo, hi, alo, ahi,
+		func(st switchStep) { ws.qprefetch(old[st.ja:st.ja1]); ws.qprefetch(ix[st.b0:st.b1]) },
+		func(st switchStep) { ws.qrevert(st.ja, st.ja1); ws.qwrite(ix[st.b0:st.b1], q.codes[st.b0:st.b1]) })
 }
