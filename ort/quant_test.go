@@ -157,6 +157,15 @@ func TestFullQDQSwitchMatchesFused(t *testing.T) {
 	base := mustRun(t, mustOpenModel(t, src, nil), in)
 	cfg := []patch.Config{{Adapter: quantAdapter(t, m, exposed, 0.1, 8, adapter.Overwrite, 3), Alpha: 1}}
 	want := fusedOutputs(t, exposed, cfg, &Options{IntraOpThreads: 1}, in)
+	checkModesMatchFused(t, exposed, in, base, want, cfg)
+}
+
+// checkModesMatchFused opens live and default-mode sessions of exposed
+// and checks, on in: the base outputs (want base, the source model's), the
+// outputs with cfg set (want, the offline-fused model's, which must differ
+// from base) and after Revert (base again), all bit for bit.
+func checkModesMatchFused(t *testing.T, exposed string, in, base, want map[string]*tensor.Tensor, cfg []patch.Config) {
+	t.Helper()
 	if sameOutputs(want, base) {
 		t.Fatal("the adapter changed nothing")
 	}
@@ -211,27 +220,7 @@ func TestQDQConvTransposeSwitchMatchesFused(t *testing.T) {
 	A := quantAdapter(t, m, exposed, 0.2, 6, adapter.Overwrite, 4)
 	cfg := []patch.Config{{Adapter: A, Alpha: 1}}
 	want := fusedOutputs(t, exposed, cfg, &Options{IntraOpThreads: 1}, in)
-	if sameOutputs(want, base) {
-		t.Fatal("the adapter changed nothing")
-	}
-	for _, mode := range []Mode{ModeLive, ModeDefault} {
-		s := mustOpen(t, exposed, &Options{Mode: mode, IntraOpThreads: 1})
-		if got := mustRun(t, s, in); !sameOutputs(got, base) {
-			t.Fatalf("%v: the exported model's base outputs differ from the source's", mode)
-		}
-		if err := s.Set(context.Background(), cfg...); err != nil {
-			t.Fatal(err)
-		}
-		if got := mustRun(t, s, in); !sameOutputs(got, want) {
-			t.Fatalf("%v: outputs differ from the offline-fused model's", mode)
-		}
-		if err := s.Revert(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if got := mustRun(t, s, in); !sameOutputs(got, base) {
-			t.Fatalf("%v: revert did not restore the base outputs bit for bit", mode)
-		}
-	}
+	checkModesMatchFused(t, exposed, in, base, want, cfg)
 }
 
 // TestNBitsSwitchMatchesFused: on MatMulNBits models (4 and 8 bits, a
