@@ -369,42 +369,9 @@ func TestNBitsSequences(t *testing.T) {
 			for seed := range uint64(4) {
 				rng := rand.New(rand.NewPCG(seed, 100+uint64(ci)))
 				e := newNBEnv(t, rng, ci, WithWorkers(1+int(seed%3)))
-				alphas := []float32{1, 1, 0.5, -1, 2, 0.25}
-				cfg := func() Config { return Config{e.pool[rng.IntN(len(e.pool))], alphas[rng.IntN(len(alphas))]} }
-				var active []Config
-				for step := range 40 {
-					what := fmt.Sprintf("seed %d step %d", seed, step)
-					switch rng.IntN(5) {
-					case 0, 1: // Set (a switch when something is active)
-						var cfgs []Config
-						for range rng.IntN(3) {
-							cfgs = append(cfgs, cfg())
-						}
-						if err := e.p.Set(cfgs...); err != nil {
-							t.Fatal(err)
-						}
-						active = cfgs
-					case 2:
-						c := cfg()
-						if err := e.p.Apply(c); err != nil {
-							t.Fatal(err)
-						}
-						active = append(active, c)
-					case 3:
-						e.p.Revert()
-						active = nil
-						e.checkBase(t, what+": Revert")
-					case 4:
-						snap := [][]byte{bytes.Clone(e.data[0]), bytes.Clone(e.data[1])}
-						if err := e.p.Validate(cfg(), cfg()); err != nil {
-							t.Fatal(err)
-						}
-						if !bytes.Equal(snap[0], e.data[0]) || !bytes.Equal(snap[1], e.data[1]) {
-							t.Fatalf("%s: Validate wrote", what)
-						}
-					}
-					e.check(t, what, active)
-				}
+				runQuantSequence(t, fmt.Sprintf("seed %d", seed), rng, e.p, e.pool, func() [][]byte { return e.data },
+					func(what string, active []Config) { e.check(t, what, active) },
+					func(what string) { e.checkBase(t, what) })
 				e.p.Revert()
 				e.checkBase(t, "final Revert")
 				if len(e.p.Survival()) != 0 {

@@ -337,44 +337,13 @@ func TestQuantSequences(t *testing.T) {
 			for seed := range uint64(4) {
 				rng := rand.New(rand.NewPCG(seed, uint64(ci)))
 				e := newQEnv(t, rng, c.dt, c.shape, c.axis, c.zp, WithWorkers(1+int(seed%3)))
-				alphas := []float32{1, 1, 0.5, -1, 2, 0.25}
-				cfg := func() Config { return Config{e.pool[rng.IntN(len(e.pool))], alphas[rng.IntN(len(alphas))]} }
-				var active []Config
-				for step := range 40 {
-					what := fmt.Sprintf("seed %d step %d", seed, step)
-					switch rng.IntN(5) {
-					case 0, 1: // Set (a switch when something is active)
-						var cfgs []Config
-						for range rng.IntN(3) {
-							cfgs = append(cfgs, cfg())
-						}
-						if err := e.p.Set(cfgs...); err != nil {
-							t.Fatal(err)
-						}
-						active = cfgs
-					case 2:
-						c := cfg()
-						if err := e.p.Apply(c); err != nil {
-							t.Fatal(err)
-						}
-						active = append(active, c)
-					case 3:
-						e.p.Revert()
-						active = nil
+				runQuantSequence(t, fmt.Sprintf("seed %d", seed), rng, e.p, e.pool, func() [][]byte { return [][]byte{e.data} },
+					func(what string, active []Config) { e.check(t, what, active) },
+					func(what string) {
 						if !bytes.Equal(e.data, e.w.base) {
 							t.Fatalf("%s: Revert did not restore the base codes", what)
 						}
-					case 4: // Validate plans (computes codes) but writes nothing
-						snap := bytes.Clone(e.data)
-						if err := e.p.Validate(cfg(), cfg()); err != nil {
-							t.Fatal(err)
-						}
-						if !bytes.Equal(snap, e.data) {
-							t.Fatalf("%s: Validate wrote", what)
-						}
-					}
-					e.check(t, what, active)
-				}
+					})
 				e.p.Revert()
 				if !bytes.Equal(e.data, e.w.base) {
 					t.Fatal("final Revert did not restore the base codes")
@@ -385,6 +354,58 @@ func TestQuantSequences(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// runQuantSequence drives a random sequence of 40 steps (named name in
+// failures) on p (Set of 0–2
+// configurations, a switch when something is active; Apply; Revert;
+// Validate of two configurations, which must write nothing to the
+// quantized weights' bytes) with adapters from pool at assorted alphas,
+// calling check after every step and checkBase after every Revert.
+func runQuantSequence(t *testing.T, name string, rng *rand.Rand, p *Patcher, pool []*adapter.Adapter, weights func() [][]byte,
+	check func(what string, active []Config), checkBase func(what string)) {
+	t.Helper()
+	alphas := []float32{1, 1, 0.5, -1, 2, 0.25}
+	cfg := func() Config { return Config{pool[rng.IntN(len(pool))], alphas[rng.IntN(len(alphas))]} }
+	var active []Config
+	for step := range 40 {
+		what := fmt.Sprintf("%s step %d", name, step)
+		switch rng.IntN(5) {
+		case 0, 1: // Set (a switch when something is active)
+			var cfgs []Config
+			for range rng.IntN(3) {
+				cfgs = append(cfgs, cfg())
+			}
+			if err := p.Set(cfgs...); err != nil {
+				t.Fatal(err)
+			}
+			active = cfgs
+		case 2:
+			c := cfg()
+			if err := p.Apply(c); err != nil {
+				t.Fatal(err)
+			}
+			active = append(active, c)
+		case 3:
+			p.Revert()
+			active = nil
+			checkBase(what + ": Revert")
+		case 4: // Validate plans (computes codes) but writes nothing
+			var snap [][]byte
+			for _, w := range weights() {
+				snap = append(snap, bytes.Clone(w))
+			}
+			if err := p.Validate(cfg(), cfg()); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range weights() {
+				if !bytes.Equal(snap[i], w) {
+					t.Fatalf("%s: Validate wrote", what)
+				}
+			}
+		}
+		check(what, active)
 	}
 }
 
