@@ -313,10 +313,12 @@ func (ix *graphIndex) nbitsOf(c *candidate, srcDir string) (*Quantization, strin
 			}
 		}
 	}
-	e := &TensorEntry{Name: c.name, DType: c.dtype, Shape: c.exposedShape(), Quant: q, Length: int64(len(c.dims))}
-	if size, err := c.tensor.NumBytes(); err == nil {
-		e.Length = size
+	size, err := c.tensor.NumBytes()
+	if err != nil {
+		return nil, "", fmt.Errorf("export: %w", err)
 	}
+	// the scheme must be valid for the exposed bytes
+	e := &TensorEntry{Name: c.name, DType: c.dtype, Shape: c.exposedShape(), Quant: q, Length: size}
 	if _, err := e.Scheme(); err != nil {
 		return nil, fmt.Sprintf("%s: %v", c.source, err), nil
 	}
