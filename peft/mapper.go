@@ -172,8 +172,9 @@ func (mp *Mapper) Resolve(module string) (Target, error) {
 // paths.
 func (mp *Mapper) target(module string, i int, paths []string) (Target, error) {
 	e := &mp.m.Tensors[i]
-	if len(e.Shape) != 2 {
-		return Target{}, fmt.Errorf("%w: module %s maps to %s of shape %v, want a rank-2 weight", ErrLayout, module, e.Name, e.Shape)
+	shape := e.LogicalShape() // [K, N] for a MatMulNBits weight
+	if len(shape) != 2 {
+		return Target{}, fmt.Errorf("%w: module %s maps to %s of shape %v, want a rank-2 weight", ErrLayout, module, e.Name, shape)
 	}
 	if len(e.Consumers) == 0 {
 		return Target{}, fmt.Errorf("%w: module %s maps to %s, which no node reads", ErrLayout, module, e.Name)
@@ -210,9 +211,9 @@ func (mp *Mapper) target(module string, i int, paths []string) (Target, error) {
 	}
 	t := Target{Entry: e, Layout: layout, MatchedBy: paths[0]}
 	if layout == InOut {
-		t.In, t.Out = int(e.Shape[0]), int(e.Shape[1])
+		t.In, t.Out = int(shape[0]), int(shape[1])
 	} else {
-		t.Out, t.In = int(e.Shape[0]), int(e.Shape[1])
+		t.Out, t.In = int(shape[0]), int(shape[1])
 	}
 	return t, nil
 }
@@ -220,8 +221,12 @@ func (mp *Mapper) target(module string, i int, paths []string) (Target, error) {
 // consumerLayout returns how the exposed tensor e holds the [out, in]
 // weight that consumer c reads as an nn.Linear weight.
 func (mp *Mapper) consumerLayout(e *export.TensorEntry, c *export.Consumer) (Layout, error) {
+	if c.OpType == "MatMulNBits" && c.InputIndex == 1 {
+		// B is indexed as the [K, N] = [in, out] weight it stands for
+		return InOut, nil
+	}
 	if c.OpType != "MatMul" && c.OpType != "Gemm" || c.InputIndex > 1 {
-		return 0, fmt.Errorf("%w: it is read by %s; only nn.Linear weights (MatMul, Gemm) are supported", ErrLayout, describe(c))
+		return 0, fmt.Errorf("%w: it is read by %s; only nn.Linear weights (MatMul, Gemm, MatMulNBits) are supported", ErrLayout, describe(c))
 	}
 	// B (y = x W) reads [in, out], A (y = W x) reads [out, in]; Gemm's
 	// transB or transA transposes it

@@ -71,6 +71,15 @@ func (m *Model) Opsets() ([]Opset, error) {
 	return out, nil
 }
 
+// AddOpset appends an opset import (for a domain the model does not
+// import yet).
+func (m *Model) AddOpset(o Opset) {
+	om := &Message{}
+	om.Append(StringField(OpsetDomain, o.Domain))
+	om.Append(VarintField(OpsetVersion, uint64(o.Version)))
+	m.InsertAfterLast(MessageField(ModelOpsetImport, om))
+}
+
 // Graph returns the main graph (parsed once and cached).
 func (m *Model) Graph() (*Graph, error) {
 	f := m.Get(ModelGraph)
@@ -147,6 +156,17 @@ func (g *Graph) PrependNode(n *Node) {
 		}
 	}
 	g.Append(MessageField(GraphNode, n.Message))
+}
+
+// ReplaceNode puts nw where old was (keeping the nodes' order) and
+// reports whether old was found.
+func (g *Graph) ReplaceNode(old, nw *Node) bool {
+	for _, f := range g.fields {
+		if f.Num == GraphNode && f.msg == old.Message {
+			return g.Replace(f, MessageField(GraphNode, nw.Message))
+		}
+	}
+	return false
 }
 
 // RemoveNode deletes node n from the graph.
