@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/patch"
 )
 
 // OptimizationLevel is ORT's graph optimization level. The zero value is
@@ -159,6 +160,11 @@ type Options struct {
 	// patch.WithFiniteCheck, one more pass over the configuration's
 	// entries per switch. The CLI turns it on.
 	CheckFinite bool
+	// Rounding is how the new codes of quantized weights are rounded
+	// (patch.WithRounding): patch.RoundNearestEven (the zero value, ONNX
+	// QuantizeLinear's) or patch.RoundStochastic. Offline fusion that
+	// should match the session bit for bit needs the same rounding.
+	Rounding patch.Rounding
 	// SkipFingerprintCheck lets Set apply adapters made for another base
 	// (model or per-weight fingerprint mismatch) as long as names, dtypes
 	// and shapes fit: the CLI's --force.

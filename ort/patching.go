@@ -15,18 +15,7 @@ import (
 func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, error) {
 	pw := make([]patch.Weight, len(ws))
 	for i, w := range ws {
-		shape := w.info.Shape
-		if w.quant != nil {
-			shape = w.quant.Shape // a MatMulNBits weight is indexed as [K, N], not as its packed bytes
-		}
-		pw[i] = patch.Weight{
-			Name:       w.info.Name,
-			DType:      w.info.DType,
-			Shape:      append([]int64(nil), shape...),
-			Data:       w.data,
-			BaseSHA256: w.info.SHA256,
-			Quant:      w.quant,
-		}
+		pw[i] = patchWeight(w, w.data)
 	}
 	var opts []patch.Option
 	switch {
@@ -38,11 +27,28 @@ func newPatcher(ws []*weight, fingerprint string, o *Options) (*patch.Patcher, e
 	if o.CheckFinite {
 		opts = append(opts, patch.WithFiniteCheck())
 	}
+	opts = append(opts, patch.WithRounding(o.Rounding))
 	p, err := patch.New(pw, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
 	return p, nil
+}
+
+// patchWeight describes w to the patcher, its bytes being data.
+func patchWeight(w *weight, data []byte) patch.Weight {
+	shape := w.info.Shape
+	if w.quant != nil {
+		shape = w.quant.Shape // a MatMulNBits weight is indexed as [K, N], not as its packed bytes
+	}
+	return patch.Weight{
+		Name:       w.info.Name,
+		DType:      w.info.DType,
+		Shape:      append([]int64(nil), shape...),
+		Data:       data,
+		BaseSHA256: w.info.SHA256,
+		Quant:      w.quant,
+	}
 }
 
 // Set makes cfgs the active adapter configuration (in order), replacing the

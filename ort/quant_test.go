@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -169,7 +170,8 @@ func checkModesMatchFused(t *testing.T, exposed string, in, base, want map[strin
 	if sameOutputs(want, base) {
 		t.Fatal("the adapter changed nothing")
 	}
-	for _, mode := range []Mode{ModeLive, ModeDefault} {
+	var liveWeights map[string][]byte
+	for _, mode := range []Mode{ModeLive, ModeDefault, ModeBaked} {
 		s := mustOpen(t, exposed, &Options{Mode: mode, IntraOpThreads: 1})
 		if got := mustRun(t, s, in); !sameOutputs(got, base) {
 			t.Fatalf("%v: the exported model's base outputs differ from the source's", mode)
@@ -179,6 +181,24 @@ func checkModesMatchFused(t *testing.T, exposed string, in, base, want map[strin
 		}
 		if got := mustRun(t, s, in); !sameOutputs(got, want) {
 			t.Fatalf("%v: outputs differ from the offline-fused model's", mode)
+		}
+		// Session.Weight gives the patched codes in every mode (baked
+		// fuses them into a copy)
+		ws := map[string][]byte{}
+		for _, w := range s.Weights() {
+			b, err := s.Weight(w.Name)
+			if err != nil {
+				t.Fatalf("%v: Weight(%s): %v", mode, w.Name, err)
+			}
+			ws[w.Name] = b
+		}
+		if liveWeights == nil {
+			liveWeights = ws
+		}
+		for n, b := range ws {
+			if !bytes.Equal(b, liveWeights[n]) {
+				t.Fatalf("%v: Weight(%s) differs from the live session's", mode, n)
+			}
 		}
 		if err := s.Revert(context.Background()); err != nil {
 			t.Fatal(err)

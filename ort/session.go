@@ -404,8 +404,8 @@ func (s *Session) Weight(name string) ([]byte, error) {
 		}
 		sub = append(sub, patch.Config{Adapter: &a, Alpha: c.Alpha})
 	}
-	pw := []patch.Weight{{Name: name, DType: w.info.DType, Shape: w.info.Shape, Data: out}}
-	if err := patch.FuseInto(pw, sub, patch.WithoutFingerprintCheck()); err != nil {
+	pw := []patch.Weight{patchWeight(w, out)}
+	if err := patch.FuseInto(pw, sub, patch.WithoutFingerprintCheck(), patch.WithRounding(s.opts.Rounding)); err != nil {
 		return nil, fmt.Errorf("ort: weight %s: %w", name, err)
 	}
 	return out, nil

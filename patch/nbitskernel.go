@@ -127,6 +127,7 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 	step := min(switchBlock, blockLen)
 	a, mode := e.alpha, planMode(e)
 	scales, zps, fzps, fz := l.scales, l.zps, l.fzps, l.zps == nil
+	stoch := q.sc.Rounding == quant.RoundStochastic
 	ws.nbprefetch(ix[lo:min(lo+step, hi)], s)
 	for b0 := lo; b0 < hi; b0 += step {
 		b1 := min(b0+step, hi)
@@ -181,9 +182,14 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 			// added after the rounding, a float one before, as there.
 			x := float64(t / sc)
 			var r float64
-			if fz {
+			switch {
+			case stoch && fz:
+				r = math.Floor(x + zp + quant.Dither(i))
+			case stoch:
+				r = math.Floor(x+quant.Dither(i)) + zp
+			case fz:
 				r = math.RoundToEven(x + zp)
-			} else {
+			default:
 				r = math.RoundToEven(x) + zp
 			}
 			c := int32(max(min(r, l.fqmax), 0))

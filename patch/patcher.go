@@ -109,6 +109,7 @@ type options struct {
 	modelFingerprint string
 	finite           bool                      // WithFiniteCheck
 	survival         func(map[string]Survival) // WithSurvivalReport (FuseInto)
+	rounding         Rounding                  // WithRounding
 }
 
 // WithSurvivalReport has FuseInto call report with the Survival of the
@@ -117,6 +118,32 @@ type options struct {
 // Patcher ignore it (they report through Patcher.Survival).
 func WithSurvivalReport(report func(map[string]Survival)) Option {
 	return func(o *options) { o.survival = report }
+}
+
+// Rounding is how a quantized weight's new codes are rounded from the float
+// results: RoundNearestEven (the default; ONNX QuantizeLinear's, the
+// smallest error per element) or RoundStochastic (unbiased: a change
+// smaller than a step lands in proportion instead of never, at the price
+// of up to a whole step of error per element; deterministic, from a fixed
+// hash of each element's index). docs/quantization.md measures both.
+type Rounding = quant.Rounding
+
+// The roundings (Rounding).
+const (
+	RoundNearestEven = quant.RoundNearestEven
+	RoundStochastic  = quant.RoundStochastic
+)
+
+// ParseRounding parses "nearest" or "stochastic" (the flag values of the
+// CLI).
+func ParseRounding(s string) (Rounding, error) { return quant.ParseRounding(s) }
+
+// WithRounding sets how the codes of quantized weights are rounded
+// (default RoundNearestEven); it replaces the rounding of the weights'
+// schemes. A live session and the offline fusion that should match it bit
+// for bit must use the same rounding. Float weights are not affected.
+func WithRounding(r Rounding) Option {
+	return func(o *options) { o.rounding = r }
 }
 
 // WithWorkers bounds the number of tensors patched in parallel (default
@@ -246,7 +273,7 @@ func New(weights []Weight, opts ...Option) (*Patcher, error) {
 			return nil, fmt.Errorf("%w: duplicate weight name %q", ErrWeight, w.Name)
 		}
 		if w.Quant != nil {
-			q, err := newQState(&w)
+			q, err := newQState(&w, p.opts.rounding)
 			if err != nil {
 				return nil, err
 			}

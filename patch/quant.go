@@ -83,8 +83,9 @@ type qstate struct {
 	cur     []int // per planned entry: next index position (merge walk)
 }
 
-// newQState checks a quantized weight for New and returns its state.
-func newQState(w *Weight) (*qstate, error) {
+// newQState checks a quantized weight for New and returns its state, its
+// codes rounded by r.
+func newQState(w *Weight, r Rounding) (*qstate, error) {
 	nb := false
 	switch w.Quant.Kind {
 	case quant.KindQDQ:
@@ -109,6 +110,7 @@ func newQState(w *Weight) (*qstate, error) {
 	sc.Scales = slices.Clone(sc.Scales)
 	sc.ZeroPoints = slices.Clone(sc.ZeroPoints)
 	sc.FloatZeroPoints = slices.Clone(sc.FloatZeroPoints)
+	sc.Rounding = r
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrWeight, w.Name, err)
 	}
@@ -355,7 +357,7 @@ func (ws *wstate) planQuant() error {
 		if nb {
 			code, _ = sc.Quantize(int(i), target)
 		} else {
-			code, _ = l.quant(pi, target)
+			code, _ = l.quant(sc.Rounding, i, pi, target)
 		}
 		q.pIdx = append(q.pIdx, i)
 		q.pBase = append(q.pBase, old)

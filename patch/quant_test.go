@@ -263,11 +263,25 @@ type qEnv struct {
 	data []byte   // q's live codes
 	p    *Patcher
 	pool []*adapter.Adapter
+	r    Rounding // of the patcher (WithRounding among its options)
+}
+
+// roundingOf returns the rounding opts set (WithRounding).
+func roundingOf(opts []Option) Rounding {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o.rounding
 }
 
 func newQEnv(t *testing.T, rng *rand.Rand, dt tensor.DType, shape []int64, axis int, zp bool, opts ...Option) *qEnv {
 	t.Helper()
-	e := &qEnv{w: newQW(t, rng, dt, shape, axis, zp)}
+	e := &qEnv{w: newQW(t, rng, dt, shape, axis, zp), r: roundingOf(opts)}
+	e.w.sc.Rounding = e.r // the reference's Quantize rounds as the patcher
+	if err := e.w.sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	e.f = newFixture(rng, Weight{Name: "f", DType: tensor.Float32, Shape: []int64{5, 7}})
 	e.data = bytes.Clone(e.w.base)
 	var err error
@@ -314,7 +328,7 @@ func (e *qEnv) check(t *testing.T, what string, active []Config) {
 		t.Fatalf("%s: Survival reports float weights: %v", what, e.p.Survival())
 	}
 	q, f := alignedClone(e.w.base), alignedClone(e.f.base[0])
-	if err := FuseInto(e.weights(q, f), active); err != nil {
+	if err := FuseInto(e.weights(q, f), active, WithRounding(e.r)); err != nil {
 		t.Fatalf("%s: FuseInto: %v", what, err)
 	}
 	if !bytes.Equal(q, e.data) || !bytes.Equal(f, e.f.weights[0].Data) {
@@ -336,7 +350,8 @@ func TestQuantSequences(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := range uint64(4) {
 				rng := rand.New(rand.NewPCG(seed, uint64(ci)))
-				e := newQEnv(t, rng, c.dt, c.shape, c.axis, c.zp, WithWorkers(1+int(seed%3)))
+				// odd seeds round stochastically
+				e := newQEnv(t, rng, c.dt, c.shape, c.axis, c.zp, WithWorkers(1+int(seed%3)), WithRounding(Rounding(seed%2)))
 				runQuantSequence(t, fmt.Sprintf("seed %d", seed), rng, e.p, e.pool, func() [][]byte { return [][]byte{e.data} },
 					func(what string, active []Config) { e.check(t, what, active) },
 					func(what string) {
@@ -840,4 +855,74 @@ func BenchmarkQuantSwitchCold(b *testing.B) {
 	}
 	b.ReportMetric(medianOf(times[2])/medianOf(times[0]), "int8/fp32")
 	b.ReportMetric(medianOf(times[3])/medianOf(times[0]), "nbits4/fp32")
+}
+
+// TestStochasticRoundingLandsSmallChanges: delta adapters whose changes are
+// a fifth of a step land nothing with nearest rounding (every code stays)
+// and, in expectation, all of it with stochastic rounding: the landed
+// change projected on the intended one is about 1, while each element's
+// error grows (RelativeError above 1). Both match FuseInto bit for bit.
+func TestStochasticRoundingLandsSmallChanges(t *testing.T) {
+	const n = 1 << 14
+	sc, err := quant.NewQDQ(tensor.Int8, []int64{n}, 0, []float32{0.01}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := make([]byte, n)
+	var ix []uint32
+	var vals []float32
+	for i := range n {
+		base[i] = byte(int8(rng.IntN(200) - 100))
+		if i%10 == 0 {
+			ix = append(ix, uint32(i))
+			vals = append(vals, float32(0.002*(1-2*float64(rng.IntN(2))))) // ±0.2 steps
+		}
+	}
+	at, err := adapter.NewTensor("w", tensor.Int8, []int64{n}, ix, vals, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Adapter: &adapter.Adapter{Name: "small", Semantics: adapter.Delta, DefaultAlpha: 1, Tensors: []adapter.Tensor{at}}, Alpha: 1}
+	for _, r := range []Rounding{RoundNearestEven, RoundStochastic} {
+		data := bytes.Clone(base)
+		p, err := New([]Weight{{Name: "w", DType: tensor.Int8, Shape: []int64{n}, Data: data, Quant: sc}}, WithRounding(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Set(cfg); err != nil {
+			t.Fatal(err)
+		}
+		sv := p.Survival()["w"]
+		fused := bytes.Clone(base)
+		if err := FuseInto([]Weight{{Name: "w", DType: tensor.Int8, Shape: []int64{n}, Data: fused, Quant: sc}}, []Config{cfg}, WithRounding(r)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fused, data) {
+			t.Fatalf("%v: FuseInto differs from the patcher", r)
+		}
+		p.Revert()
+		if !bytes.Equal(data, base) {
+			t.Fatalf("%v: Revert did not restore the base", r)
+		}
+		t.Logf("%v: %v", r, sv)
+		switch r {
+		case RoundNearestEven:
+			if sv.Unchanged != sv.Touched || sv.Projection() != 0 {
+				t.Errorf("nearest: %d of %d codes changed, projection %v; want none", sv.Touched-sv.Unchanged, sv.Touched, sv.Projection())
+			}
+		case RoundStochastic:
+			// about 1 in 5 codes moves by one step toward the change
+			if f := float64(sv.Touched-sv.Unchanged) / float64(sv.Touched); math.Abs(f-0.2) > 0.03 {
+				t.Errorf("stochastic: %.3f of the codes changed, want about 0.2", f)
+			}
+			if pr := sv.Projection(); math.Abs(pr-1) > 0.15 {
+				t.Errorf("stochastic: projection %v, want about 1", pr)
+			}
+			if sv.RelativeError() <= 1 {
+				t.Errorf("stochastic: relative error %v; the per-element error should exceed the change", sv.RelativeError())
+			}
+		}
+		p.Close()
+	}
 }

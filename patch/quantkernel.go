@@ -91,20 +91,21 @@ func (l *qlayout) deq(p int, q int32) float32 {
 	return float32(q-l.zps[p]) * l.scales[p]
 }
 
-// quant is quant.Scheme.Quantize for parameter index p.
-func (l *qlayout) quant(p int, v float32) (int32, bool) {
+// quant is quant.Scheme.Quantize for element i of parameter index p,
+// rounded by r.
+func (l *qlayout) quant(r quant.Rounding, i uint32, p int, v float32) (int32, bool) {
 	x := v / l.scales[p]
 	if x != x { // NaN: the lowest code, as in ORT
 		return l.qmin, true
 	}
-	r := math.RoundToEven(float64(x)) + float64(l.zps[p])
-	if r < l.fqmin {
+	f := r.Round(i, float64(x)) + float64(l.zps[p])
+	if f < l.fqmin {
 		return l.qmin, true
 	}
-	if r > l.fqmax {
+	if f > l.fqmax {
 		return l.qmax, true
 	}
-	return int32(r), false
+	return int32(f), false
 }
 
 // fin reports whether f is finite.
@@ -141,6 +142,7 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 	pBase, pCode := q.pBase, q.pCode
 	step := min(switchBlock, blockLen)
 	alpha, mode := e.alpha, planMode(e)
+	stoch := q.sc.Rounding == quant.RoundStochastic
 	ws.qprefetch(ix[lo:min(lo+step, hi)])
 	for b0 := lo; b0 < hi; b0 += step {
 		b1 := min(b0+step, hi)
@@ -184,7 +186,12 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 			// and the scale finite and non-zero, so x is not NaN, and the
 			// clamp is branch-free (the side a clipped code saturates at
 			// is data-dependent)
-			r := math.RoundToEven(float64(t/sc)) + float64(zp)
+			var r float64
+			if stoch {
+				r = math.Floor(float64(t/sc)+quant.Dither(i)) + float64(zp)
+			} else {
+				r = math.RoundToEven(float64(t/sc)) + float64(zp)
+			}
 			c := int32(max(min(r, l.fqmax), l.fqmin))
 			pb[j], pc[j] = o, c
 		}

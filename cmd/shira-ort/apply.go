@@ -19,6 +19,7 @@ func newApplyCmd() *cobra.Command {
 		adapters   []string
 		force      bool
 		minLanded  float64
+		rounding   roundingFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "apply --model DIR --adapter A.shira[:ALPHA]... -o FUSED.onnx",
@@ -33,7 +34,7 @@ func newApplyCmd() *cobra.Command {
 			if err := refuseStandaloneOver(out, m, adapterInputs(adapters)...); err != nil {
 				return err
 			}
-			fm, err := loadFused(cmd.Context(), m, adapters, force)
+			fm, err := loadFused(cmd.Context(), m, adapters, force, rounding.r)
 			if err != nil {
 				return err
 			}
@@ -50,6 +51,7 @@ func newApplyCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output ONNX file")
 	cmd.Flags().BoolVar(&force, "force", false, forceUsage)
 	cmd.Flags().Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
+	cmd.Flags().Var(&rounding, "rounding", roundingUsage)
 	markRequired(cmd, "model", "adapter", "output")
 	return cmd
 }
@@ -75,7 +77,7 @@ type fusedModel struct {
 // the fused model matches the live session bit for bit. Like a live session
 // it refuses an adapter made for another model unless force is set. The
 // adapter files are closed again before it returns.
-func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, force bool) (*fusedModel, error) {
+func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, force bool, r patch.Rounding) (*fusedModel, error) {
 	cfgs, closeAdapters, err := openAdapters(adapterFlags, nil)
 	if err != nil {
 		return nil, err
@@ -87,7 +89,7 @@ func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, forc
 	}
 	var surv map[string]patch.Survival
 	opts := []patch.Option{patch.WithFiniteCheck(), // never write NaN or Inf weights
-		patch.WithSurvivalReport(func(m map[string]patch.Survival) { surv = m })}
+		patch.WithRounding(r), patch.WithSurvivalReport(func(m map[string]patch.Survival) { surv = m })}
 	if force {
 		opts = append(opts, patch.WithoutFingerprintCheck())
 	}

@@ -24,6 +24,7 @@ func newConvertCmd() *cobra.Command {
 		indexEnc                                       indexEncodingFlag
 		peftDir, loraDir, model, out, name, valueDType string
 		density, minLanded                             float64
+		rounding                                       roundingFlag
 		alpha                                          float32
 		asJSON                                         bool
 	)
@@ -109,7 +110,7 @@ from the fine-tuned weights themselves, writes overwrite semantics by default.)`
 			if err := writeAdapter(out, a, indexEnc.enc); err != nil {
 				return err
 			}
-			surv, err := survivalOn(cmd.Context(), m, a)
+			surv, err := survivalOn(cmd.Context(), m, a, rounding.r)
 			if err != nil {
 				return err
 			}
@@ -132,6 +133,7 @@ from the fine-tuned weights themselves, writes overwrite semantics by default.)`
 	f.StringVar(&valueDType, "value-dtype", "", "dtype of the stored deltas (default: the weight's dtype, fp16/bf16 rounded to nearest even)")
 	f.BoolVar(&asJSON, "json", false, "print the per-module report as JSON")
 	f.Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
+	f.Var(&rounding, "rounding", roundingUsage)
 	f.StringVarP(&out, "output", "o", "", "output .shira file")
 	markRequired(cmd, "model", "output")
 	cmd.MarkFlagsOneRequired("peft", "lora")

@@ -30,7 +30,7 @@ RunOptions to run with the adapted weights.`,
 				return err
 			}
 			defer m.Close()
-			fm, err := loadFused(cmd.Context(), m, adapters, false)
+			fm, err := loadFused(cmd.Context(), m, adapters, false, 0) // float weights only: ORT adapters hold floats
 			if err != nil {
 				return err
 			}

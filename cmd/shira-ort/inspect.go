@@ -26,6 +26,7 @@ func newInspectCmd() *cobra.Command {
 		provs             providerFlags
 		model             string
 		minLanded         float64
+		rounding          roundingFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect PATH [--providers [--provider P]... [--provider-fallback]] [--model DIR]",
@@ -74,7 +75,7 @@ a copy of the weights; nothing is written.`,
 					return err
 				}
 				defer m.Close()
-				if surv, err = survivalOn(cmd.Context(), m, a); err != nil {
+				if surv, err = survivalOn(cmd.Context(), m, a, rounding.r); err != nil {
 					return err
 				}
 			}
@@ -94,6 +95,7 @@ a copy of the weights; nothing is written.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for machines")
 	cmd.Flags().StringVar(&model, "model", "", "with an adapter: the exported model whose quantized weights' survival to report")
 	cmd.Flags().Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
+	cmd.Flags().Var(&rounding, "rounding", roundingUsage)
 	cmd.Flags().BoolVar(&providers, "providers", false, "report which execution provider runs each node (profiles a Run)")
 	provs.register(cmd.Flags())
 	return cmd

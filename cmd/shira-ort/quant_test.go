@@ -134,4 +134,20 @@ func TestQuantizedCLI(t *testing.T) {
 	if !bytes.Equal(liveC, offlineC) || bytes.Equal(liveC, base) {
 		t.Fatal("a created adapter: run != apply-fused run, or no change")
 	}
+	// --rounding stochastic: run and apply agree with each other and
+	// differ from nearest rounding; an unknown rounding is refused
+	fusedS := filepath.Join(tmp, "fused-s.onnx")
+	mustCLI(t, "apply", "--model", dir, "--adapter", c+":0.5", "-o", fusedS, "--rounding", "stochastic")
+	liveS, out := run("live-s", "--model", dir, "--adapter", c+":0.5", "--rounding", "stochastic")
+	offlineS, _ := run("offline-s", "--model", fusedS)
+	if !bytes.Equal(liveS, offlineS) || bytes.Equal(liveS, liveC) {
+		t.Fatalf("stochastic rounding: run != apply-fused run, or the same as nearest:\n%s", out)
+	}
+	if !strings.Contains(out, "along") {
+		t.Fatalf("run does not report the landed change along the intended one:\n%s", out)
+	}
+	if _, stderr, err := execCLI(t.Context(), "apply", "--model", dir, "--adapter", c, "-o", filepath.Join(tmp, "x.onnx"), "--rounding", "up"); err == nil ||
+		!strings.Contains(err.Error()+stderr, "nearest or stochastic") {
+		t.Fatalf("--rounding up: err %v\n%s", err, stderr)
+	}
 }

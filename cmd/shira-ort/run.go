@@ -28,6 +28,7 @@ func newRunCmd() *cobra.Command {
 		threads             int
 		force               bool
 		minLanded           float64
+		rounding            roundingFlag
 		provs               providerFlags
 	)
 	cmd := &cobra.Command{
@@ -51,7 +52,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--mode: %w", err)
 			}
-			opts := &ort.Options{IntraOpThreads: threads, Mode: m, SkipFingerprintCheck: force, CheckFinite: true}
+			opts := &ort.Options{IntraOpThreads: threads, Mode: m, SkipFingerprintCheck: force, CheckFinite: true, Rounding: rounding.r}
 			if err := provs.apply(opts); err != nil {
 				return err
 			}
@@ -104,6 +105,7 @@ func newRunCmd() *cobra.Command {
 	f.IntVar(&threads, "threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	f.BoolVar(&force, "force", false, forceUsage)
 	f.Float64Var(&minLanded, "min-landed", 0.5, minLandedUsage)
+	f.Var(&rounding, "rounding", roundingUsage)
 	f.StringVar(&mode, "mode", ort.DefaultMode.String(), "session mode: packed (patch the prepacked weights ORT computes with; falls back to hybrid where it does not apply), live (patch the unpacked weights ORT reads in place), baked (rebuild a prepacked session per switch) or hybrid (live at once, baked in the background)")
 	provs.register(f)
 	markRequired(cmd, "model", "output-dir")

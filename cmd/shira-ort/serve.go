@@ -31,6 +31,7 @@ type serveFlags struct {
 	maxOpenBytes, maxBody, transCache                                             int64
 	loraDensity                                                                   float64
 	maxWait, timeout, drain                                                       time.Duration
+	rounding                                                                      roundingFlag
 }
 
 // newServeCmd is `shira-ort serve`: an HTTP server for one exported model
@@ -66,6 +67,7 @@ answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the 
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	fl.StringVar(&f.mode, "mode", "packed", "session mode: packed, live, baked or hybrid")
 	fl.IntVar(&f.threads, "threads", 0, "ORT intra-op threads (0: ORT's default)")
+	fl.Var(&f.rounding, "rounding", roundingUsage)
 	fl.StringArrayVar(&f.adapterDirs, "adapters", nil, "register every .shira file and PEFT checkpoint directory in DIR (repeatable)")
 	fl.StringArrayVar(&f.adapters, "adapter", nil, "register one adapter: NAME=PATH (repeatable)")
 	fl.StringVar(&f.adapterRoot, "adapter-root", "", "enable loading (from paths inside this directory) and unloading adapters at run time")
@@ -170,7 +172,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 			return fmt.Errorf("--adapter %s: %w", name, err)
 		}
 	}
-	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true,
+	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true, Rounding: f.rounding.r,
 		PackedTranslationCache: translationCacheOption(f.transCache)})
 	if err != nil {
 		return err

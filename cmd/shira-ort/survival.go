@@ -27,13 +27,13 @@ func printSurvival(w, errw io.Writer, surv map[string]patch.Survival, minLanded 
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	fmt.Fprintf(w, "quantized weights: what the codes kept of the adapters' change (kept = 1 − ‖landed − intended‖ ÷ ‖intended‖; ‖landed‖ ÷ ‖intended‖)\n")
-	fmt.Fprintf(w, "  %-32s %9s %9s %9s %9s %9s\n", "weight", "entries", "kept", "‖landed‖", "unchanged", "clipped")
+	fmt.Fprintf(w, "quantized weights: what the codes kept of the adapters' change (kept = 1 − ‖landed − intended‖ ÷ ‖intended‖; ‖landed‖ ÷ ‖intended‖; along = ⟨landed, intended⟩ ÷ ‖intended‖²)\n")
+	fmt.Fprintf(w, "  %-32s %9s %9s %9s %9s %9s %9s\n", "weight", "entries", "kept", "‖landed‖", "along", "unchanged", "clipped")
 	var total patch.Survival
 	var low []string
 	line := func(name string, s patch.Survival) {
-		fmt.Fprintf(w, "  %-32s %9d %8.1f%% %8.1f%% %8.1f%% %8.1f%%\n", name, s.Touched, 100*kept(s), 100*s.LandedFraction(),
-			pct(s.Unchanged, s.Touched), pct(s.Clipped, s.Touched))
+		fmt.Fprintf(w, "  %-32s %9d %8.1f%% %8.1f%% %8.1f%% %8.1f%% %8.1f%%\n", name, s.Touched, 100*kept(s), 100*s.LandedFraction(),
+			100*s.Projection(), pct(s.Unchanged, s.Touched), pct(s.Clipped, s.Touched))
 	}
 	for _, n := range names {
 		s := surv[n]
@@ -45,7 +45,7 @@ func printSurvival(w, errw io.Writer, surv map[string]patch.Survival, minLanded 
 	}
 	line("(all)", total)
 	if len(low) > 0 || total.IntendedSq > 0 && kept(total) < minLanded {
-		fmt.Fprintf(errw, "warning: %d quantized weight(s) kept less than %.0f%% of the adapters' change (%v); the change is small next to the quantization step: store the adapter for this quantized model (values that are codes' dequantized values), scale it up (alpha), or quantize with finer scales (per channel)\n",
+		fmt.Fprintf(errw, "warning: %d quantized weight(s) kept less than %.0f%% of the adapters' change (%v); the change is small next to the quantization step: store the adapter for this quantized model (values that are codes' dequantized values), scale it up (alpha), quantize with finer scales (per channel), or, when most codes stay unchanged, round stochastically (--rounding stochastic: unbiased, with up to a step of error per entry, so judge it by the along column)\n",
 			len(low), 100*minLanded, low)
 	}
 }
@@ -62,10 +62,23 @@ func pct(a, b int) float64 {
 	return 100 * float64(a) / float64(b)
 }
 
-// survivalOn fuses a (at its default alpha) into a copy of m's weights to
-// report what m's quantized weights keep of it; nil for a model without
-// quantized weights.
-func survivalOn(ctx context.Context, m *export.Model, a *adapter.Adapter) (map[string]patch.Survival, error) {
+// roundingUsage documents --rounding.
+const roundingUsage = "quantized weights: how new codes are rounded, nearest (ONNX QuantizeLinear's, the default) or stochastic (unbiased: changes smaller than a step land in proportion, at up to a step of error each; deterministic); apply and run must be given the same to match bit for bit"
+
+// roundingFlag is the --rounding flag (a pflag.Value).
+type roundingFlag struct{ r patch.Rounding }
+
+func (f *roundingFlag) String() string { return f.r.String() }
+func (f *roundingFlag) Type() string   { return "nearest|stochastic" }
+func (f *roundingFlag) Set(s string) (err error) {
+	f.r, err = patch.ParseRounding(s)
+	return err
+}
+
+// survivalOn fuses a (at its default alpha) into a copy of m's weights,
+// rounding by r, to report what m's quantized weights keep of it; nil for
+// a model without quantized weights.
+func survivalOn(ctx context.Context, m *export.Model, a *adapter.Adapter, r patch.Rounding) (map[string]patch.Survival, error) {
 	quantized := false
 	for _, e := range m.Manifest().Tensors {
 		quantized = quantized || e.Quant != nil
@@ -78,7 +91,7 @@ func survivalOn(ctx context.Context, m *export.Model, a *adapter.Adapter) (map[s
 		return nil, err
 	}
 	var surv map[string]patch.Survival
-	err = m.FuseInto(weights, []patch.Config{patch.Default(a)}, patch.WithoutFingerprintCheck(),
+	err = m.FuseInto(weights, []patch.Config{patch.Default(a)}, patch.WithoutFingerprintCheck(), patch.WithRounding(r),
 		patch.WithSurvivalReport(func(s map[string]patch.Survival) { surv = s }))
 	return surv, err
 }

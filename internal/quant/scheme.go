@@ -82,6 +82,9 @@ type Scheme struct {
 	// unpacked form, zero_points of the scales' type) instead of
 	// ZeroPoints. At most one of the two may be set.
 	FloatZeroPoints []float32
+	// Rounding is how Quantize rounds: RoundNearestEven (the zero value,
+	// ONNX QuantizeLinear's) or RoundStochastic.
+	Rounding Rounding
 
 	ready    bool
 	lay      layout
@@ -172,6 +175,9 @@ func NewNBitsFloatZP(k, n, bits, blockSize int, scales, zeroPoints []float32) (*
 // both zero-point forms set.
 func (s *Scheme) Validate() error {
 	s.ready = false
+	if !s.Rounding.Valid() {
+		return fmt.Errorf("%w: %v", ErrInvalid, s.Rounding)
+	}
 	var err error
 	switch s.Kind {
 	case KindQDQ:
@@ -486,7 +492,7 @@ func (s *Scheme) Quantize(i int, v float32) (q int32, clipped bool) {
 	s.mustReady()
 	s.checkIndex(i)
 	p, _, _ := s.loc(i)
-	return s.quant(p, v)
+	return s.quant(uint32(i), p, v)
 }
 
 func (s *Scheme) deq(p int, q int32) float32 {
@@ -496,20 +502,20 @@ func (s *Scheme) deq(p int, q int32) float32 {
 	return float32(float32(q)-s.FloatZeroPoints[p]) * s.Scales[p]
 }
 
-func (s *Scheme) quant(p int, v float32) (int32, bool) {
+func (s *Scheme) quant(i uint32, p int, v float32) (int32, bool) {
 	var r float64
 	if s.zpi != nil {
 		x := v / s.Scales[p]
 		if x != x { // NaN: ORT's clamp (MAXPS / FMAXNM) yields the lower bound
 			return s.qmin, true
 		}
-		r = math.RoundToEven(float64(x)) + float64(s.zpi[p])
+		r = s.Rounding.Round(i, float64(x)) + float64(s.zpi[p])
 	} else {
 		x := v / s.Scales[p]
 		if x != x {
 			return s.qmin, true
 		}
-		r = math.RoundToEven(float64(x) + float64(s.FloatZeroPoints[p]))
+		r = s.Rounding.Round(i, float64(x)+float64(s.FloatZeroPoints[p]))
 	}
 	if r < float64(s.qmin) {
 		return s.qmin, true

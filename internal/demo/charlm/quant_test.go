@@ -19,7 +19,6 @@ import (
 	"github.com/shira-ort/shira-ort/internal/textgen"
 	"github.com/shira-ort/shira-ort/ort"
 	"github.com/shira-ort/shira-ort/patch"
-	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // styleValidations returns every style's held-out text (charlm.Validation).
@@ -80,15 +79,31 @@ func scriptLoss(t *testing.T, m *textgen.Model, text string) float64 {
 	return sum / float64(n)
 }
 
-// TestQuantizedCharLM quantizes the text generator's MatMul weights to
-// int8 per output channel (weight-only QDQ), converts each style's PEFT
-// SHiRA checkpoint (trained on the float model) for the quantized model and
-// applies it, and reports what the codes kept of each adapter and each
-// style's validation loss on both models, base and with the style's own
-// adapter. It checks that the style texts are the ones the model was
-// trained on (the script's base losses), that the quantized model runs,
-// that every adapter lands most of its change, and that each adapter still
-// lowers its own style's loss on the quantized model.
+// quantForms are the quantized forms of the text generator the tests
+// measure: ONNX QDQ int8 per output channel (what mobile NPUs run) and
+// ONNX Runtime's MatMulNBits 4-bit in blocks of 32 with zero points (what
+// onnxruntime-genai's LLMs run; accuracy_level 0, so live and rebuilt
+// sessions compute alike).
+var quantForms = []struct {
+	name       string
+	quantize   func(model []byte, names []string) ([]byte, error)
+	maxDegrade float64 // how far above the float model's loss the base may be
+}{
+	{"int8 per channel (QDQ)", qdqmodel.QuantizeWeights, 0.01},
+	{"4-bit blocks of 32 (MatMulNBits)", func(m []byte, names []string) ([]byte, error) {
+		return qdqmodel.QuantizeWeightsNBits(m, names, 4, 32, 0)
+	}, 0.1},
+}
+
+// TestQuantizedCharLM quantizes the text generator's 13 MatMul weights
+// (each form of quantForms), converts each style's PEFT SHiRA checkpoint
+// (trained on the float model) for the quantized model and applies it, and
+// reports what the codes kept of each adapter and each style's validation
+// loss on both models, base and with the style's own adapter. It checks
+// that the style texts are the ones the model was trained on (the script's
+// base losses), that the quantized models run close to the float one, and
+// that each adapter still lowers its own style's loss on the int8 model
+// (the 4-bit model's gains are reported).
 func TestQuantizedCharLM(t *testing.T) {
 	orttest.Require(t)
 	ctx := context.Background()
@@ -117,50 +132,19 @@ func TestQuantizedCharLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := qdqmodel.QuantizeWeights(src, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qdir := filepath.Join(tmp, "q")
-	if err := os.MkdirAll(qdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(qdir, "model.onnx"), q, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	qexp := filepath.Join(qdir, "exported")
-	qm, err := export.Expose(ctx, filepath.Join(qdir, "model.onnx"), qexp, export.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	qem, err := export.Open(qexp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qem.Close()
-	quantized := map[string]bool{}
-	for _, e := range qm.Tensors {
-		if e.Quant != nil {
-			quantized[e.Name] = true
-		}
-	}
-	if len(quantized) != len(names) {
-		t.Fatalf("%d of %d weights exposed quantized (notes %q)", len(quantized), len(names), qm.Notes)
-	}
 	v, err := textgen.LoadVocab(ws.Vocab)
 	if err != nil {
 		t.Fatal(err)
 	}
-	open := func(dir string) (*ort.Session, *textgen.Model) {
-		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive})
+	open := func(dir string, r patch.Rounding) (*ort.Session, *textgen.Model) {
+		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive, Rounding: r})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
 		return s, &textgen.Model{R: s, Vocab: v}
 	}
-	fs, fm := open(ws.Exported)
-	qs, qmod := open(qexp)
+	fs, fm := open(ws.Exported, patch.RoundNearestEven)
 	loss := func(m *textgen.Model, text string) float64 {
 		l, err := m.Loss(ctx, text)
 		if err != nil {
@@ -168,10 +152,8 @@ func TestQuantizedCharLM(t *testing.T) {
 		}
 		return l
 	}
-	report := []string{
-		"| style | kept of the change (codes unchanged / clipped) | base loss, float / int8 | with its adapter, float / int8 | gain, float / int8 | gain kept |",
-		"|---|---|---|---|---|---:|",
-	}
+	type floatResult struct{ base, adapted float64 }
+	floats := map[string]floatResult{}
 	for _, style := range charlm.Styles() {
 		val, ok := vals[style]
 		if !ok {
@@ -184,59 +166,112 @@ func TestQuantizedCharLM(t *testing.T) {
 		} else if got := scriptLoss(t, fm, val); math.Abs(got-want) > 0.003 {
 			t.Errorf("%s: base loss over the script's 48 windows %.4f, the script measured %.4f: not the text the model was trained on", style, got, want)
 		}
-		fBase, qBase := loss(fm, val), loss(qmod, val)
-		if qBase-fBase > 0.1 {
-			t.Errorf("%s: the int8 model's loss %.4f is far above the float model's %.4f", style, qBase, fBase)
-		}
 		a, err := adapter.Open(ws.Shira[style])
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { a.Close() })
-		// the PEFT SHiRA checkpoint converted for the int8 model itself
-		// (peft.ConvertShira: the codes are targeted, values stay floats)
-		qpath := filepath.Join(qdir, style+".shira")
-		if err := charlm.ConvertShira(filepath.Join(tmp, "shira", style), qem, style, qpath); err != nil {
-			t.Fatal(err)
-		}
-		qa, err := adapter.Open(qpath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { qa.Close() })
-		for _, at := range qa.Tensors {
-			if !quantized[at.Name] || at.DType != tensor.Int8 || !at.ValueDType.IsFloat() {
-				t.Fatalf("%s: converted tensor %s is %v with %v values", style, at.Name, at.DType, at.ValueDType)
-			}
-		}
+		fr := floatResult{base: loss(fm, val)}
 		if err := fs.Set(ctx, patch.Default(a)); err != nil {
 			t.Fatal(err)
 		}
-		if err := qs.Set(ctx, patch.Config{Adapter: qa, Alpha: a.DefaultAlpha}); err != nil {
-			t.Fatal(err)
-		}
-		var total patch.Survival
-		for _, s := range qs.Survival() {
-			total.Add(s)
-		}
-		fl, ql := loss(fm, val), loss(qmod, val)
-		fGain, qGain := fBase-fl, qBase-ql
-		report = append(report, fmt.Sprintf("| %s | %.1f %% (%.1f %% / %.1f %%) | %.4f / %.4f | %.4f / %.4f | %.4f / %.4f | %.0f %% |",
-			style, 100*(1-total.RelativeError()),
-			100*float64(total.Unchanged)/float64(max(1, total.Touched)), 100*float64(total.Clipped)/float64(max(1, total.Touched)),
-			fBase, qBase, fl, ql, fGain, qGain, 100*qGain/fGain))
-		if total.Touched == 0 || 1-total.RelativeError() < 0.5 {
-			t.Errorf("%s: the int8 codes kept %.1f %% of the change", style, 100*(1-total.RelativeError()))
-		}
-		if fGain <= 0 || qGain <= 0 {
-			t.Errorf("%s: the adapter's gain on its own style is %.4f on the float model, %.4f on the int8 model", style, fGain, qGain)
-		}
+		fr.adapted = loss(fm, val)
 		if err := fs.Revert(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := qs.Revert(ctx); err != nil {
+		a.Close()
+		floats[style] = fr
+	}
+	for fi, form := range quantForms {
+		q, err := form.quantize(src, names)
+		if err != nil {
 			t.Fatal(err)
 		}
+		qdir := filepath.Join(tmp, fmt.Sprint("q", fi))
+		if err := os.MkdirAll(qdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(qdir, "model.onnx"), q, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		qexp := filepath.Join(qdir, "exported")
+		qm, err := export.Expose(ctx, filepath.Join(qdir, "model.onnx"), qexp, export.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		qem, err := export.Open(qexp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer qem.Close()
+		quantized := map[string]bool{}
+		for _, e := range qm.Tensors {
+			if e.Quant != nil {
+				quantized[e.Name] = true
+			}
+		}
+		if len(quantized) != len(names) {
+			t.Fatalf("%s: %d of %d weights exposed quantized (notes %q)", form.name, len(quantized), len(names), qm.Notes)
+		}
+		for _, rounding := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
+			qs, qmod := open(qexp, rounding)
+			report := []string{
+				"| style | kept of the change (codes unchanged / clipped) | base loss, float / quantized | with its adapter, float / quantized | gain, float / quantized | gain kept |",
+				"|---|---|---|---|---|---:|",
+			}
+			for _, style := range charlm.Styles() {
+				val, ok := vals[style]
+				if !ok {
+					continue
+				}
+				fr := floats[style]
+				qBase := loss(qmod, val)
+				if qBase-fr.base > form.maxDegrade {
+					t.Errorf("%s, %s: the quantized model's loss %.4f is far above the float model's %.4f", form.name, style, qBase, fr.base)
+				}
+				// the PEFT SHiRA checkpoint converted for the quantized model
+				// itself (peft.ConvertShira: the codes are targeted, values stay
+				// floats)
+				qpath := filepath.Join(qdir, style+".shira")
+				if err := charlm.ConvertShira(filepath.Join(tmp, "shira", style), qem, style, qpath); err != nil {
+					t.Fatal(err)
+				}
+				qa, err := adapter.Open(qpath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, at := range qa.Tensors {
+					if !quantized[at.Name] || !at.DType.IsQuantCode() || !at.ValueDType.IsFloat() {
+						t.Fatalf("%s, %s: converted tensor %s is %v with %v values", form.name, style, at.Name, at.DType, at.ValueDType)
+					}
+				}
+				if err := qs.Set(ctx, patch.Default(qa)); err != nil {
+					t.Fatal(err)
+				}
+				var total patch.Survival
+				for _, s := range qs.Survival() {
+					total.Add(s)
+				}
+				ql := loss(qmod, val)
+				if err := qs.Revert(ctx); err != nil {
+					t.Fatal(err)
+				}
+				qa.Close()
+				fGain, qGain := fr.base-fr.adapted, qBase-ql
+				report = append(report, fmt.Sprintf("| %s | %.1f %% (%.1f %% / %.1f %%) | %.4f / %.4f | %.4f / %.4f | %.4f / %.4f | %.0f %% |",
+					style, 100*(1-total.RelativeError()),
+					100*float64(total.Unchanged)/float64(max(1, total.Touched)), 100*float64(total.Clipped)/float64(max(1, total.Touched)),
+					fr.base, qBase, fr.adapted, ql, fGain, qGain, 100*qGain/fGain))
+				if total.Touched == 0 {
+					t.Errorf("%s, %s: the adapter touched no code", form.name, style)
+				}
+				if fGain <= 0 {
+					t.Errorf("%s: the adapter's gain on its own style is %.4f on the float model", style, fGain)
+				}
+				if fi == 0 && qGain <= 0 {
+					t.Errorf("%s, %s: the adapter's gain on its own style is %.4f on the quantized model", form.name, style, qGain)
+				}
+			}
+			t.Logf("text generator quantized to %s, %s rounding; losses in nats/char over each style's held-out text:\n%s", form.name, rounding, strings.Join(report, "\n"))
+		}
 	}
-	t.Logf("quantized text generator (int8 per output channel, weight-only QDQ); losses in nats/char over each style's held-out text:\n%s", strings.Join(report, "\n"))
 }
