@@ -13,6 +13,7 @@ import (
 	"github.com/shira-ort/shira-ort/internal/closest"
 	"github.com/shira-ort/shira-ort/internal/mlaspack"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/internal/quant"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -35,11 +36,22 @@ import (
 // the mapping of the weight file stays the base weights and its pages are
 // dropped.
 
+// packLayout maps an adapter tensor's entries into a packed buffer:
+// mlaspack.Layout (SGEMM B) or mlaspack.NBitsLayout (4-bit MatMulNBits B).
+// Both are comparable values (translation cache keys).
+type packLayout interface {
+	Translate(indices []uint32, values []byte, valueSize int) ([]uint32, []byte)
+	// Matches reports whether buf is the packed form of the weight's
+	// bytes w (float32 for SGEMM B).
+	Matches(buf, w []byte) bool
+}
+
 // packTarget is one packed buffer of an exposed weight.
 type packTarget struct {
 	name   string // the buffer's weight name in the packed patcher
-	layout mlaspack.Layout
-	data   []byte // ORT's buffer (pinned)
+	layout packLayout
+	shape  []int64 // of the buffer as the packed patcher indexes it
+	data   []byte  // ORT's buffer (pinned)
 	// widened: a float16/bfloat16 weight ORT converted to float32 before
 	// packing (patch.Weight.Widened)
 	widened bool
@@ -51,12 +63,16 @@ type packedState struct {
 	patcher *patch.Patcher     // over the packed buffers
 	targets map[string][]packTarget
 	cache   transCache // translations kept for later switches (Options.PackedTranslationCache)
+	// quantized names the packed buffers of quantized (MatMulNBits)
+	// weights, whose translated values stay until the next switch:
+	// patch.Patcher.Survival reads them.
+	quantized map[string]bool
 }
 
 // transKey names one translation: an adapter tensor into one packed layout.
 type transKey struct {
 	t      *adapter.Tensor
-	layout mlaspack.Layout
+	layout packLayout
 }
 
 // transEntry is a cached translation; a (retained by the entry) is the
@@ -218,7 +234,49 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 	var pw []patch.Weight
 	var keep []int64
 	var wide []float32 // reused: one weight at a time
+	claim := func(bi int, w *weight) string {
+		if other, ok := owner[bi]; ok {
+			return fmt.Sprintf("weights %s and %s have the same packed contents; ORT may share one buffer between them", closest.Quote(other), closest.Quote(w.info.Name))
+		}
+		owner[bi] = w.info.Name
+		return ""
+	}
 	for _, w := range s.weights {
+		if w.quant != nil && w.quant.Kind == quant.KindNBits {
+			l, err := mlaspack.NewNBitsLayout(w.info.Quant.K, w.info.Quant.N, w.info.Quant.Bits, w.info.Quant.BlockSize)
+			if err != nil {
+				return nil, fmt.Sprintf("weight %s: %v", closest.Quote(w.info.Name), err), nil
+			}
+			sc, err := packedNBitsScheme(w.quant, l)
+			if err != nil {
+				return nil, "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
+			}
+			shape := []int64{int64(l.Padded()), int64(l.N)}
+			found := 0
+			for _, bi := range bySize[l.PackedBytes()] {
+				b := rec.Blocks[bi]
+				if !l.Matches(b.Data, w.data) {
+					continue
+				}
+				if why := claim(bi, w); why != "" {
+					return nil, why, nil
+				}
+				found++
+				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
+				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: shape, data: b.Data})
+				pw = append(pw, patch.Weight{Name: name, DType: tensor.Uint8, Shape: shape, Data: b.Data, Quant: sc})
+				if ps.quantized == nil {
+					ps.quantized = map[string]bool{}
+				}
+				ps.quantized[name] = true
+				keep = append(keep, b.ID)
+			}
+			s.dropWeight(w)
+			if found == 0 {
+				return nil, fmt.Sprintf("no buffer ORT allocated holds MatMulNBits weight %s packed for float32 compute (%d bytes): ORT did not prepack it in the layout shira-ort patches", closest.Quote(w.info.Name), l.PackedBytes()), nil
+			}
+			continue
+		}
 		want := w.data // the bytes the packed buffer holds, in the weight's order
 		widened := w.info.DType != tensor.Float32
 		if widened {
@@ -238,13 +296,12 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 				if !l.Matches(b.Data, want) {
 					continue
 				}
-				if other, ok := owner[bi]; ok {
-					return nil, fmt.Sprintf("weights %s and %s have the same packed contents; ORT may share one buffer between them", closest.Quote(other), closest.Quote(w.info.Name)), nil
+				if why := claim(bi, w); why != "" {
+					return nil, why, nil
 				}
-				owner[bi] = w.info.Name
 				found++
 				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
-				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, data: b.Data, widened: widened})
+				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: []int64{int64(l.PackedLen())}, data: b.Data, widened: widened})
 				pw = append(pw, patch.Weight{Name: name, DType: w.info.DType, Widened: widened, Shape: []int64{int64(l.PackedLen())}, Data: b.Data})
 				keep = append(keep, b.ID)
 			}
@@ -258,7 +315,7 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 			}
 		}
 	}
-	p, err := patch.New(pw, patch.WithoutFingerprintCheck())
+	p, err := patch.New(pw, patch.WithoutFingerprintCheck(), patch.WithRounding(s.opts.Rounding))
 	if err != nil {
 		return nil, "", fmt.Errorf("ort: packed weights: %w", err)
 	}
@@ -269,6 +326,23 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 	return ps, "", nil
 }
 
+// packedNBitsScheme is the quantization scheme of MatMulNBits weight
+// scheme sc's packed buffer seen as MatMulNBits storage (l): K padded to
+// whole blocks, the same scales and zero points, and the packed rows'
+// logical rows (for stochastic rounding).
+func packedNBitsScheme(sc *quant.Scheme, l mlaspack.NBitsLayout) (*quant.Scheme, error) {
+	p := *sc
+	p.Shape = []int64{int64(l.Padded()), int64(l.N)}
+	p.LogicalRows = make([]int32, l.Padded())
+	for k := range l.Padded() {
+		p.LogicalRows[l.Row(k)] = int32(k)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
 // translate returns cfgs with every adapter tensor replaced by its packed
 // form for each of its weight's packed buffers: one translation per tensor
 // and layout, shared by buffers of the same layout, made in parallel. cfgs
@@ -277,7 +351,7 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 	type job struct {
 		a      *adapter.Adapter
 		t      *adapter.Tensor
-		layout mlaspack.Layout
+		layout packLayout
 		idx    []uint32
 		vals   []byte
 	}
@@ -330,7 +404,7 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 			for _, tg := range ps.targets[t.Name] {
 				j := byKey[jobKey{t, tg.layout}]
 				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: t.DType, ValueDType: t.ValueDType,
-					Shape: []int64{int64(tg.layout.PackedLen())}, Indices: j.idx, Values: j.vals})
+					Shape: tg.shape, Indices: j.idx, Values: j.vals})
 			}
 		}
 		out[i] = patch.Config{Adapter: a, Alpha: c.Alpha}
@@ -342,11 +416,15 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 // written them: a later switch or revert reads only the indices (and the
 // originals the patcher saved), and a switch translates what it applies
 // afresh. This keeps a packed session's steady memory at the weights plus
-// the active adapters' indices and saved originals.
-func dropValues(tc []patch.Config) {
+// the active adapters' indices and saved originals. The values of the
+// buffers named in keep (quantized weights, whose survival figures are
+// computed from them on demand) stay.
+func dropValues(tc []patch.Config, keep map[string]bool) {
 	for _, c := range tc {
 		for i := range c.Adapter.Tensors {
-			c.Adapter.Tensors[i].Values = nil
+			if !keep[c.Adapter.Tensors[i].Name] {
+				c.Adapter.Tensors[i].Values = nil
+			}
 		}
 	}
 }
@@ -370,7 +448,7 @@ func (s *Session) switchPacked(cfgs []patch.Config) error {
 	if err != nil {
 		return fmt.Errorf("ort: patching the packed weights: %w", err) // not expected: cfgs were validated
 	}
-	dropValues(tc)
+	dropValues(tc, s.packed.quantized)
 	return nil
 }
 

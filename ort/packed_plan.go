@@ -53,6 +53,13 @@ func packedOrientations(m *export.Model, ws []*weight) (map[string][]bool, strin
 	out := make(map[string][]bool, len(ws))
 	for _, w := range ws {
 		name := closest.Quote(w.info.Name)
+		if q := w.info.Quant; q != nil && q.Form == export.QuantNBits {
+			if why := ix.nbitsUses(w.info.Name, q); why != "" {
+				return nil, fmt.Sprintf("weight %s %s", name, why)
+			}
+			out[w.info.Name] = []bool{false}
+			continue
+		}
 		if !w.info.DType.IsFloat() {
 			return nil, fmt.Sprintf("weight %s is %v: only float weights are patched in their packed form", name, w.info.DType)
 		}
@@ -178,6 +185,36 @@ func (ix *useIndex) packedUses(value string, dt tensor.DType, trans bool, depth 
 					return fmt.Sprintf("feeds %s, followed by BatchNormalization node %s, which ORT may fold into a copy of the weight", desc, closest.Quote(next.node.Name()))
 				}
 			}
+		}
+	}
+	return ""
+}
+
+// nbitsUses says why the MatMulNBits weight value (described by q) would
+// not be prepacked in the layout mlaspack.NBitsLayout describes, or "":
+// 4 bits, float32 compute (accuracy_level 0 to 3; at 4 ORT packs B with
+// its scales and block sums for int8 compute, interleaving columns), read
+// only as B by MatMulNBits nodes.
+func (ix *useIndex) nbitsUses(value string, q *export.Quantization) string {
+	if q.Bits != 4 {
+		return fmt.Sprintf("is a %d-bit MatMulNBits weight: ORT prepacks only 4-bit ones (it reads this one as stored, which only a live or rebuilt session patches)", q.Bits)
+	}
+	if q.AccuracyLevel >= 4 {
+		return fmt.Sprintf("is read by MatMulNBits %s at accuracy_level %d: ORT packs it with its scales and block sums for int8 compute, a layout shira-ort does not patch", closest.Quote(q.Node), q.AccuracyLevel)
+	}
+	if ix.outputs[value] {
+		return "is a graph output"
+	}
+	if ix.subRefs[value] {
+		return "is read inside a subgraph"
+	}
+	users := ix.users[value]
+	if len(users) == 0 {
+		return "is read by no node"
+	}
+	for _, u := range users {
+		if n := u.node; n.OpType() != "MatMulNBits" || n.Domain() != "com.microsoft" || u.idx != 1 {
+			return fmt.Sprintf("is read by %s node %s (input %d), which would read a copy the packed patch never reaches", n.OpType(), closest.Quote(n.Name()), u.idx)
 		}
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/patch"
@@ -118,6 +119,15 @@ func (s *Session) Survival() map[string]patch.Survival {
 		return nil
 	}
 	m := s.patcher.Survival()
+	if s.packed != nil && s.packed.patcher != nil {
+		// the packed patcher's weights are the buffers (NAME#packedI), one
+		// per MatMulNBits weight: its figures are the weight's
+		m = map[string]patch.Survival{}
+		for name, sv := range s.packed.patcher.Survival() {
+			w, _, _ := strings.Cut(name, "#packed")
+			m[w] = sv
+		}
+	}
 	if len(m) == 0 {
 		return nil
 	}
@@ -134,8 +144,8 @@ func (s *Session) Survival() map[string]patch.Survival {
 // only rebuilt sessions, with plain ORT's numerics. Empty when there is no
 // such difference.
 func (s *Session) Caveats() []string {
-	if s.mode == ModeBaked {
-		return nil
+	if s.mode == ModeBaked || s.mode == ModePacked {
+		return nil // only plain ORT sessions serve Runs
 	}
 	var out []string
 	for _, w := range s.weights {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -384,8 +386,11 @@ func BenchmarkQuantRun(b *testing.B) {
 		"baked": func() (*Session, error) {
 			return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModeBaked})
 		},
+		"packed": func() (*Session, error) { // hybrid where it does not apply (QDQ forms)
+			return Open(context.Background(), exposed, &Options{IntraOpThreads: threads, Mode: ModePacked})
+		},
 	}
-	for _, name := range []string{"plain", "live", "hybrid-steady", "baked"} {
+	for _, name := range []string{"plain", "live", "hybrid-steady", "baked", "packed"} {
 		s, err := open[name]()
 		if err != nil {
 			b.Fatal(err)
@@ -394,15 +399,19 @@ func BenchmarkQuantRun(b *testing.B) {
 			if err := s.Set(context.Background(), patch.Config{Adapter: A, Alpha: 1}); err != nil {
 				b.Fatal(err)
 			}
-			if name == "hybrid-steady" {
+			if name == "hybrid-steady" || name == "packed" && s.Mode() != ModePacked {
 				if err := s.WaitBaked(context.Background()); err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
+		label := name
+		if name == "packed" && s.Mode() != ModePacked {
+			label = "packed-fallback-hybrid-steady"
+		}
 		for _, batch := range []int{1, 16} {
 			in := map[string]*tensor.Tensor{"x": mustF32(b, []int64{int64(batch), int64(width)}, ramp(batch*width, batch))}
-			b.Run(fmt.Sprintf("%s/batch=%d", name, batch), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/batch=%d", label, batch), func(b *testing.B) {
 				mustRun(b, s, in)
 				for b.Loop() {
 					if _, err := s.Run(context.Background(), in); err != nil {
@@ -411,6 +420,155 @@ func BenchmarkQuantRun(b *testing.B) {
 				}
 			})
 		}
+		s.Close()
+	}
+}
+
+// TestPackedNBitsMatchesFused: a 4-bit MatMulNBits weight at float32
+// compute (accuracy_level 0 to 3) opens in ModePacked: ORT's prepacked B
+// (codes interleaved inside sub-blocks, mlaspack.NBitsLayout) is found by
+// content and patched in place, and after every Set the outputs equal
+// plain ORT on the offline-fused model bit for bit, with nearest and with
+// stochastic rounding; Survival equals the live session's; revert is
+// bit-exact. 8-bit weights and accuracy_level 4 fall back to hybrid with a
+// reason.
+func TestPackedNBitsMatchesFused(t *testing.T) {
+	requireORT(t)
+	for _, c := range []struct {
+		k, n, bits, bs, acc int
+		zp                  bool
+		packed              bool
+	}{
+		{72, 24, 4, 32, 0, true, true}, // a partial last block
+		{64, 16, 4, 16, 0, false, true},
+		{200, 12, 4, 64, 2, true, true},
+		{256, 8, 4, 128, 3, false, true},
+		{64, 16, 8, 32, 0, true, false},
+		{64, 16, 4, 32, 4, true, false},
+	} {
+		t.Run(fmt.Sprintf("K%d_N%d_bits%d_bs%d_zp%v_acc%d", c.k, c.n, c.bits, c.bs, c.zp, c.acc), func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "nbits.onnx")
+			if err := os.WriteFile(src, qdqmodel.BuildNBits(5, c.k, c.n, c.bits, c.bs, c.zp, c.acc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			exposed := filepath.Join(dir, "exposed")
+			m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(c.k)}, ramp(3*c.k, 3))}
+			base := mustRun(t, mustOpenModel(t, src, nil), in)
+			A := quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
+			B := quantAdapter(t, m, exposed, 0.1, 2, adapter.Delta, 2)
+			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
+				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
+				live := mustOpen(t, exposed, &Options{Mode: ModeLive, IntraOpThreads: 1, Rounding: r})
+				if got := s.Mode() == ModePacked; got != c.packed {
+					t.Fatalf("%v: mode %v (fallback %q), want packed %v", r, s.Mode(), s.FallbackReason(), c.packed)
+				}
+				if !c.packed {
+					if s.FallbackReason() == "" {
+						t.Fatal("fell back without a reason")
+					}
+					t.Logf("fallback: %s", s.FallbackReason())
+					return
+				}
+				for _, cfgs := range [][]patch.Config{{{Adapter: A, Alpha: 1}}, {{Adapter: A, Alpha: 0.5}, {Adapter: B, Alpha: 0.75}}, {{Adapter: B, Alpha: -1}}} {
+					w, err := openExported(t, exposed).Fuse(context.Background(), cfgs, patch.WithRounding(r))
+					if err != nil {
+						t.Fatal(err)
+					}
+					out := filepath.Join(t.TempDir(), "fused.onnx")
+					if err := openExported(t, exposed).WriteStandalone(context.Background(), w, out); err != nil {
+						t.Fatal(err)
+					}
+					want := mustRun(t, mustOpenModel(t, out, &Options{IntraOpThreads: 1}), in)
+					if sameOutputs(want, base) {
+						t.Fatal("the adapters changed nothing")
+					}
+					for _, x := range []*Session{s, live} {
+						if err := x.Set(context.Background(), cfgs...); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if got := mustRun(t, s, in); !sameOutputs(got, want) {
+						t.Fatalf("%v: packed outputs differ from the offline-fused model's", r)
+					}
+					if c.acc == 0 && !sameOutputs(mustRun(t, live, in), want) {
+						t.Fatalf("%v: live outputs differ from the offline-fused model's", r)
+					}
+					// the same figures (summed in another order: packed rows)
+					if ps, ls := s.Survival(), live.Survival(); len(ps) != 1 || !maps.EqualFunc(ps, ls, sameSurvival) {
+						t.Fatalf("%v: packed survival %v, live %v", r, ps, ls)
+					}
+				}
+				if err := s.Revert(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := mustRun(t, s, in); !sameOutputs(got, base) {
+					t.Fatalf("%v: revert did not restore the base outputs bit for bit", r)
+				}
+			}
+		})
+	}
+}
+
+// sameSurvival reports whether a and b have the same counts and the same
+// sums to rounding.
+func sameSurvival(a, b patch.Survival) bool {
+	near := func(x, y float64) bool { return math.Abs(x-y) <= 1e-9*math.Max(math.Abs(x), math.Abs(y)) }
+	return a.Touched == b.Touched && a.Unchanged == b.Unchanged && a.Clipped == b.Clipped && a.NonFinite == b.NonFinite &&
+		near(a.IntendedSq, b.IntendedSq) && near(a.LandedSq, b.LandedSq) && near(a.ErrSq, b.ErrSq) && near(a.Dot, b.Dot)
+}
+
+// BenchmarkNBitsSwitch is Set alternating between two 1 % adapters on one
+// 4096×4096 4-bit MatMulNBits weight (blocks of 32, zero points,
+// accuracy_level 0): in a packed session (ORT's prepacked buffer patched;
+// translations cached, the default, and not cached) and in a live session
+// (the codes ORT reads in place), reported as ms per switch. It is the
+// switch the packed mode adds to a plain session's Runs.
+func BenchmarkNBitsSwitch(b *testing.B) {
+	requireORT(b)
+	const d = 4096
+	dir := b.TempDir()
+	src := filepath.Join(dir, "nbits.onnx")
+	if err := os.WriteFile(src, qdqmodel.BuildNBits(1, d, d, 4, 32, true, 0), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	exposed := filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfgs := []patch.Config{
+		{Adapter: quantAdapter(b, m, exposed, 0.01, 4, adapter.Overwrite, 1), Alpha: 1},
+		{Adapter: quantAdapter(b, m, exposed, 0.01, 5, adapter.Overwrite, 1), Alpha: 1},
+	}
+	for _, c := range []struct {
+		name string
+		opts Options
+	}{
+		{"packed", Options{Mode: ModePacked}},
+		{"packed-uncached", Options{Mode: ModePacked, PackedTranslationCache: -1}},
+		{"live", Options{Mode: ModeLive}},
+	} {
+		s, err := Open(context.Background(), exposed, &c.opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if c.name != "live" && s.Mode() != ModePacked {
+			b.Fatalf("%s: not packed: %s", c.name, s.FallbackReason())
+		}
+		b.Run(c.name, func(b *testing.B) {
+			k := 0
+			for b.Loop() {
+				if err := s.Set(context.Background(), cfgs[k]); err != nil {
+					b.Fatal(err)
+				}
+				k = 1 - k
+			}
+		})
 		s.Close()
 	}
 }

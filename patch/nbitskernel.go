@@ -184,9 +184,9 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 			var r float64
 			switch {
 			case stoch && fz:
-				r = math.Floor(x + zp + quant.Dither(i))
+				r = math.Floor(x + zp + quant.Dither(q.sc.DitherIndex(i)))
 			case stoch:
-				r = math.Floor(x+quant.Dither(i)) + zp
+				r = math.Floor(x+quant.Dither(q.sc.DitherIndex(i))) + zp
 			case fz:
 				r = math.RoundToEven(x + zp)
 			default:

@@ -110,6 +110,7 @@ func newQState(w *Weight, r Rounding) (*qstate, error) {
 	sc.Scales = slices.Clone(sc.Scales)
 	sc.ZeroPoints = slices.Clone(sc.ZeroPoints)
 	sc.FloatZeroPoints = slices.Clone(sc.FloatZeroPoints)
+	sc.LogicalRows = slices.Clone(sc.LogicalRows)
 	sc.Rounding = r
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrWeight, w.Name, err)

@@ -189,7 +189,7 @@ func (s *Scheme) apply(raw []byte, idx []uint32, vals []float32, alpha float32, 
 		default:
 			target = base + float32(alpha*(v-base))
 		}
-		q, clipped := s.quant(ii, p, target)
+		q, clipped := s.quant(s.DitherIndex(ii), p, target)
 		if q != old {
 			s.put(raw, off, sh, q)
 		} else {

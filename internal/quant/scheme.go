@@ -85,6 +85,13 @@ type Scheme struct {
 	// Rounding is how Quantize rounds: RoundNearestEven (the zero value,
 	// ONNX QuantizeLinear's) or RoundStochastic.
 	Rounding Rounding
+	// LogicalRows, KindNBits only, is for a storage whose rows (along K)
+	// are a permutation of the logical ones (a prepacked copy of B seen
+	// as MatMulNBits storage): LogicalRows[r] is the logical row that
+	// storage row r holds, nil for the identity. RoundStochastic dithers
+	// by the logical index, so the permuted storage gets the codes the
+	// logical one would.
+	LogicalRows []int32
 
 	ready    bool
 	lay      layout
@@ -237,6 +244,9 @@ func (s *Scheme) Validate() error {
 }
 
 func (s *Scheme) validateQDQ() error {
+	if s.LogicalRows != nil {
+		return fmt.Errorf("%w: LogicalRows is for MatMulNBits schemes", ErrInvalid)
+	}
 	if !isQDQType(s.CodeType) {
 		return fmt.Errorf("%w: code type %v is not int8, uint8, int16 or uint16", ErrInvalid, s.CodeType)
 	}
@@ -314,6 +324,16 @@ func (s *Scheme) validateNBits() error {
 	}
 	if len(s.Scales) != int(n)*kb {
 		return fmt.Errorf("%w: %d scales for N=%d × k_blocks=%d", ErrInvalid, len(s.Scales), n, kb)
+	}
+	if s.LogicalRows != nil {
+		if len(s.LogicalRows) != int(k) {
+			return fmt.Errorf("%w: %d logical rows for K=%d", ErrInvalid, len(s.LogicalRows), k)
+		}
+		for _, r := range s.LogicalRows {
+			if r < 0 || int64(r) >= k {
+				return fmt.Errorf("%w: logical row %d out of [0, %d)", ErrInvalid, r, k)
+			}
+		}
 	}
 	s.CodeType = tensor.Uint8
 	s.lay = layNBits
@@ -492,7 +512,17 @@ func (s *Scheme) Quantize(i int, v float32) (q int32, clipped bool) {
 	s.mustReady()
 	s.checkIndex(i)
 	p, _, _ := s.loc(i)
-	return s.quant(uint32(i), p, v)
+	return s.quant(s.DitherIndex(uint32(i)), p, v)
+}
+
+// DitherIndex returns the index RoundStochastic dithers element i by: i
+// itself, or its logical index when LogicalRows permutes the rows.
+func (s *Scheme) DitherIndex(i uint32) uint32 {
+	if s.LogicalRows == nil {
+		return i
+	}
+	n := uint32(s.n)
+	return uint32(s.LogicalRows[i/n])*n + i%n
 }
 
 func (s *Scheme) deq(p int, q int32) float32 {
