@@ -24,11 +24,21 @@ import (
 func TestPackedTenThousandSteps(t *testing.T) {
 	requireORT(t)
 	requirePackedPlatform(t)
+	for _, nbits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nbits=%v", nbits), func(t *testing.T) { packedSteps(t, nbits) })
+	}
+}
+
+// packedSteps runs TestPackedTenThousandSteps on packedModelDirQ(nbits):
+// with nbits, two of the four weights are 4-bit MatMulNBits weights whose
+// reference is patched as MatMulNBits storage (their scheme from the
+// manifest).
+func packedSteps(t *testing.T, nbits bool) {
 	steps := 10000
 	if testing.Short() {
 		steps = 1000
 	}
-	dir, m := packedModelDir(t)
+	dir, m := packedModelDirQ(t, nbits)
 	// A translation cache of about two of the five adapters: switches hit,
 	// miss and evict (TestPackedMatchesFused covers the session without).
 	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1, PackedTranslationCache: 48 << 10})
@@ -44,11 +54,15 @@ func TestPackedTenThousandSteps(t *testing.T) {
 	}()
 	rng := rand.New(rand.NewPCG(7, 77))
 	base := fusedWeights(t, dir, nil)
-	var ref []patch.Weight
+	data := map[string][]byte{}
 	for _, e := range m.Tensors {
-		ref = append(ref, patch.Weight{Name: e.Name, DType: e.DType, Shape: e.Shape, Data: append([]byte(nil), base[e.Name]...)})
+		data[e.Name] = append([]byte(nil), base[e.Name]...)
 	}
-	rp, err := patch.New(ref)
+	ref, err := openExported(t, dir).PatchWeights(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := patch.New(ref, patch.WithoutFingerprintCheck())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,17 +74,22 @@ func TestPackedTenThousandSteps(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				continue
 			}
-			n, _ := tensor.NumElements(e.Shape)
+			shape := e.LogicalShape()
+			n, _ := tensor.NumElements(shape)
 			var ix []uint32
 			var vals []float32
 			density := 0.01 + rng.Float64()*0.3
+			spread := float32(4)
+			if e.Quant != nil {
+				spread = 0.5
+			}
 			for i := range n {
 				if rng.Float64() < density {
 					ix = append(ix, uint32(i))
-					vals = append(vals, rng.Float32()*4-2)
+					vals = append(vals, (rng.Float32()-0.5)*spread)
 				}
 			}
-			at, err := adapter.NewTensor(e.Name, e.DType, e.Shape, ix, vals, valueTypes[rng.IntN(3)])
+			at, err := adapter.NewTensor(e.Name, e.DType, shape, ix, vals, valueTypes[rng.IntN(3)])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,8 +99,8 @@ func TestPackedTenThousandSteps(t *testing.T) {
 	}
 	bad := &adapter.Adapter{Name: "bad", Semantics: adapter.Delta, DefaultAlpha: 1}
 	for _, e := range m.Tensors {
-		n, _ := tensor.NumElements(e.Shape)
-		at, err := adapter.NewTensor(e.Name, e.DType, e.Shape, []uint32{0, uint32(n / 2)}, []float32{1, 2}, tensor.Float32)
+		n, _ := tensor.NumElements(e.LogicalShape())
+		at, err := adapter.NewTensor(e.Name, e.DType, e.LogicalShape(), []uint32{0, uint32(n / 2)}, []float32{1, 2}, tensor.Float32)
 		if err != nil {
 			t.Fatal(err)
 		}

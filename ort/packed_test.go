@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/onnxwire"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
+	"github.com/shira-ort/shira-ort/internal/qdqmodel"
 	"github.com/shira-ort/shira-ort/internal/testutil"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -33,6 +35,14 @@ import (
 //   - W4 [40, 24]: MatMul followed by an Add of a constant bias, which
 //     ORT fuses into a Gemm.
 func packedModelDir(tb testing.TB) (string, *export.Manifest) {
+	tb.Helper()
+	return packedModelDirQ(tb, false)
+}
+
+// packedModelDirQ is packedModelDir; with nbits, W1 and W4 are 4-bit
+// MatMulNBits weights (blocks of 32 and 16, partial last blocks, zero
+// points), the others float.
+func packedModelDirQ(tb testing.TB, nbits bool) (string, *export.Manifest) {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(21, 22))
 	f32 := func(n int) []byte {
@@ -64,7 +74,17 @@ func packedModelDir(tb testing.TB) (string, *export.Manifest) {
 	b.AddOutput("Y", tensor.Float32, []int64{-1, 300}, "n", "")
 	b.AddOutput("Z", tensor.Float32, []int64{-1, 24}, "batch", "")
 	src := filepath.Join(tb.TempDir(), "packed.onnx")
-	if err := b.WriteFile(src); err != nil {
+	model := b.Bytes()
+	if nbits {
+		var err error
+		if model, err = qdqmodel.QuantizeWeightsNBits(model, []string{"W1"}, 4, 32, 0); err != nil {
+			tb.Fatal(err)
+		}
+		if model, err = qdqmodel.QuantizeWeightsNBits(model, []string{"W4"}, 4, 16, 0); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(src, model, 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	dir := filepath.Join(tb.TempDir(), "packed")
