@@ -88,11 +88,12 @@ var quantForms = []struct {
 	name       string
 	quantize   func(model []byte, names []string) ([]byte, error)
 	maxDegrade float64 // how far above the float model's loss the base may be
+	packed     bool    // a default session is packed (and must compute what the live one does)
 }{
-	{"int8 per channel (QDQ)", qdqmodel.QuantizeWeights, 0.01},
+	{"int8 per channel (QDQ)", qdqmodel.QuantizeWeights, 0.01, false},
 	{"4-bit blocks of 32 (MatMulNBits)", func(m []byte, names []string) ([]byte, error) {
 		return qdqmodel.QuantizeWeightsNBits(m, names, 4, 32, 0)
-	}, 0.1},
+	}, 0.1, true},
 }
 
 // TestQuantizedCharLM quantizes the text generator's 13 MatMul weights
@@ -103,7 +104,9 @@ var quantForms = []struct {
 // that the style texts are the ones the model was trained on (the script's
 // base losses), that the quantized models run close to the float one, and
 // that each adapter still lowers its own style's loss on the int8 model
-// (the 4-bit model's gains are reported).
+// (the 4-bit model's gains are reported), and that the 4-bit model opens
+// packed by default and computes there exactly what plain ORT computes on
+// the offline-fused model.
 func TestQuantizedCharLM(t *testing.T) {
 	orttest.Require(t)
 	ctx := context.Background()
@@ -136,8 +139,12 @@ func TestQuantizedCharLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	open := func(dir string, r patch.Rounding) (*ort.Session, *textgen.Model) {
-		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: ort.ModeLive, Rounding: r})
+	open := func(dir string, r patch.Rounding, mode ...ort.Mode) (*ort.Session, *textgen.Model) {
+		m := ort.ModeLive
+		if len(mode) > 0 {
+			m = mode[0]
+		}
+		s, err := ort.Open(ctx, dir, &ort.Options{IntraOpThreads: 1, Mode: m, Rounding: r})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,6 +221,13 @@ func TestQuantizedCharLM(t *testing.T) {
 		}
 		for _, rounding := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
 			qs, qmod := open(qexp, rounding)
+			var ps *ort.Session
+			var pmod *textgen.Model
+			if form.packed {
+				if ps, pmod = open(qexp, rounding, ort.ModePacked); ps.Mode() != ort.ModePacked {
+					t.Fatalf("%s: the default session is not packed: %s", form.name, ps.FallbackReason())
+				}
+			}
 			report := []string{
 				"| style | kept of the change (codes unchanged / clipped) | base loss, float / quantized | with its adapter, float / quantized | gain, float / quantized | gain kept |",
 				"|---|---|---|---|---|---:|",
@@ -252,6 +266,35 @@ func TestQuantizedCharLM(t *testing.T) {
 					total.Add(s)
 				}
 				ql := loss(qmod, val)
+				if ps != nil {
+					if err := ps.Set(ctx, patch.Default(qa)); err != nil {
+						t.Fatal(err)
+					}
+					// the oracle: plain ORT on the offline-fused model, bit for bit
+					w, err := qem.Fuse(ctx, []patch.Config{patch.Default(qa)}, patch.WithRounding(rounding))
+					if err != nil {
+						t.Fatal(err)
+					}
+					fused := filepath.Join(qdir, "fused.onnx")
+					if err := qem.WriteStandalone(ctx, w, fused); err != nil {
+						t.Fatal(err)
+					}
+					plain, err := ort.OpenModel(ctx, fused, &ort.Options{IntraOpThreads: 1})
+					if err != nil {
+						t.Fatal(err)
+					}
+					pl, fl := loss(pmod, val), loss(&textgen.Model{R: plain, Vocab: v}, val)
+					plain.Close()
+					if pl != fl {
+						t.Errorf("%s, %s: the packed session's loss %v differs from plain ORT's on the fused model, %v", form.name, style, pl, fl)
+					}
+					if math.Abs(pl-ql) > 1e-6 {
+						t.Errorf("%s, %s: the packed session's loss %v is far from the live one's %v", form.name, style, pl, ql)
+					}
+					if err := ps.Revert(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
 				if err := qs.Revert(ctx); err != nil {
 					t.Fatal(err)
 				}
