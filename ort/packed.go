@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,7 +52,12 @@ type packTarget struct {
 	name   string // the buffer's weight name in the packed patcher
 	layout packLayout
 	shape  []int64 // of the buffer as the packed patcher indexes it
-	data   []byte  // ORT's buffer (pinned)
+	data   []byte  // ORT's buffer (pinned): the part the packed patcher writes
+	// qgemm is set for a QLinearMatMul weight: full is ORT's whole buffer,
+	// whose column sums (derived from the codes) a switch recomputes.
+	qgemm    *mlaspack.QGemmLayout
+	full     []byte
+	baseSums []int32 // the column sums ORT computed for the base codes
 	// widened: a float16/bfloat16 weight ORT converted to float32 before
 	// packing (patch.Weight.Widened)
 	widened bool
@@ -67,6 +73,49 @@ type packedState struct {
 	// weights, whose translated values stay until the next switch:
 	// patch.Patcher.Survival reads them.
 	quantized map[string]bool
+	// sums names the QLinearMatMul weights the active configuration
+	// patches: their buffers' column sums differ from the base ones.
+	sums map[string]bool
+}
+
+// updateSums recomputes the column sums of the QLinearMatMul buffers
+// of the weights cfgs (the configuration just set) or the previous one
+// patch, from their codes; under the session's write lock, with the
+// codes, so no Run sees codes and sums that disagree.
+func (ps *packedState) updateSums(cfgs []patch.Config) {
+	next := map[string]bool{}
+	for _, c := range cfgs {
+		for _, t := range c.Adapter.Tensors {
+			if tgs := ps.targets[t.Name]; len(tgs) > 0 && tgs[0].qgemm != nil {
+				next[t.Name] = true
+			}
+		}
+	}
+	for name := range ps.sums {
+		if !next[name] {
+			ps.sumColumns(name) // back to the base sums
+		}
+	}
+	for name := range next {
+		ps.sumColumns(name)
+	}
+	ps.sums = next
+}
+
+// sumColumns writes the column sums of weight name's QLinearMatMul
+// buffers for the codes the packed patcher's active configuration wrote:
+// the base sums plus, per touched code, its change (O(entries + N)).
+func (ps *packedState) sumColumns(name string) {
+	for _, tg := range ps.targets[name] {
+		sums := slices.Clone(tg.baseSums)
+		cols := tg.qgemm.Columns()
+		ps.patcher.QuantCodes(tg.name, func(idx []uint32, base, code []int32) {
+			for j, i := range idx {
+				sums[cols.Column(int(i))] += code[j] - base[j]
+			}
+		})
+		tg.qgemm.WriteSums(tg.full, sums)
+	}
 }
 
 // transKey names one translation: an adapter tensor into one packed layout.
@@ -230,7 +279,8 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 		bySize[len(b.Data)] = append(bySize[len(b.Data)], i)
 	}
 	owner := map[int]string{} // block index -> weight that claimed it
-	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, cache: transCache{budget: translationBudget(s.opts.PackedTranslationCache)}}
+	ps := &packedState{rec: rec, targets: map[string][]packTarget{}, cache: transCache{budget: translationBudget(s.opts.PackedTranslationCache)},
+		quantized: map[string]bool{}, sums: map[string]bool{}}
 	var pw []patch.Weight
 	var keep []int64
 	var wide []float32 // reused: one weight at a time
@@ -265,15 +315,47 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
 				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: shape, data: b.Data})
 				pw = append(pw, patch.Weight{Name: name, DType: tensor.Uint8, Shape: shape, Data: b.Data, Quant: sc})
-				if ps.quantized == nil {
-					ps.quantized = map[string]bool{}
-				}
 				ps.quantized[name] = true
 				keep = append(keep, b.ID)
 			}
 			s.dropWeight(w)
 			if found == 0 {
 				return nil, fmt.Sprintf("no buffer ORT allocated holds MatMulNBits weight %s packed for float32 compute (%d bytes): ORT did not prepack it in the layout shira-ort patches", closest.Quote(w.info.Name), l.PackedBytes()), nil
+			}
+			continue
+		}
+		if w.quant != nil && w.quant.Kind == quant.KindQDQ {
+			k, n := int(w.info.Shape[0]), int(w.info.Shape[1])
+			l, err := mlaspack.NewQGemmLayout(k, n, w.info.DType == tensor.Uint8)
+			if err != nil {
+				return nil, fmt.Sprintf("weight %s: %v", closest.Quote(w.info.Name), err), nil
+			}
+			sc, err := packedQGemmScheme(w.quant, l)
+			if err != nil {
+				return nil, "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
+			}
+			shape := []int64{int64(l.Columns().Bytes())}
+			found := 0
+			for _, bi := range bySize[l.PackedBytes()] {
+				b := rec.Blocks[bi]
+				if !l.Matches(b.Data, w.data) {
+					continue
+				}
+				if why := claim(bi, w); why != "" {
+					return nil, why, nil
+				}
+				found++
+				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
+				codes := b.Data[l.SumsBytes():]
+				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: shape, data: codes, qgemm: &l, full: b.Data,
+					baseSums: l.ReadSums(b.Data)})
+				pw = append(pw, patch.Weight{Name: name, DType: tensor.Int8, Shape: shape, Data: codes, Quant: sc})
+				ps.quantized[name] = true
+				keep = append(keep, b.ID)
+			}
+			s.dropWeight(w)
+			if found == 0 {
+				return nil, fmt.Sprintf("no buffer ORT allocated holds QDQ weight %s packed as a QLinearMatMul B (%d bytes): ORT did not fuse its MatMul into QLinearMatMul (are the activations quantized too?) or packed it in another layout", closest.Quote(w.info.Name), l.PackedBytes()), nil
 			}
 			continue
 		}
@@ -324,6 +406,27 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 	}
 	ps.patcher = p
 	return ps, "", nil
+}
+
+// packedQGemmScheme is the quantization scheme of QDQ weight scheme sc's
+// packed QLinearMatMul buffer (l): int8 codes in packed order (uint8 codes
+// are stored with their top bit flipped, q − 128, so their zero points
+// move by −128), the same scales, one per tensor or per column.
+func packedQGemmScheme(sc *quant.Scheme, l mlaspack.QGemmLayout) (*quant.Scheme, error) {
+	ql := sc.QDQLayout()
+	zps := make([]int32, len(ql.Scales))
+	for i := range zps {
+		zps[i] = ql.ZeroPoints[i]
+		if l.Unsigned {
+			zps[i] -= 128
+		}
+	}
+	p := &quant.Scheme{Kind: quant.KindQDQ, CodeType: tensor.Int8, Shape: []int64{int64(l.Columns().Bytes())},
+		Scales: slices.Clone(ql.Scales), ZeroPoints: zps, Columns: l.Columns()}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // packedNBitsScheme is the quantization scheme of MatMulNBits weight
@@ -403,7 +506,11 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 			t := &c.Adapter.Tensors[ti]
 			for _, tg := range ps.targets[t.Name] {
 				j := byKey[jobKey{t, tg.layout}]
-				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: t.DType, ValueDType: t.ValueDType,
+				dt := t.DType
+				if tg.qgemm != nil {
+					dt = tensor.Int8 // the packed codes (uint8 ones top-bit flipped)
+				}
+				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: dt, ValueDType: t.ValueDType,
 					Shape: tg.shape, Indices: j.idx, Values: j.vals})
 			}
 		}
@@ -444,6 +551,9 @@ func (s *Session) switchPacked(cfgs []patch.Config) error {
 	tc := s.packed.translate(cfgs)
 	s.mu.Lock()
 	err := s.packed.patcher.Set(tc...)
+	if err == nil {
+		s.packed.updateSums(cfgs)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("ort: patching the packed weights: %w", err) // not expected: cfgs were validated

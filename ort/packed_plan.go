@@ -60,6 +60,13 @@ func packedOrientations(m *export.Model, ws []*weight) (map[string][]bool, strin
 			out[w.info.Name] = []bool{false}
 			continue
 		}
+		if q := w.info.Quant; q != nil {
+			if why := ix.qgemmUses(w, q); why != "" {
+				return nil, fmt.Sprintf("weight %s %s", name, why)
+			}
+			out[w.info.Name] = []bool{false}
+			continue
+		}
 		if !w.info.DType.IsFloat() {
 			return nil, fmt.Sprintf("weight %s is %v: only float weights are patched in their packed form", name, w.info.DType)
 		}
@@ -215,6 +222,42 @@ func (ix *useIndex) nbitsUses(value string, q *export.Quantization) string {
 	for _, u := range users {
 		if n := u.node; n.OpType() != "MatMulNBits" || n.Domain() != "com.microsoft" || u.idx != 1 {
 			return fmt.Sprintf("is read by %s node %s (input %d), which would read a copy the packed patch never reaches", n.OpType(), closest.Quote(n.Name()), u.idx)
+		}
+	}
+	return ""
+}
+
+// qgemmUses says why the QDQ weight w (described by q) would not be
+// prepacked as a QLinearMatMul's B (mlaspack.QGemmLayout), or "": 8-bit
+// codes [K, N], per tensor or per column (axis 1), read only by its
+// DequantizeLinear, whose output only MatMuls read as B. Whether ORT fuses
+// them into QLinearMatMul (it does when the activations are quantized
+// too) shows at Open: a weight it does not prepack has no matching buffer.
+func (ix *useIndex) qgemmUses(w *weight, q *export.Quantization) string {
+	if w.info.DType != tensor.Int8 && w.info.DType != tensor.Uint8 {
+		return fmt.Sprintf("is a QDQ weight of %v codes: only 8-bit codes are prepacked (QLinearMatMul)", w.info.DType)
+	}
+	if len(w.info.Shape) != 2 {
+		return fmt.Sprintf("is a QDQ weight of rank %d: only [K, N] MatMul weights are patched in their packed form", len(w.info.Shape))
+	}
+	if len(q.Scales) > 1 && q.Axis != 1 && q.Axis != -1 {
+		return fmt.Sprintf("is quantized per axis %d: QLinearMatMul prepacks per-column (axis 1) or per-tensor weights", q.Axis)
+	}
+	if ix.outputs[w.info.Name] || ix.subRefs[w.info.Name] {
+		return "is a graph output or read inside a subgraph"
+	}
+	users := ix.users[w.info.Name]
+	if len(users) != 1 || users[0].node.OpType() != "DequantizeLinear" || users[0].idx != 0 {
+		return "is read by other nodes than its DequantizeLinear"
+	}
+	dq := users[0].node
+	out := dq.Outputs()[0]
+	if ix.outputs[out] || ix.subRefs[out] || len(ix.users[out]) == 0 {
+		return "is dequantized into a graph output, a subgraph or nothing"
+	}
+	for _, u := range ix.users[out] {
+		if u.node.OpType() != "MatMul" || !u.node.IsONNX() || u.idx != 1 {
+			return fmt.Sprintf("is dequantized for %s node %s (input %d): only a MatMul's B is prepacked as a QLinearMatMul weight", u.node.OpType(), closest.Quote(u.node.Name()), u.idx)
 		}
 	}
 	return ""

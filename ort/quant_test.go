@@ -14,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/internal/qdqmodel"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
@@ -522,53 +523,156 @@ func sameSurvival(a, b patch.Survival) bool {
 		near(a.IntendedSq, b.IntendedSq) && near(a.LandedSq, b.LandedSq) && near(a.ErrSq, b.ErrSq) && near(a.Dot, b.Dot)
 }
 
-// BenchmarkNBitsSwitch is Set alternating between two 1 % adapters on one
-// 4096×4096 4-bit MatMulNBits weight (blocks of 32, zero points,
-// accuracy_level 0): in a packed session (ORT's prepacked buffer patched;
-// translations cached, the default, and not cached) and in a live session
-// (the codes ORT reads in place), reported as ms per switch. It is the
-// switch the packed mode adds to a plain session's Runs.
-func BenchmarkNBitsSwitch(b *testing.B) {
+// BenchmarkQuantSwitch is Set alternating between two 1 % adapters on one
+// 4096×4096 quantized weight — a 4-bit MatMulNBits weight (blocks of 32,
+// zero points, accuracy_level 0) and a full-QDQ int8 weight per column
+// (QLinearMatMul) — in a packed session (ORT's prepacked buffer patched,
+// and for QLinearMatMul its column sums recomputed; translations cached,
+// the default, and not cached) and in a live session (the codes ORT reads
+// in place), in ms per switch: the switch a packed session adds to a
+// plain session's Runs.
+func BenchmarkQuantSwitch(b *testing.B) {
 	requireORT(b)
 	const d = 4096
-	dir := b.TempDir()
-	src := filepath.Join(dir, "nbits.onnx")
-	if err := os.WriteFile(src, qdqmodel.BuildNBits(1, d, d, 4, 32, true, 0), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	exposed := filepath.Join(dir, "exposed")
-	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfgs := []patch.Config{
-		{Adapter: quantAdapter(b, m, exposed, 0.01, 4, adapter.Overwrite, 1), Alpha: 1},
-		{Adapter: quantAdapter(b, m, exposed, 0.01, 5, adapter.Overwrite, 1), Alpha: 1},
-	}
-	for _, c := range []struct {
-		name string
-		opts Options
+	for _, m := range []struct {
+		name  string
+		model []byte
 	}{
-		{"packed", Options{Mode: ModePacked}},
-		{"packed-uncached", Options{Mode: ModePacked, PackedTranslationCache: -1}},
-		{"live", Options{Mode: ModeLive}},
+		{"nbits4", qdqmodel.BuildNBits(1, d, d, 4, 32, true, 0)},
+		{"qdq-int8", qdqmodel.BuildFullMatMul(1, d, d, tensor.Int8, 1, false)},
 	} {
-		s, err := Open(context.Background(), exposed, &c.opts)
+		dir := b.TempDir()
+		src := filepath.Join(dir, "q.onnx")
+		if err := os.WriteFile(src, m.model, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		exposed := filepath.Join(dir, "exposed")
+		em, err := export.Expose(context.Background(), src, exposed, export.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if c.name != "live" && s.Mode() != ModePacked {
-			b.Fatalf("%s: not packed: %s", c.name, s.FallbackReason())
+		cfgs := []patch.Config{
+			{Adapter: quantAdapter(b, em, exposed, 0.01, 4, adapter.Overwrite, 1), Alpha: 1},
+			{Adapter: quantAdapter(b, em, exposed, 0.01, 5, adapter.Overwrite, 1), Alpha: 1},
 		}
-		b.Run(c.name, func(b *testing.B) {
-			k := 0
-			for b.Loop() {
-				if err := s.Set(context.Background(), cfgs[k]); err != nil {
-					b.Fatal(err)
+		for _, c := range []struct {
+			name string
+			opts Options
+		}{
+			{"packed", Options{Mode: ModePacked}},
+			{"packed-uncached", Options{Mode: ModePacked, PackedTranslationCache: -1}},
+			{"live", Options{Mode: ModeLive}},
+		} {
+			s, err := Open(context.Background(), exposed, &c.opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c.name != "live" && s.Mode() != ModePacked {
+				b.Fatalf("%s/%s: not packed: %s", m.name, c.name, s.FallbackReason())
+			}
+			b.Run(m.name+"/"+c.name, func(b *testing.B) {
+				k := 0
+				for b.Loop() {
+					if err := s.Set(context.Background(), cfgs[k]); err != nil {
+						b.Fatal(err)
+					}
+					k = 1 - k
 				}
-				k = 1 - k
+			})
+			s.Close()
+		}
+	}
+}
+
+// TestPackedQDQMatchesFused: a full-QDQ model (activations quantized too,
+// so ORT runs QLinearMatMul with a prepacked B) opens in ModePacked: the
+// prepacked codes (mlaspack.QGemmLayout: column sums, then 16-column
+// panels of 4-row groups in slices of 384 rows; uint8 codes with the top
+// bit flipped) are found by content and patched in place, their column
+// sums recomputed with them, and after every Set the outputs equal plain
+// ORT on the offline-fused model bit for bit (nearest and stochastic
+// rounding, int8 and uint8 codes, per tensor and per column, with and
+// without zero points, K across slices, N not a multiple of 16); revert
+// is bit-exact. The weight-only QDQ form (float activations, no
+// QLinearMatMul) falls back with a reason.
+func TestPackedQDQMatchesFused(t *testing.T) {
+	requireORT(t)
+	requirePackedPlatform(t)
+	type tc struct {
+		name   string
+		model  []byte
+		k      int
+		packed bool
+	}
+	cases := []tc{
+		{"int8-percol-K700-N37", qdqmodel.BuildFullMatMul(1, 700, 37, tensor.Int8, 1, false), 700, true},
+		// ORT 1.30 packs uint8 weights in another layout (they fall back)
+		{"uint8-percol-zp", qdqmodel.BuildFullMatMul(2, 70, 20, tensor.Uint8, 1, true), 70, ortshim.Version() < "1.25"},
+		{"uint8-pertensor-zp", qdqmodel.BuildFullMatMul(3, 130, 48, tensor.Uint8, -1, true), 130, ortshim.Version() < "1.25"},
+		{"int8-pertensor-zp", qdqmodel.BuildFullMatMul(4, 64, 16, tensor.Int8, -1, true), 64, true},
+		{"mlp", qdqmodel.BuildFullMLP(5, 96, 3), 96, true},
+		{"weight-only", qdqmodel.BuildMLP(6, 64, 2), 64, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "q.onnx")
+			if err := os.WriteFile(src, c.model, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			exposed := filepath.Join(dir, "exposed")
+			m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(c.k)}, ramp(3*c.k, 3))}
+			base := mustRun(t, mustOpenModel(t, src, &Options{IntraOpThreads: 1}), in)
+			A := quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
+			B := quantAdapter(t, m, exposed, 0.05, 2, adapter.Delta, 2)
+			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
+				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
+				if got := s.Mode() == ModePacked; got != c.packed {
+					t.Fatalf("%v: mode %v (fallback %q), want packed %v", r, s.Mode(), s.FallbackReason(), c.packed)
+				}
+				if !c.packed {
+					if s.FallbackReason() == "" {
+						t.Fatal("fell back without a reason")
+					}
+					t.Logf("fallback: %s", s.FallbackReason())
+					return
+				}
+				changed := false
+				for _, cfgs := range [][]patch.Config{{{Adapter: A, Alpha: 1}}, {{Adapter: A, Alpha: 0.5}, {Adapter: B, Alpha: 0.75}}, {{Adapter: B, Alpha: -1}}, nil, {{Adapter: B, Alpha: 1}}} {
+					if err := s.Set(context.Background(), cfgs...); err != nil {
+						t.Fatal(err)
+					}
+					want := base
+					if len(cfgs) > 0 {
+						w, err := openExported(t, exposed).Fuse(context.Background(), cfgs, patch.WithRounding(r))
+						if err != nil {
+							t.Fatal(err)
+						}
+						out := filepath.Join(t.TempDir(), "fused.onnx")
+						if err := openExported(t, exposed).WriteStandalone(context.Background(), w, out); err != nil {
+							t.Fatal(err)
+						}
+						want = mustRun(t, mustOpenModel(t, out, &Options{IntraOpThreads: 1}), in)
+						changed = changed || !sameOutputs(want, base) // the quantized output may hide a small change
+					}
+					if got := mustRun(t, s, in); !sameOutputs(got, want) {
+						t.Fatalf("%v, %d adapter(s): packed outputs differ from the offline-fused model's", r, len(cfgs))
+					}
+				}
+				if !changed {
+					t.Fatal("no configuration changed the outputs")
+				}
+				if err := s.Revert(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := mustRun(t, s, in); !sameOutputs(got, base) {
+					t.Fatalf("%v: revert did not restore the base outputs bit for bit", r)
+				}
 			}
 		})
-		s.Close()
 	}
 }

@@ -358,7 +358,7 @@ func (ws *wstate) planQuant() error {
 		if nb {
 			code, _ = sc.Quantize(int(i), target)
 		} else {
-			code, _ = l.quant(sc.Rounding, i, pi, target)
+			code, _ = l.quant(sc.Rounding, sc.DitherIndex(i), pi, target)
 		}
 		q.pIdx = append(q.pIdx, i)
 		q.pBase = append(q.pBase, old)
@@ -422,6 +422,24 @@ func (q *qstate) survival(cur []entry) Survival {
 	}
 	sv.Touched = len(q.touched)
 	return sv
+}
+
+// QuantCodes calls fn with the entries of quantized weight name that the
+// active configuration patches: their sorted indices, the base codes saved
+// there and the codes written there (read only, valid during the call;
+// empty after Revert). It is for callers that keep data derived from the
+// codes up to date, such as the column sums of a packed QLinearMatMul
+// weight. It reports false for a float or unknown weight. Like the other
+// methods, it must not run concurrently with Set, Apply or Revert.
+func (p *Patcher) QuantCodes(name string, fn func(idx []uint32, base, code []int32)) bool {
+	i, ok := p.byName[name]
+	if !ok || p.weights[i].q == nil {
+		return false
+	}
+	q := p.weights[i].q
+	n := len(q.touched)
+	fn(q.touched, q.saved[:n], q.codes[:n])
+	return true
 }
 
 // Survival returns, for every quantized weight the active configuration

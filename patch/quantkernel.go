@@ -19,7 +19,8 @@ import (
 type qlayout struct {
 	scales       []float32
 	zps          []int32
-	mode         uint8 // qPerTensor, qLastAxis, qInner or qSlow
+	mode         uint8                // qPerTensor, qLastAxis, qInner, qSlow or qPackedCols
+	cols         *quant.PackedColumns // qPackedCols
 	inner, dim   uint64
 	mInner, mDim uint64 // ceil(2^64 / d)
 	shift        uint   // log2(bytes per code)
@@ -30,10 +31,11 @@ type qlayout struct {
 }
 
 const (
-	qPerTensor = iota
-	qLastAxis  // inner == 1
-	qInner     // inner > 1
-	qSlow      // a divisor too large for the fast path
+	qPerTensor  = iota
+	qLastAxis   // inner == 1
+	qInner      // inner > 1
+	qSlow       // a divisor too large for the fast path
+	qPackedCols // codes in packed QGEMM order (quant.PackedColumns)
 )
 
 func newQLayout(sc *quant.Scheme) qlayout {
@@ -49,6 +51,8 @@ func newQLayout(sc *quant.Scheme) qlayout {
 	}
 	fast := func(d uint64) bool { return d >= 2 && d < 1<<32 }
 	switch {
+	case ql.Columns != nil && len(ql.Scales) > 1:
+		l.mode, l.cols = qPackedCols, ql.Columns
 	case ql.Inner == 0:
 		l.mode = qPerTensor
 	case ql.Inner == 1 && fast(l.dim):
@@ -73,6 +77,8 @@ func (l *qlayout) param(i uint32) int {
 		d, _ := bits.Mul64(l.mInner, uint64(i))
 		r, _ := bits.Mul64(l.mDim*d, l.dim)
 		return int(r)
+	case qPackedCols:
+		return l.cols.Column(int(i))
 	}
 	return int(uint64(i) / l.inner % l.dim)
 }
@@ -98,7 +104,7 @@ func (l *qlayout) quant(r quant.Rounding, i uint32, p int, v float32) (int32, bo
 	if x != x { // NaN: the lowest code, as in ORT
 		return l.qmin, true
 	}
-	f := r.Round(i, float64(x)) + float64(l.zps[p])
+	f := r.Round(i, float64(x)) + float64(l.zps[p]) // i: the dither index
 	if f < l.fqmin {
 		return l.qmin, true
 	}
@@ -188,7 +194,7 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 			// is data-dependent)
 			var r float64
 			if stoch {
-				r = math.Floor(float64(t/sc)+quant.Dither(i)) + float64(zp)
+				r = math.Floor(float64(t/sc)+quant.Dither(q.sc.DitherIndex(i))) + float64(zp)
 			} else {
 				r = math.RoundToEven(float64(t/sc)) + float64(zp)
 			}

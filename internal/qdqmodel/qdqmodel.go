@@ -275,3 +275,31 @@ func BuildConvTranspose(seed uint64) []byte {
 	b.AddOutput("y", tensor.Float32, []int64{-1, 16}, "batch")
 	return b.Bytes()
 }
+
+// BuildFullMatMul is one MatMul in full QDQ form (as BuildFullMLP's
+// layers: uint8 activations per tensor with zero point 128, quantized
+// before and after), so that ONNX Runtime runs a QLinearMatMul with the
+// constant weight "w" as B: codes of type codes (Int8 or Uint8) [k, n],
+// per tensor (axis −1) or per column (axis 1), with or without zero
+// points. Input "x" and output "y" are float32 [batch, k] and [batch, n].
+func BuildFullMatMul(seed uint64, k, n int, codes tensor.DType, axis int, zeroPoint bool) []byte {
+	rng := rand.New(rand.NewPCG(seed, 26))
+	b := onnxwire.NewBuilder()
+	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
+	b.IRVersion = 10
+	b.AddInput("x", tensor.Float32, []int64{-1, int64(k)}, "batch")
+	qdq := func(in, name string, s float32) string {
+		b.AddInitializer(onnxwire.NewTensor(name+"_s", tensor.Float32, nil, tensor.Bytes([]float32{s})))
+		b.AddInitializer(onnxwire.NewTensor(name+"_z", tensor.Uint8, nil, []byte{128}))
+		b.AddNode(name+"_q", "QuantizeLinear", []string{in, name + "_s", name + "_z"}, []string{name + "_qv"})
+		b.AddNode(name+"_dq", "DequantizeLinear", []string{name + "_qv", name + "_s", name + "_z"}, []string{name + "_f"})
+		return name + "_f"
+	}
+	in := qdq("x", "in", 4.0/128)
+	addWeight(b, Weight{Name: "w", Codes: codes, Shape: []int64{int64(k), int64(n)}, Axis: axis, ZeroPoint: zeroPoint}, rng)
+	b.AddNode("mm", "MatMul", []string{in, "w_dq"}, []string{"a"})
+	out := qdq("a", "out", 6.0/128)
+	b.AddNode("id", "Identity", []string{out}, []string{"y"})
+	b.AddOutput("y", tensor.Float32, []int64{-1, int64(n)}, "batch")
+	return b.Bytes()
+}

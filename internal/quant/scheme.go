@@ -92,6 +92,12 @@ type Scheme struct {
 	// by the logical index, so the permuted storage gets the codes the
 	// logical one would.
 	LogicalRows []int32
+	// Columns, 8-bit QDQ only, is for codes stored in ONNX Runtime's
+	// packed QGEMM order (a prepacked copy of a [K, N] weight's codes):
+	// Shape is then the packed codes' byte count, Scales (and zero points)
+	// one per tensor or one per column n, whose parameter element i uses
+	// is the column Columns finds at storage offset i (Axis is ignored).
+	Columns *PackedColumns
 
 	ready    bool
 	lay      layout
@@ -271,6 +277,16 @@ func (s *Scheme) validateQDQ() error {
 		s.lay, s.qmin, s.qmax = layUint16, 0, math.MaxUint16
 	}
 	s.inner, s.dim, s.axis = 0, 1, -1
+	if c := s.Columns; c != nil {
+		if err := c.validate(); err != nil {
+			return err
+		}
+		if len(s.Shape) != 1 || int(s.Shape[0]) != c.Bytes() || len(s.Scales) != c.N && len(s.Scales) != 1 || s.esize != 1 {
+			return fmt.Errorf("%w: packed columns need 1-byte codes of shape [%d] and 1 or %d scales, have %v %v and %d", ErrInvalid, c.Bytes(), c.N, s.CodeType, s.Shape, len(s.Scales))
+		}
+		s.dim = len(s.Scales)
+		return nil
+	}
 	switch {
 	case len(s.Scales) == 0:
 		return fmt.Errorf("%w: no scales", ErrInvalid)
@@ -435,7 +451,10 @@ func (s *Scheme) loc(i int) (p, off int, shift uint) {
 		bit := (k & (s.BlockSize - 1)) * s.Bits
 		return p, p*s.blobSize + bit>>3, uint(bit & 7)
 	}
-	if s.inner != 0 {
+	switch {
+	case s.Columns != nil && s.dim > 1:
+		p = s.Columns.Column(i)
+	case s.inner != 0:
 		p = (i / s.inner) % s.dim
 	}
 	return p, i * s.esize, 0
@@ -516,9 +535,14 @@ func (s *Scheme) Quantize(i int, v float32) (q int32, clipped bool) {
 }
 
 // DitherIndex returns the index RoundStochastic dithers element i by: i
-// itself, or its logical index when LogicalRows permutes the rows.
+// itself, or its logical index when LogicalRows permutes the rows or
+// Columns packs the codes.
 func (s *Scheme) DitherIndex(i uint32) uint32 {
-	if s.LogicalRows == nil {
+	switch {
+	case s.Columns != nil:
+		k, n := s.Columns.Logical(int(i))
+		return uint32(k*s.Columns.N + n)
+	case s.LogicalRows == nil:
 		return i
 	}
 	n := uint32(s.n)
@@ -563,6 +587,9 @@ func (s *Scheme) quant(i uint32, p int, v float32) (int32, bool) {
 // little-endian, signed if Signed; Dequantize is
 // float32(q − ZeroPoints[p])·Scales[p] and Quantize is Scheme.Quantize.
 type QDQLayout struct {
+	// Columns is the scheme's Columns (nil unless packed): the parameter
+	// index of element i is then Columns.Column(i).
+	Columns    *PackedColumns
 	Scales     []float32
 	ZeroPoints []int32
 	Inner, Dim int
@@ -579,7 +606,7 @@ func (s *Scheme) QDQLayout() QDQLayout {
 		panic("quant: QDQLayout of a MatMulNBits scheme")
 	}
 	return QDQLayout{
-		Scales: s.Scales, ZeroPoints: s.zpi, Inner: s.inner, Dim: s.dim, Esize: s.esize,
+		Columns: s.Columns, Scales: s.Scales, ZeroPoints: s.zpi, Inner: s.inner, Dim: s.dim, Esize: s.esize,
 		Signed: s.lay == layInt8 || s.lay == layInt16, Qmin: s.qmin, Qmax: s.qmax,
 	}
 }
