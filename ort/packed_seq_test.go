@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/shira-ort/shira-ort/adapter"
+	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/qdqmodel"
 	"github.com/shira-ort/shira-ort/patch"
 	"github.com/shira-ort/shira-ort/tensor"
 )
@@ -24,21 +28,40 @@ import (
 func TestPackedTenThousandSteps(t *testing.T) {
 	requireORT(t)
 	requirePackedPlatform(t)
-	for _, nbits := range []bool{false, true} {
-		t.Run(fmt.Sprintf("nbits=%v", nbits), func(t *testing.T) { packedSteps(t, nbits) })
+	for _, model := range []string{"float", "nbits", "qdq"} {
+		t.Run(model, func(t *testing.T) { packedSteps(t, model) })
 	}
 }
 
-// packedSteps runs TestPackedTenThousandSteps on packedModelDirQ(nbits):
-// with nbits, two of the four weights are 4-bit MatMulNBits weights whose
-// reference is patched as MatMulNBits storage (their scheme from the
-// manifest).
-func packedSteps(t *testing.T, nbits bool) {
+// packedSteps runs TestPackedTenThousandSteps on one model: "float"
+// (packedModelDir), "nbits" (packedModelDirQ: two of its four weights are
+// 4-bit MatMulNBits weights) or "qdq" (a full-QDQ MLP of three int8
+// weights per column, run as QLinearMatMul, whose packed buffers' column
+// sums are checked too). The reference patches quantized weights as
+// their codes (their schemes from the manifest).
+func packedSteps(t *testing.T, model string) {
 	steps := 10000
 	if testing.Short() {
 		steps = 1000
 	}
-	dir, m := packedModelDirQ(t, nbits)
+	var dir string
+	var m *export.Manifest
+	in := packedInputs(t, 2, 9)
+	switch model {
+	case "qdq":
+		src := filepath.Join(t.TempDir(), "qdq.onnx")
+		if err := os.WriteFile(src, qdqmodel.BuildFullMLP(8, 40, 3), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(t.TempDir(), "exposed")
+		var err error
+		if m, err = export.Expose(context.Background(), src, dir, export.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		in = map[string]*tensor.Tensor{"x": mustF32(t, []int64{2, 40}, ramp(80, 9))}
+	default:
+		dir, m = packedModelDirQ(t, model == "nbits")
+	}
 	// A translation cache of about two of the five adapters: switches hit,
 	// miss and evict (TestPackedMatchesFused covers the session without).
 	s := mustOpen(t, dir, &Options{Mode: ModePacked, IntraOpThreads: 1, PackedTranslationCache: 48 << 10})
@@ -111,7 +134,11 @@ func packedSteps(t *testing.T, nbits bool) {
 	check := func(step int, what string) {
 		for _, w := range ref {
 			for _, tg := range s.packed.targets[w.Name] {
-				if !tg.layout.Matches(tg.data, w.Data) {
+				buf := tg.data
+				if tg.qgemm != nil {
+					buf = tg.full // the codes and their column sums
+				}
+				if !tg.layout.Matches(buf, w.Data) {
 					t.Fatalf("step %d (%s): packed buffer %s is not the packed reference weight", step, what, tg.name)
 				}
 			}
@@ -122,7 +149,6 @@ func packedSteps(t *testing.T, nbits bool) {
 		return patch.Config{Adapter: pool[rng.IntN(len(pool))], Alpha: alphas[rng.IntN(len(alphas))]}
 	}
 	var active []patch.Config
-	in := packedInputs(t, 2, 9)
 	ctx := context.Background()
 	for step := range steps {
 		var what string
