@@ -24,7 +24,13 @@ var packedVersions = []string{"1.24", "1.30"}
 // the weight is B as stored, [K, N]; true: B is its transpose), or, when
 // some weight's packed form could not be patched, why not (reason != "").
 //
-// A weight qualifies when it is a rank-2 float32 tensor and every reader of
+// A 4-bit MatMulNBits weight qualifies when only MatMulNBits nodes read it,
+// at accuracy_level 0 to 3 (nbitsUses); an 8-bit QDQ weight when its
+// DequantizeLinear feeds only MatMuls as B (qgemmUses: ORT then runs
+// QLinearMatMul if the activations are quantized too, which the content
+// check at Open finds out). Both get the single orientation false.
+//
+// A float weight qualifies when it is a rank-2 float32 tensor and every reader of
 // it in the graph is a MatMul or Gemm taking it as B, directly or through
 // Transposes (which ORT folds into a transposed constant, or into the
 // kernel's transB, before packing), none followed by a BatchNormalization
