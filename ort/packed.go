@@ -291,71 +291,72 @@ func (s *Session) identifyPacked(rec *ortshim.Recording, orient map[string][]boo
 		owner[bi] = w.info.Name
 		return ""
 	}
-	for _, w := range s.weights {
-		if w.quant != nil && w.quant.Kind == quant.KindNBits {
-			l, err := mlaspack.NewNBitsLayout(w.info.Quant.K, w.info.Quant.N, w.info.Quant.Bits, w.info.Quant.BlockSize)
+	// quantTargets claims the recorded blocks (size bytes) that hold w's
+	// codes packed by l, as patch weights of dtype dt and shape over the
+	// part from off on, with scheme sc; qg is set for a QLinearMatMul B.
+	quantTargets := func(w *weight, l packLayout, size, off int, dt tensor.DType, shape []int64, sc *quant.Scheme, qg *mlaspack.QGemmLayout) (found int, reason string) {
+		defer s.dropWeight(w)
+		for _, bi := range bySize[size] {
+			b := rec.Blocks[bi]
+			if !l.Matches(b.Data, w.data) {
+				continue
+			}
+			if why := claim(bi, w); why != "" {
+				return 0, why
+			}
+			found++
+			name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
+			tg := packTarget{name: name, layout: l, shape: shape, data: b.Data[off:]}
+			if qg != nil {
+				tg.qgemm, tg.full, tg.baseSums = qg, b.Data, qg.ReadSums(b.Data)
+			}
+			ps.targets[w.info.Name] = append(ps.targets[w.info.Name], tg)
+			pw = append(pw, patch.Weight{Name: name, DType: dt, Shape: shape, Data: tg.data, Quant: sc})
+			ps.quantized[name] = true
+			keep = append(keep, b.ID)
+		}
+		return found, ""
+	}
+	// identifyQuant identifies a quantized weight's packed buffers: a 4-bit
+	// MatMulNBits B or a QLinearMatMul B.
+	identifyQuant := func(w *weight) (reason string, err error) {
+		name := closest.Quote(w.info.Name)
+		if w.quant.Kind == quant.KindNBits {
+			q := w.info.Quant
+			l, err := mlaspack.NewNBitsLayout(q.K, q.N, q.Bits, q.BlockSize)
 			if err != nil {
-				return nil, fmt.Sprintf("weight %s: %v", closest.Quote(w.info.Name), err), nil
+				return fmt.Sprintf("weight %s: %v", name, err), nil
 			}
 			sc, err := packedNBitsScheme(w.quant, l)
 			if err != nil {
-				return nil, "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
+				return "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
 			}
-			shape := []int64{int64(l.Padded()), int64(l.N)}
-			found := 0
-			for _, bi := range bySize[l.PackedBytes()] {
-				b := rec.Blocks[bi]
-				if !l.Matches(b.Data, w.data) {
-					continue
-				}
-				if why := claim(bi, w); why != "" {
-					return nil, why, nil
-				}
-				found++
-				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
-				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: shape, data: b.Data})
-				pw = append(pw, patch.Weight{Name: name, DType: tensor.Uint8, Shape: shape, Data: b.Data, Quant: sc})
-				ps.quantized[name] = true
-				keep = append(keep, b.ID)
+			found, why := quantTargets(w, l, l.PackedBytes(), 0, tensor.Uint8, []int64{int64(l.Padded()), int64(l.N)}, sc, nil)
+			if why == "" && found == 0 {
+				why = fmt.Sprintf("no buffer ORT allocated holds MatMulNBits weight %s packed for float32 compute (%d bytes): ORT did not prepack it in the layout shira-ort patches", name, l.PackedBytes())
 			}
-			s.dropWeight(w)
-			if found == 0 {
-				return nil, fmt.Sprintf("no buffer ORT allocated holds MatMulNBits weight %s packed for float32 compute (%d bytes): ORT did not prepack it in the layout shira-ort patches", closest.Quote(w.info.Name), l.PackedBytes()), nil
-			}
-			continue
+			return why, nil
 		}
-		if w.quant != nil && w.quant.Kind == quant.KindQDQ {
-			k, n := int(w.info.Shape[0]), int(w.info.Shape[1])
-			l, err := mlaspack.NewQGemmLayout(k, n, w.info.DType == tensor.Uint8)
-			if err != nil {
-				return nil, fmt.Sprintf("weight %s: %v", closest.Quote(w.info.Name), err), nil
-			}
-			sc, err := packedQGemmScheme(w.quant, l)
-			if err != nil {
-				return nil, "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
-			}
-			shape := []int64{int64(l.Columns().Bytes())}
-			found := 0
-			for _, bi := range bySize[l.PackedBytes()] {
-				b := rec.Blocks[bi]
-				if !l.Matches(b.Data, w.data) {
-					continue
-				}
-				if why := claim(bi, w); why != "" {
-					return nil, why, nil
-				}
-				found++
-				name := fmt.Sprintf("%s#packed%d", w.info.Name, len(ps.targets[w.info.Name]))
-				codes := b.Data[l.SumsBytes():]
-				ps.targets[w.info.Name] = append(ps.targets[w.info.Name], packTarget{name: name, layout: l, shape: shape, data: codes, qgemm: &l, full: b.Data,
-					baseSums: l.ReadSums(b.Data)})
-				pw = append(pw, patch.Weight{Name: name, DType: tensor.Int8, Shape: shape, Data: codes, Quant: sc})
-				ps.quantized[name] = true
-				keep = append(keep, b.ID)
-			}
-			s.dropWeight(w)
-			if found == 0 {
-				return nil, fmt.Sprintf("no buffer ORT allocated holds QDQ weight %s packed as a QLinearMatMul B (%d bytes): ORT did not fuse its MatMul into QLinearMatMul (are the activations quantized too?) or packed it in another layout", closest.Quote(w.info.Name), l.PackedBytes()), nil
+		l, err := mlaspack.NewQGemmLayout(int(w.info.Shape[0]), int(w.info.Shape[1]), w.info.DType == tensor.Uint8)
+		if err != nil {
+			return fmt.Sprintf("weight %s: %v", name, err), nil
+		}
+		sc, err := packedQGemmScheme(w.quant, l)
+		if err != nil {
+			return "", fmt.Errorf("ort: weight %s: %w", w.info.Name, err)
+		}
+		// the codes are patched as int8 (uint8 ones are stored top-bit flipped)
+		found, why := quantTargets(w, l, l.PackedBytes(), l.SumsBytes(), tensor.Int8, []int64{int64(l.Columns().Bytes())}, sc, &l)
+		if why == "" && found == 0 {
+			why = fmt.Sprintf("no buffer ORT allocated holds QDQ weight %s packed as a QLinearMatMul B (%d bytes): ORT did not fuse its MatMul into QLinearMatMul (are the activations quantized too?) or packed it in another layout", name, l.PackedBytes())
+		}
+		return why, nil
+	}
+	for _, w := range s.weights {
+		if w.quant != nil {
+			reason, err := identifyQuant(w)
+			if err != nil || reason != "" {
+				return nil, reason, err
 			}
 			continue
 		}

@@ -86,12 +86,12 @@ func (l QGemmLayout) flip() byte {
 // SumColumns recomputes the column sums of buf (PackedBytes long) from its
 // codes, in one pass over them.
 func (l QGemmLayout) SumColumns(buf []byte) {
-	an := l.Columns().AlignedN()
-	sums := make([]int32, an)
+	c := l.Columns()
+	sums := make([]int32, c.AlignedN())
 	codes := buf[l.SumsBytes():]
 	// every run of 64 codes is 16 columns × 4 rows of one panel
 	for off := 0; off+64 <= len(codes); off += 64 {
-		col := l.panelStart(off)
+		col := c.PanelStart(off)
 		g := codes[off : off+64]
 		for j := range 16 {
 			sums[col+j] += int32(int8(g[4*j])) + int32(int8(g[4*j+1])) + int32(int8(g[4*j+2])) + int32(int8(g[4*j+3]))
@@ -114,21 +114,6 @@ func (l QGemmLayout) WriteSums(buf []byte, sums []int32) {
 	for n, v := range sums {
 		binary.LittleEndian.PutUint32(buf[4*n:], uint32(v))
 	}
-}
-
-// panelStart returns the first column of the panel holding packed offset
-// off (quant.PackedColumns.Column clamps padding columns to N−1).
-func (l QGemmLayout) panelStart(off int) int {
-	an := (l.N + 15) &^ 15
-	sliceBytes := an * QGemmSliceRows
-	s := off / sliceBytes
-	full := l.K / QGemmSliceRows
-	ckp := QGemmSliceRows
-	if s >= full {
-		s = full
-		ckp = (l.K - full*QGemmSliceRows + 3) &^ 3
-	}
-	return (off - s*sliceBytes) / (16 * ckp) * 16
 }
 
 // Matches reports whether buf is the packed form of the codes w.

@@ -17,44 +17,13 @@ import (
 // int8 weight quantization of ONNX Runtime's tools, done in Go for the
 // tests (codes: round half to even, saturated).
 func QuantizeWeights(model []byte, names []string) ([]byte, error) {
-	m, err := onnxwire.ParseModel(model, "")
+	src, err := parseWeights(model, names)
 	if err != nil {
 		return nil, err
 	}
-	g, err := m.Graph()
-	if err != nil {
-		return nil, err
-	}
-	inits, err := g.Initializers()
-	if err != nil {
-		return nil, err
-	}
-	nodes, err := g.Nodes()
-	if err != nil {
-		return nil, err
-	}
-	byName := map[string]*onnxwire.Tensor{}
-	for _, t := range inits {
-		byName[t.Name()] = t
-	}
-	for _, name := range names {
-		t := byName[name]
-		if t == nil {
-			return nil, fmt.Errorf("qdqmodel: no initializer %q", name)
-		}
-		dims, err := t.Dims()
-		if err != nil {
-			return nil, err
-		}
-		if t.DType() != tensor.Float32 || len(dims) != 2 {
-			return nil, fmt.Errorf("qdqmodel: %q is %v %v, want a rank-2 float32 weight", name, t.DType(), dims)
-		}
-		data, err := t.Data("")
-		if err != nil {
-			return nil, err
-		}
-		w := tensor.Float32s(data)
-		rows, cols := int(dims[0]), int(dims[1])
+	g, nodes := src.g, src.nodes
+	for _, fw := range src.weights {
+		t, name, dims, w, rows, cols := fw.t, fw.name, fw.dims, fw.w, fw.rows, fw.cols
 		scales := make([]float32, cols)
 		for c := range cols {
 			var mx float32
@@ -86,7 +55,7 @@ func QuantizeWeights(model []byte, names []string) ([]byte, error) {
 			onnxwire.IntAttr("axis", 1))
 		g.PrependNode(dq)
 	}
-	return m.Encode(), nil
+	return src.m.Encode(), nil
 }
 
 // QuantizeWeightsNBits returns model with each MatMul that reads one of
@@ -103,26 +72,11 @@ func QuantizeWeightsNBits(model []byte, names []string, bits, blockSize, accurac
 	if bits != 2 && bits != 4 && bits != 8 || blockSize < 16 || blockSize&(blockSize-1) != 0 {
 		return nil, fmt.Errorf("qdqmodel: %d bits in blocks of %d: want 2, 4 or 8 bits and a power of two >= 16", bits, blockSize)
 	}
-	m, err := onnxwire.ParseModel(model, "")
+	src, err := parseWeights(model, names)
 	if err != nil {
 		return nil, err
 	}
-	g, err := m.Graph()
-	if err != nil {
-		return nil, err
-	}
-	inits, err := g.Initializers()
-	if err != nil {
-		return nil, err
-	}
-	nodes, err := g.Nodes()
-	if err != nil {
-		return nil, err
-	}
-	byName := map[string]*onnxwire.Tensor{}
-	for _, t := range inits {
-		byName[t.Name()] = t
-	}
+	m, g, nodes := src.m, src.g, src.nodes
 	ops, err := m.Opsets()
 	if err != nil {
 		return nil, err
@@ -131,24 +85,8 @@ func QuantizeWeightsNBits(model []byte, names []string, bits, blockSize, accurac
 		m.AddOpset(onnxwire.Opset{Domain: "com.microsoft", Version: 1})
 	}
 	qmax := float64(int(1)<<bits - 1)
-	for _, name := range names {
-		t := byName[name]
-		if t == nil {
-			return nil, fmt.Errorf("qdqmodel: no initializer %q", name)
-		}
-		dims, err := t.Dims()
-		if err != nil {
-			return nil, err
-		}
-		if t.DType() != tensor.Float32 || len(dims) != 2 {
-			return nil, fmt.Errorf("qdqmodel: %q is %v %v, want a rank-2 float32 weight", name, t.DType(), dims)
-		}
-		data, err := t.Data("")
-		if err != nil {
-			return nil, err
-		}
-		w := tensor.Float32s(data)
-		k, n := int(dims[0]), int(dims[1])
+	for _, fw := range src.weights {
+		t, name, w, k, n := fw.t, fw.name, fw.w, fw.rows, fw.cols
 		blocks := (k + blockSize - 1) / blockSize
 		blob := blockSize * bits / 8
 		perCol := (blocks*bits + 7) / 8
@@ -197,4 +135,66 @@ func QuantizeWeightsNBits(model []byte, names []string, bits, blockSize, accurac
 		g.ReplaceNode(mm, nb)
 	}
 	return m.Encode(), nil
+}
+
+// source is a parsed model and the rank-2 float32 weights to quantize.
+type source struct {
+	m       *onnxwire.Model
+	g       *onnxwire.Graph
+	nodes   []*onnxwire.Node
+	weights []floatWeight
+}
+
+// floatWeight is one named rank-2 float32 initializer, [rows, cols].
+type floatWeight struct {
+	t          *onnxwire.Tensor
+	name       string
+	dims       []int64
+	rows, cols int
+	w          []float32
+}
+
+// parseWeights parses model and finds the named initializers, which must
+// be rank-2 float32 tensors.
+func parseWeights(model []byte, names []string) (*source, error) {
+	m, err := onnxwire.ParseModel(model, "")
+	if err != nil {
+		return nil, err
+	}
+	g, err := m.Graph()
+	if err != nil {
+		return nil, err
+	}
+	inits, err := g.Initializers()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := g.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*onnxwire.Tensor{}
+	for _, t := range inits {
+		byName[t.Name()] = t
+	}
+	src := &source{m: m, g: g, nodes: nodes}
+	for _, name := range names {
+		t := byName[name]
+		if t == nil {
+			return nil, fmt.Errorf("qdqmodel: no initializer %q", name)
+		}
+		dims, err := t.Dims()
+		if err != nil {
+			return nil, err
+		}
+		if t.DType() != tensor.Float32 || len(dims) != 2 {
+			return nil, fmt.Errorf("qdqmodel: %q is %v %v, want a rank-2 float32 weight", name, t.DType(), dims)
+		}
+		data, err := t.Data("")
+		if err != nil {
+			return nil, err
+		}
+		src.weights = append(src.weights, floatWeight{t: t, name: name, dims: dims, rows: int(dims[0]), cols: int(dims[1]), w: tensor.Float32s(data)})
+	}
+	return src, nil
 }

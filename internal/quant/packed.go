@@ -37,37 +37,39 @@ func (c *PackedColumns) validate() error {
 	return nil
 }
 
-// Column returns the column of the code at packed offset i (a padding
-// column counts as column N−1, whose parameters it never uses: nothing is
-// written there).
-func (c *PackedColumns) Column(i int) int {
-	an := c.AlignedN()
-	sliceBytes := an * c.SliceRows
+// locate returns the slice of packed offset i: its first row k0, its rows
+// rounded up to 4 (ckp) and i's offset r inside it.
+func (c *PackedColumns) locate(i int) (k0, ckp, r int) {
+	sliceBytes := c.AlignedN() * c.SliceRows
 	s := i / sliceBytes
 	full := c.K / c.SliceRows
-	ckp := c.SliceRows
+	ckp = c.SliceRows
 	if s >= full {
 		s = full
 		ckp = (c.K - full*c.SliceRows + 3) &^ 3
 	}
-	r := i - s*sliceBytes
-	n := r/(16*ckp)*16 + r%64/4
-	return min(n, c.N-1)
+	return s * c.SliceRows, ckp, i - s*sliceBytes
+}
+
+// Column returns the column of the code at packed offset i (a padding
+// column counts as column N−1, whose parameters it never uses: nothing is
+// written there).
+func (c *PackedColumns) Column(i int) int {
+	_, ckp, r := c.locate(i)
+	return min(r/(16*ckp)*16+r%64/4, c.N-1)
+}
+
+// PanelStart returns the first column of the 16-column panel holding
+// packed offset i.
+func (c *PackedColumns) PanelStart(i int) int {
+	_, ckp, r := c.locate(i)
+	return r / (16 * ckp) * 16
 }
 
 // Logical returns the row and column of the code at packed offset i (a
 // padding row or column past K or N is returned as it is).
 func (c *PackedColumns) Logical(i int) (k, n int) {
-	an := c.AlignedN()
-	sliceBytes := an * c.SliceRows
-	s := i / sliceBytes
-	full := c.K / c.SliceRows
-	ckp := c.SliceRows
-	if s >= full {
-		s = full
-		ckp = (c.K - full*c.SliceRows + 3) &^ 3
-	}
-	r := i - s*sliceBytes
+	k0, ckp, r := c.locate(i)
 	g := r % (16 * ckp)
-	return s*c.SliceRows + g/64*4 + g%4, r/(16*ckp)*16 + g%64/4
+	return k0 + g/64*4 + g%4, r/(16*ckp)*16 + g%64/4
 }

@@ -130,7 +130,7 @@ func (m *Model) Loss(ctx context.Context, text string) (float64, error) {
 			return 0, err
 		}
 		for p := 0; p < n; p++ {
-			sum += crossEntropy(l[p*v:(p+1)*v], int(ids[lo+p+1]))
+			sum += CrossEntropy(l[p*v:(p+1)*v], int(ids[lo+p+1]))
 			count++
 		}
 	}

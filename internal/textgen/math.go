@@ -2,8 +2,8 @@ package textgen
 
 import "math"
 
-// crossEntropy is -log softmax(logits)[target], computed stably.
-func crossEntropy(logits []float32, target int) float64 {
+// CrossEntropy is -log softmax(logits)[target], computed stably.
+func CrossEntropy(logits []float32, target int) float64 {
 	maxL := math.Inf(-1)
 	for _, l := range logits {
 		maxL = math.Max(maxL, float64(l))

@@ -63,16 +63,7 @@ func scriptLoss(t *testing.T, m *textgen.Model, text string) float64 {
 		}
 		v := m.Vocab.Size()
 		for p := range np {
-			row := l[p*v : (p+1)*v]
-			mx := math.Inf(-1)
-			for _, x := range row {
-				mx = math.Max(mx, float64(x))
-			}
-			var z float64
-			for _, x := range row {
-				z += math.Exp(float64(x) - mx)
-			}
-			sum += mx + math.Log(z) - float64(row[ids[lo+p+1]])
+			sum += textgen.CrossEntropy(l[p*v:(p+1)*v], int(ids[lo+p+1]))
 			n++
 		}
 	}
