@@ -265,20 +265,7 @@ func TestNBitsSwitchMatchesFused(t *testing.T) {
 		{64, 16, 4, 32, 4, true},
 	} {
 		t.Run(fmt.Sprintf("K%d_N%d_bits%d_bs%d_zp%v_acc%d", c.k, c.n, c.bits, c.bs, c.zp, c.acc), func(t *testing.T) {
-			dir := t.TempDir()
-			src := filepath.Join(dir, "nbits.onnx")
-			if err := os.WriteFile(src, qdqmodel.BuildNBits(4, c.k, c.n, c.bits, c.bs, c.zp, c.acc), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			exposed := filepath.Join(dir, "exposed")
-			m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(c.k)}, ramp(3*c.k, 3))}
-			base := mustRun(t, mustOpenModel(t, src, nil), in)
-			A := quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
-			B := quantAdapter(t, m, exposed, 0.1, 2, adapter.Delta, 2)
+			exposed, in, base, A, B := quantFixture(t, qdqmodel.BuildNBits(4, c.k, c.n, c.bits, c.bs, c.zp, c.acc), c.k)
 			for _, cfgs := range [][]patch.Config{{{Adapter: A, Alpha: 1}}, {{Adapter: A, Alpha: 0.5}, {Adapter: B, Alpha: 0.75}}} {
 				want := fusedOutputs(t, exposed, cfgs, &Options{IntraOpThreads: 1}, in)
 				if sameOutputs(want, base) {
@@ -448,20 +435,7 @@ func TestPackedNBitsMatchesFused(t *testing.T) {
 		{64, 16, 4, 32, 4, true, false},
 	} {
 		t.Run(fmt.Sprintf("K%d_N%d_bits%d_bs%d_zp%v_acc%d", c.k, c.n, c.bits, c.bs, c.zp, c.acc), func(t *testing.T) {
-			dir := t.TempDir()
-			src := filepath.Join(dir, "nbits.onnx")
-			if err := os.WriteFile(src, qdqmodel.BuildNBits(5, c.k, c.n, c.bits, c.bs, c.zp, c.acc), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			exposed := filepath.Join(dir, "exposed")
-			m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(c.k)}, ramp(3*c.k, 3))}
-			base := mustRun(t, mustOpenModel(t, src, nil), in)
-			A := quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
-			B := quantAdapter(t, m, exposed, 0.1, 2, adapter.Delta, 2)
+			exposed, in, base, A, B := quantFixture(t, qdqmodel.BuildNBits(5, c.k, c.n, c.bits, c.bs, c.zp, c.acc), c.k)
 			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
 				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
 				live := mustOpen(t, exposed, &Options{Mode: ModeLive, IntraOpThreads: 1, Rounding: r})
@@ -615,20 +589,7 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			src := filepath.Join(dir, "q.onnx")
-			if err := os.WriteFile(src, c.model, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			exposed := filepath.Join(dir, "exposed")
-			m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(c.k)}, ramp(3*c.k, 3))}
-			base := mustRun(t, mustOpenModel(t, src, &Options{IntraOpThreads: 1}), in)
-			A := quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
-			B := quantAdapter(t, m, exposed, 0.05, 2, adapter.Delta, 2)
+			exposed, in, base, A, B := quantFixture(t, c.model, c.k)
 			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
 				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
 				if got := s.Mode() == ModePacked; got != c.packed {
@@ -675,4 +636,27 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// quantFixture writes model (input "x" [batch, k]), exposes it, and
+// returns the exposed directory, an input of 3 rows, the source model's
+// outputs for it, and two adapters over its quantized weights (A:
+// overwrite, B: delta, 10 % of the entries each).
+func quantFixture(t *testing.T, model []byte, k int) (exposed string, in, base map[string]*tensor.Tensor, A, B *adapter.Adapter) {
+	t.Helper()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "q.onnx")
+	if err := os.WriteFile(src, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exposed = filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(k)}, ramp(3*k, 3))}
+	base = mustRun(t, mustOpenModel(t, src, &Options{IntraOpThreads: 1}), in)
+	A = quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
+	B = quantAdapter(t, m, exposed, 0.1, 2, adapter.Delta, 2)
+	return exposed, in, base, A, B
 }
