@@ -51,6 +51,7 @@ type scratch struct {
 	cursor          []int            // per adapter tensor: next entry to merge
 	pfOff, pfPar    []uint32         // nbprefetch: byte offsets and parameter indices to prefetch
 	nbLoc           [4][]uint64      // commitNBChunk: byte offset<<3 | bit shift of the steps' outgoing and new entries, double-buffered
+	nbPar           [4][]uint32      // commitNBChunk: the parameter indices of those entries
 }
 
 // revertPrev writes the outgoing configuration's saved originals back at

@@ -366,6 +366,17 @@ func (e *nbEnv) check(t *testing.T, what string, active []Config) {
 // codes included). Every phase runs in parallel (serialWork 0).
 func TestNBitsSequences(t *testing.T) {
 	testutil.Replace(t, &serialWork, 0)
+	for _, fuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fused=%v", fuse), func(t *testing.T) {
+			testutil.Replace(t, &noFuse, !fuse)
+			nbSequences(t)
+		})
+	}
+}
+
+// nbSequences is TestNBitsSequences with the current noFuse: the fused
+// commit (codes computed as they are written) or plan then commit.
+func nbSequences(t *testing.T) {
 	for ci, c := range nbCases {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := range uint64(4) {

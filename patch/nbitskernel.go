@@ -7,6 +7,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/internal/prefetch"
 	"github.com/shira-ort/shira-ort/internal/quant"
+	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // nblayout is a MatMulNBits scheme prepared for the inlined kernels
@@ -91,18 +92,29 @@ func (ws *wstate) nbprefetch(ix []uint32, s *scratch) {
 }
 
 // nbLocs stores the locations of the elements at ix in *buf (byte offset
-// << 3 | bit shift, for nbwrite) and asks for their code bytes.
-func (ws *wstate) nbLocs(ix []uint32, buf *[]uint64, s *scratch) {
+// << 3 | bit shift, for nbwrite) and asks for their code bytes, and with
+// params for their scales and zero points too (a fused commit computes
+// their codes).
+func (ws *wstate) nbLocs(ix []uint32, buf *[]uint64, pbuf *[]uint32, s *scratch, params bool) {
 	l := ws.q.nl // a local copy: its fields stay in registers
-	*buf = resize(*buf, len(ix))
+	*buf, *pbuf = resize(*buf, len(ix)), resize(*pbuf, len(ix))
 	s.pfOff = resize(s.pfOff, len(ix))
-	lk, po := (*buf)[:len(ix)], s.pfOff[:len(ix)]
+	lk, po, pp := (*buf)[:len(ix)], s.pfOff[:len(ix)], (*pbuf)[:len(ix)]
 	for j, i := range ix {
-		_, off, sh := l.loc(i)
-		lk[j], po[j] = off<<3|uint64(sh), uint32(off>>l.pfShift)
+		p, off, sh := l.loc(i)
+		lk[j], po[j], pp[j] = off<<3|uint64(sh), uint32(off>>l.pfShift), uint32(p)
 	}
-	if len(ix) > 0 && !noPrefetch {
-		prefetch.T2(unsafe.Pointer(unsafe.SliceData(ws.Data)), po, l.pfShift)
+	if len(ix) == 0 || noPrefetch {
+		return
+	}
+	prefetch.T2(unsafe.Pointer(unsafe.SliceData(ws.Data)), po, l.pfShift)
+	if params {
+		prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.scales)), pp, 2)
+		if l.zps != nil {
+			prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.zps)), pp, 0)
+		} else {
+			prefetch.T2(unsafe.Pointer(unsafe.SliceData(l.fzps)), pp, 2)
+		}
 	}
 }
 
@@ -126,7 +138,6 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 	pBase, pCode := q.pBase, q.pCode
 	step := min(switchBlock, blockLen)
 	a, mode := e.alpha, planMode(e)
-	scales, zps, fzps, fz := l.scales, l.zps, l.fzps, l.zps == nil
 	stoch := q.sc.Rounding == quant.RoundStochastic
 	ws.nbprefetch(ix[lo:min(lo+step, hi)], s)
 	for b0 := lo; b0 < hi; b0 += step {
@@ -154,49 +165,126 @@ func (ws *wstate) planNBChunk(e entry, lo, hi int, s *scratch) int {
 			if !fin(v) {
 				return b0 + j
 			}
-			sc := scales[p]
-			var b float32
-			var zp float64
-			if fz {
-				z := fzps[p]
-				b = float32(float32(o)-z) * sc
-				zp = float64(z)
-			} else {
-				z := int32(zps[p])
-				b = float32(o-z) * sc
-				zp = float64(z)
-			}
-			t := v
-			switch mode {
-			case 1:
-				t = b + float32(a*v)
-			case 2:
-				t = b + float32(a*(v-b))
-			}
-			if !fin(t) {
+			c, ok := l.newCode(p, o, v, a, mode, stoch, q.sc, i)
+			if !ok {
 				return b0 + j
 			}
-			// quant.Scheme.Quantize with the parameters at hand: t is
-			// finite and the scale finite and non-zero, so t/sc is not
-			// NaN, and the clamp is branch-free. An integer zero point is
-			// added after the rounding, a float one before, as there.
-			x := float64(t / sc)
-			var r float64
-			switch {
-			case stoch && fz:
-				r = math.Floor(x + zp + quant.Dither(q.sc.DitherIndex(i)))
-			case stoch:
-				r = math.Floor(x+quant.Dither(q.sc.DitherIndex(i))) + zp
-			case fz:
-				r = math.RoundToEven(x + zp)
-			default:
-				r = math.RoundToEven(x) + zp
-			}
-			c := int32(max(min(r, l.fqmax), 0))
 			pb[j], pc[j] = o, c
 		}
 	}
 	return -1
+}
+
+// newCode is the code of an entry with value v (combined with the base
+// value of code o as mode says: planMode) at parameter p of logical
+// element i, and false when the result is not finite: quant.Scheme's
+// Dequantize, the float path's arithmetic and Quantize, with the
+// parameters at hand. t finite and the scale finite and non-zero make
+// t/sc a number, and the clamp is branch-free. An integer zero point is
+// added after the rounding, a float one before, as there.
+func (l *nblayout) newCode(p uint64, o int32, v, a float32, mode int, stoch bool, sc *quant.Scheme, i uint32) (int32, bool) {
+	s := l.scales[p]
+	var b float32
+	var zp float64
+	fz := l.zps == nil
+	if fz {
+		z := l.fzps[p]
+		b = float32(float32(o)-z) * s
+		zp = float64(z)
+	} else {
+		z := int32(l.zps[p])
+		b = float32(o-z) * s
+		zp = float64(z)
+	}
+	t := v
+	switch mode {
+	case 1:
+		t = b + float32(a*v)
+	case 2:
+		t = b + float32(a*(v-b))
+	}
+	if !fin(t) {
+		return 0, false
+	}
+	x := float64(t / s)
+	var r float64
+	switch {
+	case stoch && fz:
+		r = math.Floor(x + zp + quant.Dither(sc.DitherIndex(i)))
+	case stoch:
+		r = math.Floor(x+quant.Dither(sc.DitherIndex(i))) + zp
+	case fz:
+		r = math.RoundToEven(x + zp)
+	default:
+		r = math.RoundToEven(x) + zp
+	}
+	return int32(max(min(r, l.fqmax), 0)), true
+}
+
+// fusable reports whether the codes of e, the weight's only adapter
+// tensor, can be computed by the commit itself (commitNBChunk,
+// commitChunk) instead of
+// a plan before it: float32 values, all finite, and small enough that no
+// result can be infinite (|α|·(|v| + the largest base value) ≤ 1e38), so
+// the configuration is valid without planning. One sequential pass over
+// the values.
+func (q *qstate) fusable(e entry) bool {
+	if e.t.ValueDType != tensor.Float32 || q.deqBound > 1e37 {
+		return false
+	}
+	a := math.Abs(float64(e.alpha))
+	if !(a <= 1e30) { // NaN too
+		return false
+	}
+	for _, v := range tensor.Float32s(e.t.Values) {
+		if !fin(v) || a*(math.Abs(float64(v))+q.deqBound) > 1e38 {
+			return false
+		}
+	}
+	return true
+}
+
+// nbfused is the write of new entries [b0, b1) of touched in a fused
+// commit (qstate.commitFused): each one's base code is read from the
+// weight (the outgoing codes up to it are already written back), its new
+// code computed from e (as planNBChunk would) and written at its location
+// lk[j], and both are kept (saved, codes).
+func (ws *wstate) nbfused(e entry, b0, b1 int, lk []uint64, par []uint32) {
+	q := ws.q
+	l := q.nl // a local copy: its fields stay in registers
+	raw := ws.Data
+	ix := q.touched[b0:b1]
+	vals := tensor.Float32s(e.t.Values)[b0:b1]
+	saved, codes := q.saved[b0:b1], q.codes[b0:b1]
+	lk, par = lk[:len(ix)], par[:len(ix)]
+	vals, saved, codes = vals[:len(ix)], saved[:len(ix)], codes[:len(ix)]
+	a, mode := e.alpha, planMode(e)
+	if q.sc.Rounding == quant.RoundStochastic || l.zps == nil || mode != 0 {
+		for j, i := range ix {
+			x := lk[j]
+			sh := uint(x & 7)
+			b := &raw[x>>3]
+			o := int32(*b >> sh & l.mask)
+			c, _ := l.newCode(uint64(par[j]), o, vals[j], a, mode, q.sc.Rounding == quant.RoundStochastic, q.sc, i) // fusable: finite
+			saved[j], codes[j] = o, c
+			*b = *b&^(l.mask<<sh) | byte(c)<<sh
+		}
+		return
+	}
+	// the common case inlined: a sole overwrite at α 1 with integer zero
+	// points, rounded to nearest (newCode's arithmetic for mode 0)
+	scales, zps, mask, fqmax := l.scales, l.zps, l.mask, l.fqmax
+	for j := range ix {
+		x := lk[j]
+		sh := uint(x & 7)
+		b := &raw[x>>3]
+		o := int32(*b >> sh & mask)
+		p := par[j]
+		r := math.RoundToEven(float64(vals[j]/scales[p])) + float64(zps[p])
+		c := int32(max(min(r, fqmax), 0))
+		saved[j], codes[j] = o, c
+		*b = *b&^(mask<<sh) | byte(c)<<sh
+	}
 }
 
 // nbwrite stores codes c at the locations lk (from nbLocs), changing
@@ -261,10 +349,10 @@ func (ws *wstate) commitNBChunk(lo, hi int, s *scratch) {
 	saved := q.prevSaved[:len(old)]
 	cur, next := 0, 1 // halves of s.nbLoc: outgoing at 2h, new at 2h+1
 	if len(ix) == 0 {
-		ws.nbLocs(old[lo:min(lo+switchBlock, hi)], &s.nbLoc[2*cur], s)
+		ws.nbLocs(old[lo:min(lo+switchBlock, hi)], &s.nbLoc[2*cur], &s.nbPar[2*cur], s, false)
 		for b := lo; b < hi; b += switchBlock {
 			e := min(b+switchBlock, hi)
-			ws.nbLocs(old[e:min(e+switchBlock, hi)], &s.nbLoc[2*next], s)
+			ws.nbLocs(old[e:min(e+switchBlock, hi)], &s.nbLoc[2*next], &s.nbPar[2*next], s, false)
 			ws.nbwrite(s.nbLoc[2*cur], saved[b:e])
 			cur, next = next, cur
 		}
@@ -281,13 +369,17 @@ func (ws *wstate) commitNBChunk(lo, hi int, s *scratch) {
 	pf, do := 0, 0
 	switchSteps(ix, old, lo, hi, alo, ahi,
 		func(st switchStep) {
-			ws.nbLocs(old[st.ja:st.ja1], &s.nbLoc[2*(pf%2)], s)
-			ws.nbLocs(ix[st.b0:st.b1], &s.nbLoc[2*(pf%2)+1], s)
+			ws.nbLocs(old[st.ja:st.ja1], &s.nbLoc[2*(pf%2)], &s.nbPar[2*(pf%2)], s, false)
+			ws.nbLocs(ix[st.b0:st.b1], &s.nbLoc[2*(pf%2)+1], &s.nbPar[2*(pf%2)+1], s, q.commitFused)
 			pf++
 		},
 		func(st switchStep) {
 			ws.nbwrite(s.nbLoc[2*(do%2)], saved[st.ja:st.ja1])
-			ws.nbwrite(s.nbLoc[2*(do%2)+1], q.codes[st.b0:st.b1])
+			if q.commitFused {
+				ws.nbfused(ws.cur[0], st.b0, st.b1, s.nbLoc[2*(do%2)+1], s.nbPar[2*(do%2)+1])
+			} else {
+				ws.nbwrite(s.nbLoc[2*(do%2)+1], q.codes[st.b0:st.b1])
+			}
 			do++
 		})
 }

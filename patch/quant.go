@@ -78,9 +78,16 @@ type qstate struct {
 	// planning state: chunked (planned by planChunk tasks), bad the first
 	// refused entry per chunk (-1 if none), err the serial planner's error.
 	chunked bool
-	bad     []int
-	err     error
-	cur     []int // per planned entry: next index position (merge walk)
+	// fused: the plan was deferred to the commit (fusable), which
+	// computes the codes as it writes them; commitFused is that flag for
+	// the commit running now (set by begin).
+	fused, commitFused bool
+	// deqBound bounds |dequantized code| over the whole scheme (for
+	// fusable).
+	deqBound float64
+	bad      []int
+	err      error
+	cur      []int // per planned entry: next index position (merge walk)
 }
 
 // newQState checks a quantized weight for New and returns its state, its
@@ -127,19 +134,39 @@ func newQState(w *Weight, r Rounding) (*qstate, error) {
 			return nil, fmt.Errorf("%w: %q: MatMulNBits %d-bit %v codes (block size %d) need %d packed bytes, have %d",
 				ErrWeight, w.Name, sc.Bits, w.Shape, sc.BlockSize, sc.RawLen(), len(w.Data))
 		}
-		return &qstate{sc: &sc, nl: newNBLayout(&sc), nb: true}, nil
+		q := &qstate{sc: &sc, nl: newNBLayout(&sc), nb: true}
+		for p, scale := range sc.Scales {
+			z := 1 << (sc.Bits - 1) // the default zero point
+			var zf float64
+			switch {
+			case sc.ZeroPoints != nil:
+				z = int(sc.ZeroPoints[p])
+			case sc.FloatZeroPoints != nil:
+				z, zf = 0, math.Abs(float64(sc.FloatZeroPoints[p]))
+			}
+			q.deqBound = max(q.deqBound, math.Abs(float64(scale))*(float64(int(1)<<sc.Bits)+float64(z)+zf))
+		}
+		return q, nil
 	}
 	if len(w.Data) != sc.RawLen() {
 		return nil, fmt.Errorf("%w: %q: %v %v codes need %d bytes, have %d", ErrWeight, w.Name, w.DType, w.Shape, sc.RawLen(), len(w.Data))
 	}
-	return &qstate{sc: &sc, lay: newQLayout(&sc)}, nil
+	q := &qstate{sc: &sc, lay: newQLayout(&sc)}
+	for p, scale := range q.lay.scales {
+		z := float64(q.lay.zps[p])
+		q.deqBound = max(q.deqBound, math.Abs(float64(scale))*max(math.Abs(q.lay.fqmin-z), math.Abs(q.lay.fqmax-z)))
+	}
+	return q, nil
 }
+
+// noFuse turns the fused MatMulNBits commit off (tests compare both).
+var noFuse = false
 
 // resetPending forgets the planned codes (a revert to the base).
 func (q *qstate) resetPending() {
 	q.pIdx, q.pOwned = nil, false
 	q.pBase, q.pCode, q.pTarget = q.pBase[:0], q.pCode[:0], q.pTarget[:0]
-	q.chunked, q.err = false, nil
+	q.chunked, q.fused, q.err = false, false, nil
 }
 
 // begin makes the planned codes current for a commit: the outgoing
@@ -160,8 +187,9 @@ func (q *qstate) begin() {
 	q.codes, q.pCode = q.pCode, q.codes[:0]
 	q.target, q.pTarget = q.pTarget, q.target[:0]
 	q.tgtOf = q.chunked // the chunk planners keep no float results
+	q.commitFused = q.fused
 	q.pIdx, q.pOwned = nil, false
-	q.chunked, q.err = false, nil
+	q.chunked, q.fused, q.err = false, false, nil
 }
 
 // planQuants computes the codes of every quantized weight whose planned
@@ -193,6 +221,10 @@ func (p *Patcher) planQuants() error {
 			q.chunked = true
 			q.pIdx = es[0].t.Indices
 			q.pBase, q.pCode, q.pTarget = resize(q.pBase, n), resize(q.pCode, n), q.pTarget[:0]
+			if q.fusable(es[0]) && !noFuse {
+				q.fused, q.bad = true, q.bad[:0] // valid: the commit computes the codes
+				continue
+			}
 			q.bad = resize(q.bad, (n+chunkEntries-1)/chunkEntries)
 			for k := range q.bad {
 				q.bad[k] = -1

@@ -346,6 +346,17 @@ func (e *qEnv) check(t *testing.T, what string, active []Config) {
 // task next to the float weight's.
 func TestQuantSequences(t *testing.T) {
 	testutil.Replace(t, &serialWork, 0) // run the weights' tasks in parallel
+	for _, fuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fused=%v", fuse), func(t *testing.T) {
+			testutil.Replace(t, &noFuse, !fuse)
+			qSequences(t)
+		})
+	}
+}
+
+// qSequences is TestQuantSequences with the current noFuse: the fused
+// commit (codes computed as they are written) or plan then commit.
+func qSequences(t *testing.T) {
 	for ci, c := range qCases {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := range uint64(4) {

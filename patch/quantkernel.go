@@ -174,35 +174,66 @@ func (ws *wstate) planChunk(e entry, lo, hi int, s *scratch) int {
 			if !fin(v) {
 				return b0 + j
 			}
-			p := l.param(i)
-			sc := l.scales[p]
-			zp := l.zps[p]
-			b := float32(o-zp) * sc
-			t := v
-			switch mode {
-			case 1:
-				t = b + float32(alpha*v)
-			case 2:
-				t = b + float32(alpha*(v-b))
-			}
-			if !fin(t) {
+			c, ok := l.newCode(l.param(i), o, v, alpha, mode, stoch, q.sc, i)
+			if !ok {
 				return b0 + j
 			}
-			// l.quant, with the scale and zero point at hand: t is finite
-			// and the scale finite and non-zero, so x is not NaN, and the
-			// clamp is branch-free (the side a clipped code saturates at
-			// is data-dependent)
-			var r float64
-			if stoch {
-				r = math.Floor(float64(t/sc)+quant.Dither(q.sc.DitherIndex(i))) + float64(zp)
-			} else {
-				r = math.RoundToEven(float64(t/sc)) + float64(zp)
-			}
-			c := int32(max(min(r, l.fqmax), l.fqmin))
 			pb[j], pc[j] = o, c
 		}
 	}
 	return -1
+}
+
+// newCode is the code of an entry with value v (combined with the base
+// value of code o as mode says: planMode) at parameter p of element i,
+// and false when the result is not finite: l.quant with the scale and
+// zero point at hand. t finite and the scale finite and non-zero make t/sc
+// a number, and the clamp is branch-free (the side a clipped code
+// saturates at is data-dependent).
+func (l *qlayout) newCode(p int, o int32, v, alpha float32, mode int, stoch bool, sc *quant.Scheme, i uint32) (int32, bool) {
+	s := l.scales[p]
+	zp := l.zps[p]
+	b := float32(o-zp) * s
+	t := v
+	switch mode {
+	case 1:
+		t = b + float32(alpha*v)
+	case 2:
+		t = b + float32(alpha*(v-b))
+	}
+	if !fin(t) {
+		return 0, false
+	}
+	var r float64
+	if stoch {
+		r = math.Floor(float64(t/s)+quant.Dither(sc.DitherIndex(i))) + float64(zp)
+	} else {
+		r = math.RoundToEven(float64(t/s)) + float64(zp)
+	}
+	return int32(max(min(r, l.fqmax), l.fqmin)), true
+}
+
+// qfused is the write of new entries [b0, b1) of touched in a fused
+// commit (qstate.commitFused): each one's base code is read from the
+// weight (the outgoing codes up to it are already written back), its new
+// code computed from e (as planChunk would) and written, and both are
+// kept (saved, codes).
+func (ws *wstate) qfused(e entry, b0, b1 int) {
+	q := ws.q
+	l := &q.lay
+	raw := ws.Data
+	ix := q.touched[b0:b1]
+	vals := tensor.Float32s(e.t.Values)[b0:b1]
+	saved, codes := q.saved[b0:b1], q.codes[b0:b1]
+	vals, saved, codes = vals[:len(ix)], saved[:len(ix)], codes[:len(ix)]
+	a, mode := e.alpha, planMode(e)
+	stoch := q.sc.Rounding == quant.RoundStochastic
+	for j, i := range ix {
+		o := l.get(raw, i)
+		c, _ := l.newCode(l.param(i), o, vals[j], a, mode, stoch, q.sc, i) // fusable: finite
+		saved[j], codes[j] = o, c
+	}
+	ws.qwrite(ix, codes)
 }
 
 // qwin is the window of the merge cursor of planChunk and planNBChunk:
@@ -317,5 +348,12 @@ func (ws *wstate) commitChunk(lo, hi int) {
 	alo, ahi := outgoingRange(ix, old, lo, hi)
 	switchSteps(ix, old, lo, hi, alo, ahi,
 		func(st switchStep) { ws.qprefetch(old[st.ja:st.ja1]); ws.qprefetch(ix[st.b0:st.b1]) },
-		func(st switchStep) { ws.qrevert(st.ja, st.ja1); ws.qwrite(ix[st.b0:st.b1], q.codes[st.b0:st.b1]) })
+		func(st switchStep) {
+			ws.qrevert(st.ja, st.ja1)
+			if q.commitFused {
+				ws.qfused(ws.cur[0], st.b0, st.b1)
+			} else {
+				ws.qwrite(ix[st.b0:st.b1], q.codes[st.b0:st.b1])
+			}
+		})
 }
