@@ -14,6 +14,7 @@ import (
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
+	"github.com/shira-ort/shira-ort/internal/onnxwire"
 	"github.com/shira-ort/shira-ort/internal/ortshim"
 	"github.com/shira-ort/shira-ort/internal/qdqmodel"
 	"github.com/shira-ort/shira-ort/patch"
@@ -498,9 +499,10 @@ func sameSurvival(a, b patch.Survival) bool {
 }
 
 // BenchmarkQuantSwitch is Set alternating between two 1 % adapters on one
-// 4096×4096 quantized weight — a 4-bit MatMulNBits weight (blocks of 32,
-// zero points, accuracy_level 0) and a full-QDQ int8 weight per column
-// (QLinearMatMul) — in a packed session (ORT's prepacked buffer patched,
+// 4096×4096 weight — a float32 MatMul weight (the reference: the same
+// indices), a 4-bit MatMulNBits weight (blocks of 32, zero points,
+// accuracy_level 0) and a full-QDQ int8 weight per column (QLinearMatMul)
+// — in a packed session (ORT's prepacked buffer patched,
 // and for QLinearMatMul its column sums recomputed; translations cached,
 // the default, and not cached) and in a live session (the codes ORT reads
 // in place), in ms per switch: the switch a packed session adds to a
@@ -508,10 +510,21 @@ func sameSurvival(a, b patch.Survival) bool {
 func BenchmarkQuantSwitch(b *testing.B) {
 	requireORT(b)
 	const d = 4096
+	w := make([]float32, d*d)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for i := range w {
+		w[i] = float32(rng.NormFloat64()) / 64
+	}
+	fp32 := onnxwire.NewBuilder().
+		AddInitializer(onnxwire.NewTensor("w", tensor.Float32, []int64{d, d}, tensor.Bytes(w))).
+		AddInput("x", tensor.Float32, []int64{-1, d}, "batch").
+		AddOutput("y", tensor.Float32, []int64{-1, d}, "batch").
+		AddNode("mm", "MatMul", []string{"x", "w"}, []string{"y"}).Bytes()
 	for _, m := range []struct {
 		name  string
 		model []byte
 	}{
+		{"fp32", fp32},
 		{"nbits4", qdqmodel.BuildNBits(1, d, d, 4, 32, true, 0)},
 		{"qdq-int8", qdqmodel.BuildFullMatMul(1, d, d, tensor.Int8, 1, false)},
 	} {
@@ -525,9 +538,13 @@ func BenchmarkQuantSwitch(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		adapterFor := quantAdapter
+		if m.name == "fp32" {
+			adapterFor = floatAdapter
+		}
 		cfgs := []patch.Config{
-			{Adapter: quantAdapter(b, em, exposed, 0.01, 4, adapter.Overwrite, 1), Alpha: 1},
-			{Adapter: quantAdapter(b, em, exposed, 0.01, 5, adapter.Overwrite, 1), Alpha: 1},
+			{Adapter: adapterFor(b, em, exposed, 0.01, 4, adapter.Overwrite, 1), Alpha: 1},
+			{Adapter: adapterFor(b, em, exposed, 0.01, 5, adapter.Overwrite, 1), Alpha: 1},
 		}
 		for _, c := range []struct {
 			name string
@@ -659,4 +676,46 @@ func quantFixture(t *testing.T, model []byte, k int) (exposed string, in, base m
 	A = quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
 	B = quantAdapter(t, m, exposed, 0.1, 2, adapter.Delta, 2)
 	return exposed, in, base, A, B
+}
+
+// floatAdapter is quantAdapter for the float weights of m: the same
+// entries (the same random draws), values the base plus noise of spread
+// times 1/256 of the weight's largest magnitude.
+func floatAdapter(tb testing.TB, m *export.Manifest, dir string, density float64, spread float32, sem adapter.Semantics, seed uint64) *adapter.Adapter {
+	tb.Helper()
+	base, err := openExported(tb, dir).ReadWeights(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 5))
+	a := &adapter.Adapter{Name: "f", DefaultAlpha: 1, Semantics: sem}
+	for _, e := range m.Tensors {
+		if e.DType != tensor.Float32 {
+			continue
+		}
+		w := tensor.Float32s(base[e.Name])
+		var mx float32
+		for _, v := range w {
+			mx = max(mx, v, -v)
+		}
+		var ix []uint32
+		var vals []float32
+		for i := range w {
+			if rng.Float64() >= density {
+				continue
+			}
+			v := float32(rng.NormFloat64()) * spread * mx / 256
+			if sem == adapter.Overwrite {
+				v += w[i]
+			}
+			ix = append(ix, uint32(i))
+			vals = append(vals, v)
+		}
+		t, err := adapter.NewTensor(e.Name, e.DType, e.Shape, ix, vals, tensor.Float32)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		a.Tensors = append(a.Tensors, t)
+	}
+	return a
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/shira-ort/shira-ort/internal/quant"
@@ -25,25 +24,23 @@ const QGemmSliceRows = 384
 type QGemmLayout struct {
 	K, N     int
 	Unsigned bool
+	cols     *quant.PackedColumns
 }
 
 // NewQGemmLayout returns the layout of a [k, n] weight of 8-bit codes
 // (unsigned for uint8), or an error when it does not fit 32-bit offsets.
+// Use it, not a literal: the layout carries its prepared column order.
 func NewQGemmLayout(k, n int, unsigned bool) (QGemmLayout, error) {
-	l := QGemmLayout{K: k, N: n, Unsigned: unsigned}
-	if k < 1 || n < 1 {
-		return QGemmLayout{}, fmt.Errorf("mlaspack: QGEMM weight %d×%d", k, n)
+	cols, err := quant.NewPackedColumns(k, n, QGemmSliceRows)
+	if err != nil {
+		return QGemmLayout{}, fmt.Errorf("mlaspack: QGEMM weight %d×%d: %w", k, n, err)
 	}
-	if uint64(l.PackedBytes()) > math.MaxUint32 {
-		return QGemmLayout{}, fmt.Errorf("mlaspack: QGEMM weight %d×%d has more codes than 32-bit offsets address", k, n)
-	}
-	return l, nil
+	return QGemmLayout{K: k, N: n, Unsigned: unsigned, cols: cols}, nil
 }
 
-// Columns is the order of the codes after the column sums.
-func (l QGemmLayout) Columns() *quant.PackedColumns {
-	return &quant.PackedColumns{K: l.K, N: l.N, SliceRows: QGemmSliceRows}
-}
+// Columns is the order of the codes after the column sums (shared: read
+// only).
+func (l QGemmLayout) Columns() *quant.PackedColumns { return l.cols }
 
 // SumsBytes is the size of the column sums at the start of the buffer.
 func (l QGemmLayout) SumsBytes() int { return 4 * l.Columns().AlignedN() }
