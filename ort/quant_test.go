@@ -502,14 +502,20 @@ func sameSurvival(a, b patch.Survival) bool {
 // 4096×4096 weight — a float32 MatMul weight (the reference: the same
 // indices), a 4-bit MatMulNBits weight (blocks of 32, zero points,
 // accuracy_level 0) and a full-QDQ int8 weight per column (QLinearMatMul)
-// — in a packed session (ORT's prepacked buffer patched,
-// and for QLinearMatMul its column sums recomputed; translations cached,
-// the default, and not cached) and in a live session (the codes ORT reads
-// in place), in ms per switch: the switch a packed session adds to a
-// plain session's Runs.
+// — in a packed session (ORT's prepacked buffer patched, and for
+// QLinearMatMul its column sums updated; translations cached, the default,
+// and not cached) and in a live session (the weight ORT reads in place),
+// in ms per switch: the switch a packed session adds to a plain session's
+// Runs. SHIRA_BENCH_COLD=1 evicts the caches (96 MiB of stores) before
+// each switch, as the Runs of a large model would.
 func BenchmarkQuantSwitch(b *testing.B) {
 	requireORT(b)
 	const d = 4096
+	cold := os.Getenv("SHIRA_BENCH_COLD") != ""
+	var flush []byte
+	if cold {
+		flush = make([]byte, 96<<20)
+	}
 	w := make([]float32, d*d)
 	rng := rand.New(rand.NewPCG(1, 1))
 	for i := range w {
@@ -564,6 +570,13 @@ func BenchmarkQuantSwitch(b *testing.B) {
 			b.Run(m.name+"/"+c.name, func(b *testing.B) {
 				k := 0
 				for b.Loop() {
+					if cold {
+						b.StopTimer()
+						for i := 0; i < len(flush); i += 64 {
+							flush[i]++ // ordinary stores: the weight leaves the caches
+						}
+						b.StartTimer()
+					}
 					if err := s.Set(context.Background(), cfgs[k]); err != nil {
 						b.Fatal(err)
 					}
