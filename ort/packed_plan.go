@@ -77,6 +77,11 @@ func packedOrientations(m *export.Model, ws []*weight) (map[string][]bool, strin
 			return nil, fmt.Sprintf("weight %s is %v: only float weights are patched in their packed form", name, w.info.DType)
 		}
 		if len(w.info.Shape) != 2 {
+			for _, u := range ix.users[w.info.Name] {
+				if u.node.OpType() == "Conv" || u.node.OpType() == "ConvTranspose" {
+					return nil, fmt.Sprintf("weight %s is a %s weight: ORT reorders it (NCHWc blocks) into memory that is not allocated through the session's allocator, so the copy it computes with cannot be found and patched", name, u.node.OpType())
+				}
+			}
 			return nil, fmt.Sprintf("weight %s has rank %d: only rank-2 MatMul/Gemm weights are patched in their packed form", name, len(w.info.Shape))
 		}
 		var orient []bool

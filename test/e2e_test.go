@@ -232,7 +232,7 @@ var packedApplies = map[string]string{
 	"tiny": "", "transpose": "", "constant": "", "fp16": "", "bf16": "", "external": "",
 	"openwakeword-hello_deepa": "",
 	// Conv weights (NCHWc reorder) are not patched in packed form.
-	"conv":       "has rank 4",
+	"conv":       "is a Conv weight: ORT reorders it",
 	"silero-vad": "has rank 3",
 }
 
