@@ -69,19 +69,19 @@ type packedState struct {
 	patcher *patch.Patcher     // over the packed buffers
 	targets map[string][]packTarget
 	cache   transCache // translations kept for later switches (Options.PackedTranslationCache)
-	// quantized names the packed buffers of quantized (MatMulNBits)
-	// weights, whose translated values stay until the next switch:
-	// patch.Patcher.Survival reads them.
+	// quantized names the packed buffers of quantized weights (MatMulNBits
+	// and QLinearMatMul B), whose translated values stay until the next
+	// switch: patch.Patcher.Survival reads them.
 	quantized map[string]bool
 	// sums names the QLinearMatMul weights the active configuration
 	// patches: their buffers' column sums differ from the base ones.
 	sums map[string]bool
 }
 
-// updateSums recomputes the column sums of the QLinearMatMul buffers
-// of the weights cfgs (the configuration just set) or the previous one
-// patch, from their codes; under the session's write lock, with the
-// codes, so no Run sees codes and sums that disagree.
+// updateSums rewrites the column sums of the QLinearMatMul buffers of the
+// weights that cfgs (the configuration just set) or the previous
+// configuration patch, from their codes; under the session's write lock,
+// with the codes, so no Run sees codes and sums that disagree.
 func (ps *packedState) updateSums(cfgs []patch.Config) {
 	next := map[string]bool{}
 	for _, c := range cfgs {

@@ -159,7 +159,8 @@ func newQState(w *Weight, r Rounding) (*qstate, error) {
 	return q, nil
 }
 
-// noFuse turns the fused MatMulNBits commit off (tests compare both).
+// noFuse turns the fused commit of quantized weights off (tests compare
+// both ways).
 var noFuse = false
 
 // resetPending forgets the planned codes (a revert to the base).
