@@ -615,6 +615,7 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 		{"uint8-pertensor-zp", qdqmodel.BuildFullMatMul(3, 130, 48, tensor.Uint8, -1, true), 130, ortshim.Version() < "1.25"},
 		{"int8-pertensor-zp", qdqmodel.BuildFullMatMul(4, 64, 16, tensor.Int8, -1, true), 64, true},
 		{"mlp", qdqmodel.BuildFullMLP(5, 96, 3), 96, true},
+		{"shared-weight", qdqmodel.BuildFullSharedMatMul(7, 80, 24), 80, true}, // two QLinearMatMuls read w
 		{"weight-only", qdqmodel.BuildMLP(6, 64, 2), 64, false},
 	}
 	for _, c := range cases {

@@ -283,6 +283,17 @@ func BuildConvTranspose(seed uint64) []byte {
 // per tensor (axis −1) or per column (axis 1), with or without zero
 // points. Input "x" and output "y" are float32 [batch, k] and [batch, n].
 func BuildFullMatMul(seed uint64, k, n int, codes tensor.DType, axis int, zeroPoint bool) []byte {
+	return buildFullMatMuls(seed, k, n, codes, axis, zeroPoint, false)
+}
+
+// BuildFullSharedMatMul is BuildFullMatMul with a second QLinearMatMul
+// reading the same weight, on the input's Relu: outputs "y" (x·W) and
+// "z" (relu(x)·W).
+func BuildFullSharedMatMul(seed uint64, k, n int) []byte {
+	return buildFullMatMuls(seed, k, n, tensor.Int8, 1, false, true)
+}
+
+func buildFullMatMuls(seed uint64, k, n int, codes tensor.DType, axis int, zeroPoint, shared bool) []byte {
 	rng := rand.New(rand.NewPCG(seed, 26))
 	b := onnxwire.NewBuilder()
 	b.Opsets = []onnxwire.Opset{{Domain: "", Version: 21}}
@@ -301,5 +312,13 @@ func BuildFullMatMul(seed uint64, k, n int, codes tensor.DType, axis int, zeroPo
 	out := qdq("a", "out", 6.0/128)
 	b.AddNode("id", "Identity", []string{out}, []string{"y"})
 	b.AddOutput("y", tensor.Float32, []int64{-1, int64(n)}, "batch")
+	if shared {
+		b.AddNode("relu", "Relu", []string{"x"}, []string{"xr"})
+		in2 := qdq("xr", "in2", 4.0/128)
+		b.AddNode("mm2", "MatMul", []string{in2, "w_dq"}, []string{"a2"})
+		out2 := qdq("a2", "out2", 6.0/128)
+		b.AddNode("id2", "Identity", []string{out2}, []string{"z"})
+		b.AddOutput("z", tensor.Float32, []int64{-1, int64(n)}, "batch")
+	}
 	return b.Bytes()
 }
