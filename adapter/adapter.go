@@ -97,7 +97,9 @@ type Tensor struct {
 	DType tensor.DType
 	// ValueDType is the element type of Values: Float32, Float16 or
 	// BFloat16; it may differ from DType (e.g. fp32 deltas for an fp16
-	// weight).
+	// weight). For a quantized weight it may also be DType itself: the
+	// values are then the weight's codes (CodeValues), written as they
+	// are, which only an Overwrite adapter may hold.
 	ValueDType tensor.DType
 	// Shape is the target weight's shape.
 	Shape []int64
@@ -110,6 +112,66 @@ type Tensor struct {
 	// Values holds len(Indices) little-endian elements of ValueDType. Its
 	// start must be aligned to the element size (Decode guarantees 8).
 	Values []byte
+}
+
+// CodeValues reports whether t's values are codes of its quantized
+// weight (ValueDType == DType, an integer code type) rather than floats.
+func (t *Tensor) CodeValues() bool { return t.ValueDType == t.DType && t.DType.IsQuantCode() }
+
+// Code returns value k of a tensor with CodeValues.
+func (t *Tensor) Code(k int) int32 {
+	switch t.ValueDType {
+	case tensor.Int8:
+		return int32(int8(t.Values[k]))
+	case tensor.Uint8:
+		return int32(t.Values[k])
+	case tensor.Int16:
+		return int32(int16(uint16(t.Values[2*k]) | uint16(t.Values[2*k+1])<<8))
+	default: // Uint16
+		return int32(uint16(t.Values[2*k]) | uint16(t.Values[2*k+1])<<8)
+	}
+}
+
+// NewCodeTensor builds a tensor whose values are codes of the quantized
+// weight name (dtype tensor.Int8, Uint8, Int16 or Uint16; for a
+// MatMulNBits weight tensor.Uint8, one code per value), for an Overwrite
+// adapter made for one quantized model: indices and codes are copied and
+// sorted; a code must fit dtype (the patcher checks it against the
+// weight's own code range).
+func NewCodeTensor(name string, dtype tensor.DType, shape []int64, indices []uint32, codes []int32) (Tensor, error) {
+	if len(indices) != len(codes) {
+		return Tensor{}, fmt.Errorf("%w: tensor %q: %d indices but %d codes", ErrInvalid, name, len(indices), len(codes))
+	}
+	if !dtype.IsQuantCode() {
+		return Tensor{}, fmt.Errorf("%w: tensor %q: dtype %v holds no codes (want int8, uint8, int16 or uint16)", ErrUnsupported, name, dtype)
+	}
+	t := Tensor{Name: name, DType: dtype, ValueDType: dtype, Shape: append([]int64(nil), shape...),
+		Indices: append([]uint32(nil), indices...), Values: make([]byte, len(codes)*dtype.Size())}
+	lo, hi := int32(math.MinInt16), int32(math.MaxUint16)
+	switch dtype {
+	case tensor.Int8:
+		lo, hi = math.MinInt8, math.MaxInt8
+	case tensor.Uint8:
+		lo, hi = 0, math.MaxUint8
+	case tensor.Int16:
+		hi = math.MaxInt16
+	case tensor.Uint16:
+		lo = 0
+	}
+	for k, c := range codes {
+		if c < lo || c > hi {
+			return Tensor{}, fmt.Errorf("%w: tensor %q: code %d at index %d does not fit %v", ErrInvalid, name, c, indices[k], dtype)
+		}
+		if dtype.Size() == 1 {
+			t.Values[k] = byte(c)
+		} else {
+			t.Values[2*k], t.Values[2*k+1] = byte(c), byte(c>>8)
+		}
+	}
+	if err := t.Sort(); err != nil {
+		return Tensor{}, err
+	}
+	return t, nil
 }
 
 // NNZ returns the number of touched entries of t.
@@ -235,7 +297,8 @@ func (a *Adapter) Sort() error {
 
 // Validate checks an adapter built in memory: known semantics, finite
 // default alpha, unique non-empty tensor names, float weight and value
-// dtypes, valid shapes, len(Values) == NNZ*ValueDType.Size(), values
+// dtypes (or a quantized weight's code dtype, with float values or, in an
+// overwrite adapter only, codes), valid shapes, len(Values) == NNZ*ValueDType.Size(), values
 // aligned, indices strictly increasing and in range, values finite (no
 // NaN or infinity: ErrNonFinite). Errors wrap [ErrInvalid] or
 // [ErrUnsupported] and name the tensor. (patch.Patcher checks each tensor
@@ -256,6 +319,9 @@ func (a *Adapter) Validate() error {
 		seen[t.Name] = struct{}{}
 		if err := t.Validate(); err != nil {
 			return err
+		}
+		if t.CodeValues() && a.Semantics != Overwrite {
+			return fmt.Errorf("%w: tensor %q holds codes, which only an overwrite adapter may hold (semantics %v)", ErrUnsupported, t.Name, a.Semantics)
 		}
 		if k := t.firstNonFinite(); k >= 0 {
 			return fmt.Errorf("%w: tensor %q: value %d (index %d) is not finite (NaN or infinite)", ErrNonFinite, t.Name, k, t.Indices[k])
@@ -303,8 +369,8 @@ func (t *Tensor) Validate() error {
 	if !t.DType.IsFloat() && !t.DType.IsQuantCode() {
 		return fmt.Errorf("%w: tensor %q: weight dtype %v (want float32, float16, bfloat16, or the int8, uint8, int16 or uint16 codes of a quantized weight)", ErrUnsupported, t.Name, t.DType)
 	}
-	if !t.ValueDType.IsFloat() {
-		return fmt.Errorf("%w: tensor %q: value dtype %v (want float32, float16 or bfloat16)", ErrUnsupported, t.Name, t.ValueDType)
+	if !t.ValueDType.IsFloat() && !t.CodeValues() {
+		return fmt.Errorf("%w: tensor %q: value dtype %v (want float32, float16, bfloat16, or the weight's own code type)", ErrUnsupported, t.Name, t.ValueDType)
 	}
 	numel, err := tensor.NumElements(t.Shape)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -411,4 +412,51 @@ func nanValued(tb testing.TB) []byte {
 	}
 	copy(b[i:], []byte{0, 0, 0xc0, 0x7f}) // NaN
 	return b
+}
+
+// TestCodeTensorRoundTrip: an overwrite adapter holding codes (int8 and
+// uint16) encodes and decodes with its codes; a delta one is refused; a
+// code that does not fit the dtype is refused by NewCodeTensor.
+func TestCodeTensorRoundTrip(t *testing.T) {
+	a := &Adapter{Name: "codes", Semantics: Overwrite, DefaultAlpha: 1}
+	for _, c := range []struct {
+		dt    tensor.DType
+		codes []int32
+	}{{tensor.Int8, []int32{-128, 5, 127}}, {tensor.Uint16, []int32{0, 40000, 65535}}} {
+		ct, err := NewCodeTensor("w"+c.dt.String(), c.dt, []int64{4, 5}, []uint32{19, 0, 7}, c.codes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Tensors = append(a.Tensors, ct)
+	}
+	b, err := Encode(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, ct := range got.Tensors {
+		if !ct.CodeValues() || !slices.Equal(ct.Indices, []uint32{0, 7, 19}) {
+			t.Fatalf("tensor %s: code values %v, indices %v", ct.Name, ct.CodeValues(), ct.Indices)
+		}
+		want := []int32{-128, 5, 127} // sorted by index: 0→5, 7→127, 19→-128
+		want = []int32{want[1], want[2], want[0]}
+		if k == 1 {
+			want = []int32{40000, 65535, 0}
+		}
+		for j := range ct.Indices {
+			if ct.Code(j) != want[j] {
+				t.Fatalf("tensor %s: code %d = %d, want %d", ct.Name, j, ct.Code(j), want[j])
+			}
+		}
+	}
+	a.Semantics = Delta
+	if _, err := Encode(a); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a delta adapter holding codes encoded: %v", err)
+	}
+	if _, err := NewCodeTensor("w", tensor.Int8, []int64{4}, []uint32{1}, []int32{128}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("code 128 as int8: %v", err)
+	}
 }

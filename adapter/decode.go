@@ -127,7 +127,7 @@ func decodeTensor(v *verifier, tt fbTable, t *Tensor) error {
 	}
 	if enc == shirafb.IndexEncodingGapU16 {
 		es := t.ValueDType.Size()
-		if !t.ValueDType.IsFloat() || len(t.Values)%es != 0 {
+		if !t.ValueDType.IsFloat() && !t.CodeValues() || es == 0 || len(t.Values)%es != 0 {
 			return fmt.Errorf("%w: tensor %q: value dtype %v with %d value bytes", ErrInvalid, t.Name, t.ValueDType, len(t.Values))
 		}
 		numel, err := tensor.NumElements(t.Shape)

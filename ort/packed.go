@@ -488,6 +488,11 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 			defer wg.Done()
 			for j := range work {
 				j.idx, j.vals = j.layout.Translate(j.t.Indices, j.t.Values, j.t.ValueDType.Size())
+				if q, ok := j.layout.(mlaspack.QGemmLayout); ok && q.Unsigned && j.t.CodeValues() {
+					for k := range j.vals {
+						j.vals[k] ^= 0x80 // uint8 codes as the buffer's int8 ones
+					}
+				}
 			}
 		}()
 	}
@@ -507,11 +512,14 @@ func (ps *packedState) translate(cfgs []patch.Config) []patch.Config {
 			t := &c.Adapter.Tensors[ti]
 			for _, tg := range ps.targets[t.Name] {
 				j := byKey[jobKey{t, tg.layout}]
-				dt := t.DType
+				dt, vdt := t.DType, t.ValueDType
 				if tg.qgemm != nil {
 					dt = tensor.Int8 // the packed codes (uint8 ones top-bit flipped)
+					if t.CodeValues() {
+						vdt = tensor.Int8
+					}
 				}
-				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: dt, ValueDType: t.ValueDType,
+				a.Tensors = append(a.Tensors, adapter.Tensor{Name: tg.name, DType: dt, ValueDType: vdt,
 					Shape: tg.shape, Indices: j.idx, Values: j.vals})
 			}
 		}

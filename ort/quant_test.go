@@ -478,6 +478,21 @@ func TestPackedNBitsMatchesFused(t *testing.T) {
 					if ps, ls := s.Survival(), live.Survival(); len(ps) != 1 || !maps.EqualFunc(ps, ls, sameSurvival) {
 						t.Fatalf("%v: packed survival %v, live %v", r, ps, ls)
 					}
+					// the configuration baked into codes gives the same
+					// outputs, packed and live
+					baked, err := openExported(t, exposed).Bake(context.Background(), cfgs, "baked", patch.WithRounding(r))
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, x := range []*Session{s, live} {
+						want := mustRun(t, x, in)
+						if err := x.Set(context.Background(), patch.Default(baked)); err != nil {
+							t.Fatal(err)
+						}
+						if got := mustRun(t, x, in); !sameOutputs(got, want) {
+							t.Fatalf("%v, %v: the baked codes compute other outputs than the configuration", r, x.Mode())
+						}
+					}
 				}
 				if err := s.Revert(context.Background()); err != nil {
 					t.Fatal(err)
@@ -657,6 +672,23 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 				}
 				if !changed {
 					t.Fatal("no configuration changed the outputs")
+				}
+				// the configuration baked into codes (export.Model.Bake) gives
+				// the same outputs, with either rounding
+				cfgs := []patch.Config{{Adapter: A, Alpha: 0.5}, {Adapter: B, Alpha: 0.75}}
+				baked, err := openExported(t, exposed).Bake(context.Background(), cfgs, "baked", patch.WithRounding(r))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Set(context.Background(), cfgs...); err != nil {
+					t.Fatal(err)
+				}
+				want := mustRun(t, s, in)
+				if err := s.Set(context.Background(), patch.Default(baked)); err != nil {
+					t.Fatal(err)
+				}
+				if got := mustRun(t, s, in); !sameOutputs(got, want) {
+					t.Fatalf("%v: the baked codes compute other outputs than the configuration", r)
 				}
 				if err := s.Revert(context.Background()); err != nil {
 					t.Fatal(err)

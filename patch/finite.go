@@ -72,11 +72,14 @@ func half(dt tensor.DType, h uint16) float32 {
 	return tensor.BFloat16ToFloat32(h)
 }
 
-// value returns entry k of t's values as float32.
+// value returns entry k of t's values as float32 (a code as the number it
+// is: the quantized planner dequantizes codes itself).
 func value(t *adapter.Tensor, k int) float32 {
-	switch t.ValueDType {
-	case tensor.Float32:
+	switch {
+	case t.ValueDType == tensor.Float32:
 		return tensor.Float32s(t.Values)[k]
+	case t.CodeValues():
+		return float32(t.Code(k))
 	default:
 		return half(t.ValueDType, tensor.Uint16s(t.Values)[k])
 	}

@@ -210,14 +210,15 @@ func (p *Patcher) planQuants() error {
 		}
 		q := ws.q
 		q.resetPending()
-		if es := ws.next; q.nb && (len(es) != 1 || len(es[0].t.Indices) == 0) {
+		codes := slices.ContainsFunc(ws.next, func(e entry) bool { return e.t.CodeValues() })
+		if es := ws.next; q.nb && (len(es) != 1 || len(es[0].t.Indices) == 0 || codes) {
 			p.tasks = append(p.tasks, task{w: i, kind: nbitsPlanTask})
 			for _, e := range ws.next {
 				work += len(e.t.Indices)
 			}
 			continue
 		}
-		if es := ws.next; len(es) == 1 && len(es[0].t.Indices) > 0 {
+		if es := ws.next; len(es) == 1 && len(es[0].t.Indices) > 0 && !codes {
 			n := len(es[0].t.Indices)
 			q.chunked = true
 			q.pIdx = es[0].t.Indices
@@ -361,6 +362,8 @@ func (ws *wstate) planQuant() error {
 		var last entry
 		var lastK int
 		var lastV float32
+		var lastCode int32 // the code of the last entry, when it holds codes (lastIsCode)
+		lastIsCode := false
 		for k, e := range es {
 			c := cur[k]
 			if c >= len(e.t.Indices) || e.t.Indices[c] != i {
@@ -368,6 +371,14 @@ func (ws *wstate) planQuant() error {
 			}
 			cur[k]++
 			v := value(e.t, c)
+			lastIsCode = false
+			if e.t.CodeValues() {
+				code := e.t.Code(c)
+				if lo, hi := sc.CodeRange(); code < lo || code > hi {
+					return fmt.Errorf("%w: adapter %s code %d (index %d) is outside the weight's code range [%d, %d]", ErrMismatch, closest.Quote(e.owner.Name), code, i, lo, hi)
+				}
+				v, lastCode, lastIsCode = sc.Dequantize(int(i), code), code, true
+			}
 			if !finite(v) {
 				return fmt.Errorf("%w: adapter %s value %d (index %d) is %v; a quantized weight cannot hold it", ErrNonFinite, closest.Quote(e.owner.Name), c, i, v)
 			}
@@ -388,9 +399,12 @@ func (ws *wstate) planQuant() error {
 				ErrNonFinite, closest.Quote(last.owner.Name), lastK, i, b, old, target, last.alpha)
 		}
 		var code int32
-		if nb {
+		switch {
+		case hits == 1 && last.exact() && lastIsCode:
+			code = lastCode // a sole code written as it is, whatever the rounding
+		case nb:
 			code, _ = sc.Quantize(int(i), target)
-		} else {
+		default:
 			code, _ = l.quant(sc.Rounding, sc.DitherIndex(i), pi, target)
 		}
 		q.pIdx = append(q.pIdx, i)
@@ -433,7 +447,8 @@ func (q *qstate) survival(cur []entry) Survival {
 		} else {
 			t = target[j]
 		}
-		code, clipped := sc.Quantize(int(i), t)
+		_, clipped := sc.Quantize(int(i), t)
+		code := q.codes[j] // the code written (a sole code-valued entry's is its own)
 		if code == old {
 			sv.Unchanged++
 		}

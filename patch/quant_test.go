@@ -937,3 +937,101 @@ func TestStochasticRoundingLandsSmallChanges(t *testing.T) {
 		p.Close()
 	}
 }
+
+// TestCodeValues: an overwrite adapter holding codes (adapter.NewCodeTensor)
+// writes them as they are at α 1 — with either rounding, on QDQ and
+// MatMulNBits weights — and Survival says all of it landed; at another α
+// or beside another adapter its codes act as their dequantized values; a
+// code outside the weight's range is refused before anything is written.
+func TestCodeValues(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	qw := newQW(t, rng, tensor.Int8, []int64{12, 10}, 1, true)
+	nw := newNBW(t, rng, 40, 6, 4, 16, "packed")
+	for _, c := range []struct {
+		name  string
+		dt    tensor.DType
+		shape []int64
+		sc    *quant.Scheme
+		base  []byte
+	}{
+		{"qdq", tensor.Int8, qw.shape, qw.sc, qw.base},
+		{"nbits", tensor.Uint8, nw.shape(), nw.sc, nw.base},
+	} {
+		n := c.sc.NumElements()
+		lo, hi := c.sc.CodeRange()
+		var ix []uint32
+		var codes []int32
+		for i := 0; i < n; i += 3 {
+			ix = append(ix, uint32(i))
+			codes = append(codes, lo+int32(rng.IntN(int(hi-lo)+1)))
+		}
+		ct, err := adapter.NewCodeTensor("w", c.dt, c.shape, ix, codes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &adapter.Adapter{Name: "codes", Semantics: adapter.Overwrite, DefaultAlpha: 1, Tensors: []adapter.Tensor{ct}}
+		if err := a.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []Rounding{RoundNearestEven, RoundStochastic} {
+			data := bytes.Clone(c.base)
+			p, err := New([]Weight{{Name: "w", DType: c.dt, Shape: c.shape, Data: data, Quant: c.sc}}, WithRounding(r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Set(Config{a, 1}); err != nil {
+				t.Fatal(err)
+			}
+			for j, i := range ix {
+				if got := c.sc.Code(data, int(i)); got != codes[j] {
+					t.Fatalf("%s %v: element %d has code %d, want %d", c.name, r, i, got, codes[j])
+				}
+			}
+			if sv := p.Survival()["w"]; sv.ErrSq != 0 || sv.Clipped != 0 || sv.Touched != len(ix) {
+				t.Fatalf("%s %v: survival %v, want everything landed", c.name, r, sv)
+			}
+			fused := bytes.Clone(c.base)
+			if err := FuseInto([]Weight{{Name: "w", DType: c.dt, Shape: c.shape, Data: fused, Quant: c.sc}}, []Config{{a, 1}}, WithRounding(r)); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(fused, data) {
+				t.Fatalf("%s %v: FuseInto differs from the patcher", c.name, r)
+			}
+			// at α 0.5 the codes act as their dequantized values: half way
+			// from the base, quantized as any value
+			if err := p.Set(Config{a, 0.5}); err != nil {
+				t.Fatal(err)
+			}
+			for j, i := range ix[:5] {
+				b := c.sc.Dequantize(int(i), c.sc.Code(c.base, int(i)))
+				v := c.sc.Dequantize(int(i), codes[j])
+				want, _ := c.sc.Quantize(int(i), b+float32(0.5*(v-b)))
+				if r == RoundNearestEven && c.sc.Code(data, int(i)) != want {
+					t.Fatalf("%s: at alpha 0.5 element %d has code %d, want %d", c.name, i, c.sc.Code(data, int(i)), want)
+				}
+			}
+			p.Revert()
+			if !bytes.Equal(data, c.base) {
+				t.Fatalf("%s %v: Revert did not restore the base", c.name, r)
+			}
+			// a code outside the weight's range (a 4-bit weight's codes stop
+			// at 15; int8's range is the dtype's, so NewCodeTensor refuses)
+			if c.name == "nbits" {
+				bad, err := adapter.NewCodeTensor("w", c.dt, c.shape, []uint32{0, 5}, []int32{3, 16})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ba := &adapter.Adapter{Name: "bad", Semantics: adapter.Overwrite, DefaultAlpha: 1, Tensors: []adapter.Tensor{bad}}
+				if err := p.Set(Config{ba, 1}); !errors.Is(err, ErrMismatch) || !bytes.Equal(data, c.base) {
+					t.Fatalf("code 16 on a 4-bit weight: err %v, weight changed %v", err, !bytes.Equal(data, c.base))
+				}
+			}
+			p.Close()
+		}
+		// codes need overwrite semantics
+		d := &adapter.Adapter{Name: "d", Semantics: adapter.Delta, DefaultAlpha: 1, Tensors: []adapter.Tensor{ct}}
+		if err := d.Validate(); !errors.Is(err, adapter.ErrUnsupported) {
+			t.Fatalf("a delta adapter holding codes: %v", err)
+		}
+	}
+}

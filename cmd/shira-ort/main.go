@@ -48,7 +48,7 @@ session by writing their sparse values straight into the weights ORT reads.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return commandLineError{err} })
 	root.AddCommand(newServeCmd(), newExportCmd(), newInspectCmd(), newCreateCmd(), newApplyCmd(), newRunCmd(), newDemoCmd(),
-		newConvertCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
+		newConvertCmd(), newBakeCmd(), newFuseLoraCmd(), newExtractCmd(), newOverlapCmd(), newExportOrtAdapterCmd(),
 		newDeviceTestCmd(), newGenerateCmd(), newSetupCmd())
 	return root
 }

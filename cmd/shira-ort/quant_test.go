@@ -146,8 +146,33 @@ func TestQuantizedCLI(t *testing.T) {
 	if !strings.Contains(out, "along") {
 		t.Fatalf("run does not report the landed change along the intended one:\n%s", out)
 	}
+	// bake: the stochastically rounded result stored as codes runs alike
+	// with the default rounding, in a smaller file, and inspect says codes
+	baked := filepath.Join(tmp, "baked.shira")
+	if out := mustCLI(t, "bake", "--model", dir, "--adapter", c+":0.5", "-o", baked, "--rounding", "stochastic"); !strings.Contains(out, "of codes") {
+		t.Fatalf("bake:\n%s", out)
+	}
+	liveB, _ := run("live-b", "--model", dir, "--adapter", baked)
+	if !bytes.Equal(liveB, liveS) {
+		t.Fatal("the baked codes run differently from the configuration they were baked from")
+	}
+	if sb, sc := fileSize(t, baked), fileSize(t, c); sb >= sc {
+		t.Fatalf("the baked adapter (%d bytes) is not smaller than the float one (%d bytes)", sb, sc)
+	}
+	if out := mustCLI(t, "inspect", baked, "--model", dir); !strings.Contains(out, "int8") || !strings.Contains(out, "100.0%") {
+		t.Fatalf("inspect of the baked adapter:\n%s", out)
+	}
 	if _, stderr, err := execCLI(t.Context(), "apply", "--model", dir, "--adapter", c, "-o", filepath.Join(tmp, "x.onnx"), "--rounding", "up"); err == nil ||
 		!strings.Contains(err.Error()+stderr, "nearest or stochastic") {
 		t.Fatalf("--rounding up: err %v\n%s", err, stderr)
 	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
 }

@@ -424,6 +424,7 @@ func (ws *readmeWorlds) tinyWorld(t *testing.T) *readmeWorld {
 		"MODEL.onnx": p("tiny.onnx"), "DIR": p("exported"), "A.shira": p("a.shira"), "B.shira": p("b.shira"),
 		"ALPHA": "0.5", "NAME": "x", "FILE.npy": p("x.npy"), "OUT": p("out"),
 		"FUSED.onnx": p("fused.onnx"), "BUNDLE": p("bundle"), "A.onnx_adapter": p("a.onnx_adapter"),
+		"BAKED.shira": p("baked.shira"),
 		"REGEX":       ".", // every weight: the export stays the one the other lines' adapters were made for
 		"ADAPTER_DIR": dir, // a.shira and b.shira, among files that are not adapters
 		"CHARLM_DIR":  filepath.Join(dir, "charlm-serve"),

@@ -45,7 +45,7 @@ func printSurvival(w, errw io.Writer, surv map[string]patch.Survival, minLanded 
 	}
 	line("(all)", total)
 	if len(low) > 0 || total.IntendedSq > 0 && kept(total) < minLanded {
-		fmt.Fprintf(errw, "warning: %d quantized weight(s) kept less than %.0f%% of the adapters' change (%v); the change is small next to the quantization step: store the adapter for this quantized model (values that are codes' dequantized values), scale it up (alpha), quantize with finer scales (per channel), or, when most codes stay unchanged, round stochastically (--rounding stochastic: unbiased, with up to a step of error per entry, so judge it by the along column)\n",
+		fmt.Fprintf(errw, "warning: %d quantized weight(s) kept less than %.0f%% of the adapters' change (%v); the change is small next to the quantization step: make the adapter for this quantized model (codes land exactly: shira-ort bake stores them), scale it up (alpha), quantize with finer scales (per channel), or, when most codes stay unchanged, round stochastically (--rounding stochastic: unbiased, with up to a step of error per entry, so judge it by the along column)\n",
 			len(low), 100*minLanded, low)
 	}
 }
