@@ -183,64 +183,9 @@ func nbTensor(t *testing.T, rng *rand.Rand, name string, w *nbw, sem adapter.Sem
 // the weight.
 func nbReference(w *nbw, name string, cfgs []Config) ([]byte, quant.Survival, bool) {
 	out := bytes.Clone(w.base)
-	var sv quant.Survival
-	targeted := false
-	for _, c := range cfgs {
-		if c.Adapter.Tensor(name) != nil {
-			targeted = true
-		}
-	}
-	type hit struct {
-		v, alpha float32
-		sem      adapter.Semantics
-	}
-	for i := range w.numel() {
-		var hits []hit
-		for _, c := range cfgs {
-			at := c.Adapter.Tensor(name)
-			if at == nil {
-				continue
-			}
-			if j, ok := slices.BinarySearch(at.Indices, uint32(i)); ok {
-				hits = append(hits, hit{widen(at.ValueDType, at.Values, j), c.Alpha, c.Adapter.Semantics})
-			}
-		}
-		if len(hits) == 0 {
-			continue
-		}
-		old := w.code(w.base, i)
-		b := w.deq(i, old)
-		var target float32
-		if h := hits[0]; len(hits) == 1 && h.sem == adapter.Overwrite && h.alpha == 1 {
-			target = h.v
-		} else {
-			acc := b
-			for _, h := range hits {
-				d := h.v
-				if h.sem == adapter.Overwrite {
-					d = h.v - b
-				}
-				prod := float32(h.alpha * d)
-				acc += prod
-			}
-			target = acc
-		}
-		q, clipped := w.quant(i, target)
-		w.setCode(out, i, q)
-		sv.Touched++
-		if q == old {
-			sv.Unchanged++
-		}
-		if clipped {
-			sv.Clipped++
-		}
-		in := float64(target) - float64(b)
-		la := float64(w.deq(i, q)) - float64(b)
-		sv.IntendedSq += float64(in * in)
-		sv.LandedSq += float64(la * la)
-		sv.ErrSq += float64((la - in) * (la - in))
-		sv.Dot += float64(in * la)
-	}
+	sv, targeted := denseReference(w.numel(), name, cfgs,
+		func(i int) int32 { return w.code(w.base, i) }, w.deq, w.quant,
+		func(i int, q int32) { w.setCode(out, i, q) })
 	return out, sv, targeted
 }
 

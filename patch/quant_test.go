@@ -175,6 +175,20 @@ func qTensor(t *testing.T, rng *rand.Rand, name string, w *qw, sem adapter.Seman
 // whether any configuration targets the weight.
 func qReference(w *qw, name string, cfgs []Config) ([]byte, quant.Survival, bool) {
 	out := bytes.Clone(w.base)
+	sv, targeted := denseReference(w.numel(), name, cfgs,
+		func(i int) int32 { return readCode(w.dt, w.base, i) }, w.deq, w.sc.Quantize,
+		func(i int, q int32) { writeCode(w.dt, out, i, q) })
+	return out, sv, targeted
+}
+
+// denseReference is the element-by-element reference of a quantized
+// weight of numel elements (named name) under cfgs: for every element a
+// configuration touches, the base code (code), its value (deq), the float
+// result of the float path's arithmetic, its code (quantize), stored with
+// put; it returns the expected survival figures and whether any
+// configuration targets the weight.
+func denseReference(numel int, name string, cfgs []Config, code func(int) int32, deq func(int, int32) float32,
+	quantize func(int, float32) (int32, bool), put func(int, int32)) (quant.Survival, bool) {
 	var sv quant.Survival
 	targeted := false
 	for _, c := range cfgs {
@@ -182,12 +196,11 @@ func qReference(w *qw, name string, cfgs []Config) ([]byte, quant.Survival, bool
 			targeted = true
 		}
 	}
-	for i := range w.numel() {
-		type hit struct {
-			v     float32
-			alpha float32
-			sem   adapter.Semantics
-		}
+	type hit struct {
+		v, alpha float32
+		sem      adapter.Semantics
+	}
+	for i := range numel {
 		var hits []hit
 		for _, c := range cfgs {
 			at := c.Adapter.Tensor(name)
@@ -201,8 +214,8 @@ func qReference(w *qw, name string, cfgs []Config) ([]byte, quant.Survival, bool
 		if len(hits) == 0 {
 			continue
 		}
-		old := readCode(w.dt, w.base, i)
-		b := w.deq(i, old)
+		old := code(i)
+		b := deq(i, old)
 		var target float32
 		if h := hits[0]; len(hits) == 1 && h.sem == adapter.Overwrite && h.alpha == 1 {
 			target = h.v
@@ -218,8 +231,8 @@ func qReference(w *qw, name string, cfgs []Config) ([]byte, quant.Survival, bool
 			}
 			target = acc
 		}
-		q, clipped := w.sc.Quantize(i, target)
-		writeCode(w.dt, out, i, q)
+		q, clipped := quantize(i, target)
+		put(i, q)
 		sv.Touched++
 		if q == old {
 			sv.Unchanged++
@@ -228,13 +241,13 @@ func qReference(w *qw, name string, cfgs []Config) ([]byte, quant.Survival, bool
 			sv.Clipped++
 		}
 		in := float64(target) - float64(b)
-		la := float64(w.deq(i, q)) - float64(b)
+		la := float64(deq(i, q)) - float64(b)
 		sv.IntendedSq += float64(in * in)
 		sv.LandedSq += float64(la * la)
 		sv.ErrSq += float64((la - in) * (la - in))
 		sv.Dot += float64(in * la)
 	}
-	return out, sv, targeted
+	return sv, targeted
 }
 
 var qCases = []struct {
