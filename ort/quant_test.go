@@ -26,17 +26,26 @@ import (
 // directory, its manifest and the source model's path.
 func qdqModelDir(tb testing.TB) (string, *export.Manifest, string) {
 	tb.Helper()
+	src, exposed, m := exposeModel(tb, qdqmodel.Build(3))
+	return exposed, m, src
+}
+
+// exposeModel writes model into a temporary directory and exposes it with
+// export.Expose (default options); it returns the model's path, the
+// exposed directory and its manifest.
+func exposeModel(tb testing.TB, model []byte) (src, exposed string, m *export.Manifest) {
+	tb.Helper()
 	dir := tb.TempDir()
-	src := filepath.Join(dir, "qdq.onnx")
-	if err := os.WriteFile(src, qdqmodel.Build(3), 0o644); err != nil {
+	src = filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(src, model, 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	out := filepath.Join(dir, "exported")
-	m, err := export.Expose(context.Background(), src, out, export.Options{})
+	exposed = filepath.Join(dir, "exposed")
+	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return out, m, src
+	return src, exposed, m
 }
 
 // quantAdapter touches density of every quantized weight (float weights
@@ -145,16 +154,7 @@ func TestQuantizedSwitchMatchesFused(t *testing.T) {
 // plain ORT computes on the offline-fused model; revert is bit-exact.
 func TestFullQDQSwitchMatchesFused(t *testing.T) {
 	requireORT(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "full.onnx")
-	if err := os.WriteFile(src, qdqmodel.BuildFullMLP(2, 64, 3), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	exposed := filepath.Join(dir, "exposed")
-	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, exposed, m := exposeModel(t, qdqmodel.BuildFullMLP(2, 64, 3))
 	if len(m.Tensors) != 3 {
 		t.Fatalf("%d weights exposed, want 3 (notes %q)", len(m.Tensors), m.Notes)
 	}
@@ -220,16 +220,7 @@ func checkModesMatchFused(t *testing.T, exposed string, in, base, want map[strin
 // and revert is bit-exact.
 func TestQDQConvTransposeSwitchMatchesFused(t *testing.T) {
 	requireORT(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "ct.onnx")
-	if err := os.WriteFile(src, qdqmodel.BuildConvTranspose(6), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	exposed := filepath.Join(dir, "exposed")
-	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, exposed, m := exposeModel(t, qdqmodel.BuildConvTranspose(6))
 	var q int
 	for _, e := range m.Tensors {
 		if e.Quant != nil {
@@ -347,16 +338,7 @@ func BenchmarkQuantRun(b *testing.B) {
 		width = 4096
 		model = qdqmodel.BuildNBits(1, width, width, 4, 32, true, int(form[5]-'0'))
 	}
-	dir := b.TempDir()
-	src := filepath.Join(dir, "qdq-mlp.onnx")
-	if err := os.WriteFile(src, model, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	exposed := filepath.Join(dir, "exposed")
-	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	src, exposed, m := exposeModel(b, model)
 	A := quantAdapter(b, m, exposed, 0.01, 4, adapter.Overwrite, 1)
 	threads := 1
 	if v, err := strconv.Atoi(os.Getenv("SHIRA_BENCH_THREADS")); err == nil {
@@ -549,16 +531,7 @@ func BenchmarkQuantSwitch(b *testing.B) {
 		{"nbits4", qdqmodel.BuildNBits(1, d, d, 4, 32, true, 0)},
 		{"qdq-int8", qdqmodel.BuildFullMatMul(1, d, d, tensor.Int8, 1, false)},
 	} {
-		dir := b.TempDir()
-		src := filepath.Join(dir, "q.onnx")
-		if err := os.WriteFile(src, m.model, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		exposed := filepath.Join(dir, "exposed")
-		em, err := export.Expose(context.Background(), src, exposed, export.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, exposed, em := exposeModel(b, m.model)
 		adapterFor := quantAdapter
 		if m.name == "fp32" {
 			adapterFor = floatAdapter
@@ -707,16 +680,7 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 // overwrite, B: delta, 10 % of the entries each).
 func quantFixture(t *testing.T, model []byte, k int) (exposed string, in, base map[string]*tensor.Tensor, A, B *adapter.Adapter) {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "q.onnx")
-	if err := os.WriteFile(src, model, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	exposed = filepath.Join(dir, "exposed")
-	m, err := export.Expose(context.Background(), src, exposed, export.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, exposed, m := exposeModel(t, model)
 	in = map[string]*tensor.Tensor{"x": mustF32(t, []int64{3, int64(k)}, ramp(3*k, 3))}
 	base = mustRun(t, mustOpenModel(t, src, &Options{IntraOpThreads: 1}), in)
 	A = quantAdapter(t, m, exposed, 0.1, 3, adapter.Overwrite, 1)
