@@ -455,18 +455,7 @@ func (q *qstate) survival(cur []entry) Survival {
 		if clipped {
 			sv.Clipped++
 		}
-		bb := float64(b)
-		in := float64(t) - bb
-		la := float64(sc.Dequantize(int(i), code)) - bb
-		if math.IsNaN(in) || math.IsInf(in, 0) || math.IsNaN(la) || math.IsInf(la, 0) {
-			sv.NonFinite++
-			continue
-		}
-		// explicit conversions keep the sums free of FMA fusion
-		sv.IntendedSq += float64(in * in)
-		sv.LandedSq += float64(la * la)
-		sv.ErrSq += float64((la - in) * (la - in))
-		sv.Dot += float64(in * la)
+		sv.Record(b, t, sc.Dequantize(int(i), code))
 	}
 	sv.Touched = len(q.touched)
 	return sv

@@ -53,6 +53,25 @@ func (s *Survival) Add(o Survival) {
 	s.Dot += o.Dot
 }
 
+// Record accumulates one entry's changes: intended = target − base and
+// landed = the new code's value − base (in float64); an entry where either
+// is not finite counts in NonFinite only. It does not count Touched,
+// Unchanged or Clipped.
+func (s *Survival) Record(base, target, landed float32) {
+	b := float64(base)
+	in := float64(target) - b
+	la := float64(landed) - b
+	if math.IsNaN(in) || math.IsInf(in, 0) || math.IsNaN(la) || math.IsInf(la, 0) {
+		s.NonFinite++
+		return
+	}
+	// explicit conversions keep the sums free of FMA fusion
+	s.IntendedSq += float64(in * in)
+	s.LandedSq += float64(la * la)
+	s.ErrSq += float64((la - in) * (la - in))
+	s.Dot += float64(in * la)
+}
+
 // LandedFraction returns ‖landed‖/‖intended‖ = sqrt(LandedSq/IntendedSq):
 // the size of the change that reached the weights relative to the size
 // intended. It can exceed 1 (rounding away from the base) and says nothing
@@ -201,18 +220,7 @@ func (s *Scheme) apply(raw []byte, idx []uint32, vals []float32, alpha float32, 
 		if st == nil {
 			continue
 		}
-		b := float64(base)
-		in := float64(target) - b
-		la := float64(s.deq(p, q)) - b
-		if math.IsNaN(in) || math.IsInf(in, 0) || math.IsNaN(la) || math.IsInf(la, 0) {
-			sv.NonFinite++
-			continue
-		}
-		// explicit conversions keep the sums free of FMA fusion
-		sv.IntendedSq += float64(in * in)
-		sv.LandedSq += float64(la * la)
-		sv.ErrSq += float64((la - in) * (la - in))
-		sv.Dot += float64(in * la)
+		sv.Record(base, target, s.deq(p, q))
 	}
 	if st != nil {
 		sv.Touched = len(idx)
