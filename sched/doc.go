@@ -51,6 +51,22 @@
 // that cannot be concatenated (different shapes, a scalar input, inputs
 // whose first dimensions differ) run on their own.
 //
+// # Streams
+//
+// A [Stream] is a sequence of requests for one key, each made after the
+// previous one returned: the steps of a text generation. For an exclusive
+// scheduler, while a stream of the active key is open the scheduler stays
+// on that key when it has nothing waiting, until another key's oldest
+// request has waited MaxWait (so a generation's steps are grouped between
+// switches rather than switching after every step); and streams run in
+// cohorts: streams of the active key opened while its cohort runs wait
+// until the cohort's streams close, or for MaxWait, and then start
+// together, at the same step, their requests batched. For every scheduler,
+// a stream's request waits (up to a millisecond, when the backend would
+// otherwise idle) for the streams that were at the same step and have not
+// queued their next request yet, so that streams running in step stay in
+// one batch instead of splitting when one of them is a moment late.
+//
 // # Cancellation, errors, shutdown
 //
 // A waiting request whose context ends leaves the queue at once and

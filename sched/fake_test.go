@@ -44,11 +44,17 @@ type fake struct {
 	overlapped bool // Runs of different keys were in flight together
 	violations []string
 	order      []sched.Key // keys of Runs, in order
+	shapes     []runShape  // key, rows and width of Runs, in order
 	switches   []sched.Key
 	maxRun     time.Duration
 	maxSwitch  time.Duration
 	runTimes   []time.Duration
 	swTimes    []time.Duration
+}
+
+type runShape struct {
+	key     sched.Key
+	rows, w int
 }
 
 type runInfo struct {
@@ -127,6 +133,7 @@ func (f *fake) Run(ctx context.Context, key sched.Key, inputs map[string]*tensor
 	f.running++
 	f.maxRunning = max(f.maxRunning, f.running)
 	f.order = append(f.order, key)
+	f.shapes = append(f.shapes, runShape{key, rows, int(x.Shape[1])})
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()

@@ -141,8 +141,10 @@ type Scheduler struct {
 	abandoned bool               // the switch was cancelled because nobody waited for it
 	active    Key
 	known     bool
-	holds     map[Key]int // Hold counts per key
-	holdTimer *time.Timer // wakes the dispatcher when a hold's wait ends
+	holds     map[Key]int    // open Streams per key
+	cohort    map[Key]int    // open Streams per key admitted to their key's cohort
+	returning map[string]int // Streams between requests, per returnKey
+	holdTimer *time.Timer    // wakes the dispatcher when a hold's wait ends
 	stats     Stats
 }
 
@@ -155,6 +157,7 @@ const (
 type request struct {
 	ctx    context.Context
 	key    Key
+	st     *Stream // nil for Scheduler.Run
 	inputs map[string]*tensor.Tensor
 	sig    string // batching signature ("" runs alone)
 	rows   int
@@ -211,13 +214,15 @@ func New(b Backend, o Options) (*Scheduler, error) {
 		o.MaxConcurrent = 1
 	}
 	s := &Scheduler{
-		b:        b,
-		o:        o,
-		batching: o.MaxBatch > 1,
-		scan:     64 + 4*min(o.MaxBatch, 1<<20),
-		drained:  make(chan struct{}),
-		groups:   make(map[Key]*group),
-		holds:    make(map[Key]int),
+		b:         b,
+		o:         o,
+		batching:  o.MaxBatch > 1,
+		scan:      64 + 4*min(o.MaxBatch, 1<<20),
+		drained:   make(chan struct{}),
+		groups:    make(map[Key]*group),
+		holds:     make(map[Key]int),
+		cohort:    make(map[Key]int),
+		returning: make(map[string]int),
 	}
 	s.base, s.kill = context.WithCancel(context.Background())
 	return s, nil
@@ -231,17 +236,23 @@ func New(b Backend, o Options) (*Scheduler, error) {
 // until Run returns; when batched, the outputs share one buffer per output
 // (each request's slice of it is disjoint and capped).
 func (s *Scheduler) Run(ctx context.Context, key Key, inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	key, err := canonical(key)
+	if err != nil {
+		return nil, err
+	}
+	return s.run(ctx, key, inputs, nil)
+}
+
+// run queues a request for the canonical key (of stream st, if not nil)
+// and waits for its outputs.
+func (s *Scheduler) run(ctx context.Context, key Key, inputs map[string]*tensor.Tensor, st *Stream) (map[string]*tensor.Tensor, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	key, err := canonical(key)
-	if err != nil {
-		return nil, err
-	}
-	r := &request{ctx: ctx, key: key, inputs: inputs, rows: 1, done: make(chan struct{})}
+	r := &request{ctx: ctx, key: key, st: st, inputs: inputs, rows: 1, done: make(chan struct{})}
 	if s.batching {
 		if sig, rows := batchShape(inputs); sig != "" {
 			r.sig, r.rows = sig, rows
@@ -252,12 +263,19 @@ func (s *Scheduler) Run(ctx context.Context, key Key, inputs map[string]*tensor.
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
+	if st != nil && st.closed {
+		s.mu.Unlock()
+		return nil, errStreamClosed
+	}
 	if s.waiting >= s.o.QueueLimit {
 		s.stats.Rejected++
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d requests waiting", ErrOverloaded, s.o.QueueLimit)
 	}
 	s.stats.Submitted++
+	if st != nil {
+		s.leaveBetweenLocked(st)
+	}
 	s.enqueueLocked(r)
 	s.dispatchLocked()
 	s.mu.Unlock()
@@ -458,35 +476,155 @@ func (s *Scheduler) dispatchLocked() {
 				return // else wait for the Runs in flight to finish, or the held key's next request
 			}
 		}
-		s.startBatchLocked(g)
+		h, wake := s.readyLocked(g)
+		if h == nil {
+			if !wake.IsZero() {
+				s.armLocked(max(time.Until(wake), time.Microsecond))
+			} else {
+				// Only requests of streams outside the active key's
+				// cohort wait, and no other key: they join when the
+				// cohort ends or once they have waited MaxWait.
+				s.holdLocked()
+			}
+			return
+		}
+		s.startBatchLocked(g, h)
 	}
 }
 
+// readyLocked returns the oldest request of g to dispatch now: eligible
+// (see eligible), and not waiting for partners. A request of a stream
+// waits, up to partnerWait, while other streams of its key that were at
+// the same step (their last requests had the same shape as its stream's
+// last one) have not queued their next request yet: they come within
+// moments, at the same step again, and run in the same batch. When no
+// request is ready, wake is when the first partner wait ends (zero if
+// none).
+func (s *Scheduler) readyLocked(g *group) (h *request, wake time.Time) {
+	now := time.Now()
+	for r := g.head; r != nil; r = r.next {
+		if !s.eligible(r) {
+			continue
+		}
+		if st := r.st; st != nil && st.lastSig != "" && s.returning[returnKey(st.key, st.lastSig)] > 0 && !s.closed {
+			if until := r.enq.Add(partnerWait); now.Before(until) {
+				if wake.IsZero() {
+					wake = until
+				}
+				continue
+			}
+		}
+		return r, time.Time{}
+	}
+	return nil, wake
+}
+
+// partnerWait bounds how long a stream's request waits for the streams
+// that were at the same step to queue their next requests (a variable for
+// tests).
+var partnerWait = time.Millisecond
+
+// A stream's requests join their key's cohort, in an exclusive scheduler:
+// the streams of the active key that had a request waiting when the
+// scheduler switched to it, or when its previous cohort had ended. A
+// request of a stream outside the cohort waits until the cohort's streams
+// are all closed or it has waited MaxWait, so that streams started while a
+// cohort runs start together (and, being at the same step, run as one
+// batch) instead of one by one.
+
+// admitLocked admits to the cohort of g's key (the active one) the streams
+// of g's waiting requests: all of them when the cohort is empty, else those
+// whose request has waited MaxWait.
+func (s *Scheduler) admitLocked(g *group) {
+	all := s.cohort[g.key] == 0
+	now := time.Now()
+	for r := g.head; r != nil; r = r.next {
+		if r.st != nil && !r.st.admitted && (all || !now.Before(r.enq.Add(s.o.MaxWait))) {
+			s.admitStreamLocked(r.st)
+		}
+	}
+}
+
+func (s *Scheduler) admitStreamLocked(st *Stream) {
+	if !st.admitted && !st.closed {
+		st.admitted = true
+		s.cohort[st.key]++
+	}
+}
+
+// eligible reports whether r may be dispatched (for an exclusive
+// scheduler, with its key active): it is no stream's, or its stream is in
+// the cohort (or closed: no cohort will take it).
+func (s *Scheduler) eligible(r *request) bool {
+	return r.st == nil || r.st.admitted || r.st.closed || s.closed || !s.o.Exclusive
+}
+
+// eligibleLocked returns g's oldest eligible waiting request, or nil.
+func (s *Scheduler) eligibleLocked(g *group) *request {
+	for r := g.head; r != nil; r = r.next {
+		if s.eligible(r) {
+			return r
+		}
+	}
+	return nil
+}
+
+// deferredLocked returns g's oldest waiting request that is not eligible,
+// or nil.
+func (s *Scheduler) deferredLocked(g *group) *request {
+	for r := g.head; r != nil; r = r.next {
+		if !s.eligible(r) {
+			return r
+		}
+	}
+	return nil
+}
+
 // holdLocked reports whether an exclusive backend should stay on its
-// active key, which has nothing waiting or must give way, because a Hold
-// on it announces more requests soon and no other key's oldest waiting
-// request has waited MaxWait yet; it then arms a timer that dispatches
-// again when that request's MaxWait is up.
+// active key, which has nothing ready or must give way, because an open
+// Stream of it announces more requests soon and no other key's oldest
+// waiting request has waited MaxWait yet; it then arms a timer that
+// dispatches again when that request's MaxWait is up, or when a request of
+// the key outside its cohort has waited MaxWait (and joins it), whichever
+// comes first.
 func (s *Scheduler) holdLocked() bool {
 	if !s.known || s.holds[s.active] == 0 || s.closed {
 		return false
 	}
+	var until time.Time // the hold ends when another key's oldest request has waited MaxWait
 	o := s.heap[0]
 	if o.key == s.active {
-		if o = s.oldestOtherLocked(o); o == nil {
+		o = s.oldestOtherLocked(o)
+	}
+	if o != nil {
+		until = o.head.enq.Add(s.o.MaxWait)
+		if !time.Now().Before(until) {
 			return false
 		}
 	}
-	wait := time.Until(o.head.enq.Add(s.o.MaxWait))
-	if wait <= 0 {
+	wake := until
+	if cur := s.groups[s.active]; cur != nil {
+		if d := s.deferredLocked(cur); d != nil {
+			// It joins the cohort once it has waited MaxWait.
+			if t := d.enq.Add(s.o.MaxWait); wake.IsZero() || t.Before(wake) {
+				wake = t
+			}
+		}
+	}
+	if wake.IsZero() {
 		return false
 	}
+	s.armLocked(max(time.Until(wake), time.Microsecond))
+	return true
+}
+
+// armLocked makes the dispatcher run again after wait.
+func (s *Scheduler) armLocked(wait time.Duration) {
 	if s.holdTimer == nil {
 		s.holdTimer = time.AfterFunc(wait, s.wake)
 	} else {
 		s.holdTimer.Reset(wait)
 	}
-	return true
 }
 
 // wake dispatches when a hold's wait is up.
@@ -496,35 +634,103 @@ func (s *Scheduler) wake() {
 	s.mu.Unlock()
 }
 
-// Hold announces that more requests for key will follow soon (the next
-// steps of a text generation, each queued when the previous one returned)
-// and returns the function that ends the announcement: call it once no
-// more requests for key will come from the holder. While the active key of
-// an exclusive backend is held, the scheduler does not switch away from it
+// Stream is a sequence of requests for one key, each made after the
+// previous one returned: the steps of a text generation. Open one with
+// Scheduler.Stream, run its requests with Run, and Close it once no more
+// will come. A Stream's methods must not be called concurrently with each
+// other (one request at a time), but Close may be.
+//
+// For an exclusive scheduler a stream does two things. While a stream of
+// the active key is open, the scheduler does not switch away from the key
 // when it has nothing waiting, as long as no request of another key has
 // waited MaxWait: the steps of the generations for one configuration are
-// grouped between switches instead of a switch after every step. The bound
-// on reordering stays MaxWait for every request. Hold is a no-op for a
-// shared backend and for a malformed key.
-func (s *Scheduler) Hold(key Key) (release func()) {
+// grouped between switches instead of a switch after every step. And the
+// streams of a key run in cohorts: the streams with a request waiting when
+// the scheduler switches to the key (or when the key's previous cohort has
+// closed) form its cohort; a stream opened while a cohort runs waits until
+// the cohort's streams are all closed, or its request has waited MaxWait,
+// so that streams opened meanwhile start together, at the same step, and
+// their equal-shape requests run as one batch instead of one after another.
+// The bound on reordering stays MaxWait for every request. For a shared
+// scheduler a stream is just its requests.
+type Stream struct {
+	s   *Scheduler
+	key Key
+	err error // a malformed key
+
+	// guarded by s.mu
+	admitted bool // in its key's cohort
+	closed   bool
+	lastSig  string // the batching signature of its last request that ran
+	between  bool   // its last request returned and the next is not queued yet
+}
+
+// returnKey identifies the streams of key whose last request had the
+// batching signature sig: they are at the same step.
+func returnKey(key Key, sig string) string { return string(key) + "\x00" + sig }
+
+// leaveBetweenLocked notes that st's next request is queued (or that none
+// will come).
+func (s *Scheduler) leaveBetweenLocked(st *Stream) {
+	if st.between {
+		st.between = false
+		k := returnKey(st.key, st.lastSig)
+		if s.returning[k]--; s.returning[k] <= 0 {
+			delete(s.returning, k)
+		}
+	}
+}
+
+// errStreamClosed is returned by Stream.Run after Close.
+var errStreamClosed = errors.New("sched: stream closed")
+
+// Stream opens a stream of requests for key (canonicalized as by Run; a
+// malformed key makes every Run of the stream fail with an error wrapping
+// ErrBadKey).
+func (s *Scheduler) Stream(key Key) *Stream {
 	key, err := canonical(key)
-	if err != nil || !s.o.Exclusive {
-		return func() {}
+	st := &Stream{s: s, key: key, err: err}
+	if err != nil {
+		return st
 	}
 	s.mu.Lock()
 	s.holds[key]++
 	s.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			if s.holds[key]--; s.holds[key] <= 0 {
-				delete(s.holds, key)
-			}
-			s.dispatchLocked()
-			s.mu.Unlock()
-		})
+	return st
+}
+
+// Run queues a request of the stream and returns its outputs, as
+// Scheduler.Run does.
+func (st *Stream) Run(ctx context.Context, inputs map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
+	if st.err != nil {
+		return nil, st.err
 	}
+	return st.s.run(ctx, st.key, inputs, st)
+}
+
+// Close ends the stream: no more requests will come from it. Later calls
+// do nothing.
+func (st *Stream) Close() {
+	if st.err != nil {
+		return
+	}
+	s := st.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.closed {
+		return
+	}
+	st.closed = true
+	s.leaveBetweenLocked(st)
+	if s.holds[st.key]--; s.holds[st.key] <= 0 {
+		delete(s.holds, st.key)
+	}
+	if st.admitted {
+		if s.cohort[st.key]--; s.cohort[st.key] <= 0 {
+			delete(s.cohort, st.key)
+		}
+	}
+	s.dispatchLocked()
 }
 
 // pickLocked chooses the group an exclusive backend should serve next: the
@@ -536,7 +742,16 @@ func (s *Scheduler) pickLocked() *group {
 	if !s.known || cur == nil {
 		return s.heap[0]
 	}
-	if o := s.oldestOtherLocked(cur); o != nil && !cur.head.enq.Before(o.head.enq.Add(s.o.MaxWait)) {
+	s.admitLocked(cur)
+	o := s.oldestOtherLocked(cur)
+	h := s.eligibleLocked(cur)
+	if h == nil {
+		if o != nil {
+			return o
+		}
+		return cur
+	}
+	if o != nil && !h.enq.Before(o.head.enq.Add(s.o.MaxWait)) {
 		return o
 	}
 	return cur
@@ -558,17 +773,23 @@ func (s *Scheduler) oldestOtherLocked(g *group) *group {
 	return o
 }
 
-func (s *Scheduler) startBatchLocked(g *group) {
-	h := g.head
+func (s *Scheduler) startBatchLocked(g *group, h *request) {
 	reqs := []*request{h}
 	rows := h.rows
 	if s.batching && h.sig != "" && rows < s.o.MaxBatch {
 		// Join later requests of the key, but none that arrived MaxWait
 		// or more after a request left waiting: the oldest of another
-		// key, or one of this key that does not fit.
+		// key, one of this key outside the cohort, or one of this key
+		// that does not fit.
 		var limit time.Time
 		if o := s.oldestOtherLocked(g); o != nil {
 			limit = o.head.enq.Add(s.o.MaxWait)
+		}
+		if g.head != h {
+			// g.head is the oldest request of g not in the cohort.
+			if l := g.head.enq.Add(s.o.MaxWait); limit.IsZero() || l.Before(limit) {
+				limit = l
+			}
 		}
 		n := 0
 		for r := h.next; r != nil && rows < s.o.MaxBatch && n < s.scan; r = r.next {
@@ -576,7 +797,7 @@ func (s *Scheduler) startBatchLocked(g *group) {
 				break
 			}
 			n++
-			if r.sig == h.sig && r.rows <= s.o.MaxBatch-rows {
+			if r.sig == h.sig && r.rows <= s.o.MaxBatch-rows && s.eligible(r) {
 				reqs = append(reqs, r)
 				rows += r.rows
 			} else if l := r.enq.Add(s.o.MaxWait); limit.IsZero() || l.Before(limit) {
@@ -667,6 +888,14 @@ func (s *Scheduler) runBatch(b *batch) {
 			s.stats.Failed++
 		}
 		r.state = stDone
+		if st := r.st; st != nil && !st.closed {
+			s.leaveBetweenLocked(st)
+			st.lastSig = ""
+			if err == nil && r.sig != "" {
+				st.between, st.lastSig = true, r.sig
+				s.returning[returnKey(st.key, r.sig)]++
+			}
+		}
 		close(r.done)
 	}
 	s.dispatchLocked()
@@ -708,6 +937,13 @@ func (s *Scheduler) doSwitch(ctx context.Context, cancel context.CancelFunc, fro
 	s.switching, s.abandon = false, nil
 	if err == nil {
 		s.active, s.known = to, true
+		if g := s.groups[to]; g != nil {
+			for r := g.head; r != nil; r = r.next {
+				if r.st != nil {
+					s.admitStreamLocked(r.st)
+				}
+			}
+		}
 	} else {
 		s.stats.SwitchErrors++
 		// A switch cancelled because its requests all left is no

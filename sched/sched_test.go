@@ -840,14 +840,14 @@ func TestExclusiveConcurrent(t *testing.T) {
 	}
 }
 
-// TestHoldGroupsGenerations: clients that each run sequences of 8 steps
+// TestStreamGroupsGenerations: clients that each run sequences of 8 steps
 // on one key (a text generation: each step queued when the previous one
-// returned) switch once per step without Hold, and far less with it; a
-// held key gives way to another key's request after MaxWait at most, and
-// releasing the hold lets the scheduler switch at once.
-func TestHoldGroupsGenerations(t *testing.T) {
+// returned) switch once per step as plain requests, and far less as a
+// Stream; a streamed key gives way to another key's request after MaxWait
+// at most, and closing the stream lets the scheduler switch at once.
+func TestStreamGroupsGenerations(t *testing.T) {
 	defer noLeaks(t)()
-	run := func(hold bool) (switches, runs int64) {
+	run := func(stream bool) (switches, runs int64) {
 		f := &fake{exclusive: true, runDelay: 200 * time.Microsecond, switchDelay: 200 * time.Microsecond}
 		s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: 20 * time.Millisecond})
 		var wg sync.WaitGroup
@@ -855,13 +855,19 @@ func TestHoldGroupsGenerations(t *testing.T) {
 			wg.Go(func() {
 				for seq := range 8 {
 					k := sched.Key(fmt.Sprintf("k%d@1", (cl+seq)%6))
-					release := func() {}
-					if hold {
-						release = s.Hold(k)
+					var st *sched.Stream
+					if stream {
+						st = s.Stream(k)
 					}
 					for step := range 8 {
 						in := request(cl*1000+seq*10+step, 1, 2)
-						out, err := s.Run(context.Background(), k, in)
+						var out map[string]*tensor.Tensor
+						var err error
+						if stream {
+							out, err = st.Run(context.Background(), in)
+						} else {
+							out, err = s.Run(context.Background(), k, in)
+						}
 						if err == nil {
 							err = verify(k, in, out)
 						}
@@ -869,7 +875,9 @@ func TestHoldGroupsGenerations(t *testing.T) {
 							t.Error(err)
 						}
 					}
-					release()
+					if st != nil {
+						st.Close()
+					}
 				}
 			})
 		}
@@ -881,17 +889,17 @@ func TestHoldGroupsGenerations(t *testing.T) {
 	}
 	sw0, runs0 := run(false)
 	sw1, runs1 := run(true)
-	t.Logf("without Hold %d switches for %d Runs; with Hold %d for %d", sw0, runs0, sw1, runs1)
+	t.Logf("plain requests: %d switches for %d Runs; streams: %d for %d", sw0, runs0, sw1, runs1)
 	if sw1*2 > sw0 {
-		t.Errorf("Hold did not group the steps: %d switches with it, %d without", sw1, sw0)
+		t.Errorf("streams did not group the steps: %d switches with them, %d without", sw1, sw0)
 	}
 
-	// A key held forever still gives way after MaxWait.
+	// A stream open forever still gives way after MaxWait.
 	f := &fake{exclusive: true}
 	const maxWait = 30 * time.Millisecond
 	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: maxWait})
-	release := s.Hold("a@1")
-	if _, err := s.Run(context.Background(), "a@1", request(1, 1, 2)); err != nil {
+	st := s.Stream("a@1")
+	if _, err := st.Run(context.Background(), request(1, 1, 2)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -899,23 +907,172 @@ func TestHoldGroupsGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	if waited := time.Since(start); waited < maxWait*9/10 || waited > maxWait+500*time.Millisecond {
-		t.Errorf("the other key waited %v behind a held key, want about MaxWait %v", waited, maxWait)
+		t.Errorf("the other key waited %v behind a streamed key, want about MaxWait %v", waited, maxWait)
 	}
-	// Released: the next switch is at once.
-	release()
+	// Closed: the next switch is at once.
+	st.Close()
+	if _, err := st.Run(context.Background(), request(3, 1, 2)); err == nil {
+		t.Error("Run on a closed stream succeeded")
+	}
 	if _, err := s.Run(context.Background(), "a@1", request(3, 1, 2)); err != nil {
 		t.Fatal(err)
 	}
-	release2 := s.Hold("a@1")
-	release2()
+	st2 := s.Stream("a@1")
+	st2.Close()
 	start = time.Now()
 	if _, err := s.Run(context.Background(), "b@1", request(4, 1, 2)); err != nil {
 		t.Fatal(err)
 	}
 	if waited := time.Since(start); waited > maxWait/2+100*time.Millisecond {
-		t.Errorf("a released hold still delayed the switch: %v", waited)
+		t.Errorf("a closed stream still delayed the switch: %v", waited)
 	}
-	release() // a second call is a no-op
+	st.Close() // a second call is a no-op
+	if _, err := s.Stream("a@nan").Run(context.Background(), request(5, 1, 2)); !errors.Is(err, sched.ErrBadKey) {
+		t.Errorf("a stream of a malformed key: %v, want ErrBadKey", err)
+	}
 	closeNow(t, s)
 	f.check(t)
+}
+
+// generate runs steps requests on st, the request of step i one row of
+// width w0+i (a text generation's growing sequence), sleeping pause before
+// each step after the first.
+func generate(t *testing.T, st *sched.Stream, key sched.Key, id, w0, steps int, pause time.Duration) {
+	t.Helper()
+	for i := range steps {
+		if i > 0 && pause > 0 {
+			time.Sleep(pause)
+		}
+		in := request(id*100+i, 1, w0+i)
+		out, err := st.Run(context.Background(), in)
+		if err == nil {
+			err = verify(key, in, out)
+		}
+		if err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// TestStreamCohorts: streams of the active key opened while another stream
+// of it runs wait for that stream's cohort to end and then start together,
+// their steps batched (same step, same shape) instead of one by one; a
+// stream outside the cohort still waits no more than about MaxWait.
+func TestStreamCohorts(t *testing.T) {
+	defer noLeaks(t)()
+	const key = sched.Key("a@1")
+	f := &fake{exclusive: true, runDelay: 2 * time.Millisecond}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: 5 * time.Second, MaxBatch: 8})
+	first := s.Stream(key)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer first.Close()
+		generate(t, first, key, 1, 100, 10, 0)
+	})
+	time.Sleep(5 * time.Millisecond) // the first stream is running
+	for i := range 3 {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * time.Millisecond) // opened one by one
+			st := s.Stream(key)
+			defer st.Close()
+			generate(t, st, key, 2+i, 2, 5, 0)
+		})
+	}
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+	f.mu.Lock()
+	var late []runShape
+	for _, r := range f.shapes {
+		if r.w < 100 {
+			late = append(late, r)
+		}
+	}
+	f.mu.Unlock()
+	if len(late) != 5 {
+		t.Fatalf("the three later streams ran their 5 steps in %d Runs %v, want 5 Runs of 3 rows", len(late), late)
+	}
+	for _, r := range late {
+		if r.rows != 3 {
+			t.Errorf("a Run of the later streams had %d rows, want 3: %v", r.rows, late)
+		}
+	}
+
+	// Bounded: a stream outside the cohort waits about MaxWait, not for the
+	// cohort's end.
+	const maxWait = 20 * time.Millisecond
+	f = &fake{exclusive: true, runDelay: time.Millisecond}
+	s = mustNew(t, f, sched.Options{Exclusive: true, MaxWait: maxWait, MaxBatch: 8})
+	long := s.Stream(key)
+	wg.Go(func() {
+		defer long.Close()
+		generate(t, long, key, 1, 100, 150, 0) // 150 ms or more
+	})
+	time.Sleep(5 * time.Millisecond)
+	late2 := s.Stream(key)
+	start := time.Now()
+	if _, err := late2.Run(context.Background(), request(7, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited > maxWait+50*time.Millisecond {
+		t.Errorf("a stream outside the cohort waited %v, want about MaxWait %v", waited, maxWait)
+	}
+	late2.Close()
+	wg.Wait()
+	closeNow(t, s)
+	f.check(t)
+}
+
+// TestStreamPartners: streams whose steps ran as one batch keep running
+// together when one of them queues its next step a little later than the
+// others (sampling, writing the response): the scheduler, idle otherwise,
+// waits for it instead of running the others without it.
+func TestStreamPartners(t *testing.T) {
+	defer noLeaks(t)()
+	const key = sched.Key("a@1")
+	defer sched.SetPartnerWait(100 * time.Millisecond)() // slow machines: the pauses below may take a few ms
+	for _, exclusive := range []bool{true, false} {
+		f := &fake{exclusive: exclusive, gate: make(chan struct{})}
+		s := mustNew(t, f, sched.Options{Exclusive: exclusive, MaxBatch: 8})
+		// A plain request holds the backend while the streams queue their
+		// first step.
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Run(context.Background(), key, request(99, 1, 50))
+			done <- err
+		}()
+		for s.Stats().InFlight == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		var wg sync.WaitGroup
+		for i := range 3 {
+			st := s.Stream(key)
+			wg.Go(func() {
+				defer st.Close()
+				generate(t, st, key, 1+i, 2, 6, time.Duration(i)*200*time.Microsecond)
+			})
+		}
+		for s.Stats().QueueDepth < 3 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		close(f.gate) // every Run passes from now on
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		closeNow(t, s)
+		f.check(t)
+		f.mu.Lock()
+		var steps []runShape
+		for _, r := range f.shapes {
+			if r.w < 50 {
+				steps = append(steps, r)
+			}
+		}
+		f.mu.Unlock()
+		if len(steps) != 6 {
+			t.Errorf("exclusive %v: 3 streams of 6 steps ran in %d Runs %v, want 6 Runs of 3 rows", exclusive, len(steps), steps)
+		}
+	}
 }

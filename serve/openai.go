@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/shira-ort/shira-ort/internal/textgen"
-	"github.com/shira-ort/shira-ort/sched"
-	"github.com/shira-ort/shira-ort/tensor"
 )
 
 // The OpenAI-style API of multi-LoRA servers: GET /v1/models lists the
@@ -146,18 +143,6 @@ func (s *Server) parseCompletion(req *completionRequest) (*completion, error) {
 	return c, nil
 }
 
-// schedRunner runs every step of a generation through the scheduler under
-// one configuration: steps of requests for the same configuration are
-// grouped (and batched where their shapes agree) between switches.
-type schedRunner struct {
-	s   *sched.Scheduler
-	key sched.Key
-}
-
-func (r schedRunner) Run(ctx context.Context, in map[string]*tensor.Tensor) (map[string]*tensor.Tensor, error) {
-	return r.s.Run(ctx, r.key, in)
-}
-
 // completions is POST /v1/completions.
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	var req completionRequest
@@ -175,9 +160,11 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) error {
 	defer adm.release()
 	// The steps of this generation follow one another: the scheduler
 	// keeps the configuration active for them while no other request has
-	// waited MaxWait, instead of switching after every step.
-	defer s.sched.Hold(adm.key)()
-	m := &textgen.Model{R: schedRunner{s: s.sched, key: adm.key}, Vocab: s.o.Text}
+	// waited MaxWait, instead of switching after every step, and starts
+	// generations for one configuration together (sched.Stream).
+	st := s.sched.Stream(adm.key)
+	defer st.Close()
+	m := &textgen.Model{R: st, Vocab: s.o.Text}
 	resp := completionResponse{
 		ID: fmt.Sprintf("cmpl-%d-%s", s.started.UnixNano(), requestID(r.Context())), Object: "text_completion",
 		Created: time.Now().Unix(), Model: req.Model,
