@@ -86,23 +86,8 @@ type shiraBackend struct {
 // long as they are active and releases the previous ones once the session
 // let go of them.
 func (b *shiraBackend) Switch(ctx context.Context, key sched.Key) error {
-	entries, err := sched.ParseKey(key)
+	releases, err := setKey(ctx, b.sess, b.cat, key)
 	if err != nil {
-		return err
-	}
-	releases := make([]func(), 0, len(entries))
-	cfgs := make([]patch.Config, 0, len(entries))
-	for _, e := range entries {
-		a, release, err := b.cat.hold(ctx, e.Name)
-		if err != nil {
-			releaseAll(releases)
-			return err
-		}
-		releases = append(releases, release)
-		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: e.Alpha})
-	}
-	if err := b.sess.Set(ctx, cfgs...); err != nil {
-		releaseAll(releases)
 		return err
 	}
 	b.mu.Lock()
@@ -111,6 +96,33 @@ func (b *shiraBackend) Switch(ctx context.Context, key sched.Key) error {
 	b.mu.Unlock()
 	releaseAll(old)
 	return nil
+}
+
+// setKey makes key sess's configuration and returns the releases of the
+// pins it took on key's adapters (to call once sess no longer has them
+// active). On error sess keeps its previous configuration and nothing is
+// pinned.
+func setKey(ctx context.Context, sess *ort.Session, cat *libraryCatalog, key sched.Key) ([]func(), error) {
+	entries, err := sched.ParseKey(key)
+	if err != nil {
+		return nil, err
+	}
+	releases := make([]func(), 0, len(entries))
+	cfgs := make([]patch.Config, 0, len(entries))
+	for _, e := range entries {
+		a, release, err := cat.hold(ctx, e.Name)
+		if err != nil {
+			releaseAll(releases)
+			return nil, err
+		}
+		releases = append(releases, release)
+		cfgs = append(cfgs, patch.Config{Adapter: a, Alpha: e.Alpha})
+	}
+	if err := sess.Set(ctx, cfgs...); err != nil {
+		releaseAll(releases)
+		return nil, err
+	}
+	return releases, nil
 }
 
 func releaseAll(rs []func()) {

@@ -115,20 +115,38 @@ func (r *recorder) Run(ctx context.Context, key sched.Key, in map[string]*tensor
 func TestInferUnderLoad(t *testing.T) {
 	f := newMLP(t)
 	for _, mode := range []ort.Mode{ort.ModePacked, ort.ModeLive} {
-		t.Run(mode.String(), func(t *testing.T) { underLoad(t, f, mode) })
+		t.Run(mode.String(), func(t *testing.T) { underLoad(t, f, mode, 0) })
 	}
+	// Three slots for ten configurations, two Runs at a time: slots switch
+	// under Runs of other slots.
+	t.Run("slots", func(t *testing.T) { underLoad(t, f, ort.ModePacked, 3) })
 }
 
-func underLoad(t *testing.T, f *mlpFixture, mode ort.Mode) {
+// underLoad runs the load on a ShiraEngine in mode, or with slots > 0 on a
+// ShiraSlotsEngine of that many sessions.
+func underLoad(t *testing.T, f *mlpFixture, mode ort.Mode, slots int) {
 	lib := f.library(t)
-	sess := openSession(t, f.model, mode)
-	eng := serve.ShiraEngine(sess, lib)
+	so := sched.Options{MaxBatch: 8, QueueLimit: 256}
+	var eng *serve.Engine
+	if slots > 0 {
+		var ss []*ort.Session
+		for range slots {
+			ss = append(ss, openSession(t, f.model, mode))
+		}
+		var err error
+		if eng, err = serve.ShiraSlotsEngine(ss, lib); err != nil {
+			t.Fatal(err)
+		}
+		so.MaxConcurrent = 2
+	} else {
+		eng = serve.ShiraEngine(openSession(t, f.model, mode), lib)
+	}
 	if !serve.Batchable(eng) {
 		t.Fatal("the MLP is not batchable")
 	}
 	rec := &recorder{Backend: eng.Backend}
 	eng.Backend = rec
-	srv, ts := newServer(t, serve.Options{Name: mlpName, Engine: eng, Sched: sched.Options{MaxBatch: 8, QueueLimit: 256}})
+	srv, ts := newServer(t, serve.Options{Name: mlpName, Engine: eng, Sched: so})
 
 	type result struct {
 		spec string

@@ -161,6 +161,9 @@ func New(o Options) (*Server, error) {
 	so := o.Sched
 	so.Exclusive = o.Engine.Exclusive
 	so.Observer = m.observer(so.Observer)
+	if b, ok := o.Engine.Backend.(switchObserver); ok {
+		b.observeSwitches(so.Observer.Switched)
+	}
 	if s.sched, err = sched.New(o.Engine.Backend, so); err != nil {
 		return nil, err
 	}

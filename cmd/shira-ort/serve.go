@@ -27,7 +27,7 @@ import (
 type serveFlags struct {
 	model, name, listen, mode, vocab, charlmDir, adapterRoot, cacheDir, logFormat string
 	adapterDirs, adapters                                                         []string
-	threads, maxOpen, queue, maxBatch, concurrency, maxTokens                     int
+	threads, maxOpen, queue, maxBatch, concurrency, maxTokens, slots              int
 	maxOpenBytes, maxBody, transCache                                             int64
 	loraDensity                                                                   float64
 	maxWait, timeout, drain                                                       time.Duration
@@ -54,7 +54,11 @@ Adapters (.shira files, PEFT SHiRA checkpoint directories, and PEFT LoRA checkpo
 used and kept open up to --max-open / --max-open-bytes. Requests for the same configuration are
 grouped between switches; no request waits longer than --max-wait for another configuration's group
 to give way; requests of the same shape are concatenated into one Run up to --max-batch rows when
-every input and output has a free batch dimension. Beyond --queue waiting requests the server
+every input and output has a free batch dimension. With --slots N, N sessions of the model serve as
+adapter slots instead: each request runs on the slot holding its configuration, a slot switches only
+for a configuration no slot holds, and configurations never wait for each other's groups (N times the
+session's memory; use at least as many slots as concurrent generations, or the slots thrash). Beyond
+--queue waiting requests the server
 answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the requests in flight
 (up to --drain).`,
 		Args: cobra.NoArgs,
@@ -79,7 +83,8 @@ answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the 
 	fl.DurationVar(&f.maxWait, "max-wait", 50*time.Millisecond, "longest a request waits for another configuration's group before the server switches")
 	fl.IntVar(&f.queue, "queue", 1024, "most requests waiting; beyond, 503 at once")
 	fl.IntVar(&f.maxBatch, "max-batch", 16, "most rows concatenated into one Run (1: no batching; needs a free batch dimension)")
-	fl.IntVar(&f.concurrency, "concurrency", 1, "Runs in flight at once")
+	fl.IntVar(&f.concurrency, "concurrency", 1, "Runs in flight at once (with --slots, at most the slot count)")
+	fl.IntVar(&f.slots, "slots", 0, "open this many sessions as adapter slots (serve.ShiraSlotsEngine; 0: one session, switched between groups)")
 	fl.StringVar(&f.vocab, "vocab", "", "vocabulary of a character text generator (enables /v1/completions)")
 	fl.IntVar(&f.maxTokens, "max-tokens", serve.DefaultMaxTokens, "most tokens one completion may ask for")
 	fl.Int64Var(&f.maxBody, "max-body", serve.DefaultMaxBodyBytes, "largest request body in bytes")
@@ -172,16 +177,33 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 			return fmt.Errorf("--adapter %s: %w", name, err)
 		}
 	}
-	sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true, Rounding: f.rounding.r,
-		PackedTranslationCache: translationCacheOption(f.transCache)})
-	if err != nil {
-		return err
+	if f.slots < 0 || (f.slots > 0 && f.concurrency > f.slots) {
+		return fmt.Errorf("--slots %d, --concurrency %d: want slots ≥ 0 and concurrency ≤ slots", f.slots, f.concurrency)
 	}
-	defer sess.Close()
+	var sessions []*ort.Session
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	for range max(f.slots, 1) {
+		sess, err := ort.OpenExported(ctx, m, &ort.Options{Mode: mode, IntraOpThreads: f.threads, CheckFinite: true, Rounding: f.rounding.r,
+			PackedTranslationCache: translationCacheOption(f.transCache)})
+		if err != nil {
+			return err
+		}
+		sessions = append(sessions, sess)
+	}
+	sess := sessions[0]
 	if r := sess.FallbackReason(); r != "" {
 		logger.Warn("packed mode does not apply", "mode", sess.Mode().String(), "reason", r)
 	}
 	eng := serve.ShiraEngine(sess, lib)
+	if f.slots > 0 {
+		if eng, err = serve.ShiraSlotsEngine(sessions, lib); err != nil {
+			return err
+		}
+	}
 	maxBatch := f.maxBatch
 	if maxBatch > 1 && !serve.Batchable(eng) {
 		logger.Info("batching off: an input or output has no free batch dimension")
@@ -200,7 +222,7 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	logger.Info("serving", "addr", ln.Addr().String(), "model", f.name, "mode", sess.Mode().String(),
+	logger.Info("serving", "addr", ln.Addr().String(), "model", f.name, "mode", sess.Mode().String(), "slots", f.slots,
 		"adapters", lib.Stats().Registered, "completions", vocab != nil)
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 1)
