@@ -20,21 +20,23 @@ import (
 func newServeBenchCmd() *cobra.Command {
 	var (
 		models, strategies, adapters, clients, dists, dir, out string
+		tokens                                                 string
 		duration, slice, warmup, maxWait, calib                time.Duration
-		threads, maxBatch, maxConcurrent, maxOpen              int
+		threads, maxBatch, maxConcurrent, maxOpen, slots       int
 		transCache                                             int64
 		zipfS                                                  float64
 		verify, spin                                           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Compare serving strategies (SHiRA packed/live, ORT per-run LoRA, base) under HTTP load",
+		Short: "Compare serving strategies (SHiRA packed/slots/live, ORT per-run LoRA, LoRA merged, base) under HTTP load",
 		Long: `serve starts, for each model, one in-process HTTP server per strategy (shira-packed,
-shira-live, ort-lora: ORT's per-run LoRA at equal parameter count, base: the model without
-adapters) on a loopback listener and drives each with the vegeta load generator in a closed loop
+shira-slots: several packed sessions as adapter slots, shira-live, ort-lora: ORT's per-run LoRA
+at equal parameter count, lora-merged: LoRA merged per group, base: the model without adapters)
+on a loopback listener and drives each with the vegeta load generator in a closed loop
 over a grid of scenarios: number of adapters, uniform or Zipf choice, number of clients. Models:
 mlp (the 67 M MLP, KServe v2 infer requests, batch 1) and charlm (the shipped text generator,
-OpenAI-style completions, 16 greedy tokens). Adapters are generated once into --dir.
+OpenAI-style completions of --tokens greedy tokens, drawn uniformly from a range like 8-24). Adapters are generated once into --dir.
 
 It reports throughput, p50/p99 latency, errors and overload answers, switches per 1 000 scheduler
 requests, mean group size, rows per Run, RSS and open adapters, and, from a calibration, the
@@ -46,7 +48,7 @@ with --out, writes OUT.md, OUT.json, OUT-throughput.png and OUT-p99.png.`,
 			cfg := servebench.Config{
 				Models: splitList(models), Strategies: splitList(strategies), Dists: splitList(dists),
 				Duration: duration, Slice: slice, Warmup: warmup, Threads: threads, Verify: verify, Dir: dir,
-				MaxWait: maxWait, MaxBatch: maxBatch, MaxConcurrent: maxConcurrent, MaxOpen: maxOpen, TranslationCache: transCache, ZipfS: zipfS,
+				MaxWait: maxWait, MaxBatch: maxBatch, MaxConcurrent: maxConcurrent, MaxOpen: maxOpen, Slots: slots, TranslationCache: transCache, ZipfS: zipfS,
 				CalibTime: calib, Spin: spin, Log: cmd.ErrOrStderr(),
 			}
 			if warmup == 0 {
@@ -56,6 +58,9 @@ with --out, writes OUT.md, OUT.json, OUT-throughput.png and OUT-p99.png.`,
 				cfg.CalibTime = -1
 			}
 			var err error
+			if cfg.Tokens, err = servebench.ParseTokenRange(tokens); err != nil {
+				return err
+			}
 			if cfg.Adapters, err = intList("adapters", adapters); err != nil {
 				return err
 			}
@@ -109,8 +114,10 @@ with --out, writes OUT.md, OUT.json, OUT-throughput.png and OUT-p99.png.`,
 	f.IntVar(&maxBatch, "max-batch", 16, "scheduler MaxBatch (rows per Run; 1 where the model has no batch dimension)")
 	f.IntVar(&maxConcurrent, "max-concurrent", 1, "scheduler MaxConcurrent (Runs in flight)")
 	f.IntVar(&maxOpen, "max-open", 64, "unused adapters each catalog keeps open")
+	f.IntVar(&slots, "slots", 0, "shira-slots: packed sessions (adapter slots); 0: 32 on the text generator, 4 on the MLP")
 	f.Int64Var(&transCache, "translation-cache", 256<<20, "shira-packed: bytes of translated adapters the session keeps (ort.Options.PackedTranslationCache; 0: translate at every switch)")
 	f.Float64Var(&zipfS, "zipf-s", 1.1, "Zipf exponent s")
+	f.StringVar(&tokens, "tokens", "16", "charlm: tokens per completion, N or MIN-MAX (each request draws its max_tokens uniformly)")
 	f.BoolVar(&spin, "spin", false, "leave ORT's intra-op thread spinning on (off by default: the strategies' sessions share the cores)")
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,13 +29,14 @@ var Models = []string{ModelMLP, ModelCharLM, ModelLLM}
 const (
 	ShiraPacked = "shira-packed"
 	ShiraLive   = "shira-live"
+	ShiraSlots  = "shira-slots"
 	OrtLoRA     = "ort-lora"
 	LoraMerged  = "lora-merged"
 	Base        = "base"
 )
 
 // Strategies lists the strategies Run knows, in the order they are reported.
-var Strategies = []string{ShiraPacked, ShiraLive, OrtLoRA, LoraMerged, Base}
+var Strategies = []string{ShiraPacked, ShiraSlots, ShiraLive, OrtLoRA, LoraMerged, Base}
 
 // The adapter choice distributions.
 const (
@@ -49,6 +51,38 @@ var Dists = []string{Uniform, Zipf}
 // Config.Verify: each adapter verified needs a fused 268 MB model per kind
 // of reference (SHiRA fused, run prepacked and unpacked; LoRA merged).
 const VerifyMaxAdaptersMLP = 10
+
+// TokenRange is a range of completion lengths, in tokens.
+type TokenRange struct{ Min, Max int }
+
+// String writes the range as ParseTokenRange reads it.
+func (t TokenRange) String() string {
+	if t.Min == t.Max {
+		return strconv.Itoa(t.Min)
+	}
+	return fmt.Sprintf("%d-%d", t.Min, t.Max)
+}
+
+// ParseTokenRange reads "N" or "MIN-MAX".
+func ParseTokenRange(s string) (TokenRange, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		hi = lo
+	}
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || a < 1 || b < a {
+		return TokenRange{}, fmt.Errorf("servebench: token range %q: want N or MIN-MAX with 1 ≤ MIN ≤ MAX", s)
+	}
+	return TokenRange{a, b}, nil
+}
+
+// DefaultSlots is shira-slots' session count per model when Config.Slots
+// is 0: as many as the most clients measured on the text generator (0.64 M
+// parameters: each completion in flight can keep its configuration in a
+// slot), 4 on the MLP (268 MB of weights per slot). The 1.03 B model has
+// none (4.1 GB per slot).
+var DefaultSlots = map[string]int{ModelCharLM: 32, ModelMLP: 4}
 
 // Config selects what Run measures. Zero values mean the defaults noted.
 type Config struct {
@@ -86,6 +120,12 @@ type Config struct {
 	// TranslationCache is shira-packed's ort.Options.PackedTranslationCache
 	// (0: every switch translates).
 	TranslationCache int64
+	// Slots is the number of packed sessions of shira-slots
+	// (serve.ShiraSlotsEngine); default DefaultSlots for the model.
+	Slots int
+	// Tokens is the range of max_tokens of the text generator's
+	// completions, each drawn uniformly from it (default 16–16).
+	Tokens TokenRange
 	// ZipfS is the Zipf exponent s (default 1.1).
 	ZipfS float64
 	// CalibTime bounds each Run-cost measurement of the calibration
@@ -156,6 +196,15 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 16
+	}
+	if c.Slots < 0 {
+		c.Slots = 0
+	}
+	if c.Tokens == (TokenRange{}) {
+		c.Tokens = TokenRange{charlmMaxToks, charlmMaxToks}
+	}
+	if c.Tokens.Min < 1 || c.Tokens.Max < c.Tokens.Min {
+		return fmt.Errorf("servebench: token range %v: want 1 ≤ min ≤ max", c.Tokens)
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 1
@@ -359,6 +408,8 @@ type ReportConfig struct {
 	MaxBatch      int      `json:"max_batch"`
 	MaxConcurrent int      `json:"max_concurrent"`
 	MaxOpen       int      `json:"max_open"`
+	Slots         int      `json:"slots,omitempty"`
+	Tokens        string   `json:"tokens"`
 	ZipfS         float64  `json:"zipf_s"`
 	Spin          bool     `json:"spin"`
 	ORTVersion    string   `json:"ort_version"`

@@ -68,8 +68,9 @@ func newRequests(m *model, sc scenario, seed uint64, base string, zipfS float64)
 
 var jsonHeader = http.Header{"Content-Type": []string{"application/json"}}
 
-// next picks the next request's adapter and input.
-func (r *requests) next() (adapterIdx, input int) {
+// next picks the next request's adapter, input and (text generator)
+// completion length.
+func (r *requests) next() (adapterIdx, input, tokens int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
@@ -79,13 +80,17 @@ func (r *requests) next() (adapterIdx, input int) {
 	default:
 		adapterIdx = r.rng.IntN(r.n)
 	}
-	return adapterIdx, r.rng.IntN(r.m.poolSize())
+	input = r.rng.IntN(r.m.poolSize())
+	if t := r.m.tokens; t.Max > t.Min {
+		return adapterIdx, input, t.Min + r.rng.IntN(t.Max-t.Min+1)
+	}
+	return adapterIdx, input, r.m.tokens.Min
 }
 
 // targeter is safe for concurrent use (vegeta calls it from every worker).
 func (r *requests) targeter() vegeta.Targeter {
 	return func(t *vegeta.Target) error {
-		ai, in := r.next()
+		ai, in, toks := r.next()
 		name := adapterName(ai)
 		id := name + "/" + strconv.Itoa(in)
 		var b bytes.Buffer
@@ -96,8 +101,8 @@ func (r *requests) targeter() vegeta.Targeter {
 			b.WriteString("}]}")
 			t.URL = r.url
 		} else {
-			fmt.Fprintf(&b, `{"model":%q,"prompt":%q,"max_tokens":%d,"temperature":0}`, name, r.m.prompts[in], charlmMaxToks)
-			t.URL = r.url + "?id=" + id // completions echo no id: the URL carries it
+			fmt.Fprintf(&b, `{"model":%q,"prompt":%q,"max_tokens":%d,"temperature":0}`, name, r.m.prompts[in], toks)
+			t.URL = r.url + "?id=" + id + "&tokens=" + strconv.Itoa(toks) // completions echo no id: the URL carries it
 		}
 		t.Method, t.Body, t.Header = http.MethodPost, b.Bytes(), jsonHeader
 		return nil

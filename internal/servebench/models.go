@@ -56,8 +56,10 @@ type model struct {
 	src   string        // the original (standalone) model
 	em    *export.Model // the exported model
 	vocab *textgen.Vocab
-	dir   string // Dir/<model>/serve-adapters
-	tmp   string // scratch: charlm workspace, reference models
+	// tokens is the range of completion lengths (text generator).
+	tokens TokenRange
+	dir    string // Dir/<model>/serve-adapters
+	tmp    string // scratch: charlm workspace, reference models
 
 	density    float64 // SHiRA density per weight (charlm: the mean, for the record)
 	r          int     // synth.Options.R (charlm), else 0
@@ -150,6 +152,7 @@ func openModel(ctx context.Context, cfg *Config, name string) (_ *model, err err
 		}
 		m.r, m.shiraScale = charlmR, charlmScale
 		m.prompts = charlmPrompts
+		m.tokens = cfg.Tokens
 	default:
 		return nil, fmt.Errorf("servebench: unknown model %q", name)
 	}

@@ -115,7 +115,7 @@ func Markdown(w io.Writer, rep *Report) {
 			perReq = fmt.Sprintf("%.1f", float64(r.SchedRequests)/float64(r.Requests))
 		}
 		sw, group := "–", "–"
-		if r.SwitchesPer1k > 0 || r.Strategy == ShiraPacked || r.Strategy == ShiraLive {
+		if r.SwitchesPer1k > 0 || r.Strategy == ShiraPacked || r.Strategy == ShiraLive || r.Strategy == ShiraSlots {
 			sw = fmt.Sprintf("%.1f", r.SwitchesPer1k)
 			group = sessionbench.Cell(r.MeanGroup, "%.1f")
 		}

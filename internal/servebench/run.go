@@ -26,7 +26,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Started: time.Now(), Config: ReportConfig{
 		Models: cfg.Models, Strategies: cfg.Strategies, Adapters: cfg.Adapters, Dists: cfg.Dists, Clients: cfg.Clients,
 		Duration: cfg.Duration.String(), Slice: cfg.Slice.String(), Warmup: cfg.Warmup.String(), Threads: cfg.Threads, Verify: cfg.Verify,
-		MaxWait: cfg.MaxWait.String(), MaxBatch: cfg.MaxBatch, MaxConcurrent: cfg.MaxConcurrent, MaxOpen: cfg.MaxOpen,
+		MaxWait: cfg.MaxWait.String(), MaxBatch: cfg.MaxBatch, MaxConcurrent: cfg.MaxConcurrent, MaxOpen: cfg.MaxOpen, Slots: cfg.Slots, Tokens: cfg.Tokens.String(),
 		ZipfS: cfg.ZipfS, Spin: cfg.Spin, ORTVersion: ort.Version(),
 	}}
 	t0, busy0, own0 := time.Now(), systemBusy(), cpuTime()
@@ -70,7 +70,7 @@ func runModel(ctx context.Context, cfg *Config, name string, rep *Report) error 
 	}
 	defer m.close()
 	nmax := max(slices.Max(counts), 2) // the calibration switches between two adapters
-	shira := slices.Contains(cfg.Strategies, ShiraPacked) || slices.Contains(cfg.Strategies, ShiraLive)
+	shira := slices.Contains(cfg.Strategies, ShiraPacked) || slices.Contains(cfg.Strategies, ShiraLive) || slices.Contains(cfg.Strategies, ShiraSlots)
 	lora := slices.Contains(cfg.Strategies, OrtLoRA)
 	if err := m.ensureAdapters(ctx, cfg, nmax, shira, lora); err != nil {
 		return err
@@ -221,6 +221,7 @@ func runScenario(ctx context.Context, cfg *Config, m *model, ss []*server, sc sc
 		transport *http.Transport
 		o         outcome
 		st0       sched.Stats
+		sw0       int64         // switches before the measured slices
 		rss       float64       // summed RSS change over the slices
 		cpu       time.Duration // the process's CPU time during the slices
 	}
@@ -233,6 +234,7 @@ func runScenario(ctx context.Context, cfg *Config, m *model, ss []*server, sc sc
 			attack(ctx, w.targeter(), st.transport, sc.clients, cfg.Warmup, false, nil)
 		}
 		st.st0 = s.srv.Scheduler().Stats()
+		st.sw0 = s.switchCalls()
 		states[i] = st
 	}
 	n, slice := cfg.slices()
@@ -268,7 +270,7 @@ func runScenario(ctx context.Context, cfg *Config, m *model, ss []*server, sc sc
 		row.Errors, row.Overloaded, row.ErrorText = o.errors, o.overloaded, o.errorText
 
 		row.SchedRequests = st1.Submitted - st.st0.Submitted
-		row.Switches = st1.Switches - st.st0.Switches
+		row.Switches = s.switchCalls() - st.sw0
 		row.Runs = st1.Runs - st.st0.Runs
 		row.Rows = st1.Rows - st.st0.Rows
 		if row.SchedRequests > 0 {

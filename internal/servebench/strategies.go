@@ -24,6 +24,7 @@ type server struct {
 	strategy string
 	info     StrategyInfo
 	sess     *ort.Session
+	slots    []*ort.Session // shira-slots: every slot's session (sess is the first)
 	srv      *serve.Server
 	ts       *httptest.Server
 	lib      *registry.Library // shira strategies
@@ -33,7 +34,16 @@ type server struct {
 	maxBatch int
 
 	mu       sync.Mutex
-	switches []time.Duration // every successful Switch the scheduler made
+	switches []time.Duration // every successful switch (the scheduler's, or a slot's)
+	calls    int64           // every switch, failed ones included
+}
+
+// switchCalls returns the number of switches made so far (the scheduler's
+// Stats do not count a slots engine's).
+func (s *server) switchCalls() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
 }
 
 // catalogStats are a catalog's adapter counts.
@@ -74,8 +84,11 @@ func (s *server) close() error {
 		errs = append(errs, s.srv.Close(ctx))
 		cancel()
 	}
-	if s.sess != nil {
+	if s.sess != nil && s.slots == nil {
 		errs = append(errs, s.sess.Close())
+	}
+	for _, sess := range s.slots {
+		errs = append(errs, sess.Close())
 	}
 	if s.lib != nil {
 		errs = append(errs, s.lib.Close())
@@ -114,13 +127,8 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 		if strategy == ShiraLive {
 			opts.Mode = ort.ModeLive
 		}
-		if s.lib, err = registry.New(registry.Options{Model: m.em, MaxOpen: cfg.MaxOpen, Logger: discard}); err != nil {
+		if s.lib, err = registerAll(ctx, cfg, m, n); err != nil {
 			return nil, err
-		}
-		for i := range n {
-			if err := s.lib.Register(ctx, adapterName(i), m.shiraPath(i)); err != nil {
-				return nil, err
-			}
 		}
 		if s.sess, err = ort.OpenExported(ctx, m.em, opts); err != nil {
 			return nil, err
@@ -130,6 +138,37 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 		}
 		eng = serve.ShiraEngine(s.sess, s.lib)
 		s.info.Session = fmt.Sprintf("ort.OpenExported, %v mode, exclusive (Set between groups)", s.sess.Mode())
+	case ShiraSlots:
+		k := cfg.Slots
+		if k == 0 {
+			k = DefaultSlots[m.name]
+		}
+		if k == 0 {
+			return nil, fmt.Errorf("servebench: shira-slots has no default slot count on the %s model (set Config.Slots)", m.name)
+		}
+		opts.Mode = ort.ModePacked
+		opts.PackedTranslationCache = cfg.TranslationCache
+		if cfg.TranslationCache <= 0 {
+			opts.PackedTranslationCache = -1
+		}
+		if s.lib, err = registerAll(ctx, cfg, m, n); err != nil {
+			return nil, err
+		}
+		for range k {
+			sess, err := ort.OpenExported(ctx, m.em, opts)
+			if err != nil {
+				return nil, err
+			}
+			s.slots = append(s.slots, sess)
+			if sess.Mode() != opts.Mode {
+				return nil, fmt.Errorf("servebench: %s/%s opened as %v, not %v: %s", m.name, strategy, sess.Mode(), opts.Mode, sess.FallbackReason())
+			}
+		}
+		s.sess = s.slots[0]
+		if eng, err = serve.ShiraSlotsEngine(s.slots, s.lib); err != nil {
+			return nil, err
+		}
+		s.info.Session = fmt.Sprintf("ort.OpenExported ×%d (adapter slots), packed mode, not exclusive (a Run's slot is switched when no slot holds its configuration)", k)
 	case OrtLoRA:
 		if m.name == ModelLLM {
 			// External data: ORT resolves it relative to the model's path.
@@ -196,11 +235,12 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 	so := sched.Options{
 		MaxWait: cfg.MaxWait, MaxBatch: s.maxBatch, MaxConcurrent: cfg.MaxConcurrent,
 		Observer: sched.Observer{Switched: func(_, _ sched.Key, d time.Duration, err error) {
+			s.mu.Lock()
+			s.calls++
 			if err == nil {
-				s.mu.Lock()
 				s.switches = append(s.switches, d)
-				s.mu.Unlock()
 			}
+			s.mu.Unlock()
 		}},
 	}
 	if s.srv, err = serve.New(serve.Options{Name: m.name, Engine: eng, Sched: so, Text: m.vocab, Logger: discard}); err != nil {
@@ -208,6 +248,21 @@ func openStrategy(ctx context.Context, cfg *Config, m *model, strategy string, n
 	}
 	s.ts = httptest.NewServer(s.srv.Handler())
 	return s, nil
+}
+
+// registerAll returns a library of m's first n SHiRA adapters.
+func registerAll(ctx context.Context, cfg *Config, m *model, n int) (*registry.Library, error) {
+	lib, err := registry.New(registry.Options{Model: m.em, MaxOpen: cfg.MaxOpen, Logger: discard})
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		if err := lib.Register(ctx, adapterName(i), m.shiraPath(i)); err != nil {
+			lib.Close()
+			return nil, err
+		}
+	}
+	return lib, nil
 }
 
 // baseBackend runs every request on the original model, whatever adapter

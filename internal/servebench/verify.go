@@ -187,7 +187,7 @@ func (r *refs) compute(ctx context.Context, k refKey) (out, batched [][]byte, er
 			}
 		} else {
 			tm := &textgen.Model{R: sess, Vocab: m.vocab, Input: m.inName, Output: m.outName}
-			text, err := tm.Generate(ctx, m.prompts[i], charlmMaxToks, textgen.SampleOptions{Temperature: 0}, nil)
+			text, err := tm.Generate(ctx, m.prompts[i], m.tokens.Max, textgen.SampleOptions{Temperature: 0}, nil)
 			if err != nil {
 				return nil, nil, fmt.Errorf("servebench: reference generation: %w", err)
 			}
@@ -320,8 +320,13 @@ func (r *refs) verify(ctx context.Context, strategy string, responses []kept) (v
 		if err != nil {
 			return v, err
 		}
-		if body.Choices[0].Text != string(want[in]) {
-			v.fail("%s: completion %q, want %q", id, body.Choices[0].Text, want[in])
+		// The reference has the longest completion's characters (one per
+		// token); a shorter greedy completion is its prefix.
+		n, err := strconv.Atoi(u.Query().Get("tokens"))
+		if exp := []rune(string(want[in])); err != nil || n < 1 || n > len(exp) {
+			v.fail("%s: bad token count %q", id, u.Query().Get("tokens"))
+		} else if got := body.Choices[0].Text; got != string(exp[:n]) {
+			v.fail("%s: completion %q, want %q", id, got, string(exp[:n]))
 		}
 	}
 	return v, nil
