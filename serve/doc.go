@@ -9,7 +9,11 @@
 // queueing without bound. The adapters come from a registry.Library (or
 // any Catalog): a request acquires its adapters at admission, so an
 // unknown (404) or invalid (422) adapter is answered before anything is
-// queued, and none is unmapped while a request uses it.
+// queued, and none is unmapped while a request uses it. ShiraEngine
+// switches one session between groups of requests; ShiraSlotsEngine serves
+// from several sessions of the model used as adapter slots, so that
+// configurations held in a slot run without waiting for each other's
+// groups.
 //
 // Endpoints:
 //

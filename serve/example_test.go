@@ -88,3 +88,70 @@ func ExampleNew() {
 	// 200 OK
 	// finish: length tokens: 32 characters: 32
 }
+
+// Serve the text generator from four packed sessions used as adapter
+// slots: requests for configurations the slots hold run without a switch
+// and never wait for each other's groups.
+func ExampleShiraSlotsEngine() {
+	if err := ort.Init(); err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "serve-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ws, err := charlm.Prepare(ctx, dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ws.Close()
+	vocab, err := textgen.LoadVocab(ws.Vocab)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lib, err := registry.New(registry.Options{Model: ws.Model, CacheDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lib.Close()
+	if _, err := lib.RegisterDir(ctx, dir); err != nil {
+		log.Fatal(err)
+	}
+
+	var slots []*ort.Session
+	for range 4 {
+		sess, err := ort.OpenExported(ctx, ws.Model, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer sess.Close()
+		slots = append(slots, sess)
+	}
+	eng, err := serve.ShiraSlotsEngine(slots, lib)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv, err := serve.New(serve.Options{Name: "charlm", Engine: eng, Text: vocab, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	defer srv.Close(ctx)
+
+	for _, style := range []string{"bofh", "legal", "bofh"} {
+		resp, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(
+			`{"model": "`+style+`", "prompt": "The ", "max_tokens": 8, "temperature": 0}`))
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		fmt.Println(style, resp.Status)
+	}
+	// Output:
+	// bofh 200 OK
+	// legal 200 OK
+	// bofh 200 OK
+}
