@@ -477,6 +477,15 @@ func (s *Scheduler) dispatchLocked() {
 			}
 		}
 		h, wake := s.readyLocked(g)
+		if h == nil && !s.o.Exclusive {
+			// The oldest group waits for partners: serve the next oldest
+			// meanwhile rather than idle.
+			if o := s.oldestOtherLocked(g); o != nil {
+				if h2, _ := s.readyLocked(o); h2 != nil {
+					g, h = o, h2
+				}
+			}
+		}
 		if h == nil {
 			if !wake.IsZero() {
 				s.armLocked(max(time.Until(wake), time.Microsecond))

@@ -1076,3 +1076,73 @@ func TestStreamPartners(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamPartnersDoNotBlockOthers: in a shared scheduler, while the
+// oldest request waits for the streams at its step, requests of other
+// keys run.
+func TestStreamPartnersDoNotBlockOthers(t *testing.T) {
+	defer noLeaks(t)()
+	defer sched.SetPartnerWait(time.Second)()
+	f := &fake{gate: make(chan struct{})}
+	s := mustNew(t, f, sched.Options{MaxBatch: 8})
+	// Two streams run their first step as one batch (a plain request holds
+	// the backend while they queue it).
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Run(context.Background(), "a@1", request(99, 1, 50))
+		done <- err
+	}()
+	for s.Stats().InFlight == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	x, y := s.Stream("a@1"), s.Stream("a@1")
+	defer x.Close()
+	defer y.Close()
+	first := make(chan error, 2)
+	for i, st := range []*sched.Stream{x, y} {
+		go func() {
+			_, err := st.Run(context.Background(), request(i, 1, 2))
+			first <- err
+		}()
+	}
+	for s.Stats().QueueDepth < 2 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	close(f.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// x queues its second step; y does not (yet): x waits for y, and a
+	// request of another key runs meanwhile.
+	xs := make(chan error, 1)
+	go func() {
+		_, err := x.Run(context.Background(), request(10, 1, 3))
+		xs <- err
+	}()
+	for s.Stats().QueueDepth < 1 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	start := time.Now()
+	if _, err := s.Run(context.Background(), "b@1", request(20, 1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("another key's request waited %v behind a stream waiting for its partner", d)
+	}
+	if len(xs) != 0 {
+		t.Error("x's step ran without waiting for y")
+	}
+	if _, err := y.Run(context.Background(), request(11, 1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-xs; err != nil {
+		t.Fatal(err)
+	}
+	closeNow(t, s)
+	f.check(t)
+}
