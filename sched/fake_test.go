@@ -195,6 +195,20 @@ func (f *fake) Run(ctx context.Context, key sched.Key, inputs map[string]*tensor
 	return map[string]*tensor.Tensor{"y": y, "k": k}, nil
 }
 
+// runsNarrowerThan returns the Runs whose inputs were narrower than w, in
+// order.
+func (f *fake) runsNarrowerThan(w int) []runShape {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []runShape
+	for _, r := range f.shapes {
+		if r.w < w {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func (f *fake) check(t *testing.T) {
 	t.Helper()
 	f.mu.Lock()

@@ -955,6 +955,21 @@ func generate(t *testing.T, st *sched.Stream, key sched.Key, id, w0, steps int, 
 	}
 }
 
+// occupy runs a plain request of key (one row, width 50) and returns once
+// it is in flight (held by a fake's gate), with the channel its error
+// arrives on.
+func occupy(s *sched.Scheduler, key sched.Key) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Run(context.Background(), key, request(99, 1, 50))
+		done <- err
+	}()
+	for s.Stats().InFlight == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	return done
+}
+
 // TestStreamCohorts: streams of the active key opened while another stream
 // of it runs wait for that stream's cohort to end and then start together,
 // their steps batched (same step, same shape) instead of one by one; a
@@ -982,14 +997,7 @@ func TestStreamCohorts(t *testing.T) {
 	wg.Wait()
 	closeNow(t, s)
 	f.check(t)
-	f.mu.Lock()
-	var late []runShape
-	for _, r := range f.shapes {
-		if r.w < 100 {
-			late = append(late, r)
-		}
-	}
-	f.mu.Unlock()
+	late := f.runsNarrowerThan(100)
 	if len(late) != 5 {
 		t.Fatalf("the three later streams ran their 5 steps in %d Runs %v, want 5 Runs of 3 rows", len(late), late)
 	}
@@ -1037,14 +1045,7 @@ func TestStreamPartners(t *testing.T) {
 		s := mustNew(t, f, sched.Options{Exclusive: exclusive, MaxBatch: 8})
 		// A plain request holds the backend while the streams queue their
 		// first step.
-		done := make(chan error, 1)
-		go func() {
-			_, err := s.Run(context.Background(), key, request(99, 1, 50))
-			done <- err
-		}()
-		for s.Stats().InFlight == 0 {
-			time.Sleep(100 * time.Microsecond)
-		}
+		done := occupy(s, key)
 		var wg sync.WaitGroup
 		for i := range 3 {
 			st := s.Stream(key)
@@ -1063,14 +1064,7 @@ func TestStreamPartners(t *testing.T) {
 		wg.Wait()
 		closeNow(t, s)
 		f.check(t)
-		f.mu.Lock()
-		var steps []runShape
-		for _, r := range f.shapes {
-			if r.w < 50 {
-				steps = append(steps, r)
-			}
-		}
-		f.mu.Unlock()
+		steps := f.runsNarrowerThan(50)
 		if len(steps) != 6 {
 			t.Errorf("exclusive %v: 3 streams of 6 steps ran in %d Runs %v, want 6 Runs of 3 rows", exclusive, len(steps), steps)
 		}
@@ -1087,14 +1081,7 @@ func TestStreamPartnersDoNotBlockOthers(t *testing.T) {
 	s := mustNew(t, f, sched.Options{MaxBatch: 8})
 	// Two streams run their first step as one batch (a plain request holds
 	// the backend while they queue it).
-	done := make(chan error, 1)
-	go func() {
-		_, err := s.Run(context.Background(), "a@1", request(99, 1, 50))
-		done <- err
-	}()
-	for s.Stats().InFlight == 0 {
-		time.Sleep(100 * time.Microsecond)
-	}
+	done := occupy(s, "a@1")
 	x, y := s.Stream("a@1"), s.Stream("a@1")
 	defer x.Close()
 	defer y.Close()

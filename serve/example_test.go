@@ -18,6 +18,37 @@ import (
 	"github.com/shira-ort/shira-ort/serve"
 )
 
+// textGenerator prepares the shipped text generator in a temporary
+// directory (the model exported, its style adapters as .shira files:
+// bofh.shira, fortunes.shira, ...) and registers the adapters in a
+// library; cleanup closes and removes everything.
+func textGenerator(ctx context.Context) (*charlm.Workspace, *textgen.Vocab, *registry.Library, func()) {
+	dir, err := os.MkdirTemp("", "serve-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ws, err := charlm.Prepare(ctx, dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	vocab, err := textgen.LoadVocab(ws.Vocab)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lib, err := registry.New(registry.Options{Model: ws.Model, CacheDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := lib.RegisterDir(ctx, dir); err != nil {
+		log.Fatal(err)
+	}
+	return ws, vocab, lib, func() {
+		lib.Close()
+		ws.Close()
+		os.RemoveAll(dir)
+	}
+}
+
 // Serve the shipped text generator with its style adapters and ask for one
 // completion in the "bofh" style. A seed with temperature 0 (greedy
 // decoding) makes the text deterministic.
@@ -26,29 +57,8 @@ func ExampleNew() {
 		log.Fatal(err) // the message says to run `shira-ort setup`
 	}
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "serve-example")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	ws, err := charlm.Prepare(ctx, dir) // the model exported, the adapters as .shira files
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ws.Close()
-	vocab, err := textgen.LoadVocab(ws.Vocab)
-	if err != nil {
-		log.Fatal(err)
-	}
-
-	lib, err := registry.New(registry.Options{Model: ws.Model, CacheDir: dir})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer lib.Close()
-	if _, err := lib.RegisterDir(ctx, dir); err != nil { // bofh.shira, fortunes.shira, ...
-		log.Fatal(err)
-	}
+	ws, vocab, lib, cleanup := textGenerator(ctx)
+	defer cleanup()
 	sess, err := ort.OpenExported(ctx, ws.Model, nil) // packed mode
 	if err != nil {
 		log.Fatal(err)
@@ -97,28 +107,8 @@ func ExampleShiraSlotsEngine() {
 		log.Fatal(err)
 	}
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "serve-example")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	ws, err := charlm.Prepare(ctx, dir)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ws.Close()
-	vocab, err := textgen.LoadVocab(ws.Vocab)
-	if err != nil {
-		log.Fatal(err)
-	}
-	lib, err := registry.New(registry.Options{Model: ws.Model, CacheDir: dir})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer lib.Close()
-	if _, err := lib.RegisterDir(ctx, dir); err != nil {
-		log.Fatal(err)
-	}
+	ws, vocab, lib, cleanup := textGenerator(ctx)
+	defer cleanup()
 
 	var slots []*ort.Session
 	for range 4 {
