@@ -1133,3 +1133,71 @@ func TestStreamPartnersDoNotBlockOthers(t *testing.T) {
 	closeNow(t, s)
 	f.check(t)
 }
+
+// TestStreamOutsideCohortCancelAndClose: a stream's request waiting outside
+// its key's cohort leaves at once when its context ends, and runs at once
+// when its stream is closed concurrently (no cohort will take it); the
+// cohort's stream closing then lets the next streams start.
+func TestStreamOutsideCohortCancelAndClose(t *testing.T) {
+	defer noLeaks(t)()
+	const key = sched.Key("a@1")
+	f := &fake{exclusive: true}
+	s := mustNew(t, f, sched.Options{Exclusive: true, MaxWait: time.Hour, MaxBatch: 8})
+	member := s.Stream(key)
+	if _, err := member.Run(context.Background(), request(1, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	// The member is between steps: a new stream of the key waits.
+	late := s.Stream(key)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := late.Run(ctx, request(2, 1, 2))
+		errc <- err
+	}()
+	for s.Stats().QueueDepth == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("a stream outside the cohort ran while the cohort was open: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled while waiting outside the cohort: %v", err)
+	}
+	// Waiting again, then closed by another goroutine: it runs.
+	go func() {
+		_, err := late.Run(context.Background(), request(3, 1, 2))
+		errc <- err
+	}()
+	for s.Stats().QueueDepth == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	late.Close()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request of a stream closed while it waited outside the cohort never ran")
+	}
+	// The member closes: a stream opened now starts at once.
+	member.Close()
+	next := s.Stream(key)
+	start := time.Now()
+	if _, err := next.Run(context.Background(), request(4, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a stream opened after the cohort closed waited %v", d)
+	}
+	next.Close()
+	if st := s.Stats(); st.QueueDepth != 0 || st.Canceled != 1 || st.Completed != 3 {
+		t.Errorf("stats %+v: want 3 completed, 1 canceled, none waiting", st)
+	}
+	closeNow(t, s)
+	f.check(t)
+}
