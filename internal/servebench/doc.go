@@ -22,7 +22,10 @@
 //     configuration, switches between groups) and batches same-adapter
 //     requests up to Config.MaxBatch rows where the model has a free batch
 //     dimension (serve.Batchable).
-//   - shira-live: the same in ort.ModeLive (exposed weights unprepacked).
+//   - shira-slots: serve.ShiraSlotsEngine over Config.Slots packed sessions
+//     (DefaultSlots per model): each holds a configuration, a Run's slot is
+//     switched only when no slot holds its configuration; not exclusive.
+//   - shira-live: shira-packed in ort.ModeLive (exposed weights unprepacked).
 //   - ort-lora: ORT's own per-run LoRA. The original model gets a zero LoRA
 //     branch on every weight SHiRA adapts (lorabranch.AddBranches), with the
 //     rank whose parameter count equals the SHiRA adapters'
@@ -35,14 +38,13 @@
 //     Config.MaxConcurrent) and still batches same-adapter requests. The
 //     catalog keeps loaded *ort.LoraAdapter values in an LRU
 //     (Config.MaxOpen unused ones, released by Close). Single adapters only.
+//   - lora-merged: LoRA merged per group with the in-place BLAS GEMM
+//     (lora.AddInPlace) into copies of the exported weights, handed to one
+//     ORT session as a whole-tensor LoRA adapter passed on every Run of the
+//     group; exclusive. Not run on the 1.03 B model.
 //   - base: a plain ort.OpenModel session of the original model; requests name
 //     adapters, which the catalog accepts and the backend ignores: the
 //     ceiling, with the same scheduling as ort-lora.
-//
-// TODO(issue 15 (c)): LoRA merged per group with the in-place fuse (an
-// exclusive backend whose Switch fuses W += B·A into the weights in place and
-// reverts it) is not measured: it needs the BLAS in-place fuse another issue
-// builds. It would be one more Strategy here with Exclusive = true.
 //
 // # Models
 //
@@ -53,7 +55,9 @@
 //   - charlm: the shipped character text generator (charlm.Prepare),
 //     synthetic SHiRA adapters with r·(K+N) entries per weight at r = 1 (the
 //     parameter count of an r = 1 LoRA on the same weight), /v1/completions
-//     requests (greedy, 16 tokens) from a fixed pool of prompts.
+//     requests (greedy) from a fixed pool of prompts of 12 characters, each
+//     asking for a number of tokens drawn uniformly from Config.Tokens
+//     (default 16).
 //
 // Adapters are generated once into Config.Dir/<model>/serve-adapters (a
 // .shira and an .onnx_adapter per adapter, named a0000, a0001, ...), lazily up
@@ -82,18 +86,19 @@
 // With Config.Verify every response is checked against the offline-fused
 // output of its configuration, computed by a plain ORT session of a
 // standalone model (export.Model.WriteStandalone) for every input of the
-// pool: the SHiRA adapter fused by export.Model.Fuse for shira-packed, bit
-// for bit; the same model run unprepacked (session.disable_prepacking, the
+// pool: the SHiRA adapter fused by export.Model.Fuse for shira-packed and
+// shira-slots, bit for bit; the same model run unprepacked (session.disable_prepacking, the
 // kernels a live session runs) for shira-live, bit for bit against either its
 // single-row or its batched result (unprepacked MLAS computes a lone row
 // differently from a row of a batch); the LoRA adapter merged by
 // lorabranch.Merge for ort-lora, within loraRelTol·max|output|, with the
 // largest difference reported; the original model for base, bit for bit.
-// Completions (greedy) are compared as text, which catches a wrong
-// configuration only when its text differs (the report counts how often the
-// expected texts differ from the base model's). KServe requests carry the id
-// "<adapter>/<input>", which the server echoes; completions carry it in the
-// URL's query. Verifying the MLP needs a fused 268 MB model per adapter and
+// Completions (greedy) are compared as text with the prefix of their
+// length of the reference (generated to Config.Tokens.Max tokens), which
+// catches a wrong configuration only when its text differs (the report
+// counts how often the expected texts differ from the base model's). KServe requests carry the id
+// "<adapter>/<input>", which the server echoes; completions carry it, and
+// their token count, in the URL's query. Verifying the MLP needs a fused 268 MB model per adapter and
 // kind of reference, so with Verify the MLP runs only adapter counts up to
 // VerifyMaxAdaptersMLP.
 package servebench
