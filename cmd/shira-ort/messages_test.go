@@ -93,3 +93,18 @@ func TestCreateRefusesNonFiniteOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestServeSlotsFlags: serve refuses a negative --slots and more
+// --concurrency than slots before preparing anything.
+func TestServeSlotsFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "charlm")
+	for _, args := range [][]string{{"--slots", "-1"}, {"--slots", "2", "--concurrency", "3"}} {
+		_, err := runCLI(t, append([]string{"serve", "--charlm", dir}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "--slots") {
+			t.Errorf("serve %v: %v, want an error naming --slots", args, err)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused flags still prepared %s: %v", dir, err)
+	}
+}

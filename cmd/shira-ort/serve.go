@@ -58,9 +58,8 @@ every input and output has a free batch dimension. With --slots N, N sessions of
 adapter slots instead: each request runs on the slot holding its configuration, a slot switches only
 for a configuration no slot holds, and configurations never wait for each other's groups (N times the
 session's memory; use at least as many slots as concurrent generations, or the slots thrash). Beyond
---queue waiting requests the server
-answers 503 at once. SIGINT or SIGTERM stop accepting connections and drain the requests in flight
-(up to --drain).`,
+--queue waiting requests the server answers 503 at once. SIGINT or SIGTERM stop accepting
+connections and drain the requests in flight (up to --drain).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), cmd, f) },
 	}
@@ -111,6 +110,9 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 	mode, err := ort.ParseMode(f.mode)
 	if err != nil {
 		return fmt.Errorf("--mode: %w", err)
+	}
+	if f.slots < 0 || (f.slots > 0 && f.concurrency > f.slots) {
+		return fmt.Errorf("--slots %d, --concurrency %d: want slots ≥ 0 and concurrency ≤ slots", f.slots, f.concurrency)
 	}
 	if err := ort.Init(); err != nil {
 		return err
@@ -176,9 +178,6 @@ func runServe(ctx context.Context, cmd *cobra.Command, f serveFlags) error {
 		if err := lib.Register(ctx, name, path); err != nil {
 			return fmt.Errorf("--adapter %s: %w", name, err)
 		}
-	}
-	if f.slots < 0 || (f.slots > 0 && f.concurrency > f.slots) {
-		return fmt.Errorf("--slots %d, --concurrency %d: want slots ≥ 0 and concurrency ≤ slots", f.slots, f.concurrency)
 	}
 	var sessions []*ort.Session
 	defer func() {
