@@ -105,12 +105,12 @@ func randomAdapter(tb testing.TB, m *export.Manifest, density float64, seed uint
 	return a
 }
 
-// fusedOutputs runs the offline-fused standalone model (Model.Fuse +
-// Model.WriteStandalone, as `shira-ort apply` does) with opts.
-func fusedOutputs(tb testing.TB, dir string, cfgs []patch.Config, opts *Options, in map[string]*tensor.Tensor) map[string]*tensor.Tensor {
+// fusedOutputs runs the offline-fused standalone model (Model.Fuse with
+// fuseOpts + Model.WriteStandalone, as `shira-ort apply` does) with opts.
+func fusedOutputs(tb testing.TB, dir string, cfgs []patch.Config, opts *Options, in map[string]*tensor.Tensor, fuseOpts ...patch.Option) map[string]*tensor.Tensor {
 	tb.Helper()
 	m := openExported(tb, dir)
-	weights, err := m.Fuse(context.Background(), cfgs)
+	weights, err := m.Fuse(context.Background(), cfgs, fuseOpts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

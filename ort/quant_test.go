@@ -420,28 +420,13 @@ func TestPackedNBitsMatchesFused(t *testing.T) {
 		t.Run(fmt.Sprintf("K%d_N%d_bits%d_bs%d_zp%v_acc%d", c.k, c.n, c.bits, c.bs, c.zp, c.acc), func(t *testing.T) {
 			exposed, in, base, A, B := quantFixture(t, qdqmodel.BuildNBits(5, c.k, c.n, c.bits, c.bs, c.zp, c.acc), c.k)
 			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
-				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
-				live := mustOpen(t, exposed, &Options{Mode: ModeLive, IntraOpThreads: 1, Rounding: r})
-				if got := s.Mode() == ModePacked; got != c.packed {
-					t.Fatalf("%v: mode %v (fallback %q), want packed %v", r, s.Mode(), s.FallbackReason(), c.packed)
-				}
-				if !c.packed {
-					if s.FallbackReason() == "" {
-						t.Fatal("fell back without a reason")
-					}
-					t.Logf("fallback: %s", s.FallbackReason())
+				s := openPackedOrFallback(t, exposed, r, c.packed)
+				if s == nil {
 					return
 				}
+				live := mustOpen(t, exposed, &Options{Mode: ModeLive, IntraOpThreads: 1, Rounding: r})
 				for _, cfgs := range [][]patch.Config{{{Adapter: A, Alpha: 1}}, {{Adapter: A, Alpha: 0.5}, {Adapter: B, Alpha: 0.75}}, {{Adapter: B, Alpha: -1}}} {
-					w, err := openExported(t, exposed).Fuse(context.Background(), cfgs, patch.WithRounding(r))
-					if err != nil {
-						t.Fatal(err)
-					}
-					out := filepath.Join(t.TempDir(), "fused.onnx")
-					if err := openExported(t, exposed).WriteStandalone(context.Background(), w, out); err != nil {
-						t.Fatal(err)
-					}
-					want := mustRun(t, mustOpenModel(t, out, &Options{IntraOpThreads: 1}), in)
+					want := fusedOutputs(t, exposed, cfgs, &Options{IntraOpThreads: 1}, in, patch.WithRounding(r))
 					if sameOutputs(want, base) {
 						t.Fatal("the adapters changed nothing")
 					}
@@ -610,15 +595,8 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			exposed, in, base, A, B := quantFixture(t, c.model, c.k)
 			for _, r := range []patch.Rounding{patch.RoundNearestEven, patch.RoundStochastic} {
-				s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
-				if got := s.Mode() == ModePacked; got != c.packed {
-					t.Fatalf("%v: mode %v (fallback %q), want packed %v", r, s.Mode(), s.FallbackReason(), c.packed)
-				}
-				if !c.packed {
-					if s.FallbackReason() == "" {
-						t.Fatal("fell back without a reason")
-					}
-					t.Logf("fallback: %s", s.FallbackReason())
+				s := openPackedOrFallback(t, exposed, r, c.packed)
+				if s == nil {
 					return
 				}
 				changed := false
@@ -628,15 +606,7 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 					}
 					want := base
 					if len(cfgs) > 0 {
-						w, err := openExported(t, exposed).Fuse(context.Background(), cfgs, patch.WithRounding(r))
-						if err != nil {
-							t.Fatal(err)
-						}
-						out := filepath.Join(t.TempDir(), "fused.onnx")
-						if err := openExported(t, exposed).WriteStandalone(context.Background(), w, out); err != nil {
-							t.Fatal(err)
-						}
-						want = mustRun(t, mustOpenModel(t, out, &Options{IntraOpThreads: 1}), in)
+						want = fusedOutputs(t, exposed, cfgs, &Options{IntraOpThreads: 1}, in, patch.WithRounding(r))
 						changed = changed || !sameOutputs(want, base) // the quantized output may hide a small change
 					}
 					if got := mustRun(t, s, in); !sameOutputs(got, want) {
@@ -672,6 +642,26 @@ func TestPackedQDQMatchesFused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openPackedOrFallback opens exposed in ModePacked with rounding r and
+// checks that it runs packed when packed is true, else that it fell back
+// with a reason (logged); it returns the packed session, or nil after a
+// fallback.
+func openPackedOrFallback(t *testing.T, exposed string, r patch.Rounding, packed bool) *Session {
+	t.Helper()
+	s := mustOpen(t, exposed, &Options{Mode: ModePacked, IntraOpThreads: 1, Rounding: r})
+	if got := s.Mode() == ModePacked; got != packed {
+		t.Fatalf("%v: mode %v (fallback %q), want packed %v", r, s.Mode(), s.FallbackReason(), packed)
+	}
+	if !packed {
+		if s.FallbackReason() == "" {
+			t.Fatal("fell back without a reason")
+		}
+		t.Logf("fallback: %s", s.FallbackReason())
+		return nil
+	}
+	return s
 }
 
 // quantFixture writes model (input "x" [batch, k]), exposes it, and
