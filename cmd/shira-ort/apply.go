@@ -88,11 +88,7 @@ func loadFused(ctx context.Context, m *export.Model, adapterFlags []string, forc
 		return nil, err
 	}
 	var surv map[string]patch.Survival
-	opts := []patch.Option{patch.WithFiniteCheck(), // never write NaN or Inf weights
-		patch.WithRounding(r), patch.WithSurvivalReport(func(m map[string]patch.Survival) { surv = m })}
-	if force {
-		opts = append(opts, patch.WithoutFingerprintCheck())
-	}
+	opts := append(offlineFuseOptions(r, force), patch.WithSurvivalReport(func(m map[string]patch.Survival) { surv = m }))
 	start := time.Now()
 	if err := m.FuseInto(weights, cfgs, opts...); err != nil {
 		if errors.Is(err, patch.ErrFingerprint) && !force {

@@ -3,12 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/shira-ort/shira-ort/patch"
 )
 
 // newBakeCmd is `shira-ort bake`: an adapter configuration stored as one
@@ -43,13 +39,8 @@ combination of adapters as one file.`,
 				return err
 			}
 			defer closeAdapters()
-			opts := []patch.Option{patch.WithFiniteCheck(), patch.WithRounding(rounding.r)}
-			if force {
-				opts = append(opts, patch.WithoutFingerprintCheck())
-			}
-			if name == "" {
-				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
-			}
+			opts := offlineFuseOptions(rounding.r, force)
+			name = adapterName(name, out)
 			a, err := m.Bake(cmd.Context(), cfgs, name, opts...)
 			if err != nil {
 				return err

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -50,9 +48,7 @@ from the fine-tuned weights themselves, writes overwrite semantics by default.)`
 				return err
 			}
 			defer m.Close()
-			if name == "" {
-				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
-			}
+			name = adapterName(name, out)
 			vd := tensor.Undefined
 			if valueDType != "" {
 				if vd, err = tensor.ParseDType(valueDType); err != nil {

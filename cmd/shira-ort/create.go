@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -52,9 +50,7 @@ their changes. --semantics overwrite stores base + value instead, the new weight
 			}
 			o := synth.Options{Name: name, Mask: synth.Mask(maskName), Density: density, R: r, Scale: scale,
 				Seed: seed, Semantics: sem, Alpha: alpha}
-			if o.Name == "" {
-				o.Name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
-			}
+			o.Name = adapterName(o.Name, out)
 			if targets != "" {
 				if o.Targets, err = regexp.Compile(targets); err != nil {
 					return fmt.Errorf("--targets: %w", err)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -49,9 +47,7 @@ kept entries equal the fine-tune bit for bit. --semantics delta stores tuned - b
 				return fmt.Errorf("--tuned: %w", err)
 			}
 			defer tm.Close()
-			if name == "" {
-				name = strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
-			}
+			name = adapterName(name, out)
 			a, rep, err := extract.FromModels(cmd.Context(), bm.Model, tm.Model, extract.Options{Name: name, Density: density, Semantics: sem})
 			if err != nil {
 				return err

@@ -6,13 +6,35 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/shira-ort/shira-ort/adapter"
 	"github.com/shira-ort/shira-ort/export"
 	"github.com/shira-ort/shira-ort/internal/atomicfile"
+	"github.com/shira-ort/shira-ort/patch"
 )
+
+// adapterName is the name an adapter written to out gets: name, or the
+// file name of out without its extension when name is empty.
+func adapterName(name, out string) string {
+	if name != "" {
+		return name
+	}
+	return strings.TrimSuffix(filepath.Base(out), filepath.Ext(out))
+}
+
+// offlineFuseOptions are the patch options of an offline fuse (apply,
+// bake): never write NaN or Inf weights, round quantized weights with r,
+// and with force skip the fingerprint check.
+func offlineFuseOptions(r patch.Rounding, force bool) []patch.Option {
+	opts := []patch.Option{patch.WithFiniteCheck(), patch.WithRounding(r)}
+	if force {
+		opts = append(opts, patch.WithoutFingerprintCheck())
+	}
+	return opts
+}
 
 // writeAdapter encodes a and writes it to path atomically through
 // internal/atomicfile, like every other file the CLI writes: a killed
