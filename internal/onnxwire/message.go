@@ -263,6 +263,17 @@ func (m *Message) RemoveMessage(sub *Message) bool {
 	return m.RemoveFunc(func(f *Field) bool { return f.msg == sub && sub != nil }) > 0
 }
 
+// ReplaceMessage puts nw, as field num, where the field num holding old
+// was (keeping the fields' order), and reports whether old was found.
+func (m *Message) ReplaceMessage(num protowire.Number, old, nw *Message) bool {
+	for _, f := range m.fields {
+		if f.Num == num && f.msg == old {
+			return m.Replace(f, MessageField(num, nw))
+		}
+	}
+	return false
+}
+
 // Append adds f at the end of m.
 func (m *Message) Append(f *Field) {
 	m.fields = append(m.fields, f)

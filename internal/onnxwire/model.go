@@ -161,12 +161,7 @@ func (g *Graph) PrependNode(n *Node) {
 // ReplaceNode puts nw where old was (keeping the nodes' order) and
 // reports whether old was found.
 func (g *Graph) ReplaceNode(old, nw *Node) bool {
-	for _, f := range g.fields {
-		if f.Num == GraphNode && f.msg == old.Message {
-			return g.Replace(f, MessageField(GraphNode, nw.Message))
-		}
-	}
-	return false
+	return g.ReplaceMessage(GraphNode, old.Message, nw.Message)
 }
 
 // RemoveNode deletes node n from the graph.
@@ -179,12 +174,7 @@ func (g *Graph) AddInitializer(t *Tensor) {
 
 // ReplaceInitializer puts nt where old was and reports whether old was found.
 func (g *Graph) ReplaceInitializer(old, nt *Tensor) bool {
-	for _, f := range g.fields {
-		if f.Num == GraphInitializer && f.msg == old.Message {
-			return g.Replace(f, MessageField(GraphInitializer, nt.Message))
-		}
-	}
-	return false
+	return g.ReplaceMessage(GraphInitializer, old.Message, nt.Message)
 }
 
 // AddInput appends v to graph.input (after the last existing input).
