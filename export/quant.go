@@ -187,9 +187,7 @@ func (ix *graphIndex) quantOf(c *candidate, srcDir string) (q *Quantization, not
 	if err != nil {
 		return nil, "", fmt.Errorf("export: %w", err)
 	}
-	for i := 0; i+4 <= len(b); i += 4 {
-		q.Scales = append(q.Scales, math.Float32frombits(binary.LittleEndian.Uint32(b[i:])))
-	}
+	q.Scales = float32s(b)
 	if len(in) >= 3 && in[2] != "" {
 		zt, _, err := ix.constantTensor(in[2])
 		if err != nil {
