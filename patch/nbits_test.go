@@ -153,29 +153,11 @@ func newNBW(t *testing.T, rng *rand.Rand, k, n, bits, bs int, zp string) *nbw {
 // beyond the code range.
 func nbTensor(t *testing.T, rng *rand.Rand, name string, w *nbw, sem adapter.Semantics, vdt tensor.DType, density float64) adapter.Tensor {
 	t.Helper()
-	var ix []uint32
-	var vals []float32
-	for i := range w.numel() {
-		if rng.Float64() >= density {
-			continue
-		}
-		spread := []float64{0.2, 1, 3, 40, 1e4}[rng.IntN(5)]
-		v := float32(rng.NormFloat64() * spread * math.Abs(float64(w.scales[w.param(i)])))
-		if sem == adapter.Overwrite {
-			v += w.deq(i, w.code(w.base, i))
-		}
-		v = max(min(v, 6e4), -6e4) // finite in float16 too
-		ix = append(ix, uint32(i))
-		vals = append(vals, v)
-	}
-	if len(ix) == 0 {
-		ix, vals = []uint32{uint32(rng.IntN(w.numel()))}, []float32{0}
-	}
-	at, err := adapter.NewTensor(name, tensor.Uint8, w.shape(), ix, vals, vdt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return at
+	return sparseQuantTensor(t, rng, name, tensor.Uint8, w.shape(), w.numel(), []float64{0.2, 1, 3, 40, 1e4},
+		func(i int) float32 { return w.scales[w.param(i)] },
+		func(i int) float32 { return w.deq(i, w.code(w.base, i)) },
+		6e4, // finite in float16 too
+		sem, vdt, density)
 }
 
 // nbReference computes w's patched storage under cfgs densely and by

@@ -144,24 +144,41 @@ func newQW(t *testing.T, rng *rand.Rand, dt tensor.DType, shape []int64, axis in
 // step to far beyond the code range.
 func qTensor(t *testing.T, rng *rand.Rand, name string, w *qw, sem adapter.Semantics, vdt tensor.DType, density float64) adapter.Tensor {
 	t.Helper()
+	return sparseQuantTensor(t, rng, name, w.dt, w.shape, w.numel(), []float64{0.2, 1, 5, 40, 1e4},
+		func(i int) float32 { return w.scales[w.param(i)] },
+		func(i int) float32 { return w.deq(i, readCode(w.dt, w.base, i)) },
+		0, sem, vdt, density)
+}
+
+// sparseQuantTensor makes an adapter tensor of dtype dt and shape touching
+// about density of its numel entries (at least one), values in the
+// dequantized domain: N(0, (spread·scale(i))²) with spread drawn from
+// spreads, plus baseValue(i) for overwrite semantics, clamped to ±limit
+// when limit > 0.
+func sparseQuantTensor(t *testing.T, rng *rand.Rand, name string, dt tensor.DType, shape []int64, numel int, spreads []float64,
+	scale, baseValue func(i int) float32, limit float32, sem adapter.Semantics, vdt tensor.DType, density float64) adapter.Tensor {
+	t.Helper()
 	var ix []uint32
 	var vals []float32
-	for i := range w.numel() {
+	for i := range numel {
 		if rng.Float64() >= density {
 			continue
 		}
-		spread := []float64{0.2, 1, 5, 40, 1e4}[rng.IntN(5)]
-		v := float32(rng.NormFloat64() * spread * math.Abs(float64(w.scales[w.param(i)])))
+		spread := spreads[rng.IntN(len(spreads))]
+		v := float32(rng.NormFloat64() * spread * math.Abs(float64(scale(i))))
 		if sem == adapter.Overwrite {
-			v += w.deq(i, readCode(w.dt, w.base, i))
+			v += baseValue(i)
+		}
+		if limit > 0 {
+			v = max(min(v, limit), -limit)
 		}
 		ix = append(ix, uint32(i))
 		vals = append(vals, v)
 	}
 	if len(ix) == 0 {
-		ix, vals = []uint32{uint32(rng.IntN(w.numel()))}, []float32{0}
+		ix, vals = []uint32{uint32(rng.IntN(numel))}, []float32{0}
 	}
-	at, err := adapter.NewTensor(name, w.dt, w.shape, ix, vals, vdt)
+	at, err := adapter.NewTensor(name, dt, shape, ix, vals, vdt)
 	if err != nil {
 		t.Fatal(err)
 	}
